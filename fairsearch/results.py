@@ -1,0 +1,458 @@
+"""The results files of a sweep: ``results/<name>/trials.parquet`` and ``results/<name>/pareto.parquet``.
+
+The schema is the contract in ``docs/ARCHITECTURE.md`` ("Results files"); in short:
+
+``trials.parquet``, one row per trial, columns in this order:
+
+==================  ===============  ==========================================================
+``trial_id``        string           Ray Tune trial id
+``number``          int64            Optuna trial number (order of suggestion); rows sorted by it
+``status``          string           ``completed``, ``failed``, ``running`` or ``pending``
+``param/<name>``    per type         ``method`` first, then by name; str -> string, int -> Int64,
+                                     float -> float64, bool -> boolean; null where a trial has no
+                                     such parameter (``lam`` for vanilla); mixed types -> string
+``val/<metric>``    float64          latest validation metrics, flat keys of ``fairsearch.fairness``;
+                                     headline keys first, then by name; NaN where absent
+``epochs_done``     int64            epochs completed
+``wall_time_s``     float64          trial wall time
+``error``           string           error message of a failed trial, else null
+``checkpoint``      string           path/URI of the last checkpoint, else null
+``finished_at``     float64          unix time the trial ended (NaN while it runs)
+==================  ===============  ==========================================================
+
+``pareto.parquet``: the non-dominated completed trials on (``val/acc`` max, ``val/max_acc_gap`` min),
+sorted by ``val/acc`` descending; the columns of ``trials.parquet``, then ``test/<metric>`` (float64,
+from the trial's checkpoint on the test split), then ``hypervolume`` (of the validation front against
+``(0, 1)``, the same on every row). Its key-value metadata holds ``hypervolume``, ``objectives``,
+``directions`` and ``reference`` (JSON). Both files are written atomically (:func:`write_parquet_atomic`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fairsearch.errors import FairsearchError
+from fairsearch.pareto import FAIRSEARCH_DIRECTIONS, FAIRSEARCH_REFERENCE, hypervolume, pareto_mask
+
+__all__ = [
+    "DIRECTIONS",
+    "OBJECTIVES",
+    "PARETO_FILE",
+    "REFERENCE",
+    "STATUSES",
+    "TRIALS_FILE",
+    "TrialRecord",
+    "format_front",
+    "front_hypervolume",
+    "pareto_frame",
+    "read_parquet_metadata",
+    "read_results",
+    "trials_frame",
+    "write_parquet_atomic",
+    "write_results",
+]
+
+logger = logging.getLogger(__name__)
+
+TRIALS_FILE = "trials.parquet"
+PARETO_FILE = "pareto.parquet"
+STATUSES = ("completed", "failed", "running", "pending")
+OBJECTIVES = ("val/acc", "val/max_acc_gap")
+DIRECTIONS = FAIRSEARCH_DIRECTIONS
+REFERENCE = FAIRSEARCH_REFERENCE
+SCHEMA_VERSION = "1"
+
+_HEAD = ("trial_id", "number", "status")
+_TAIL = ("epochs_done", "wall_time_s", "error", "checkpoint", "finished_at")
+_TAIL_DTYPES = {
+    "epochs_done": "int64",
+    "wall_time_s": "float64",
+    "error": "str",
+    "checkpoint": "str",
+    "finished_at": "float64",
+}
+_FIRST_PARAMS = ("method",)
+_FIRST_METRICS = (
+    "acc",
+    "auc",
+    "max_acc_gap",
+    "worst_group_acc",
+    "es_auc",
+    "acc_ci_low",
+    "acc_ci_high",
+    "max_acc_gap_ci_low",
+    "max_acc_gap_ci_high",
+    "loss",
+)
+
+
+@dataclass
+class TrialRecord:
+    """What the sweep knows about one trial; one row of ``trials.parquet``.
+
+    Attributes:
+        trial_id: Ray Tune trial id.
+        number: Optuna trial number (order of suggestion).
+        status: One of :data:`STATUSES`.
+        params: Every sampled or fixed parameter, by name (``method``, ``lora_rank``, ``lam``, ...).
+        val_metrics: Latest validation metrics, flat keys as in ``SplitMetrics.flat()``.
+        epochs_done: Epochs completed.
+        wall_time_s: Wall time of the trial so far, in seconds.
+        error: Error message of a failed trial, else None.
+        checkpoint: Path or URI of the last checkpoint, else None.
+        finished_at: Unix time the trial ended, None while it runs or waits.
+    """
+
+    trial_id: str
+    number: int
+    status: str
+    params: dict[str, Any] = field(default_factory=dict)
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    epochs_done: int = 0
+    wall_time_s: float = 0.0
+    error: str | None = None
+    checkpoint: str | None = None
+    finished_at: float | None = None
+
+
+def _metric_order(keys: Iterable[str]) -> list[str]:
+    """Headline metric keys first (in :data:`_FIRST_METRICS` order), then the rest by name."""
+    keys = set(keys)
+    return [k for k in _FIRST_METRICS if k in keys] + sorted(keys - set(_FIRST_METRICS))
+
+
+def _param_column(values: list[Any]) -> pd.Series:
+    """One ``param/<name>`` column from per-trial values (None where a trial lacks the parameter)."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, (bool, np.bool_)) for v in present):
+        return pd.Series(values, dtype="boolean")
+    if present and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present):
+        return pd.Series(values, dtype="Int64")
+    numeric = (int, float, np.integer, np.floating)
+    if present and all(isinstance(v, numeric) and not isinstance(v, bool) for v in present):
+        return pd.Series([np.nan if v is None else float(v) for v in values], dtype="float64")
+    return pd.Series([None if v is None else str(v) for v in values], dtype="str")
+
+
+def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
+    """Build the ``trials.parquet`` table from trial records.
+
+    Args:
+        records: One record per trial, in any order.
+
+    Returns:
+        One row per trial sorted by ``number``, columns and dtypes as in the module docstring. An empty
+        ``records`` gives the fixed columns with their dtypes and no ``param/``/``val/`` columns.
+
+    Raises:
+        ValueError: If a record's status is not one of :data:`STATUSES`.
+    """
+    bad = sorted({r.status for r in records} - set(STATUSES))
+    if bad:
+        raise ValueError(f"trial status must be one of {list(STATUSES)}, got {bad}")
+    records = sorted(records, key=lambda r: (r.number, r.trial_id))
+    columns: dict[str, pd.Series] = {
+        "trial_id": pd.Series([r.trial_id for r in records], dtype="str"),
+        "number": pd.Series([r.number for r in records], dtype="int64"),
+        "status": pd.Series([r.status for r in records], dtype="str"),
+    }
+    param_names = {name for r in records for name in r.params}
+    ordered = [p for p in _FIRST_PARAMS if p in param_names] + sorted(param_names - set(_FIRST_PARAMS))
+    for name in ordered:
+        columns[f"param/{name}"] = _param_column([r.params.get(name) for r in records])
+    for key in _metric_order(k for r in records for k in r.val_metrics):
+        values = [r.val_metrics.get(key) for r in records]
+        columns[f"val/{key}"] = pd.Series(
+            [np.nan if v is None else float(v) for v in values], dtype="float64"
+        )
+    tail: dict[str, list[Any]] = {
+        "epochs_done": [r.epochs_done for r in records],
+        "wall_time_s": [r.wall_time_s for r in records],
+        "error": [r.error for r in records],
+        "checkpoint": [r.checkpoint for r in records],
+        "finished_at": [np.nan if r.finished_at is None else r.finished_at for r in records],
+    }
+    for name, values in tail.items():
+        columns[name] = pd.Series(values, dtype=_TAIL_DTYPES[name])
+    return pd.DataFrame(columns)
+
+
+def _objective_points(df: pd.DataFrame) -> np.ndarray:
+    """``[N, 2]`` (val/acc, val/max_acc_gap) of ``df``; NaN where a column is absent."""
+    cols = [df[c].to_numpy(dtype=np.float64) if c in df else np.full(len(df), np.nan) for c in OBJECTIVES]
+    return np.stack(cols, axis=1) if len(df) else np.empty((0, 2))
+
+
+def _completed(trials_df: pd.DataFrame) -> pd.DataFrame:
+    return trials_df[trials_df["status"] == "completed"] if "status" in trials_df else trials_df.iloc[:0]
+
+
+def front_hypervolume(trials_df: pd.DataFrame) -> float:
+    """Hypervolume of the completed trials' validation front against the reference ``(0, 1)``.
+
+    Args:
+        trials_df: A ``trials.parquet`` table (other statuses are ignored).
+
+    Returns:
+        The hypervolume in (acc, max_acc_gap) space, ``0.0`` without completed trials.
+    """
+    return hypervolume(_objective_points(_completed(trials_df)), DIRECTIONS, REFERENCE)
+
+
+def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """Build the ``pareto.parquet`` table: the completed trials nobody beats on both objectives.
+
+    Args:
+        trials_df: A ``trials.parquet`` table, e.g. from :func:`trials_frame`.
+        test_metrics: Test-split metrics (flat keys) by ``trial_id``; front members missing here get NaN.
+
+    Returns:
+        The non-dominated completed rows (duplicates of a front point included) sorted by ``val/acc``
+        descending, then ``val/max_acc_gap`` ascending and ``number``; the trials columns, then
+        ``test/<metric>`` float64 columns, then ``hypervolume``.
+    """
+    completed = _completed(trials_df)
+    front = completed[pareto_mask(_objective_points(completed), DIRECTIONS)].copy()
+    keys = _metric_order(k for tid in front["trial_id"] for k in test_metrics.get(tid, {}))
+    for key in keys:
+        values = [test_metrics.get(tid, {}).get(key, np.nan) for tid in front["trial_id"]]
+        front[f"test/{key}"] = pd.Series(values, index=front.index, dtype="float64")
+    front["hypervolume"] = pd.Series(front_hypervolume(trials_df), index=front.index, dtype="float64")
+    if len(front):
+        front = front.sort_values([*OBJECTIVES, "number"], ascending=[False, True, True], kind="stable")
+    return front.reset_index(drop=True)
+
+
+def write_parquet_atomic(
+    df: pd.DataFrame, path: str | Path, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write ``df`` to ``path`` as Parquet so readers see the old file or the new one, never a part.
+
+    The table goes to a temporary file in the same folder, is flushed and fsynced, then moved over
+    ``path`` with :func:`os.replace`. On any error the temporary file is removed and ``path`` is left
+    as it was.
+
+    Args:
+        df: The table (the index is not stored).
+        path: Destination file; its folder must exist.
+        metadata: Extra key-value pairs for the Parquet schema metadata (read back with
+            :func:`read_parquet_metadata`). ``pandas`` and ``ARROW:`` keys are reserved.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: If a metadata key is reserved.
+    """
+    path = Path(path)
+    extra = dict(metadata or {})
+    reserved = [k for k in extra if k == "pandas" or k.startswith("ARROW:")]
+    if reserved:
+        raise ValueError(f"metadata keys {reserved} are reserved by pandas/pyarrow")
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    merged = {**(table.schema.metadata or {}), **{k.encode(): str(v).encode() for k, v in extra.items()}}
+    table = table.replace_schema_metadata(merged)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable where the platform allows opening a folder (POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_parquet_metadata(path: str | Path) -> dict[str, str]:
+    """The key-value metadata written by :func:`write_parquet_atomic` (pandas/Arrow keys left out).
+
+    Args:
+        path: A Parquet file.
+
+    Returns:
+        The extra metadata as ``str -> str``.
+    """
+    raw = pq.read_schema(path).metadata or {}
+    pairs = {k.decode(): v.decode() for k, v in raw.items()}
+    return {k: v for k, v in pairs.items() if k != "pandas" and not k.startswith("ARROW:")}
+
+
+def write_results(
+    folder: str | Path,
+    records: Sequence[TrialRecord],
+    test_metrics: Mapping[str, Mapping[str, float]],
+) -> tuple[Path, Path]:
+    """Write ``trials.parquet`` and ``pareto.parquet`` of a sweep, each atomically.
+
+    Args:
+        folder: The sweep's results folder (``results/<name>``); created if missing.
+        records: Every trial so far, whatever its status.
+        test_metrics: Test-split metrics by ``trial_id`` for (at least) the front members.
+
+    Returns:
+        ``(trials_path, pareto_path)``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    trials_df = trials_frame(records)
+    pareto_df = pareto_frame(trials_df, test_metrics)
+    common = {
+        "fairsearch_schema": SCHEMA_VERSION,
+        "objectives": json.dumps(list(OBJECTIVES)),
+        "directions": json.dumps(list(DIRECTIONS)),
+        "reference": json.dumps(list(REFERENCE)),
+    }
+    hv = front_hypervolume(trials_df)
+    trials_path = write_parquet_atomic(trials_df, folder / TRIALS_FILE, common)
+    pareto_path = write_parquet_atomic(
+        pareto_df, folder / PARETO_FILE, {**common, "hypervolume": json.dumps(hv)}
+    )
+    logger.debug(
+        "wrote %d trials, %d on the front (hypervolume %.4f) to %s",
+        len(trials_df),
+        len(pareto_df),
+        hv,
+        folder,
+    )
+    return trials_path, pareto_path
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise FairsearchError(f"cannot read {path}: {exc}") from exc
+
+
+def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read a sweep's results, also while it is still running.
+
+    Args:
+        folder: The sweep's results folder (``results/<name>``).
+
+    Returns:
+        ``(trials_df, pareto_df)``. When ``pareto.parquet`` is missing (a sweep stopped between the two
+        writes) the front is recomputed from the trials, without test metrics.
+
+    Raises:
+        FairsearchError: If ``trials.parquet`` is missing or unreadable.
+    """
+    folder = Path(folder)
+    trials_path = folder / TRIALS_FILE
+    if not trials_path.is_file():
+        raise FairsearchError(f"no results in {folder}: run `fairsearch run --space ...` first")
+    trials_df = _read_table(trials_path)
+    pareto_path = folder / PARETO_FILE
+    if pareto_path.is_file():
+        return trials_df, _read_table(pareto_path)
+    logger.warning(
+        "%s is missing; recomputing the front from %s without test metrics", pareto_path, trials_path
+    )
+    return trials_df, pareto_frame(trials_df, {})
+
+
+def _fmt_pct(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{100 * float(value):.1f}"
+
+
+def _fmt_ci(row: pd.Series, key: str) -> str:
+    point = _fmt_pct(row.get(key))
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if point == "-" or low is None or high is None or pd.isna(low) or pd.isna(high):
+        return point
+    return f"{point} [{_fmt_pct(low)}, {_fmt_pct(high)}]"
+
+
+def _fmt_param(value: Any, kind: str = "") -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "-"
+    if kind == "lr":
+        return f"{float(value):.1e}"
+    if isinstance(value, float) and not math.isclose(value, round(value)):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def format_front(pareto_df: pd.DataFrame) -> str:
+    """Render a ``pareto.parquet`` table as an aligned text table (accuracies in percent).
+
+    Args:
+        pareto_df: A front from :func:`pareto_frame` or :func:`read_results`.
+
+    Returns:
+        A title line with the front size and hypervolume, then one line per front member: trial number,
+        method, LoRA rank, λ, w_max, learning rate, val acc, val gap, test acc [95 % CI], test gap [CI].
+    """
+    if pareto_df.empty:
+        return "Pareto front: no completed trials yet."
+    hv = float(pareto_df["hypervolume"].iloc[0]) if "hypervolume" in pareto_df else float("nan")
+    header = [
+        "trial",
+        "method",
+        "rank",
+        "λ",
+        "w_max",
+        "lr",
+        "val acc",
+        "val gap",
+        "test acc [CI]",
+        "test gap [CI]",
+    ]
+    rows = []
+    for _, row in pareto_df.iterrows():
+        test = pd.Series({k[len("test/") :]: v for k, v in row.items() if str(k).startswith("test/")})
+        rows.append(
+            [
+                str(row["number"]),
+                _fmt_param(row.get("param/method")),
+                _fmt_param(row.get("param/lora_rank")),
+                _fmt_param(row.get("param/lam")),
+                _fmt_param(row.get("param/w_max")),
+                _fmt_param(row.get("param/lr"), "lr"),
+                _fmt_pct(row.get("val/acc")),
+                _fmt_pct(row.get("val/max_acc_gap")),
+                _fmt_ci(test, "acc"),
+                _fmt_ci(test, "max_acc_gap"),
+            ]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        f"Pareto front: {len(pareto_df)} trial(s), hypervolume {hv:.4f} "
+        "(val acc max, val MaxAccGap min; accuracies and gaps in %)",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)

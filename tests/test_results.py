@@ -1,0 +1,308 @@
+"""Tests for fairsearch.results: schema, dtypes, atomic writes, the front and its text table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from fairsearch.errors import FairsearchError
+from fairsearch.pareto import hypervolume
+from fairsearch.results import (
+    PARETO_FILE,
+    TRIALS_FILE,
+    TrialRecord,
+    format_front,
+    front_hypervolume,
+    pareto_frame,
+    read_parquet_metadata,
+    read_results,
+    trials_frame,
+    write_parquet_atomic,
+    write_results,
+)
+
+FIXED = ["trial_id", "number", "status"]
+TAIL = ["epochs_done", "wall_time_s", "error", "checkpoint", "finished_at"]
+
+
+def record(
+    number: int, method: str, acc: float | None, gap: float | None, status: str = "completed"
+) -> TrialRecord:
+    params: dict[str, object] = {
+        "method": method,
+        "lora_rank": 8 * (1 + number % 3),
+        "lr": 1e-4 * (1 + number),
+    }
+    if method in ("fr", "hybrid"):
+        params["lam"] = 0.5 * number
+    if method in ("gr", "hybrid"):
+        params["w_max"] = 2.0 + number
+    metrics = {} if acc is None else {"acc": acc, "max_acc_gap": gap, "acc/race/Asian": acc - 0.1}
+    return TrialRecord(
+        trial_id=f"t{number:03d}",
+        number=number,
+        status=status,
+        params=params,
+        val_metrics=metrics,  # type: ignore[arg-type]
+        epochs_done=3,
+        wall_time_s=10.0 + number,
+        error="boom" if status == "failed" else None,
+        checkpoint=None if acc is None else f"/ckpt/t{number:03d}",
+        finished_at=None if status in ("running", "pending") else 1_700_000_000.0 + number,
+    )
+
+
+@pytest.fixture
+def records() -> list[TrialRecord]:
+    return [
+        record(3, "hybrid", 0.80, 0.05),
+        record(0, "vanilla", 0.90, 0.30),
+        record(1, "fr", 0.85, 0.10),
+        record(2, "gr", 0.70, 0.20),  # dominated by trial 1
+        record(4, "vanilla", 0.85, 0.10),  # duplicate of trial 1's point: also on the front
+        record(5, "gr", 0.95, 0.01, status="running"),  # not completed: never on the front
+        record(6, "fr", None, None, status="failed"),
+    ]
+
+
+def test_trials_frame_schema_and_rows(records: list[TrialRecord]) -> None:
+    df = trials_frame(records)
+    params = ["param/method", "param/lam", "param/lora_rank", "param/lr", "param/w_max"]
+    vals = ["val/acc", "val/max_acc_gap", "val/acc/race/Asian"]
+    assert list(df.columns) == FIXED + params + vals + TAIL
+    assert df["number"].tolist() == list(range(7))  # sorted by number whatever the input order
+    dtypes = {c: str(t) for c, t in df.dtypes.items()}
+    assert dtypes["trial_id"] == dtypes["status"] == dtypes["param/method"] == dtypes["error"] == "str"
+    assert dtypes["number"] == dtypes["epochs_done"] == "int64"
+    assert dtypes["param/lora_rank"] == "Int64"
+    assert all(dtypes[c] == "float64" for c in ["param/lam", "param/lr", "param/w_max", *vals, "finished_at"])
+    lam = df.set_index("param/method")["param/lam"]
+    assert lam["vanilla"].isna().all() and lam["gr"].isna().all()
+    assert df.loc[df["number"] == 3, "param/lam"].item() == 1.5
+    assert df.loc[df["number"] == 6, "error"].item() == "boom"
+    assert df["error"].isna().sum() == 6
+    assert np.isnan(df.loc[df["number"] == 5, "finished_at"].item())
+    # the column order does not depend on the order of the records or of the dict keys
+    shuffled = [r for r in reversed(records)]
+    for r in shuffled:
+        r.params = dict(reversed(list(r.params.items())))
+    assert list(trials_frame(shuffled).columns) == list(df.columns)
+
+
+def test_trials_frame_empty_and_mixed_types() -> None:
+    empty = trials_frame([])
+    assert list(empty.columns) == FIXED + TAIL
+    assert [str(t) for t in empty.dtypes] == [
+        "str",
+        "int64",
+        "str",
+        "int64",
+        "float64",
+        "str",
+        "str",
+        "float64",
+    ]
+    mixed = trials_frame(
+        [
+            TrialRecord("a", 0, "pending", params={"x": 1, "flag": True, "choice": 16}),
+            TrialRecord("b", 1, "pending", params={"x": 2.5, "flag": None, "choice": "auto"}),
+        ]
+    )
+    assert str(mixed["param/x"].dtype) == "float64" and mixed["param/x"].tolist() == [1.0, 2.5]
+    assert str(mixed["param/flag"].dtype) == "boolean" and mixed["param/flag"].isna().tolist() == [
+        False,
+        True,
+    ]
+    assert str(mixed["param/choice"].dtype) == "str" and mixed["param/choice"].tolist() == ["16", "auto"]
+    with pytest.raises(ValueError, match=r"trial status must be one of .* got \['done'\]"):
+        trials_frame([TrialRecord("a", 0, "done")])
+
+
+def brute_front(points: list[tuple[float, float]]) -> list[int]:
+    return [
+        i
+        for i, (a, g) in enumerate(points)
+        if not any((a2 >= a and g2 <= g) and (a2 > a or g2 < g) for a2, g2 in points)
+    ]
+
+
+def test_pareto_frame_against_brute_force(records: list[TrialRecord]) -> None:
+    df = trials_frame(records)
+    test = {"t001": {"acc": 0.84, "acc_ci_low": 0.80, "acc_ci_high": 0.88}, "t003": {"acc": 0.79}}
+    front = pareto_frame(df, test)
+    done = df[df["status"] == "completed"]
+    expected = set(
+        done["trial_id"].iloc[brute_front(list(zip(done["val/acc"], done["val/max_acc_gap"], strict=True)))]
+    )
+    assert set(front["trial_id"]) == expected == {"t000", "t001", "t003", "t004"}
+    assert front["trial_id"].tolist() == ["t000", "t001", "t004", "t003"]  # acc desc, then gap, then number
+    assert list(front.columns) == [
+        *df.columns,
+        "test/acc",
+        "test/acc_ci_low",
+        "test/acc_ci_high",
+        "hypervolume",
+    ]
+    assert front["test/acc"].tolist()[1] == 0.84 and np.isnan(front["test/acc"].tolist()[0])
+    hv = 0.8 * 0.95 + 0.05 * 0.9 + 0.05 * 0.7  # staircase over (0.8, .05), (0.85, .1), (0.9, .3)
+    assert front["hypervolume"].tolist() == pytest.approx([hv] * 4)
+    assert front_hypervolume(df) == pytest.approx(hv)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pareto_frame_random_sweeps(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    recs = [
+        record(
+            i,
+            "vanilla",
+            float(rng.integers(5, 10)) / 10,
+            float(rng.integers(0, 5)) / 10,
+            str(rng.choice(["completed", "failed"])),
+        )
+        for i in range(30)
+    ]
+    df = trials_frame(recs)
+    front = pareto_frame(df, {})
+    done = df[df["status"] == "completed"].reset_index(drop=True)
+    pts = list(zip(done["val/acc"], done["val/max_acc_gap"], strict=True))
+    assert sorted(front["trial_id"]) == sorted(done["trial_id"].iloc[brute_front(pts)])
+    assert front["val/acc"].is_monotonic_decreasing
+    assert front_hypervolume(df) == pytest.approx(
+        hypervolume(np.array(pts).reshape(-1, 2), ("max", "min"), (0, 1))
+    )
+
+
+def test_pareto_frame_without_completed_trials() -> None:
+    df = trials_frame([record(0, "fr", None, None, "failed"), record(1, "gr", 0.9, 0.1, "running")])
+    front = pareto_frame(df, {})
+    assert front.empty and "hypervolume" in front.columns
+    assert front_hypervolume(df) == 0.0
+    assert format_front(front) == "Pareto front: no completed trials yet."
+    assert pareto_frame(trials_frame([]), {}).empty
+
+
+def test_write_and_read_results_with_pandas_pyarrow_duckdb(
+    tmp_path: Path, records: list[TrialRecord]
+) -> None:
+    trials_path, pareto_path = write_results(tmp_path / "sweep", records, {"t001": {"acc": 0.84}})
+    assert trials_path == tmp_path / "sweep" / TRIALS_FILE and pareto_path == tmp_path / "sweep" / PARETO_FILE
+    trials_df, pareto_df = read_results(tmp_path / "sweep")
+    pd.testing.assert_frame_equal(trials_df, trials_frame(records))
+    pd.testing.assert_frame_equal(pareto_df, pareto_frame(trials_frame(records), {"t001": {"acc": 0.84}}))
+    schema = pq.read_schema(trials_path)
+    assert str(schema.field("number").type) == "int64" and str(schema.field("val/acc").type) == "double"
+    assert pq.read_table(pareto_path).num_rows == 4
+    meta = read_parquet_metadata(pareto_path)
+    assert json.loads(meta["hypervolume"]) == pytest.approx(pareto_df["hypervolume"].iloc[0])
+    assert json.loads(meta["objectives"]) == ["val/acc", "val/max_acc_gap"]
+    assert json.loads(meta["directions"]) == ["max", "min"]
+    assert json.loads(meta["reference"]) == [0.0, 1.0]
+    con = duckdb.connect()
+    rows = con.execute(
+        f"""SELECT "param/method", count(*) AS n, max("val/acc") AS best FROM '{trials_path}'
+            WHERE status = 'completed' GROUP BY 1 ORDER BY 1"""
+    ).fetchall()
+    assert rows == [("fr", 1, 0.85), ("gr", 1, 0.70), ("hybrid", 1, 0.80), ("vanilla", 2, 0.90)]
+    assert con.execute(f"SELECT count(*) FROM '{pareto_path}' WHERE \"param/lam\" IS NULL").fetchall() == [
+        (2,)
+    ]
+
+
+def test_read_results_errors(tmp_path: Path, records: list[TrialRecord]) -> None:
+    missing = tmp_path / "nothing"
+    with pytest.raises(
+        FairsearchError, match=f"^no results in {missing}: run `fairsearch run --space ...` first$"
+    ):
+        read_results(missing)
+    write_results(tmp_path / "s", records, {})
+    (tmp_path / "s" / PARETO_FILE).unlink()  # stopped between the two writes: recomputed from the trials
+    _, front = read_results(tmp_path / "s")
+    assert sorted(front["trial_id"]) == ["t000", "t001", "t003", "t004"]
+    (tmp_path / "s" / TRIALS_FILE).write_bytes(b"not parquet")
+    with pytest.raises(FairsearchError, match=r"cannot read .*trials\.parquet"):
+        read_results(tmp_path / "s")
+
+
+def test_write_parquet_atomic_metadata_and_reserved_keys(tmp_path: Path) -> None:
+    df = pd.DataFrame({"a": [1, 2]})
+    path = write_parquet_atomic(df, tmp_path / "x.parquet", {"k": "v", "n": "3"})
+    assert read_parquet_metadata(path) == {"k": "v", "n": "3"}
+    pd.testing.assert_frame_equal(pd.read_parquet(path), df)
+    with pytest.raises(ValueError, match="reserved"):
+        write_parquet_atomic(df, tmp_path / "y.parquet", {"pandas": "x"})
+
+
+@pytest.mark.parametrize("where", ["replace", "writer"])
+def test_write_parquet_atomic_failure_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    path = tmp_path / "trials.parquet"
+    old = pd.DataFrame({"a": [1, 2, 3]})
+    write_parquet_atomic(old, path)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    if where == "replace":
+        monkeypatch.setattr(os, "replace", fail)
+    else:
+
+        def half_write(table: object, where: object, **kwargs: object) -> None:
+            where.write(b"PAR1 partial")  # type: ignore[attr-defined]
+            raise OSError("disk full")
+
+        monkeypatch.setattr(pq, "write_table", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_parquet_atomic(pd.DataFrame({"a": [9]}), path)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(pd.read_parquet(path), old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.parquet"]
+
+
+def test_format_front(records: list[TrialRecord]) -> None:
+    test = {"t001": {"acc": 0.84, "acc_ci_low": 0.8, "acc_ci_high": 0.88, "max_acc_gap": 0.12}}
+    text = format_front(pareto_frame(trials_frame(records), test))
+    lines = text.splitlines()
+    assert lines[0].startswith("Pareto front: 4 trial(s), hypervolume 0.8400")
+    assert lines[1].split() == [
+        "trial",
+        "method",
+        "rank",
+        "λ",
+        "w_max",
+        "lr",
+        "val",
+        "acc",
+        "val",
+        "gap",
+        "test",
+        "acc",
+        "[CI]",
+        "test",
+        "gap",
+        "[CI]",
+    ]
+    assert lines[3].split() == ["0", "vanilla", "8", "-", "-", "1.0e-04", "90.0", "30.0", "-", "-"]
+    assert lines[4].split() == [
+        "1",
+        "fr",
+        "16",
+        "0.5",
+        "-",
+        "2.0e-04",
+        "85.0",
+        "10.0",
+        "84.0",
+        "[80.0,",
+        "88.0]",
+        "12.0",
+    ]
+    assert lines[6].split() == ["3", "hybrid", "8", "1.5", "5.0", "4.0e-04", "80.0", "5.0", "-", "-"]
