@@ -13,8 +13,9 @@ application to fairness", 2021):
   and the trial continues when fewer than ``ceil(n / reduction_factor)`` (at least one) recorded trials
   are strictly ahead of it. Ties therefore favour the newcomer, as ASHA's ``reward < cutoff`` does.
 * The newcomer's *own* rank decides. A trial that dominates every other trial recorded at its rung is
-  alone in the first front, nobody is ahead of it, and it always continues (Syne Tune's MOASHA can stop
-  it: it reads the sorted order of indices as if it were the newcomer's position).
+  alone in the first front, nobody is ahead of it, and it always continues. (Syne Tune's MOASHA can stop
+  it: its non-dominated sort returns the trials' indices in sorted order, which it then reads as
+  per-trial priorities, so the newcomer is judged by the index of whichever trial sorts last.)
 
 Objectives keep their own units and directions (``modes``): :mod:`fairsearch.pareto` takes the
 directions, so no sign flips reach records, logs or saved state.

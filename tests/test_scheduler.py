@@ -87,7 +87,7 @@ def test_first_trials_continue_for_lack_of_company() -> None:
 
 
 def _position_rule_stops(points: np.ndarray, eta: float) -> bool:
-    """Syne Tune MOASHA's rule: it takes the sorted order of indices for priorities and judges the last."""
+    """Syne Tune MOASHA's rule: indices in sorted order read as per-trial priorities; the last is judged."""
     ranks = nondominated_ranks(points, ("max", "min"))
     spread = np.zeros(len(points))
     for r in np.unique(ranks):
