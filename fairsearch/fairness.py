@@ -1,0 +1,623 @@
+"""Fairness math: groupings, MaxAccGap (hard and soft), group weights, the four method losses, split metrics.
+
+Pure numpy/torch/scikit-learn. A *grouping* assigns each sample a group id from the attribute domains
+(``"race"`` or the intersection ``"race*gender"``); id −1 means "excluded from every group". The training
+losses follow Gu et al. 2025: ``vanilla`` (cross-entropy), ``fr`` (CE + λ·soft MaxAccGap), ``gr``
+(group-weighted CE with w_s = min(N/|D_s|, w_max)) and ``hybrid`` (weighted CE + λ·soft MaxAccGap).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import ArrayLike
+from sklearn.metrics import roc_auc_score
+
+from fairsearch.errors import FairsearchError
+
+__all__ = [
+    "METHODS", "UNKNOWN", "GroupAccuracy", "GroupMetrics", "Grouping", "GroupingMetrics", "SplitMetrics",
+    "check_method", "encode_groups", "evaluate_split", "fairness_loss", "group_weights", "max_acc_gap",
+    "soft_max_acc_gap",
+]  # fmt: skip
+
+UNKNOWN = "unknown"
+METHODS = ("vanilla", "fr", "gr", "hybrid")
+_BOOT_CELLS = 4_000_000  # resampled indices held in memory at once by the bootstrap
+
+
+# --------------------------------------------------------------------------------------------- groupings
+@dataclass(frozen=True, eq=False)
+class Grouping:
+    """Group id per sample for one attribute or an intersection of attributes.
+
+    Attributes:
+        name: ``"race"`` or ``"race*gender"``.
+        ids: int64 ``[N]`` group id per sample; −1 = excluded (unknown, when ``exclude_unknown=True``).
+        names: ``names[g]`` for every group id ``g`` of the domain, present in this split or not.
+    """
+
+    name: str
+    ids: np.ndarray
+    names: tuple[str, ...]
+
+    @property
+    def n_groups(self) -> int:
+        """G, the number of group ids in the domain."""
+        return len(self.names)
+
+    def counts(self) -> np.ndarray:
+        """Samples per group id, int64 ``[G]`` (excluded samples are not counted)."""
+        return np.bincount(self.ids[self.ids >= 0], minlength=self.n_groups).astype(np.int64)
+
+
+def _parse_by(by: str | Sequence[str]) -> list[str]:
+    parts = by.split("*") if isinstance(by, str) else list(by)
+    parts = [p.strip() for p in parts]
+    if not parts or any(not p for p in parts):
+        raise FairsearchError(f"by: {by!r} must name one attribute or several joined by '*' (race*gender)")
+    if len(set(parts)) != len(parts):
+        raise FairsearchError(f"by: {by!r} names an attribute more than once")
+    return parts
+
+
+def _integer_codes(attr: str, values: ArrayLike) -> np.ndarray:
+    codes = np.asarray(values)
+    if codes.ndim != 1:
+        raise FairsearchError(f"{attr}: codes must be one-dimensional, got shape {codes.shape}")
+    if codes.dtype.kind in "iu" or codes.size == 0:
+        return codes.astype(np.int64)
+    if codes.dtype.kind == "f" and np.all(np.isfinite(codes)) and np.all(codes == np.round(codes)):
+        return codes.astype(np.int64)
+    bad = codes[:3].tolist()
+    raise FairsearchError(f"{attr}: codes must be integers, got dtype {codes.dtype} (e.g. {bad})")
+
+
+def encode_groups(
+    attributes: Mapping[str, ArrayLike],
+    by: str | Sequence[str],
+    value_names: Mapping[str, Mapping[int, str]],
+    *,
+    exclude_unknown: bool = False,
+) -> Grouping:
+    """Group id per sample from one sensitive attribute or the intersection of several.
+
+    Ids come from the attribute *domains* (``value_names``), so a group keeps its id in every split. For
+    attributes ``a1*a2`` with known codes sorted ascending, the id is the mixed-radix index of the pair
+    (first attribute most significant) and the name joins the value names (``"Black*Female"``). A sample
+    with code −1 in *any* of the attributes belongs to one extra group named ``UNKNOWN`` (the last id),
+    or gets id −1 when ``exclude_unknown`` is true; that extra group exists even if no sample is unknown.
+
+    Args:
+        attributes: integer code arrays ``[N]`` per attribute name (as ``fairsearch.data.Split``).
+        by: ``"race"``, ``"race*gender"`` or ``["race", "gender"]``.
+        value_names: attribute domains, code → name (``fairsearch.data.ATTRIBUTE_VALUES``); −1 is unknown.
+        exclude_unknown: give unknown samples id −1 instead of the ``unknown`` group.
+
+    Returns:
+        The grouping, named with the attributes joined by ``*``.
+
+    Raises:
+        FairsearchError: an attribute in ``by`` is not in ``value_names`` or ``attributes``; a code is
+            not in its domain (the message names the attribute, the bad codes and the allowed ones); the
+            arrays have different lengths or non-integer codes.
+    """
+    parts = _parse_by(by)
+    for attr in parts:
+        if attr not in value_names:
+            raise FairsearchError(f"by: attribute {attr!r} is not one of {sorted(value_names)}")
+        if attr not in attributes:
+            raise FairsearchError(f"by: no codes for attribute {attr!r}; the split has {sorted(attributes)}")
+    n = _integer_codes(parts[0], attributes[parts[0]]).size
+    ids, unknown = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    level_names: list[list[str]] = []
+    for attr in parts:
+        codes = _integer_codes(attr, attributes[attr])
+        if codes.size != n:
+            raise FairsearchError(f"{attr}: {codes.size} codes, but {parts[0]!r} has {n}")
+        domain = np.array(sorted(int(c) for c in value_names[attr] if int(c) != -1), dtype=np.int64)
+        if domain.size == 0:
+            raise FairsearchError(f"{attr}: the domain {dict(value_names[attr])} has no known values")
+        pos = np.minimum(np.searchsorted(domain, codes), domain.size - 1)
+        is_unknown = codes == -1
+        bad = ~is_unknown & (domain[pos] != codes)
+        if bad.any():
+            allowed = ", ".join(f"{c} ({value_names[attr][int(c)]})" for c in domain)
+            raise FairsearchError(
+                f"{attr}: code(s) {sorted(set(codes[bad].tolist()))} not in the domain; "
+                f"allowed: {allowed}, -1 ({UNKNOWN})"
+            )
+        ids = ids * domain.size + pos
+        unknown |= is_unknown
+        level_names.append([str(value_names[attr][int(c)]) for c in domain])
+    names = tuple("*".join(combo) for combo in itertools.product(*level_names))
+    if exclude_unknown:
+        ids[unknown] = -1
+    else:
+        ids[unknown] = len(names)
+        names = (*names, UNKNOWN)
+    return Grouping(name="*".join(parts), ids=ids, names=names)
+
+
+# --------------------------------------------------------------------------------------------- hard gap
+@dataclass(frozen=True, eq=False)
+class GroupAccuracy:
+    """Per-group accuracy and MaxAccGap.
+
+    Attributes:
+        gap: max − min accuracy over groups with samples; 0.0 when fewer than two groups have samples.
+        accuracy: float ``[G]`` accuracy per group id, NaN for groups without samples.
+        size: int64 ``[G]`` samples per group id.
+    """
+
+    gap: float
+    accuracy: np.ndarray
+    size: np.ndarray
+
+    @property
+    def worst(self) -> float | None:
+        """Lowest accuracy over groups with samples, None when no group has samples."""
+        present = self.size > 0
+        return float(self.accuracy[present].min()) if present.any() else None
+
+
+def _gap_rows(hits: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """MaxAccGap per row of ``[B, G]`` correct counts and sizes; 0.0 for rows with < 2 groups."""
+    present = size > 0
+    acc = np.divide(hits, size, out=np.zeros(hits.shape), where=present)
+    hi = np.where(present, acc, -np.inf).max(axis=1)
+    lo = np.where(present, acc, np.inf).min(axis=1)
+    return np.where(present.sum(axis=1) >= 2, hi - lo, 0.0)
+
+
+def max_acc_gap(
+    pred: ArrayLike, label: ArrayLike, group: ArrayLike, n_groups: int | None = None
+) -> GroupAccuracy:
+    """Accuracy per group and the gap max − min over groups that have samples.
+
+    Equals fairlearn's ``MetricFrame(metrics=accuracy_score, ...).difference(method="between_groups")``
+    on the samples with group id ≥ 0.
+
+    Args:
+        pred: ``[N]`` predicted classes.
+        label: ``[N]`` true classes.
+        group: ``[N]`` int group ids in ``[0, G)``; −1 = excluded.
+        n_groups: G; default ``max(group) + 1``.
+
+    Returns:
+        The per-group accuracies, sizes and the gap (0.0 if fewer than two groups have samples).
+
+    Raises:
+        ValueError: mismatched shapes or group ids outside ``[-1, G)``.
+    """
+    p, y, g = (np.asarray(a).reshape(-1) for a in (pred, label, group))
+    if not p.size == y.size == g.size:
+        raise ValueError(f"pred, label, group lengths differ: {p.size}, {y.size}, {g.size}")
+    g = g.astype(np.int64)
+    n = int(g.max(initial=-1)) + 1 if n_groups is None else int(n_groups)
+    if g.size and (g.min() < -1 or g.max() >= n):
+        raise ValueError(f"group ids must lie in [-1, {n}), got [{g.min()}, {g.max()}]")
+    keep = g >= 0
+    size = np.bincount(g[keep], minlength=n).astype(np.int64)
+    hits = np.bincount(g[keep], weights=(p == y)[keep], minlength=n)
+    accuracy = np.divide(hits, size, out=np.full(n, np.nan), where=size > 0)
+    gap = float(_gap_rows(hits[None], size[None])[0]) if n else 0.0
+    return GroupAccuracy(gap=gap, accuracy=accuracy, size=size)
+
+
+# --------------------------------------------------------------------------------------------- losses
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _check_batch(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> None:
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],) or groups.shape != labels.shape:
+        raise ValueError(
+            "expected logits [N, C], labels [N], groups [N]; got "
+            f"{tuple(logits.shape)}, {tuple(labels.shape)}, {tuple(groups.shape)}"
+        )
+    if logits.shape[0] == 0:
+        raise ValueError("empty batch: a loss needs at least one sample")
+
+
+def soft_max_acc_gap(logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Differentiable MaxAccGap: max − min over groups of the mean p(y_true | x).
+
+    Soft accuracy of group s is the mean softmax probability of the true class over its samples in the
+    batch. The gradient raises p(y_true) on the worst group's samples and lowers it on the best group's
+    (ties share the gradient); other groups get none.
+
+    Args:
+        logits: ``[N, C]`` class logits.
+        labels: ``[N]`` int64 true classes.
+        groups: ``[N]`` int group ids; −1 = excluded.
+
+    Returns:
+        Scalar tensor (float32, or float64 for float64 logits). Zero, still attached to the graph of
+        ``logits`` (zero gradients), when fewer than two groups are present in the batch.
+    """
+    _check_batch(logits, labels, groups)
+    x = _as_float(logits)
+    p_true = torch.softmax(x, dim=-1).gather(1, labels.long().unsqueeze(1)).squeeze(1)
+    keep = groups >= 0
+    present, inverse = torch.unique(groups[keep], return_inverse=True)
+    if present.numel() < 2:
+        return x.sum() * 0.0
+    sums = p_true.new_zeros(present.numel()).index_add(0, inverse, p_true[keep])
+    soft_acc = sums / torch.bincount(inverse, minlength=present.numel()).to(p_true.dtype)
+    return soft_acc.amax() - soft_acc.amin()
+
+
+def _bound_problem(key: str, value: Any, low: float) -> str | None:
+    """The problem with a config number that must be finite and >= low, or None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"{key}: {value!r} must be a number >= {low:g}"
+    if not math.isfinite(float(value)):
+        return f"{key}: {value!r} must be finite"
+    return None if float(value) >= low else f"{key}: {value!r} must be >= {low:g}"
+
+
+def group_weights(counts: ArrayLike, w_max: float) -> torch.Tensor:
+    """Inverse-frequency group weights w_s = min(N / |D_s|, w_max), N = total of ``counts``.
+
+    Args:
+        counts: ``[G]`` samples per group id, usually ``Grouping.counts()`` of the *training* split.
+        w_max: clip, ≥ 1 (the paper uses 10).
+
+    Returns:
+        float32 ``[G]``; groups with zero count get ``w_max`` (no sample will use it). Per-sample weights
+        are ``table[groups]``.
+
+    Raises:
+        FairsearchError: ``w_max`` < 1 or not finite.
+        ValueError: counts not one-dimensional or negative.
+    """
+    problem = _bound_problem("w_max", w_max, 1.0)
+    if problem:
+        raise FairsearchError(problem)
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim != 1 or (c < 0).any():
+        raise ValueError(f"counts must be a one-dimensional array of non-negative numbers, got {c}")
+    total = c.sum()
+    w = np.divide(total, c, out=np.full(c.shape, float(w_max)), where=c > 0)
+    return torch.as_tensor(np.minimum(w, w_max), dtype=torch.float32)
+
+
+def _method_problems(method: Any, lam: Any) -> list[str]:
+    problems = []
+    if not isinstance(method, str) or method not in METHODS:
+        problems.append(f"method: {method!r} is not one of {list(METHODS)}")
+    lam_problem = _bound_problem("lam", lam, 0.0)
+    if lam_problem:
+        problems.append(lam_problem)
+    return problems
+
+
+def check_method(method: str, lam: float, w_max: float) -> None:
+    """Validate a method configuration; every problem is reported, one per line.
+
+    Args:
+        method: one of ``METHODS``.
+        lam: λ, the weight of the soft MaxAccGap (finite, ≥ 0; unused by vanilla and gr).
+        w_max: the weight clip (finite, ≥ 1; unused by vanilla and fr).
+
+    Raises:
+        FairsearchError: e.g. ``method: 'grr' is not one of ['vanilla', 'fr', 'gr', 'hybrid']``,
+            ``lam: -0.5 must be >= 0``, ``w_max: 0.5 must be >= 1``.
+    """
+    problems = _method_problems(method, lam)
+    w_problem = _bound_problem("w_max", w_max, 1.0)
+    if w_problem:
+        problems.append(w_problem)
+    if problems:
+        raise FairsearchError("\n".join(problems))
+
+
+def fairness_loss(
+    method: str,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    groups: torch.Tensor,
+    *,
+    lam: float = 0.0,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Training loss of one of the four methods.
+
+    - ``vanilla``: mean cross-entropy.
+    - ``fr``: mean CE + λ · ``soft_max_acc_gap``.
+    - ``gr``: mean over the batch of w_i · CE_i, w_i = ``weights[groups[i]]`` (not normalised by the sum
+      of weights, so the weights also scale the step size); samples with group −1 get weight 1.
+    - ``hybrid``: the ``gr`` loss + λ · ``soft_max_acc_gap``.
+
+    Args:
+        method: one of ``METHODS``.
+        logits: ``[N, C]`` class logits (half precision is computed in float32).
+        labels: ``[N]`` int64 true classes.
+        groups: ``[N]`` int group ids of the optimised grouping; −1 = excluded.
+        lam: λ ≥ 0, used by ``fr`` and ``hybrid``.
+        weights: ``[G]`` group weight table from ``group_weights``; required by ``gr`` and ``hybrid``.
+
+    Returns:
+        Scalar loss tensor.
+
+    Raises:
+        FairsearchError: unknown method or invalid λ (the same messages as ``check_method``).
+        ValueError: bad shapes, an empty batch, or ``gr``/``hybrid`` without a valid ``weights`` table.
+    """
+    problems = _method_problems(method, lam)
+    if problems:
+        raise FairsearchError("\n".join(problems))
+    _check_batch(logits, labels, groups)
+    x = _as_float(logits)
+    ce = F.cross_entropy(x, labels.long(), reduction="none")
+    if method in ("gr", "hybrid"):
+        if weights is None:
+            raise ValueError(
+                f"method {method!r} needs weights: pass weights=group_weights(train counts, w_max)"
+            )
+        table = weights.to(device=x.device, dtype=x.dtype).reshape(-1)
+        if int(groups.max()) >= table.numel():
+            raise ValueError(f"group id {int(groups.max())} has no weight (table has {table.numel()})")
+        w = torch.where(groups >= 0, table[groups.clamp(min=0).long()], torch.ones_like(ce))
+        base = (w * ce).mean()
+    else:
+        base = ce.mean()
+    if method in ("fr", "hybrid"):
+        return base + lam * soft_max_acc_gap(x, labels, groups)
+    return base
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class GroupMetrics:
+    """One group of one grouping in one split (only groups with samples are reported).
+
+    Attributes:
+        name: group name (``"Black"``, ``"Black*Female"``, ``"unknown"``).
+        id: group id in the grouping's domain.
+        n: samples; ``n_pos``: samples with label 1.
+        acc: accuracy at threshold 0.5.
+        p_pos: fraction predicted positive (prob_pos ≥ 0.5); 0 or 1 shows a group collapsed to one class.
+        auc: ROC AUC, None when undefined; ``auc_reason`` then says why (e.g. one class only).
+    """
+
+    name: str
+    id: int
+    n: int
+    n_pos: int
+    acc: float
+    p_pos: float
+    auc: float | None
+    auc_reason: str | None
+
+
+@dataclass(frozen=True)
+class GroupingMetrics:
+    """Fairness metrics of one grouping.
+
+    Attributes:
+        name: the grouping (``"race"``).
+        groups: the groups with samples, in id order.
+        max_acc_gap: max − min group accuracy; 0.0 when fewer than two groups have samples.
+        worst_group, worst_group_acc: the lowest-accuracy group; None when no group has samples.
+        es_auc: AUC / (1 + Σ_g |AUC_g − AUC|) over groups with a defined AUC (FairCLIP); None when the
+            overall AUC or every group AUC is undefined, ``es_auc_reason`` then says why.
+        n_excluded: samples with group id −1.
+    """
+
+    name: str
+    groups: tuple[GroupMetrics, ...]
+    max_acc_gap: float
+    worst_group: str | None
+    worst_group_acc: float | None
+    es_auc: float | None
+    es_auc_reason: str | None
+    n_excluded: int
+
+
+@dataclass(frozen=True)
+class SplitMetrics:
+    """Metrics of one split: overall, per grouping, and bootstrap intervals.
+
+    Attributes:
+        n, n_pos: samples and positives. acc: accuracy at threshold 0.5.
+        auc: ROC AUC, None when the split holds one class only (``auc_reason`` says so).
+        primary: the optimised grouping; its gap, worst-group accuracy and ES-AUC are the unsuffixed keys.
+        groupings: metrics per grouping name.
+        acc_ci, max_acc_gap_ci: percentile bootstrap 95 % intervals; None when ``n_boot`` is 0.
+        n_boot, seed: the bootstrap settings.
+    """
+
+    n: int
+    n_pos: int
+    acc: float
+    auc: float | None
+    auc_reason: str | None
+    primary: str
+    groupings: Mapping[str, GroupingMetrics]
+    acc_ci: tuple[float, float] | None
+    max_acc_gap_ci: tuple[float, float] | None
+    n_boot: int
+    seed: int
+
+    def flat(self) -> dict[str, float]:
+        """The flat metric keys of docs/ARCHITECTURE.md; undefined values (None) are left out."""
+        out: dict[str, float] = {"acc": self.acc}
+        if self.auc is not None:
+            out["auc"] = self.auc
+        for key, g in self.groupings.items():
+            out[f"max_acc_gap/{key}"] = g.max_acc_gap
+            if g.worst_group_acc is not None:
+                out[f"worst_group_acc/{key}"] = g.worst_group_acc
+            if g.es_auc is not None:
+                out[f"es_auc/{key}"] = g.es_auc
+            for m in g.groups:
+                out[f"acc/{key}/{m.name}"] = m.acc
+                out[f"n/{key}/{m.name}"] = float(m.n)
+                out[f"n_pos/{key}/{m.name}"] = float(m.n_pos)
+                out[f"p_pos/{key}/{m.name}"] = m.p_pos
+                if m.auc is not None:
+                    out[f"auc/{key}/{m.name}"] = m.auc
+        for metric in ("max_acc_gap", "worst_group_acc", "es_auc"):
+            if f"{metric}/{self.primary}" in out:
+                out[metric] = out[f"{metric}/{self.primary}"]
+        for metric, ci in (("acc", self.acc_ci), ("max_acc_gap", self.max_acc_gap_ci)):
+            if ci is not None:
+                out[f"{metric}_ci_low"], out[f"{metric}_ci_high"] = ci
+        return out
+
+
+def _auc(prob: np.ndarray, label: np.ndarray) -> tuple[float | None, str | None]:
+    n_pos = int(label.sum())
+    if n_pos in (0, label.size):
+        return None, f"one class only (n_pos={n_pos} of {label.size})"
+    return float(roc_auc_score(label, prob)), None
+
+
+def _grouping_metrics(
+    name: str, grouping: Grouping, prob: np.ndarray, label: np.ndarray, pred: np.ndarray, auc: float | None
+) -> GroupingMetrics:
+    ids = grouping.ids
+    stats = max_acc_gap(pred, label, ids, n_groups=grouping.n_groups)
+    groups = []
+    for gid in np.flatnonzero(stats.size > 0):
+        mask = ids == gid
+        g_auc, reason = _auc(prob[mask], label[mask])
+        groups.append(
+            GroupMetrics(
+                name=grouping.names[gid],
+                id=int(gid),
+                n=int(stats.size[gid]),
+                n_pos=int(label[mask].sum()),
+                acc=float(stats.accuracy[gid]),
+                p_pos=float(pred[mask].mean()),
+                auc=g_auc,
+                auc_reason=reason,
+            )
+        )
+    worst = min(groups, key=lambda m: m.acc, default=None)
+    defined = [m.auc for m in groups if m.auc is not None]
+    es_auc, es_reason = None, None
+    if auc is None:
+        es_reason = "overall AUC undefined"
+    elif not defined:
+        es_reason = "no group has a defined AUC"
+    else:
+        es_auc = auc / (1.0 + sum(abs(a - auc) for a in defined))
+    return GroupingMetrics(
+        name=name,
+        groups=tuple(groups),
+        max_acc_gap=stats.gap,
+        worst_group=None if worst is None else worst.name,
+        worst_group_acc=None if worst is None else worst.acc,
+        es_auc=es_auc,
+        es_auc_reason=es_reason,
+        n_excluded=int((ids < 0).sum()),
+    )
+
+
+def _bootstrap(
+    correct: np.ndarray, ids: np.ndarray, n_groups: int, n_boot: int, seed: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Percentile 95 % intervals of accuracy and MaxAccGap, resampling the split's samples with replacement.
+
+    A resample in which fewer than two groups have samples has gap 0.0, as ``max_acc_gap``.
+    """
+    rng = np.random.default_rng(seed)
+    n = correct.size
+    acc, gap = np.empty(n_boot), np.empty(n_boot)
+    chunk = max(1, _BOOT_CELLS // n)
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))
+        c, g = correct[idx], ids[idx]
+        acc[start : start + b] = c.mean(axis=1)
+        keep = g >= 0
+        key = (np.arange(b)[:, None] * n_groups + g)[keep]
+        hits = np.bincount(key, weights=c[keep], minlength=b * n_groups).reshape(b, n_groups)
+        size = np.bincount(key, minlength=b * n_groups).reshape(b, n_groups)
+        gap[start : start + b] = _gap_rows(hits, size)
+    lo_hi = (2.5, 97.5)
+    a_lo, a_hi = np.percentile(acc, lo_hi)
+    g_lo, g_hi = np.percentile(gap, lo_hi)
+    return (float(a_lo), float(a_hi)), (float(g_lo), float(g_hi))
+
+
+def evaluate_split(
+    prob_pos: ArrayLike,
+    labels: ArrayLike,
+    groupings: Mapping[str, Grouping],
+    *,
+    primary: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> SplitMetrics:
+    """Accuracy, AUC and fairness metrics of one split, with bootstrap intervals.
+
+    Predictions are ``prob_pos >= 0.5``. AUCs use ``sklearn.metrics.roc_auc_score``; an AUC over one class
+    is None with the reason recorded, never NaN. The bootstrap draws ``n_boot`` resamples of the split's
+    N samples (seeded ``numpy.random.Generator``, vectorised) for overall accuracy and the primary
+    grouping's MaxAccGap.
+
+    Args:
+        prob_pos: float ``[N]`` predicted probability of class 1, in [0, 1].
+        labels: ``[N]`` true labels in {0, 1}.
+        groupings: grouping per name (its ``ids`` are ``[N]``); names become the flat-key infixes.
+        primary: the optimised grouping, a key of ``groupings``.
+        n_boot: bootstrap resamples; 0 skips the intervals.
+        seed: bootstrap seed.
+
+    Returns:
+        The structured metrics; ``.flat()`` gives the flat metric keys.
+
+    Raises:
+        FairsearchError: ``primary`` is not a key of ``groupings``.
+        ValueError: empty split, mismatched lengths, probabilities outside [0, 1], labels not in {0, 1},
+            or negative ``n_boot``.
+    """
+    if primary not in groupings:
+        raise FairsearchError(f"primary: {primary!r} is not one of {list(groupings)}")
+    prob = np.asarray(prob_pos, dtype=np.float64).reshape(-1)
+    label = np.asarray(labels).reshape(-1)
+    if prob.size == 0 or prob.size != label.size:
+        raise ValueError(f"prob_pos and labels must be non-empty and equally long: {prob.size}, {label.size}")
+    if not np.all((prob >= 0) & (prob <= 1)):
+        raise ValueError("prob_pos must be probabilities in [0, 1] (no NaN)")
+    if not np.all((label == 0) | (label == 1)):
+        raise ValueError(f"labels must be 0 or 1, got values {np.unique(label)[:5].tolist()}")
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    label = label.astype(np.int64)
+    for key, grouping in groupings.items():
+        if grouping.ids.shape != label.shape:
+            raise ValueError(f"grouping {key!r} has {grouping.ids.size} ids for {label.size} samples")
+    pred = (prob >= 0.5).astype(np.int64)
+    correct = pred == label
+    auc, auc_reason = _auc(prob, label)
+    per = {key: _grouping_metrics(key, g, prob, label, pred, auc) for key, g in groupings.items()}
+    acc_ci = gap_ci = None
+    if n_boot:
+        p = groupings[primary]
+        acc_ci, gap_ci = _bootstrap(correct, p.ids, p.n_groups, n_boot, seed)
+    return SplitMetrics(
+        n=int(label.size),
+        n_pos=int(label.sum()),
+        acc=float(correct.mean()),
+        auc=auc,
+        auc_reason=auc_reason,
+        primary=primary,
+        groupings=per,
+        acc_ci=acc_ci,
+        max_acc_gap_ci=gap_ci,
+        n_boot=n_boot,
+        seed=seed,
+    )
