@@ -1,0 +1,505 @@
+"""``fairsearch report``: a self-contained HTML report of a sweep's accuracy/fairness trade-off.
+
+The report reads only ``trials.parquet`` and ``pareto.parquet`` (see :mod:`fairsearch.results`), so it
+works on a finished sweep, one still running, and one that was interrupted. It holds:
+
+1. the Pareto front: validation accuracy against validation MaxAccGap for every trial, the front as a
+   staircase, and the front members' test-split points with their bootstrap 95 % intervals;
+2. the hypervolume of the front of the trials finished so far, in the order they finished;
+3. per front member, the accuracy of every group of every grouping, with the group sizes;
+4. the front as a table with its parameters;
+5. the comparison the paper makes: the most accurate vanilla trial against the fair methods' trials
+   with the lowest gap at equal-or-better accuracy (within one point), and the gap reduction in percent.
+
+Images are PNGs drawn with matplotlib's Agg canvas, embedded as base64 data URIs (the page needs no
+network) and also written beside the HTML file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from fairsearch.errors import FairsearchError
+from fairsearch.pareto import hypervolume, pareto_mask
+from fairsearch.results import DIRECTIONS, OBJECTIVES, REFERENCE, read_results
+
+__all__ = ["ACC_TOLERANCE", "Comparison", "compare_to_vanilla", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+ACC_TOLERANCE = 0.01
+"""A fair trial counts as "equal-or-better accuracy" when within this much (one point) of vanilla's."""
+FAIR_METHODS = ("fr", "gr", "hybrid")
+METHOD_COLOURS = {"vanilla": "#7f7f7f", "fr": "#1f77b4", "gr": "#ff7f0e", "hybrid": "#2ca02c"}
+EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
+MAX_MEMBERS_PER_CHART = 8
+_GROUP_ACC = re.compile(r"^val/acc/(?P<grouping>[^/]+)/(?P<group>.+)$")
+ACC, GAP = OBJECTIVES
+FRONT_CAPTION = (
+    "Every trial's validation accuracy vs. MaxAccGap, coloured by method; the validation front as a staircase; "
+    "the front members' test-split results as diamonds with bootstrap 95 % intervals"
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The best vanilla trial against the best fair trial of each fair method.
+
+    Attributes:
+        vanilla: The ``trials.parquet`` row of the most accurate completed vanilla trial, or None.
+        fair: Per fair method, the row of its lowest-gap completed trial with accuracy at least
+            ``vanilla acc - ACC_TOLERANCE`` (None when it has no such trial).
+        best_fair: The lowest-gap row among ``fair``, or None.
+        reduction_pct: ``100 * (vanilla gap - best fair gap) / vanilla gap``; None when undefined.
+        sentence: The finding (or why there is none) in one plain sentence.
+    """
+
+    vanilla: pd.Series | None
+    fair: dict[str, pd.Series | None]
+    best_fair: pd.Series | None
+    reduction_pct: float | None
+    sentence: str
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{100 * float(value):.1f}"
+
+
+def _method(row: pd.Series) -> str:
+    return str(row.get("param/method", "?"))
+
+
+def _completed(trials: pd.DataFrame) -> pd.DataFrame:
+    done = trials[trials["status"] == "completed"]
+    if ACC not in done or GAP not in done:
+        return done.iloc[:0]
+    return done[np.isfinite(done[ACC].to_numpy(float)) & np.isfinite(done[GAP].to_numpy(float))]
+
+
+def compare_to_vanilla(trials: pd.DataFrame, tolerance: float = ACC_TOLERANCE) -> Comparison:
+    """The paper's comparison on the validation split.
+
+    Args:
+        trials: A ``trials.parquet`` table.
+        tolerance: How far below vanilla's accuracy a fair trial may be and still count (fraction).
+
+    Returns:
+        The :class:`Comparison`; ties break towards higher accuracy, then lower gap, then trial number.
+    """
+    done = _completed(trials)
+    methods = done["param/method"].astype(str) if "param/method" in done else pd.Series("?", index=done.index)
+    vanilla_rows = done[methods == "vanilla"].sort_values([ACC, GAP, "number"], ascending=[False, True, True])
+    fair_rows = done[methods.isin(FAIR_METHODS)]
+    if vanilla_rows.empty or fair_rows.empty:
+        if vanilla_rows.empty and fair_rows.empty:
+            sentence = (
+                "No completed vanilla or fair (fr/gr/hybrid) trial yet, so there is nothing to compare."
+            )
+        elif vanilla_rows.empty:
+            sentence = "No completed vanilla trial yet, so there is nothing to compare the fair methods with."
+        else:
+            sentence = (
+                "No completed fair (fr/gr/hybrid) trial yet, so there is nothing to compare vanilla with."
+            )
+        return Comparison(None if vanilla_rows.empty else vanilla_rows.iloc[0], {}, None, None, sentence)
+    vanilla = vanilla_rows.iloc[0]
+    floor = float(vanilla[ACC]) - tolerance - 1e-12
+    fair: dict[str, pd.Series | None] = {}
+    for method in FAIR_METHODS:
+        rows = fair_rows[(methods[fair_rows.index] == method) & (fair_rows[ACC] >= floor)]
+        rows = rows.sort_values([GAP, ACC, "number"], ascending=[True, False, True])
+        fair[method] = rows.iloc[0] if len(rows) else None
+    found = [row for row in fair.values() if row is not None]
+    v_desc = f"vanilla (trial {vanilla['number']}: accuracy {_pct(vanilla[ACC])} %, MaxAccGap {_pct(vanilla[GAP])} %)"
+    if not found:
+        sentence = (
+            f"No fair trial reaches within {100 * tolerance:g} point of the best {v_desc}; "
+            f"the most accurate fair trial has {_pct(fair_rows[ACC].max())} %."
+        )
+        return Comparison(vanilla, fair, None, None, sentence)
+    best = min(found, key=lambda r: (float(r[GAP]), -float(r[ACC]), int(r["number"])))
+    b_desc = f"{_method(best)} (trial {best['number']}: accuracy {_pct(best[ACC])} %, MaxAccGap {_pct(best[GAP])} %)"
+    v_gap = float(vanilla[GAP])
+    if v_gap <= 0:
+        sentence = f"The best {v_desc} already has no gap; the best fair trial is {b_desc}."
+        return Comparison(vanilla, fair, best, None, sentence)
+    reduction = 100.0 * (v_gap - float(best[GAP])) / v_gap
+    verb = "cuts" if reduction >= 0 else "raises"
+    sentence = (
+        f"Against the best {v_desc}, {b_desc} {verb} the validation MaxAccGap by "
+        f"{abs(reduction):.1f} % at equal-or-better accuracy (within {100 * tolerance:g} point)."
+    )
+    return Comparison(vanilla, fair, best, reduction, sentence)
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+def _colour(method: str, methods: Sequence[str]) -> str:
+    if method in METHOD_COLOURS:
+        return METHOD_COLOURS[method]
+    others = sorted(m for m in methods if m not in METHOD_COLOURS)
+    return EXTRA_COLOURS[others.index(method) % len(EXTRA_COLOURS)] if method in others else "#000000"
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _front_figure(trials: pd.DataFrame, front: pd.DataFrame) -> Figure:
+    """Every trial with validation objectives, the front's staircase, and test points with 95 % CIs."""
+    fig = Figure(figsize=(7.5, 5.2))
+    ax = fig.add_subplot()
+    scored = trials[np.isfinite(trials.get(ACC, np.nan)) & np.isfinite(trials.get(GAP, np.nan))]
+    methods = sorted(scored["param/method"].astype(str).unique()) if "param/method" in scored else ["?"]
+    for method in methods:
+        rows = scored[scored["param/method"].astype(str) == method] if "param/method" in scored else scored
+        colour = _colour(method, methods)
+        done = rows[rows["status"] == "completed"]
+        other = rows[rows["status"] != "completed"]
+        ax.scatter(100 * done[GAP], 100 * done[ACC], s=28, color=colour, alpha=0.75, label=method)
+        ax.scatter(100 * other[GAP], 100 * other[ACC], s=28, facecolors="none", edgecolors=colour)
+    if (scored["status"] != "completed").any():
+        ax.scatter([], [], s=28, facecolors="none", edgecolors="0.3", label="not completed (latest epoch)")
+    if len(front):
+        ordered = front.sort_values([GAP, ACC], ascending=[True, False])
+        gaps, accs = 100 * ordered[GAP].to_numpy(float), 100 * ordered[ACC].to_numpy(float)
+        right = max(100 * float(np.nanmax(scored[GAP])), gaps[-1]) * 1.05 + 0.5
+        ax.step(np.append(gaps, right), np.append(accs, accs[-1]), where="post", color="black", lw=1.2)
+        ax.scatter(
+            gaps, accs, s=70, facecolors="none", edgecolors="black", lw=1.4, label="Pareto front (val)"
+        )
+        for number, gap, acc in zip(ordered["number"], gaps, accs, strict=True):
+            ax.annotate(f"#{number}", (gap, acc), xytext=(4, 5), textcoords="offset points", fontsize=7)
+        if "test/acc" in front and "test/max_acc_gap" in front:
+            for _, row in front.iterrows():
+                _test_point(ax, row, _colour(_method(row), methods))
+            ax.errorbar(
+                [], [], xerr=[], yerr=[], fmt="D", color="0.3", ms=5, label="front on test split, 95 % CI"
+            )
+    ax.set_xlabel("MaxAccGap (%)  ← fairer")
+    ax.set_ylabel("accuracy (%)  ↑ better")
+    ax.set_title("Accuracy vs. MaxAccGap: validation (dots), test split (diamonds)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def _test_point(ax: object, row: pd.Series, colour: str) -> None:
+    acc, gap = row.get("test/acc"), row.get("test/max_acc_gap")
+    if acc is None or gap is None or pd.isna(acc) or pd.isna(gap):
+        return
+
+    def err(key: str, centre: float) -> list[list[float]] | None:
+        low, high = row.get(f"test/{key}_ci_low"), row.get(f"test/{key}_ci_high")
+        if low is None or high is None or pd.isna(low) or pd.isna(high):
+            return None
+        return [[100 * max(centre - float(low), 0.0)], [100 * max(float(high) - centre, 0.0)]]
+
+    ax.plot(  # type: ignore[attr-defined]
+        [100 * float(row[GAP]), 100 * float(gap)],
+        [100 * float(row[ACC]), 100 * float(acc)],
+        ":",
+        color=colour,
+        lw=0.8,
+    )
+    ax.errorbar(  # type: ignore[attr-defined]
+        [100 * float(gap)], [100 * float(acc)], xerr=err("max_acc_gap", float(gap)), yerr=err("acc", float(acc)),
+        fmt="D", color=colour, ms=5, elinewidth=1, capsize=2, alpha=0.9,
+    )  # fmt: skip
+
+
+def _hypervolume_progress(trials: pd.DataFrame) -> pd.DataFrame:
+    """Finished trials in finishing order with the hypervolume of the front of those finished so far."""
+    finished = trials[trials["status"].isin(["completed", "failed"]) | trials["finished_at"].notna()]
+    finished = finished.sort_values(["finished_at", "number"], na_position="last", kind="stable")
+    ok = (finished["status"] == "completed").to_numpy()
+    points = np.stack(
+        [finished.get(c, pd.Series(np.nan, index=finished.index)).to_numpy(float) for c in OBJECTIVES], 1
+    )
+    points[~ok] = np.nan
+    hv = [hypervolume(points[: k + 1], DIRECTIONS, REFERENCE) for k in range(len(finished))]
+    return pd.DataFrame({"number": finished["number"].to_numpy(), "hypervolume": hv, "failed": ~ok})
+
+
+def _hypervolume_figure(progress: pd.DataFrame) -> Figure:
+    fig = Figure(figsize=(7.5, 3.4))
+    ax = fig.add_subplot()
+    x = np.arange(1, len(progress) + 1)
+    hv, failed = progress["hypervolume"].to_numpy(float), progress["failed"].to_numpy(bool)
+    ax.step(x, hv, where="post", color="black")
+    ax.plot(x[~failed], hv[~failed], "o", ms=3, color="black", label="trial completed")
+    if failed.any():
+        ax.plot(x[failed], hv[failed], "x", ms=7, color="#d62728", label="trial failed")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("trials finished (in finishing order)")
+    ax.set_ylabel("hypervolume, ref. (acc 0, gap 1)")
+    ax.set_title("Hypervolume of the validation front as the sweep progressed")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _groupings(front: pd.DataFrame) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for column in front.columns:
+        match = _GROUP_ACC.match(str(column))
+        if match:
+            found.setdefault(match["grouping"], []).append(match["group"])
+    return found
+
+
+def _members(front: pd.DataFrame) -> pd.DataFrame:
+    """At most ``MAX_MEMBERS_PER_CHART`` front members, evenly spaced along the front (ends kept)."""
+    if len(front) <= MAX_MEMBERS_PER_CHART:
+        return front
+    keep = np.unique(np.linspace(0, len(front) - 1, MAX_MEMBERS_PER_CHART).round().astype(int))
+    return front.iloc[keep]
+
+
+def _group_figure(members: pd.DataFrame, grouping: str, groups: list[str]) -> Figure:
+    """Grouped bars: accuracy of each group (x) for each front member (one bar colour per member)."""
+    fig = Figure(figsize=(max(6.0, 1.3 * len(groups) + 3.0), 4.2))
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(members), 1)
+    palette = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, max(len(members), 1)))
+    for i, (_, row) in enumerate(members.iterrows()):
+        accs = [100 * float(row.get(f"val/acc/{grouping}/{g}", np.nan)) for g in groups]
+        gap = row.get(f"val/max_acc_gap/{grouping}", np.nan)
+        label = f"trial {row['number']} {_method(row)} (acc {_pct(row[ACC])}, gap here {_pct(gap)})"
+        x = np.arange(len(groups)) + (i - (len(members) - 1) / 2) * width
+        bars = ax.bar(x, accs, width, label=label, color=palette[i])
+        ax.bar_label(bars, fmt="%.1f", fontsize=6, rotation=90 if len(members) > 3 else 0, padding=2)
+    sizes = [members.get(f"val/n/{grouping}/{g}", pd.Series(dtype=float)).dropna() for g in groups]
+    labels = [
+        f"{g}\n(n={int(s.iloc[0])})" if len(s) else f"{g}\n(n=?)" for g, s in zip(groups, sizes, strict=True)
+    ]
+    ax.set_xticks(np.arange(len(groups)), labels)
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylim(0, 112)
+    ax.set_title(f"Accuracy per {grouping} group, front members")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- HTML
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f4f4f4; } td.text { text-align: left; }
+figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: 0.85em; color: #555; }
+.note { background: #fff6e0; border-left: 4px solid #f0b429; padding: 0.5em 1em; }
+"""
+
+
+def _ci(row: pd.Series | None, key: str) -> str:
+    if row is None:
+        return "-"
+    point = _pct(row.get(f"test/{key}"))
+    low, high = row.get(f"test/{key}_ci_low"), row.get(f"test/{key}_ci_high")
+    if point == "-" or low is None or high is None or pd.isna(low) or pd.isna(high):
+        return point
+    return f"{point} [{_pct(low)}, {_pct(high)}]"
+
+
+def _param(value: Any, name: str) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "-"
+    if name == "lr":
+        return f"{float(value):.1e}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{'' if _numeric(c) else ' class=text'}>{html.escape(c)}</td>" for c in row)
+        + "</tr>"
+        for row in rows
+    )
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _numeric(cell: str) -> bool:
+    return bool(re.match(r"^[-+]?[\d.]", cell)) or cell == "-"
+
+
+def _front_table(front: pd.DataFrame) -> str:
+    params = [c for c in front.columns if str(c).startswith("param/") and c != "param/method"]
+    header = ["trial", "method", *(c[len("param/") :] for c in params), "val acc %", "val gap %"]
+    header += ["test acc % [95 % CI]", "test gap % [95 % CI]", "epochs"]
+    rows = []
+    for _, row in front.iterrows():
+        cells = [str(row["number"]), _method(row), *(_param(row[c], c[len("param/") :]) for c in params)]
+        cells += [
+            _pct(row[ACC]),
+            _pct(row[GAP]),
+            _ci(row, "acc"),
+            _ci(row, "max_acc_gap"),
+            str(row["epochs_done"]),
+        ]
+        rows.append(cells)
+    return _table(header, rows, "front")
+
+
+def _comparison_html(comparison: Comparison, front: pd.DataFrame) -> str:
+    parts = [f'<p id="comparison-finding">{html.escape(comparison.sentence)}</p>']
+    if comparison.reduction_pct is not None:
+        parts.append(
+            f'<p>Gap reduction: <strong id="gap-reduction" data-value="{comparison.reduction_pct:.6f}">'
+            f"{comparison.reduction_pct:.1f} %</strong></p>"
+        )
+    if comparison.vanilla is None:
+        return "\n".join(parts)
+    tested = front.set_index("trial_id") if "trial_id" in front else pd.DataFrame()
+    v_gap = float(comparison.vanilla[GAP])
+    rows = []
+    for role, row in [("vanilla", comparison.vanilla), *comparison.fair.items()]:
+        if row is None:
+            rows.append([role, "-", "no trial within tolerance", "-", "-", "-", "-", "-", "-"])
+            continue
+        test = tested.loc[row["trial_id"]] if row["trial_id"] in tested.index else None
+        reduction = (
+            "-" if role == "vanilla" or v_gap <= 0 else f"{100 * (v_gap - float(row[GAP])) / v_gap:.1f}"
+        )
+        lam, w_max = _param(row.get("param/lam"), "lam"), _param(row.get("param/w_max"), "w_max")
+        rows.append([role, str(row["number"]), f"λ={lam}, w_max={w_max}", _pct(row[ACC]), _pct(row[GAP])])
+        rows[-1] += [
+            reduction,
+            _ci(test, "acc"),
+            _ci(test, "max_acc_gap"),
+            "yes" if test is not None else "no",
+        ]
+    header = ["method", "trial", "weights", "val acc %", "val gap %", "gap reduction %"]
+    header += ["test acc % [CI]", "test gap % [CI]", "on front"]
+    parts.append(_table(header, rows, "comparison"))
+    parts.append("<p>Chosen on the validation split. Test-split figures exist for front members only.</p>")
+    return "\n".join(parts)
+
+
+def _figure_html(data: bytes, name: str, caption: str) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return (
+        f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
+        f'<figcaption>{html.escape(caption)} (<a href="{html.escape(name)}">{html.escape(name)}</a>)</figcaption></figure>'
+    )
+
+
+def _check_reportable(folder: Path, trials: pd.DataFrame) -> None:
+    if trials.empty:
+        raise FairsearchError(f"no trials in {folder} yet: wait for the sweep to record one, or run it first")
+    if _completed(trials).empty:
+        counts = ", ".join(f"{n} {s}" for s, n in trials["status"].value_counts().sort_index().items())
+        message = f"no completed trial in {folder} yet ({counts}): nothing to report"
+        failed = trials[trials["status"] == "failed"]
+        if len(failed):
+            first = failed.iloc[0]
+            message += f"; first error (trial {first['number']}): {first['error']}"
+        raise FairsearchError(message)
+
+
+def write_report(results_folder: str | Path, out: str | Path | None = None) -> Path:
+    """Write the HTML report of a sweep, with its PNGs beside it.
+
+    Args:
+        results_folder: The sweep's results folder (``results/<name>``).
+        out: The HTML file to write; default ``<results_folder>/report.html``. The PNGs go to the same
+            folder, named ``<stem>-<figure>.png``.
+
+    Returns:
+        The path of the HTML file.
+
+    Raises:
+        FairsearchError: If the folder has no results, no trials, or no completed trial.
+    """
+    folder = Path(results_folder)
+    trials, front = read_results(folder)
+    _check_reportable(folder, trials)
+    out = Path(out) if out is not None else folder / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if front.empty:  # e.g. a pareto.parquet older than the trials: recompute without test metrics
+        done = _completed(trials)
+        front = done[pareto_mask(done[list(OBJECTIVES)].to_numpy(float), DIRECTIONS)]
+        front = front.sort_values([ACC, GAP], ascending=[False, True])
+    progress = _hypervolume_progress(trials)
+    figures: list[tuple[str, str, Figure]] = [
+        (
+            "pareto_front",
+            FRONT_CAPTION,
+            _front_figure(trials, front),
+        ),
+        (
+            "hypervolume",
+            "Hypervolume of the front of the trials finished so far",
+            _hypervolume_figure(progress),
+        ),
+    ]
+    members = _members(front)
+    for grouping, groups in _groupings(front).items():
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", grouping)
+        caption = f"Validation accuracy per {grouping} group (n = validation samples) for the front members"
+        figures.append((f"groups-{safe}", caption, _group_figure(members, grouping, groups)))
+    images = []
+    for key, caption, fig in figures:
+        name = f"{out.stem}-{key}.png"
+        data = _png(fig)
+        (out.parent / name).write_bytes(data)
+        images.append(_figure_html(data, name, caption))
+    out.write_text(_page(folder, trials, front, members, images), encoding="utf-8")
+    logger.info("wrote %s and %d figure(s) beside it", out, len(images))
+    return out
+
+
+def _page(
+    folder: Path, trials: pd.DataFrame, front: pd.DataFrame, members: pd.DataFrame, images: list[str]
+) -> str:
+    counts = trials["status"].value_counts()
+    status = ", ".join(f"{n} {s}" for s, n in counts.sort_index().items())
+    unfinished = int(counts.get("running", 0) + counts.get("pending", 0))
+    hv = hypervolume(front[list(OBJECTIVES)].to_numpy(float), DIRECTIONS, REFERENCE) if len(front) else 0.0
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    title = f"fairsearch report: {folder.name}"
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{len(trials)} trials ({html.escape(status)}); {len(front)} on the "
+            f"validation Pareto front, hypervolume {hv:.4f}. Generated {stamp} from {html.escape(str(folder))}.</p>"]  # fmt: skip
+    if unfinished:
+        body.append(
+            f'<p class="note">{unfinished} trial(s) not finished: the sweep is still running or was interrupted. '
+            "This report shows the trials recorded so far; run it again later for the rest.</p>"
+        )
+    body += ["<h2>Accuracy vs. fairness</h2>", images[0], "<h2>Search progress</h2>", images[1]]
+    body.append("<h2>Accuracy per group, front members</h2>")
+    if len(images) == 2:
+        body.append("<p>The front members reported no per-group metrics.</p>")
+    if len(members) < len(front):
+        body.append(
+            f"<p>{len(members)} of the {len(front)} front members are shown, evenly spaced along the front.</p>"
+        )
+    body += images[2:]
+    body += ["<h2>The Pareto front</h2>", _front_table(front)]
+    body += ["<h2>Vanilla vs. fair methods</h2>", _comparison_html(compare_to_vanilla(trials), front)]
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )

@@ -1,0 +1,272 @@
+"""Tests for fairsearch.report: the HTML report of a synthetic sweep, parsed back and checked."""
+
+from __future__ import annotations
+
+import base64
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairsearch.errors import FairsearchError
+from fairsearch.report import _hypervolume_progress, compare_to_vanilla, write_report
+from fairsearch.results import TrialRecord, front_hypervolume, read_results, trials_frame, write_results
+
+GROUPS = {
+    "race": {"Asian": 80, "Black": 150, "White": 770},
+    "gender": {"Female": 550, "Male": 450},
+    "ethnicity": {"Non-Hispanic": 950, "Hispanic": 50},
+}
+# number, method, val acc, val gap (race), status. Best vanilla: trial 1 (0.90, 0.25). Within one point
+# (acc >= 0.89): fr trial 2 (gap .15), gr trial 4 (.12), hybrid trials 6 (.10) and 12 (.09, exactly at
+# the boundary). Trial 7 (0.889) is just outside. Front: 6, 12, 7.
+SWEEP = [
+    (0, "vanilla", 0.88, 0.30, "completed"),
+    (1, "vanilla", 0.90, 0.25, "completed"),
+    (2, "fr", 0.895, 0.15, "completed"),
+    (3, "fr", 0.85, 0.05, "completed"),
+    (4, "gr", 0.891, 0.12, "completed"),
+    (5, "gr", 0.80, 0.04, "completed"),
+    (6, "hybrid", 0.905, 0.10, "completed"),
+    (7, "hybrid", 0.889, 0.02, "completed"),
+    (8, "fr", None, None, "failed"),
+    (9, "gr", 0.60, 0.30, "running"),
+    (10, "hybrid", None, None, "pending"),
+    (11, "vanilla", 0.86, 0.20, "completed"),
+    (12, "hybrid", 0.89, 0.09, "completed"),
+]
+FINISH_ORDER = [3, 0, 5, 1, 8, 2, 4, 11, 6, 7, 12]  # finishing order differs from the trial numbers
+
+
+def split_metrics(acc: float, gap: float, rng: np.random.Generator) -> dict[str, float]:
+    """Flat metrics like ``SplitMetrics.flat()``: race is the primary grouping and carries ``gap``."""
+    metrics = {"acc": acc, "max_acc_gap": gap, "auc": min(acc + 0.05, 1.0), "loss": 1.0 - acc}
+    metrics |= {"acc_ci_low": acc - 0.03, "acc_ci_high": acc + 0.02}
+    metrics |= {"max_acc_gap_ci_low": max(gap - 0.05, 0.0), "max_acc_gap_ci_high": gap + 0.06}
+    for grouping, sizes in GROUPS.items():
+        spread = gap if grouping == "race" else float(rng.uniform(0.0, 0.08))
+        offsets = np.linspace(-spread * 0.7, spread * 0.3, len(sizes))
+        for (group, n), offset in zip(sizes.items(), offsets, strict=True):
+            metrics[f"acc/{grouping}/{group}"] = float(np.clip(acc + offset, 0, 1))
+            metrics[f"n/{grouping}/{group}"] = float(n)
+        metrics[f"max_acc_gap/{grouping}"] = float(offsets[-1] - offsets[0])
+    return metrics
+
+
+def sweep_records() -> tuple[list[TrialRecord], dict[str, dict[str, float]]]:
+    rng = np.random.default_rng(0)
+    records, test = [], {}
+    for number, method, acc, gap, status in SWEEP:
+        params: dict[str, object] = {"method": method, "lora_rank": [8, 16, 32][number % 3], "lr": 2e-4}
+        if method in ("fr", "hybrid"):
+            params["lam"] = 0.1 * (number + 1)
+        if method in ("gr", "hybrid"):
+            params["w_max"] = float(2 + number % 4)
+        finished = 1_700_000_000.0 + 60 * FINISH_ORDER.index(number) if number in FINISH_ORDER else None
+        records.append(
+            TrialRecord(
+                trial_id=f"trial_{number:02d}",
+                number=number,
+                status=status,
+                params=params,
+                val_metrics={} if acc is None else split_metrics(acc, gap, rng),  # type: ignore[arg-type]
+                epochs_done=0 if acc is None else 5,
+                wall_time_s=30.0,
+                error="CUDA out of memory" if status == "failed" else None,
+                checkpoint=None if acc is None else f"/tmp/ckpt/{number}",
+                finished_at=finished,
+            )
+        )
+        if status == "completed":
+            test[f"trial_{number:02d}"] = split_metrics(acc - 0.01, gap + 0.01, rng)  # type: ignore[operator]
+    return records, test
+
+
+class ReportParser(HTMLParser):
+    """Collects image sources, table cells by table id, and attributes of elements with an id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.ids: dict[str, dict[str, str | None]] = {}
+        self.texts: dict[str, str] = {}
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._open_id: str | None = None
+        self._open_tag = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = dict(attrs)
+        if attr.get("id"):
+            self.ids[attr["id"]] = attr  # type: ignore[index]
+            self._open_id = attr["id"]
+            self._open_tag = tag
+            self.texts[attr["id"]] = ""  # type: ignore[index]
+        if tag == "img":
+            self.images.append(attr["src"] or "")
+        elif tag == "table":
+            self._table = attr.get("id") or "?"
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._open_tag:
+            self._open_id = None
+        if tag in ("td", "th") and self._cell is not None and self._table:
+            self.tables[self._table][-1].append("".join(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._open_id and self._open_id in self.texts:
+            self.texts[self._open_id] += data
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ReportParser]:
+    folder = tmp_path_factory.mktemp("results") / "demo"
+    records, test = sweep_records()
+    write_results(folder, records, test)
+    out = write_report(folder)
+    parser = ReportParser()
+    parser.feed(out.read_text(encoding="utf-8"))
+    return folder, out, parser
+
+
+def test_images_are_embedded_and_written_beside(report: tuple[Path, Path, ReportParser]) -> None:
+    folder, out, parser = report
+    assert out == folder / "report.html"
+    names = ["pareto_front", "hypervolume", "groups-race", "groups-gender", "groups-ethnicity"]
+    assert sorted(p.name for p in folder.glob("*.png")) == sorted(f"report-{n}.png" for n in names)
+    assert len(parser.images) == 5
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+    embedded = {base64.b64decode(src.split(",", 1)[1]) for src in parser.images}
+    assert embedded == {(folder / f"report-{n}.png").read_bytes() for n in names}
+    assert all(data.startswith(b"\x89PNG\r\n\x1a\n") for data in embedded)
+    text = out.read_text(encoding="utf-8")
+    assert "<script" not in text and "http://" not in text and "https://" not in text
+
+
+def test_front_table_matches_parquet(report: tuple[Path, Path, ReportParser]) -> None:
+    folder, _, parser = report
+    _, pareto = read_results(folder)
+    header, *rows = parser.tables["front"]
+    assert header[:2] == ["trial", "method"] and "lam" in header and "w_max" in header
+    assert [int(r[0]) for r in rows] == pareto["number"].tolist() == [6, 12, 7]
+    col = {name: i for i, name in enumerate(header)}
+    for row, (_, expected) in zip(rows, pareto.iterrows(), strict=True):
+        assert row[col["method"]] == expected["param/method"]
+        assert float(row[col["val acc %"]]) == pytest.approx(100 * expected["val/acc"], abs=0.05)
+        assert float(row[col["val gap %"]]) == pytest.approx(100 * expected["val/max_acc_gap"], abs=0.05)
+        acc, ci = row[col["test acc % [95 % CI]"]].split(" ", 1)
+        assert float(acc) == pytest.approx(100 * expected["test/acc"], abs=0.05)
+        low, high = (float(x) for x in ci.strip("[]").split(","))
+        assert (low, high) == pytest.approx(
+            (100 * expected["test/acc_ci_low"], 100 * expected["test/acc_ci_high"]), abs=0.05
+        )
+        assert float(row[col["lam"]]) == pytest.approx(expected["param/lam"])
+        assert int(row[col["lora_rank"]]) == expected["param/lora_rank"]
+
+
+def test_gap_reduction_matches_hand_computation(report: tuple[Path, Path, ReportParser]) -> None:
+    _, _, parser = report
+    # best vanilla: trial 1, gap 0.25; best fair within one point: hybrid trial 12, gap 0.09
+    assert float(parser.ids["gap-reduction"]["data-value"] or "nan") == pytest.approx(
+        100 * (0.25 - 0.09) / 0.25
+    )
+    assert parser.texts["gap-reduction"] == "64.0 %"
+    assert "hybrid (trial 12" in parser.texts["comparison-finding"]
+    assert "cuts the validation MaxAccGap by 64.0 %" in parser.texts["comparison-finding"]
+    rows = {r[0]: r for r in parser.tables["comparison"][1:]}
+    assert [rows[m][1] for m in ("vanilla", "fr", "gr", "hybrid")] == ["1", "2", "4", "12"]
+    assert [rows[m][5] for m in ("fr", "gr", "hybrid")] == ["40.0", "52.0", "64.0"]
+    assert rows["hybrid"][-1] == "yes" and rows["vanilla"][-1] == "no"
+
+
+def test_report_flags_unfinished_trials(report: tuple[Path, Path, ReportParser]) -> None:
+    _, out, _ = report
+    text = out.read_text(encoding="utf-8")
+    assert (
+        "13 trials (10 completed, 1 failed, 1 pending, 1 running); 3 on the validation Pareto front" in text
+    )
+    assert "2 trial(s) not finished: the sweep is still running or was interrupted" in text
+
+
+def test_compare_to_vanilla_plain_sentences() -> None:
+    records, _ = sweep_records()
+    trials = trials_frame(records)
+    fair_only = trials[trials["param/method"] != "vanilla"]
+    assert compare_to_vanilla(fair_only).sentence == (
+        "No completed vanilla trial yet, so there is nothing to compare the fair methods with."
+    )
+    vanilla_only = trials[trials["param/method"] == "vanilla"]
+    result = compare_to_vanilla(vanilla_only)
+    assert result.reduction_pct is None and result.vanilla is not None
+    assert (
+        result.sentence
+        == "No completed fair (fr/gr/hybrid) trial yet, so there is nothing to compare vanilla with."
+    )
+    assert compare_to_vanilla(trials.iloc[:0]).sentence == (
+        "No completed vanilla or fair (fr/gr/hybrid) trial yet, so there is nothing to compare."
+    )
+    strict = compare_to_vanilla(trials, tolerance=0.0)  # only hybrid trial 6 (0.905) is at least 0.90
+    assert strict.best_fair is not None and strict.best_fair["number"] == 6
+    assert strict.fair["fr"] is None and strict.reduction_pct == pytest.approx(60.0)
+
+
+def test_hypervolume_progress_follows_finishing_order() -> None:
+    records, _ = sweep_records()
+    trials = trials_frame(records)
+    progress = _hypervolume_progress(trials)
+    assert progress["number"].tolist() == FINISH_ORDER
+    hv = progress["hypervolume"].to_numpy()
+    assert np.all(np.diff(hv) >= -1e-12)
+    assert hv[0] == pytest.approx(0.85 * 0.95)  # trial 3 alone: (0.85, 0.05)
+    assert hv[-1] == pytest.approx(front_hypervolume(trials))
+
+
+def test_empty_and_failed_sweeps(tmp_path: Path) -> None:
+    with pytest.raises(
+        FairsearchError, match=r"no results in .*nothing: run `fairsearch run --space \.\.\.` first"
+    ):
+        write_report(tmp_path / "nothing")
+    write_results(tmp_path / "empty", [], {})
+    with pytest.raises(FairsearchError, match=r"no trials in .*empty yet: wait for the sweep to record one"):
+        write_report(tmp_path / "empty")
+    failed = [
+        TrialRecord("a", 0, "failed", {"method": "fr"}, error="CUDA out of memory"),
+        TrialRecord("b", 1, "failed", {"method": "gr"}, error="disk full"),
+        TrialRecord("c", 2, "running", {"method": "gr"}),
+    ]
+    write_results(tmp_path / "failed", failed, {})
+    with pytest.raises(FairsearchError) as info:
+        write_report(tmp_path / "failed")
+    assert str(info.value) == (
+        f"no completed trial in {tmp_path / 'failed'} yet (2 failed, 1 running): nothing to report; "
+        "first error (trial 0): CUDA out of memory"
+    )
+    assert (
+        not list((tmp_path / "failed").glob("*.png")) and not (tmp_path / "failed" / "report.html").exists()
+    )
+
+
+def test_front_recomputed_when_pareto_file_is_missing(tmp_path: Path) -> None:
+    records, test = sweep_records()
+    write_results(tmp_path / "s", records, test)
+    (tmp_path / "s" / "pareto.parquet").unlink()
+    parser = ReportParser()
+    out = write_report(tmp_path / "s", tmp_path / "elsewhere" / "r.html")
+    assert (tmp_path / "elsewhere" / "r-pareto_front.png").is_file()
+    parser.feed(out.read_text(encoding="utf-8"))
+    assert [r[0] for r in parser.tables["front"][1:]] == ["6", "12", "7"]
+    assert pd.isna(read_results(tmp_path / "s")[1].get("test/acc", pd.Series([np.nan]))).all()
