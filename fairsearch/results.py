@@ -244,7 +244,7 @@ def write_parquet_atomic(
 
     The table goes to a temporary file in the same folder, is flushed and fsynced, then moved over
     ``path`` with :func:`os.replace`. On any error the temporary file is removed and ``path`` is left
-    as it was.
+    as it was. The file keeps the mode of the one it replaces (a new one gets ``0o666`` less the umask).
 
     Args:
         df: The table (the index is not stored).
@@ -268,6 +268,8 @@ def write_parquet_atomic(
     table = table.replace_schema_metadata(merged)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); give it the mode an ordinary write would have
+        os.chmod(tmp_name, path.stat().st_mode & 0o777 if path.exists() else _NEW_FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             pq.write_table(table, handle)
             handle.flush()
@@ -279,6 +281,16 @@ def write_parquet_atomic(
         raise
     _fsync_folder(path.parent)
     return path
+
+
+def _new_file_mode() -> int:
+    """``0o666`` less the process umask (read once, at import: ``os.umask`` is process-wide)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _new_file_mode()
 
 
 def _fsync_folder(folder: Path) -> None:

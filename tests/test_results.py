@@ -240,6 +240,16 @@ def test_write_parquet_atomic_metadata_and_reserved_keys(tmp_path: Path) -> None
         write_parquet_atomic(df, tmp_path / "y.parquet", {"pandas": "x"})
 
 
+def test_write_parquet_atomic_file_mode(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = write_parquet_atomic(pd.DataFrame({"a": [1]}), tmp_path / "x.parquet")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+    path.chmod(0o640)
+    write_parquet_atomic(pd.DataFrame({"a": [2]}), path)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 @pytest.mark.parametrize("where", ["replace", "writer"])
 def test_write_parquet_atomic_failure_keeps_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
