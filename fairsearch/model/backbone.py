@@ -210,6 +210,7 @@ def random_backbone(
         if build_on_device:
             with target:
                 model = Qwen2_5_VLModel._from_config(config, dtype=dtype, attn_implementation="sdpa")
+            model = model.to(target)  # a no-op: the device context already placed it
         else:
             model = Qwen2_5_VLModel._from_config(config, dtype=torch.float32, attn_implementation="sdpa")
             model = model.to(device=target, dtype=dtype)
