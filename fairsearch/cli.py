@@ -1,32 +1,189 @@
-"""The `fairsearch` command: parse arguments, call one function, map user errors to exit code 2."""
+"""The ``fairsearch`` command: parse arguments, call one function, map user errors to exit code 2.
+
+Examples::
+
+    fairsearch run --space search_spaces/hybrid.yaml              # run, or resume, a sweep
+    fairsearch run --space hybrid.yaml --address auto --storage s3://bucket/sweeps
+    fairsearch pareto results/hybrid                              # the Pareto front as a table
+    fairsearch report results/hybrid                              # HTML report with plots
+    fairsearch train --space search_spaces/hybrid.yaml --set method=gr lora_rank=16
+    fairsearch data inspect /data/FairVLMed                       # group sizes per split and label
+    fairsearch data synth /tmp/synthetic --n 2000 --seed 0        # the built-in synthetic set on disk
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import shlex
 import sys
+from pathlib import Path
 
 from fairsearch.errors import FairsearchError
 
+logger = logging.getLogger("fairsearch")
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fairsearch", description=__doc__)
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fairsearch",
+        description="Multi-objective (accuracy vs. MaxAccGap) search for fair LoRA fine-tuning of Qwen2.5-VL.",
+        epilog=__doc__.split("Examples::", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run (or resume) a sweep")
+
+    run = sub.add_parser("run", help="run a sweep, or resume it if its results folder exists")
     run.add_argument("--space", required=True, help="search-space YAML file")
+    run.add_argument("--results", default="results", help="folder of results/<name>/ (default: results)")
+    run.add_argument(
+        "--storage", help="Ray Tune storage for checkpoints and state: a folder or s3://, gs://…"
+    )
+    run.add_argument("--address", help="Ray cluster to join: 'auto' or ray://host:port (default: local Ray)")
+    run.add_argument("--name", help="sweep name (default: the space file's 'name')")
+    run.add_argument("--optuna-storage", help="Optuna storage URL (default: SQLite in the results folder)")
+    run.add_argument("--restart", action="store_true", help="discard an existing sweep of this name first")
+
+    train = sub.add_parser("train", help="run one trial in the foreground (no Ray) to debug a configuration")
+    train.add_argument("--space", required=True, help="search-space YAML file (its fixed settings are used)")
+    train.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="trial settings, e.g. method=gr"
+    )
+    train.add_argument("--out", default="runs/train", help="folder for metrics.jsonl and the checkpoint")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+
+    pareto = sub.add_parser("pareto", help="print a sweep's Pareto front")
+    pareto.add_argument("folder", help="results/<name>")
+
+    report = sub.add_parser("report", help="write an HTML report with Pareto plots and per-group views")
+    report.add_argument("folder", help="results/<name>")
+    report.add_argument("--out", help="report folder (default: <folder>/report)")
+
+    data = sub.add_parser("data", help="inspect a dataset or write the synthetic one")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    inspect = data_sub.add_parser("inspect", help="group sizes per split, attribute and label")
+    inspect.add_argument("path", help="a Harvard-FairVLMed folder")
+    synth = data_sub.add_parser("synth", help="write the built-in synthetic fundus set in FairVLMed layout")
+    synth.add_argument("out", help="output folder (must not exist)")
+    synth.add_argument("--n", type=int, default=2400, help="images in all splits (default 2400)")
+    synth.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    synth.add_argument("--size", type=int, default=112, help="image side in pixels (default 112)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    """Entry point of the ``fairsearch`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing at run time reaches the network
     try:
         if args.command == "run":
-            print("fairsearch run: not yet implemented")
-            return 1
+            return _run(args)
+        if args.command == "train":
+            return _train(args)
+        if args.command == "pareto":
+            from fairsearch.results import format_front, read_results
+
+            _, front = read_results(Path(args.folder))
+            print(format_front(front))
+            return 0
+        if args.command == "report":
+            from fairsearch.report import write_report
+
+            print(write_report(Path(args.folder), Path(args.out) if args.out else None))
+            return 0
+        if args.command == "data":
+            return _data(args)
     except FairsearchError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fairsearch.results import format_front, read_results
+    from fairsearch.sweep import run_sweep
+
+    outcome = run_sweep(
+        args.space,
+        results_root=args.results,
+        storage=args.storage,
+        address=args.address,
+        name=args.name,
+        restart=args.restart,
+        optuna_storage=args.optuna_storage,
+    )
+    _, front = read_results(outcome.results_dir)
+    print(format_front(front))
+    print(
+        f"{outcome.completed} trials completed, {outcome.failed} failed; "
+        f"results in {outcome.results_dir}/trials.parquet and pareto.parquet"
+    )
+    if outcome.unfinished:
+        resume = ["fairsearch", "run", "--space", str(args.space)]
+        for flag in ("results", "storage", "address", "name", "optuna_storage"):
+            value = getattr(args, flag)
+            if value is not None and not (flag == "results" and value == "results"):
+                resume += [f"--{flag.replace('_', '-')}", str(value)]
+        print(f"{outcome.unfinished} trials unfinished; resume with: {shlex.join(resume)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import shutil
+
+    from fairsearch.space import load_space, trial_config
+    from fairsearch.trial import run_trial
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise FairsearchError(f"--set {item!r}: expected KEY=VALUE, e.g. method=gr")
+        overrides[key] = value
+    config = trial_config(load_space(args.space), overrides)
+    out = Path(args.out)
+    checkpoint = out / "checkpoint"
+    if args.resume and not checkpoint.is_dir():
+        raise FairsearchError(f"--resume: no checkpoint in {checkpoint}")
+    out.mkdir(parents=True, exist_ok=True)
+    logger.info("trial config: %s", json.dumps(config.__dict__, default=str))
+
+    def report(metrics: dict[str, float], folder: Path) -> None:
+        staging = out / "checkpoint.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(folder, staging)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        staging.rename(checkpoint)
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+
+    result = run_trial(config, report=report, resume_from=checkpoint if args.resume else None, progress=True)
+    print(json.dumps({k: round(v, 4) for k, v in result.val.items() if "/" not in k}, indent=1))
+    print(f"metrics and checkpoint in {out}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from fairsearch.data import format_summary, load_fairvlmed, summarize, write_synthetic
+
+    if args.data_command == "inspect":
+        print(format_summary(summarize(load_fairvlmed(args.path))))
+    else:
+        out = Path(args.out)
+        if out.exists():
+            raise FairsearchError(f"{out}: already exists; give a new folder")
+        print(write_synthetic(out, n=args.n, seed=args.seed, image_size=args.size))
     return 0
 
 

@@ -1,0 +1,614 @@
+"""Search-space files: the YAML schema, its validation, and Optuna's define-by-run function.
+
+A space file names the sweep, the grouping whose MaxAccGap is minimised, the parameters to search and
+the settings to fix, and how to run (trials, concurrency, sampler, resources). Every problem in a file
+is collected and raised at once as a :class:`~fairsearch.errors.FairsearchError`, one line per problem,
+naming the key, the value and what is allowed::
+
+    search.method: 'grr' is not one of ['vanilla', 'fr', 'gr', 'hybrid']
+
+Parameters that only matter to some methods are conditional: ``lam`` is sampled only for ``fr`` and
+``hybrid``, ``w_max`` only for ``gr`` and ``hybrid``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fairsearch.errors import FairsearchError
+
+METHODS = ("vanilla", "fr", "gr", "hybrid")
+SAMPLERS = ("tpe", "nsgaii", "gp", "random")
+LAM_METHODS = frozenset({"fr", "hybrid"})
+W_MAX_METHODS = frozenset({"gr", "hybrid"})
+OBJECTIVES = (("acc", "max"), ("max_acc_gap", "min"))
+"""The two objectives every sweep optimises: validation accuracy up, validation MaxAccGap down."""
+
+
+@dataclass
+class TrialConfig:
+    """Every setting of one trial; a sweep fixes some and samples the others.
+
+    Attributes:
+        method: ``vanilla`` (cross-entropy), ``fr`` (+ λ·soft MaxAccGap), ``gr`` (group-weighted CE) or
+            ``hybrid`` (both).
+        lora_rank: LoRA rank r on the LLM's attention projections.
+        lora_alpha: LoRA scaling alpha; ``None`` means 2·r.
+        lora_dropout: dropout on the LoRA path.
+        lam: λ, the weight of the soft MaxAccGap term (fr, hybrid).
+        w_max: the clip of the inverse-frequency group weights (gr, hybrid), ≥ 1.
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: share of the optimizer steps spent warming the learning rate up linearly; the rest
+            decays it with a cosine to zero.
+        batch_size: samples per forward pass.
+        grad_accum: forward passes per optimizer step.
+        epochs: passes over the training split.
+        seed: seeds LoRA/head initialisation and the data order.
+        group_by: the grouping whose MaxAccGap is the objective and the fairness losses use: one
+            attribute (``race``) or an intersection (``race*gender``).
+        exclude_unknown: leave samples whose attribute is unknown (−1) out of the fairness terms instead
+            of treating ``unknown`` as a group of its own.
+        model: ``tiny`` (the built-in random Qwen2.5-VL), a hub id in the local cache, or a folder.
+        data: a Harvard-FairVLMed folder, or ``None`` for the built-in synthetic set.
+        synthetic_n: size of the built-in synthetic set (all splits).
+        max_pixels: image size cap in pixels; sets the number of image tokens. ``None``: the model's own.
+        vision_cache: compute the frozen vision tower's image embeddings once and reuse them.
+        eval_batch_size: samples per forward pass when evaluating.
+        n_boot: bootstrap resamples for the 95 % intervals.
+    """
+
+    method: str = "vanilla"
+    lora_rank: int = 8
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.0
+    lam: float = 0.0
+    w_max: float = 10.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    batch_size: int = 16
+    grad_accum: int = 1
+    epochs: int = 4
+    seed: int = 0
+    group_by: str = "ethnicity"
+    exclude_unknown: bool = False
+    model: str = "tiny"
+    data: str | None = None
+    synthetic_n: int = 2400
+    max_pixels: int | None = None
+    vision_cache: bool = True
+    eval_batch_size: int = 64
+    n_boot: int = 1000
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrialConfig:
+        """Builds a config from a flat dict, ignoring keys that are not trial settings."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
+_FIELD_TYPES: dict[str, type] = {
+    "lora_rank": int,
+    "batch_size": int,
+    "grad_accum": int,
+    "epochs": int,
+    "seed": int,
+    "synthetic_n": int,
+    "eval_batch_size": int,
+    "n_boot": int,
+    "lora_alpha": float,
+    "lora_dropout": float,
+    "lam": float,
+    "w_max": float,
+    "lr": float,
+    "weight_decay": float,
+    "warmup_ratio": float,
+    "max_pixels": int,
+}
+SEARCHABLE = ("method", *_FIELD_TYPES)
+"""Trial settings a space file may search; any trial setting may be fixed."""
+_LOWER_BOUNDS: dict[str, tuple[float, bool]] = {  # name -> (bound, inclusive)
+    "lora_rank": (1, True),
+    "batch_size": (1, True),
+    "grad_accum": (1, True),
+    "epochs": (1, True),
+    "synthetic_n": (40, True),
+    "eval_batch_size": (1, True),
+    "n_boot": (0, True),
+    "lora_alpha": (0, False),
+    "lora_dropout": (0, True),
+    "lam": (0, True),
+    "w_max": (1, True),
+    "lr": (0, False),
+    "weight_decay": (0, True),
+    "warmup_ratio": (0, True),
+    "max_pixels": (56 * 56, True),
+}
+_UPPER_BOUNDS = {"lora_dropout": 1.0, "warmup_ratio": 1.0}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TOP_KEYS = (
+    "name",
+    "objectives",
+    "search",
+    "fixed",
+    "trials",
+    "concurrency",
+    "sampler",
+    "resources",
+    "scheduler",
+    "max_failures",
+    "model",
+    "data",
+    "optuna_storage",
+)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One searched parameter: categorical ``choices``, or a ``low``–``high`` range (int or float)."""
+
+    name: str
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated space file.
+
+    Attributes:
+        name: the sweep's name; its results go to ``results/<name>/``.
+        group_by: the grouping whose MaxAccGap is minimised.
+        search: the searched parameters, by name.
+        fixed: trial settings fixed for every trial (the file's ``fixed``, ``model`` and ``data``).
+        trials: how many trials the sweep runs in total.
+        concurrency: how many trials run at once at most.
+        sampler: Optuna sampler name (``tpe``, ``nsgaii``, ``gp``, ``random``).
+        seed: the sampler's seed.
+        cpus: CPUs per trial.
+        gpus: GPUs per trial (fractional allowed); ``None`` = one if the cluster has GPUs, else none.
+        scheduler: the ``scheduler`` block (``None``: no early stopping).
+        max_failures: retries of a failing trial from its last checkpoint before it is recorded failed.
+        optuna_storage: an Optuna storage URL; ``None`` = SQLite in the experiment folder.
+        source: the file it was read from.
+        digest: hash of the parsed content; a resumed sweep refuses a changed space.
+    """
+
+    name: str
+    group_by: str
+    search: Mapping[str, Distribution]
+    fixed: Mapping[str, Any]
+    trials: int
+    concurrency: int
+    sampler: str
+    seed: int
+    cpus: float
+    gpus: float | None
+    scheduler: Mapping[str, Any] | None
+    max_failures: int
+    optuna_storage: str | None
+    source: Path
+    digest: str
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods this sweep may try."""
+        dist = self.search.get("method")
+        if dist is not None and dist.choices is not None:
+            return tuple(dist.choices)
+        return (str(self.fixed.get("method", TrialConfig.method)),)
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs any trial runs."""
+        return _max_epochs(self.fixed, self.search)
+
+    def uses_builtin_data(self) -> bool:
+        """True when no dataset folder is named: the built-in synthetic set is used."""
+        return self.fixed.get("data") is None
+
+    def define_by_run(self) -> Callable[[Any], dict[str, Any]]:
+        """Optuna's define-by-run function: samples the searched parameters of one trial.
+
+        ``lam`` is sampled only when the method is ``fr`` or ``hybrid``; ``w_max`` only for ``gr`` and
+        ``hybrid``. The returned constants (fixed settings) are merged into the trial's config by Ray.
+        """
+        search = dict(self.search)
+        fixed = dict(self.fixed)
+
+        def sample(trial: Any) -> dict[str, Any]:
+            method = fixed.get("method", TrialConfig.method)
+            if "method" in search:
+                method = _suggest(trial, search["method"])
+            for name, dist in search.items():
+                if name == "method":
+                    continue
+                if name == "lam" and method not in LAM_METHODS:
+                    continue
+                if name == "w_max" and method not in W_MAX_METHODS:
+                    continue
+                _suggest(trial, dist)
+            return fixed  # constants; Ray merges them with the suggested values
+
+        return sample
+
+
+def trial_config(spec: SweepSpec, overrides: Mapping[str, str] | None = None) -> TrialConfig:
+    """One trial's config from a space: fixed settings, ``overrides`` (``--set k=v``), and for each
+    searched parameter not overridden, a representative value (its first choice, or the middle of its
+    range — geometric for log ranges).
+
+    Raises:
+        FairsearchError: an override names an unknown setting or has a bad value (all at once).
+    """
+    problems: list[str] = []
+    values: dict[str, Any] = dict(spec.fixed)
+    for name, dist in spec.search.items():
+        if dist.choices is not None:
+            values[name] = dist.choices[0]
+        else:
+            assert dist.low is not None and dist.high is not None
+            mid = math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2
+            values[name] = round(mid) if dist.integer else mid
+    for key, text in (overrides or {}).items():
+        if key not in _FIELDS:
+            problems.append(f"--set {key}: unknown trial setting; allowed are {sorted(_FIELDS)}")
+            continue
+        values[key] = _check_value(f"--set {key}", key, _parse_scalar(text), problems)
+    if problems:
+        raise FairsearchError("\n".join(problems))
+    return TrialConfig.from_dict(values)
+
+
+def _parse_scalar(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
+def _max_epochs(fixed: Mapping[str, Any], search: Mapping[str, Distribution]) -> int:
+    dist = search.get("epochs")
+    if dist is None:
+        return int(fixed.get("epochs", TrialConfig.epochs))
+    return int(max(dist.choices) if dist.choices else dist.high or 1)
+
+
+def _suggest(trial: Any, dist: Distribution) -> Any:
+    if dist.choices is not None:
+        return trial.suggest_categorical(dist.name, list(dist.choices))
+    assert dist.low is not None and dist.high is not None  # guaranteed by validation
+    if dist.integer:
+        return trial.suggest_int(
+            dist.name, int(dist.low), int(dist.high), step=int(dist.step or 1), log=dist.log
+        )
+    return trial.suggest_float(dist.name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def load_space(path: str | Path) -> SweepSpec:
+    """Reads and validates a space file.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        FairsearchError: the file is missing or not YAML, or any key is wrong (all problems at once).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise FairsearchError(f"{path}: cannot read the space file ({err.strerror or err})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise FairsearchError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_space(raw, source=path)
+
+
+def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
+    """Validates a parsed space document; see :func:`load_space`."""
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise FairsearchError(f"{source}: a space file is a mapping of keys, got {type(raw).__name__}")
+    for key in raw:
+        if key not in _TOP_KEYS:
+            problems.append(f"{key}: unknown key; allowed keys are {list(_TOP_KEYS)}")
+
+    name = raw.get("name", source.stem if _NAME.match(source.stem) else "sweep")
+    if not isinstance(name, str) or not _NAME.match(name):
+        problems.append(f"name: {name!r} must be 1-64 letters, digits, '_', '-' or '.'")
+
+    group_by = _objectives(raw.get("objectives"), problems)
+    fixed = _fixed(raw, problems)
+    search = _search(raw.get("search"), fixed, problems)
+    trials = _positive_int(raw, "trials", 8, problems)
+    concurrency = _positive_int(raw, "concurrency", 2, problems)
+    sampler, seed = _sampler(raw.get("sampler"), problems)
+    cpus, gpus = _resources(raw.get("resources"), problems)
+    max_failures = raw.get("max_failures", 2)
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        problems.append(f"max_failures: {max_failures!r} must be an integer >= 0")
+    scheduler = raw.get("scheduler")
+    if scheduler is not None and not isinstance(scheduler, dict):
+        problems.append(f"scheduler: {scheduler!r} must be a mapping such as {{name: mo_asha}}")
+    elif isinstance(scheduler, dict):
+        _check_scheduler(scheduler, fixed, search, problems)
+    storage = raw.get("optuna_storage")
+    if storage is not None and not isinstance(storage, str):
+        problems.append(f"optuna_storage: {storage!r} must be a database URL string")
+
+    if problems:
+        raise FairsearchError("\n".join(f"{source}: {p}" for p in problems))
+    fixed["group_by"] = group_by
+    canonical = json.dumps(raw, sort_keys=True, default=str)
+    return SweepSpec(
+        name=str(name),
+        group_by=group_by,
+        search=search,
+        fixed=fixed,
+        trials=trials,
+        concurrency=concurrency,
+        sampler=sampler,
+        seed=seed,
+        cpus=cpus,
+        gpus=gpus,
+        scheduler=None if not scheduler or scheduler.get("name", "none") == "none" else dict(scheduler),
+        max_failures=int(max_failures),
+        optuna_storage=storage,
+        source=source,
+        digest=hashlib.sha256(canonical.encode()).hexdigest()[:16],
+        raw=raw,
+    )
+
+
+def _objectives(block: Any, problems: list[str]) -> str:
+    if block is None:
+        return TrialConfig.group_by
+    if not isinstance(block, dict):
+        problems.append(f"objectives: {block!r} must be a mapping with 'group_by'")
+        return TrialConfig.group_by
+    for key in block:
+        if key not in ("group_by", "accuracy", "max_acc_gap"):
+            problems.append(
+                f"objectives.{key}: unknown key; allowed are ['group_by', 'accuracy', 'max_acc_gap']"
+            )
+    if block.get("accuracy", "max") != "max":
+        problems.append(f"objectives.accuracy: {block['accuracy']!r} must be 'max'")
+    if block.get("max_acc_gap", "min") != "min":
+        problems.append(f"objectives.max_acc_gap: {block['max_acc_gap']!r} must be 'min'")
+    group_by = block.get("group_by", TrialConfig.group_by)
+    if isinstance(group_by, list):
+        group_by = "*".join(str(a) for a in group_by)
+    from fairsearch.data import ATTRIBUTES  # data knows the attribute names; it imports no models
+
+    attrs = str(group_by).split("*") if isinstance(group_by, str) else []
+    bad = [a for a in attrs if a not in ATTRIBUTES]
+    if not attrs or bad or len(set(attrs)) != len(attrs):
+        problems.append(
+            f"objectives.group_by: {group_by!r} must be an attribute or attributes joined by '*' "
+            f"(e.g. 'race*gender'), from {list(ATTRIBUTES)}"
+        )
+    return str(group_by)
+
+
+def _fixed(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    block = raw.get("fixed") or {}
+    if not isinstance(block, dict):
+        problems.append(f"fixed: {block!r} must be a mapping of trial settings")
+        return {}
+    fixed: dict[str, Any] = {}
+    for key, value in block.items():
+        if key not in _FIELDS or key == "group_by":
+            allowed = sorted(k for k in _FIELDS if k != "group_by")
+            problems.append(f"fixed.{key}: unknown trial setting; allowed are {allowed}")
+            continue
+        fixed[key] = _check_value(f"fixed.{key}", key, value, problems)
+    for key in ("model", "data"):
+        if key in raw:
+            value = raw[key]
+            if value is not None and (not isinstance(value, str) or not value):
+                problems.append(f"{key}: {value!r} must be a string (a hub id or a folder) or null")
+            fixed[key] = value
+    fixed.setdefault("model", TrialConfig.model)
+    fixed.setdefault("data", TrialConfig.data)
+    return fixed
+
+
+def _check_value(where: str, key: str, value: Any, problems: list[str]) -> Any:
+    if key == "method":
+        if value not in METHODS:
+            problems.append(f"{where}: {value!r} is not one of {list(METHODS)}")
+        return value
+    kind = _FIELD_TYPES.get(key)
+    if kind is None:
+        default = _FIELDS[key].default
+        if isinstance(default, bool) and not isinstance(value, bool):
+            problems.append(f"{where}: {value!r} must be true or false")
+        elif isinstance(default, str) and not isinstance(value, str):
+            problems.append(f"{where}: {value!r} must be a string")
+        return value
+    if value is None and _FIELDS[key].default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(f"{where}: {value!r} must be a number")
+        return value
+    if kind is int and not float(value).is_integer():
+        problems.append(f"{where}: {value!r} must be an integer")
+        return value
+    if not math.isfinite(value):
+        problems.append(f"{where}: {value!r} must be finite")
+        return value
+    bound, inclusive = _LOWER_BOUNDS.get(key, (-math.inf, True))
+    if value < bound or (value == bound and not inclusive):
+        problems.append(f"{where}: {value!r} must be {'>=' if inclusive else '>'} {bound}")
+    upper = _UPPER_BOUNDS.get(key)
+    if upper is not None and value > upper:
+        problems.append(f"{where}: {value!r} must be <= {upper}")
+    return kind(value)
+
+
+def _search(block: Any, fixed: Mapping[str, Any], problems: list[str]) -> dict[str, Distribution]:
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        problems.append(f"search: {block!r} must be a mapping of parameter -> choices or range")
+        return {}
+    search: dict[str, Distribution] = {}
+    for key, spec in block.items():
+        where = f"search.{key}"
+        if key not in SEARCHABLE:
+            problems.append(f"{where}: not a searchable parameter; allowed are {list(SEARCHABLE)}")
+            continue
+        if key in fixed:
+            problems.append(f"{where}: also set in 'fixed'; a parameter is either fixed or searched")
+            continue
+        if isinstance(spec, list):
+            spec = {"choices": spec}
+        if key == "method" and isinstance(spec, str):
+            spec = {"choices": [spec]}
+        if not isinstance(spec, dict):
+            problems.append(f"{where}: {spec!r} must be a list of choices or {{low, high[, log, step]}}")
+            continue
+        dist = _distribution(where, key, spec, problems)
+        if dist is not None:
+            search[key] = dist
+    return search
+
+
+def _distribution(where: str, key: str, spec: Mapping[str, Any], problems: list[str]) -> Distribution | None:
+    unknown = [k for k in spec if k not in ("choices", "low", "high", "log", "step")]
+    if unknown:
+        problems.append(
+            f"{where}: unknown keys {unknown}; allowed are ['choices', 'low', 'high', 'log', 'step']"
+        )
+        return None
+    if "choices" in spec:
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            problems.append(f"{where}.choices: {choices!r} must be a non-empty list")
+            return None
+        if len(set(map(repr, choices))) != len(choices):
+            problems.append(f"{where}.choices: {choices!r} has duplicates")
+        n_before = len(problems)
+        checked = [_check_value(where, key, c, problems) for c in choices]
+        if len(problems) > n_before:
+            return None
+        return Distribution(name=key, choices=tuple(checked))
+    if key == "method":
+        problems.append(f"{where}: must be a list of methods from {list(METHODS)}")
+        return None
+    if "low" not in spec or "high" not in spec:
+        problems.append(f"{where}: a range needs both 'low' and 'high' (or give 'choices')")
+        return None
+    integer = _FIELD_TYPES[key] is int
+    n_before = len(problems)
+    low = _check_value(f"{where}.low", key, spec["low"], problems)
+    high = _check_value(f"{where}.high", key, spec["high"], problems)
+    log = spec.get("log", False)
+    step = spec.get("step")
+    if not isinstance(log, bool):
+        problems.append(f"{where}.log: {log!r} must be true or false")
+    if len(problems) > n_before:
+        return None
+    if low >= high:
+        problems.append(f"{where}: low {low!r} must be < high {high!r}")
+    if log and low <= 0:
+        problems.append(f"{where}: a log range needs low > 0, got {low!r}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int | float) or step <= 0):
+        problems.append(f"{where}.step: {step!r} must be a number > 0")
+    if step is not None and log:
+        problems.append(f"{where}: 'step' and 'log' cannot be combined")
+    if len(problems) > n_before:
+        return None
+    return Distribution(name=key, low=low, high=high, log=bool(log), step=step, integer=integer)
+
+
+def _positive_int(raw: Mapping[str, Any], key: str, default: int, problems: list[str]) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.append(f"{key}: {value!r} must be an integer >= 1")
+        return default
+    return value
+
+
+def _sampler(block: Any, problems: list[str]) -> tuple[str, int]:
+    if block is None:
+        return "tpe", 0
+    if isinstance(block, str):
+        block = {"name": block}
+    if not isinstance(block, dict):
+        problems.append(f"sampler: {block!r} must be a name or {{name, seed}}")
+        return "tpe", 0
+    for key in block:
+        if key not in ("name", "seed"):
+            problems.append(f"sampler.{key}: unknown key; allowed are ['name', 'seed']")
+    name = block.get("name", "tpe")
+    if name not in SAMPLERS:
+        problems.append(f"sampler.name: {name!r} is not one of {list(SAMPLERS)}")
+    seed = block.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        problems.append(f"sampler.seed: {seed!r} must be an integer >= 0")
+        seed = 0
+    return str(name), int(seed)
+
+
+def _resources(block: Any, problems: list[str]) -> tuple[float, float | None]:
+    if block is None:
+        return 1.0, None
+    if not isinstance(block, dict):
+        problems.append(f"resources: {block!r} must be a mapping with 'cpus' and/or 'gpus'")
+        return 1.0, None
+    for key in block:
+        if key not in ("cpus", "gpus"):
+            problems.append(f"resources.{key}: unknown key; allowed are ['cpus', 'gpus']")
+    cpus = block.get("cpus", 1)
+    if isinstance(cpus, bool) or not isinstance(cpus, int | float) or cpus <= 0:
+        problems.append(f"resources.cpus: {cpus!r} must be a number > 0")
+        cpus = 1
+    gpus = block.get("gpus", "auto")
+    if gpus == "auto":
+        return float(cpus), None
+    if isinstance(gpus, bool) or not isinstance(gpus, int | float) or gpus < 0:
+        problems.append(f"resources.gpus: {gpus!r} must be 'auto' or a number >= 0 (fractions allowed)")
+        return float(cpus), None
+    return float(cpus), float(gpus)
+
+
+def _check_scheduler(
+    block: Mapping[str, Any],
+    fixed: Mapping[str, Any],
+    search: Mapping[str, Distribution],
+    problems: list[str],
+) -> None:
+    from fairsearch.scheduler import scheduler_from_settings  # validates its own keys
+
+    try:
+        scheduler_from_settings(block, max_epochs=_max_epochs(fixed, search))
+    except FairsearchError as err:
+        problems.extend(str(err).splitlines())
