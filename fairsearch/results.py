@@ -70,7 +70,8 @@ logger = logging.getLogger(__name__)
 
 TRIALS_FILE = "trials.parquet"
 PARETO_FILE = "pareto.parquet"
-STATUSES = ("completed", "failed", "running", "pending")
+STATUSES = ("completed", "stopped", "failed", "running", "pending")
+"""``stopped``: ended early by the scheduler (MO-ASHA); its metrics are those of its last epoch."""
 OBJECTIVES = ("val/acc", "val/max_acc_gap")
 DIRECTIONS = FAIRSEARCH_DIRECTIONS
 REFERENCE = FAIRSEARCH_REFERENCE
