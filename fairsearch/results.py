@@ -229,10 +229,18 @@ def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str
     completed = _completed(trials_df)
     front = completed[pareto_mask(_objective_points(completed), DIRECTIONS)].copy()
     keys = _metric_order(k for tid in front["trial_id"] for k in test_metrics.get(tid, {}))
-    for key in keys:
-        values = [test_metrics.get(tid, {}).get(key, np.nan) for tid in front["trial_id"]]
-        front[f"test/{key}"] = pd.Series(values, index=front.index, dtype="float64")
-    front["hypervolume"] = pd.Series(front_hypervolume(trials_df), index=front.index, dtype="float64")
+    columns = {
+        f"test/{key}": pd.Series(
+            [test_metrics.get(tid, {}).get(key, np.nan) for tid in front["trial_id"]],
+            index=front.index,
+            dtype="float64",
+        )
+        for key in keys
+    }
+    columns["hypervolume"] = pd.Series(front_hypervolume(trials_df), index=front.index, dtype="float64")
+    front = pd.concat(
+        [front, pd.DataFrame(columns, index=front.index)], axis=1
+    )  # one insert: no fragmentation
     if len(front):
         front = front.sort_values([*OBJECTIVES, "number"], ascending=[False, True, True], kind="stable")
     return front.reset_index(drop=True)

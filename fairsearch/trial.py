@@ -1,0 +1,426 @@
+"""One trial, top to bottom: data → model → fit → evaluate → report and checkpoint, once per epoch.
+
+``run_trial`` knows nothing of Optuna or Ray: it takes a ``report(metrics, checkpoint_dir)`` function
+(Ray Tune's in a sweep, a folder writer for ``fairsearch train``) and an optional checkpoint folder to
+resume from. A resumed trial continues exactly where it stopped: the data order of an epoch depends only
+on (seed, epoch), and the checkpoint holds the LoRA adapter, the head, the optimizer, the learning-rate
+schedule and the RNG states.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from transformers import get_cosine_schedule_with_warmup
+
+from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
+from fairsearch.errors import FairsearchError
+from fairsearch.fairness import (
+    Grouping,
+    check_method,
+    encode_groups,
+    evaluate_split,
+    fairness_loss,
+    group_weights,
+)
+from fairsearch.model import (
+    Backbone,
+    GlaucomaClassifier,
+    InputBuilder,
+    VisionCache,
+    build_classifier,
+    load_backbone,
+    parameter_counts,
+)
+from fairsearch.space import TrialConfig
+
+logger = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, float], Path], None]
+TEST_METRICS_FILE = "test_metrics.json"
+_STATE_FILE = "state.json"
+
+
+@dataclass
+class TrialTimes:
+    """Where a trial's wall time went, in seconds."""
+
+    setup: float = 0.0
+    train: float = 0.0
+    evaluate: float = 0.0
+    checkpoint: float = 0.0
+    total: float = 0.0
+    train_samples: int = 0
+
+    @property
+    def samples_per_s(self) -> float:
+        """Training samples per second of training-step time."""
+        return self.train_samples / self.train if self.train > 0 else 0.0
+
+
+@dataclass
+class TrialResult:
+    """What a finished trial returns: its last validation and test metrics and its timing."""
+
+    val: dict[str, float]
+    test: dict[str, float]
+    times: TrialTimes
+    trainable_params: int
+    total_params: int
+    epochs_done: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class SplitFeeder:
+    """Batches of one split as model inputs, with image embeddings from the vision cache when enabled."""
+
+    def __init__(
+        self, split: Split, backbone: Backbone, builder: InputBuilder, cache: VisionCache | None
+    ) -> None:
+        self.split = split
+        self.builder = builder
+        self.embeddings = cache.embeddings(backbone, builder, split) if cache is not None else None
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def batch(
+        self, indices: torch.Tensor, device: torch.device
+    ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor] | None]:
+        """Model inputs for the samples ``indices`` (and their cached image embeddings, if any)."""
+        idx = [int(i) for i in indices]
+        if self.embeddings is not None:
+            inputs = self.builder.text_inputs(self.embeddings.grids(idx))
+            return {k: v.to(device) for k, v in inputs.items()}, [e.to(device) for e in self.embeddings[idx]]
+        inputs = self.builder.collate([self.split.image(i) for i in idx])
+        return {k: v.to(device) for k, v in inputs.items()}, None
+
+
+def load_splits(config: TrialConfig) -> dict[str, Split]:
+    """The data a config names: a FairVLMed folder, or the built-in synthetic set."""
+    root = config.data if config.data is not None else builtin_synthetic(n=config.synthetic_n, seed=0)
+    return load_fairvlmed(root)
+
+
+def groupings_for(split: Split, primary: str, exclude_unknown: bool) -> dict[str, Grouping]:
+    """Every single-attribute grouping, plus the primary one when it is an intersection."""
+    names = list(dict.fromkeys([*ATTRIBUTES, primary]))
+    return {
+        name: encode_groups(split.attributes, name, ATTRIBUTE_VALUES, exclude_unknown=exclude_unknown)
+        for name in names
+    }
+
+
+def _check_groups_trained(
+    splits: Mapping[str, Split], groupings: Mapping[str, Mapping[str, Grouping]], primary: str
+) -> None:
+    train = groupings["train"][primary].counts()
+    for name in ("val", "test"):
+        counts = groupings[name][primary].counts()
+        missing = [groupings[name][primary].names[g] for g in np.flatnonzero((counts > 0) & (train == 0))]
+        if missing:
+            raise FairsearchError(
+                f"group_by {primary!r}: groups {missing} have {name} samples but no training samples in "
+                f"{splits['train'].paths[0].parent if splits['train'].paths else 'the training split'}; "
+                f"choose another grouping or set exclude_unknown"
+            )
+
+
+def run_trial(
+    config: TrialConfig,
+    *,
+    report: Report,
+    resume_from: Path | None = None,
+    device: str | torch.device | None = None,
+    cache_root: Path | None = None,
+    progress: bool = False,
+) -> TrialResult:
+    """Fine-tunes one configuration and reports validation metrics and a checkpoint after every epoch.
+
+    Args:
+        config: the trial's settings.
+        report: called after each epoch with the flat validation metrics (plus ``epoch``, ``loss``,
+            ``train_loss``) and a folder holding the checkpoint; the folder is removed afterwards.
+        resume_from: a checkpoint folder written by an earlier call; training continues after its epoch.
+        device: where to train; default CUDA when available.
+        cache_root: the vision cache's folder (default: the cache's own, shared by the node's trials).
+        progress: show a progress bar (``fairsearch train``).
+
+    Returns:
+        The last epoch's metrics and where the time went.
+
+    Raises:
+        FairsearchError: bad settings, bad data, or a loss that is not finite.
+    """
+    t_start = time.perf_counter()
+    times = TrialTimes()
+    check_method(config.method, config.lam, config.w_max)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _seed_everything(config.seed)
+
+    splits = load_splits(config)
+    groupings = {
+        name: groupings_for(s, config.group_by, config.exclude_unknown) for name, s in splits.items()
+    }
+    _check_groups_trained(splits, groupings, config.group_by)
+    backbone = load_backbone(config.model, device=dev)
+    builder = InputBuilder(backbone.tokenizer, backbone.image_processor, max_pixels=config.max_pixels)
+    cache = VisionCache(cache_root) if config.vision_cache else None
+    feeders = {name: SplitFeeder(split, backbone, builder, cache) for name, split in splits.items()}
+
+    torch.manual_seed(config.seed)
+    model = build_classifier(
+        backbone,
+        lora_rank=config.lora_rank,
+        lora_alpha=config.lora_alpha if config.lora_alpha is not None else 2.0 * config.lora_rank,
+        lora_dropout=config.lora_dropout,
+    )
+    trainable, total = parameter_counts(model)
+    logger.info("trainable parameters: %d of %d (%.3f %%)", trainable, total, 100 * trainable / total)
+
+    train_groups = torch.as_tensor(groupings["train"][config.group_by].ids)
+    weights = (
+        group_weights(groupings["train"][config.group_by].counts(), config.w_max).to(dev)
+        if config.method in ("gr", "hybrid")
+        else None
+    )
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(math.ceil(len(feeders["train"]) / config.batch_size) / config.grad_accum)
+    total_steps = steps_per_epoch * config.epochs
+    schedule = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+
+    start_epoch = 0
+    history: list[dict[str, float]] = []
+    if resume_from is not None:
+        start_epoch, history = _load_checkpoint(resume_from, model, optimizer, schedule)
+        logger.info("resumed from %s after epoch %d", resume_from, start_epoch)
+    times.setup = time.perf_counter() - t_start
+
+    labels = {name: torch.as_tensor(s.labels) for name, s in splits.items()}
+    val: dict[str, float] = history[-1] if history else {}
+    test: dict[str, float] = {}
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        train_loss = _train_epoch(
+            model,
+            feeders["train"],
+            labels["train"],
+            train_groups,
+            optimizer,
+            schedule,
+            config,
+            weights,
+            epoch,
+            dev,
+            progress,
+        )
+        times.train += time.perf_counter() - t0
+        times.train_samples += len(feeders["train"])
+
+        t0 = time.perf_counter()
+        val = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
+        val.update(epoch=float(epoch + 1), train_loss=train_loss)
+        test = _evaluate(model, feeders["test"], labels["test"], groupings["test"], config, dev)
+        times.evaluate += time.perf_counter() - t0
+        history.append(val)
+        logger.info(
+            "epoch %d/%d: train loss %.4f, val acc %.4f, val MaxAccGap(%s) %.4f",
+            epoch + 1,
+            config.epochs,
+            train_loss,
+            val["acc"],
+            config.group_by,
+            val["max_acc_gap"],
+        )
+
+        t0 = time.perf_counter()
+        folder = Path(tempfile.mkdtemp(prefix="fairsearch-ckpt-"))
+        try:
+            _save_checkpoint(folder, model, optimizer, schedule, epoch + 1, history, test, config)
+            times.checkpoint += time.perf_counter() - t0
+            report(val, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    times.total = time.perf_counter() - t_start
+    return TrialResult(
+        val, test, times, trainable, total, epochs_done=max(config.epochs, start_epoch), history=history
+    )
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _batches(n: int, batch_size: int, order: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+    idx = order if order is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield idx[start : start + batch_size]
+
+
+def _train_epoch(
+    model: GlaucomaClassifier,
+    feeder: SplitFeeder,
+    labels: torch.Tensor,
+    groups: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    config: TrialConfig,
+    weights: torch.Tensor | None,
+    epoch: int,
+    device: torch.device,
+    progress: bool,
+) -> float:
+    """One pass over the training split in an order fixed by (seed, epoch); returns the mean loss."""
+    model.train()
+    order = torch.randperm(
+        len(feeder), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    )
+    batches = list(_batches(len(feeder), config.batch_size, order))
+    total, count = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    bar = _progress_bar(len(batches), f"epoch {epoch + 1}/{config.epochs}") if progress else None
+    for step, idx in enumerate(batches):
+        inputs, embeds = feeder.batch(idx, device)
+        logits = model(inputs, image_embeds=embeds)
+        loss = fairness_loss(
+            config.method,
+            logits,
+            labels[idx].to(device),
+            groups[idx].to(device),
+            lam=config.lam,
+            weights=weights,
+        )
+        if not torch.isfinite(loss):
+            raise FairsearchError(
+                f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (method {config.method}, "
+                f"lr {config.lr}, lam {config.lam}): training diverged; lower lr or lam"
+            )
+        (loss / config.grad_accum).backward()
+        if (step + 1) % config.grad_accum == 0 or step + 1 == len(batches):
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+        total += loss.item() * len(idx)
+        count += len(idx)
+        if bar is not None:
+            bar.advance(f"loss {total / count:.4f}")
+    if bar is not None:
+        bar.close()
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: GlaucomaClassifier,
+    feeder: SplitFeeder,
+    labels: torch.Tensor,
+    groupings: Mapping[str, Grouping],
+    config: TrialConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Flat metrics of one split (``fairsearch.fairness`` keys) plus the mean cross-entropy ``loss``."""
+    model.eval()
+    probs, losses = [], []
+    for idx in _batches(len(feeder), config.eval_batch_size):
+        inputs, embeds = feeder.batch(idx, device)
+        logits = model(inputs, image_embeds=embeds).float()
+        losses.append(
+            torch.nn.functional.cross_entropy(logits, labels[idx].to(device), reduction="sum").item()
+        )
+        probs.append(torch.softmax(logits, dim=-1)[:, 1].cpu())
+    prob = torch.cat(probs).numpy()
+    metrics = evaluate_split(
+        prob, labels.numpy(), groupings, primary=config.group_by, n_boot=config.n_boot, seed=config.seed
+    ).flat()
+    metrics["loss"] = sum(losses) / len(feeder)
+    return metrics
+
+
+def _save_checkpoint(
+    folder: Path,
+    model: GlaucomaClassifier,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    history: list[dict[str, float]],
+    test: Mapping[str, float],
+    config: TrialConfig,
+) -> None:
+    torch.save(model.trainable_state_dict(), folder / "trainable.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, folder / "optimizer.pt"
+    )
+    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    torch.save(rng, folder / "rng.pt")
+    kind, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    state = {
+        "epoch": epoch,
+        "history": history,
+        "config": config.__dict__,
+        "rng": {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]},
+    }
+    (folder / _STATE_FILE).write_text(json.dumps(state, default=str))
+    (folder / TEST_METRICS_FILE).write_text(json.dumps(dict(test)))
+
+
+def _load_checkpoint(
+    folder: Path,
+    model: GlaucomaClassifier,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[int, list[dict[str, float]]]:
+    try:
+        state = json.loads((folder / _STATE_FILE).read_text())
+        model.load_trainable_state_dict(
+            torch.load(folder / "trainable.pt", map_location="cpu", weights_only=True)
+        )
+        opt = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+        rng = torch.load(folder / "rng.pt", map_location="cpu", weights_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise FairsearchError(f"{folder}: not a fairsearch checkpoint ({err})") from None
+    optimizer.load_state_dict(opt["optimizer"])
+    schedule.load_state_dict(opt["schedule"])
+    version, internal, gauss = state["rng"]["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["rng"]["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(rng["cuda"]))
+    return int(state["epoch"]), list(state["history"])
+
+
+class _progress_bar:
+    """A rich progress bar for one epoch (``fairsearch train``)."""
+
+    def __init__(self, total: int, description: str) -> None:
+        from rich.progress import Progress
+
+        self._progress = Progress(transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, status: str) -> None:
+        self._progress.update(self._task, advance=1, description=status)
+
+    def close(self) -> None:
+        self._progress.stop()

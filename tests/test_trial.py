@@ -1,0 +1,133 @@
+"""One trial on the tiny model: exact resume, cache equivalence, divergence detection, the train command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import fairsearch.trial as trial_module
+from fairsearch.cli import main
+from fairsearch.errors import FairsearchError
+from fairsearch.space import TrialConfig
+from fairsearch.trial import TEST_METRICS_FILE, run_trial
+
+SMALL = {"synthetic_n": 160, "batch_size": 16, "n_boot": 20, "eval_batch_size": 40}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAIRSEARCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    torch.set_num_threads(1)
+
+
+class _Collect:
+    """A ``report`` that keeps the metrics and a copy of the last checkpoint."""
+
+    def __init__(self, keep: Path | None = None) -> None:
+        self.metrics: list[dict[str, float]] = []
+        self.keep = keep
+
+    def __call__(self, metrics: dict[str, float], folder: Path) -> None:
+        self.metrics.append(dict(metrics))
+        if self.keep is not None:
+            import shutil
+
+            shutil.rmtree(self.keep, ignore_errors=True)
+            shutil.copytree(folder, self.keep)
+
+
+@pytest.mark.slow
+def test_resumed_trial_matches_uninterrupted_run(tmp_path: Path) -> None:
+    config = TrialConfig(method="hybrid", lam=0.5, w_max=5.0, epochs=2, lr=2e-3, **SMALL)
+    straight = _Collect()
+    run_trial(config, report=straight)
+
+    first = _Collect(keep=tmp_path / "ckpt")
+    with pytest.raises(_Interrupted):
+        run_trial(config, report=_StopAfter(first, epochs=1))
+    assert [m["epoch"] for m in first.metrics] == [1.0]
+    assert json.loads((tmp_path / "ckpt" / TEST_METRICS_FILE).read_text())["acc"] >= 0
+
+    resumed = _Collect()
+    run_trial(config, report=resumed, resume_from=tmp_path / "ckpt")
+    assert [m["epoch"] for m in resumed.metrics] == [2.0]  # epoch 1 is not run again
+    for key in ("acc", "max_acc_gap", "loss", "train_loss", "auc"):
+        assert resumed.metrics[0][key] == pytest.approx(straight.metrics[1][key], abs=1e-5), key
+
+
+class _StopAfter:
+    """Reports like ``inner`` and then interrupts the trial after ``epochs`` epochs (a killed worker)."""
+
+    def __init__(self, inner: _Collect, epochs: int) -> None:
+        self.inner, self.epochs = inner, epochs
+
+    def __call__(self, metrics: dict[str, float], folder: Path) -> None:
+        self.inner(metrics, folder)
+        if metrics["epoch"] >= self.epochs:
+            raise _Interrupted
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_stop_after_raises(tmp_path: Path) -> None:
+    collect = _Collect()
+    with pytest.raises(_Interrupted):
+        run_trial(TrialConfig(epochs=3, **SMALL), report=_StopAfter(collect, epochs=1))
+    assert len(collect.metrics) == 1
+
+
+@pytest.mark.slow
+def test_vision_cache_gives_the_same_metrics_as_running_the_tower(tmp_path: Path) -> None:
+    base = {"method": "gr", "w_max": 4.0, "epochs": 1, **SMALL}
+    cached, direct = _Collect(), _Collect()
+    run_trial(TrialConfig(vision_cache=True, **base), report=cached)
+    run_trial(TrialConfig(vision_cache=False, **base), report=direct)
+    for key in ("acc", "max_acc_gap", "loss", "train_loss"):
+        assert cached.metrics[0][key] == pytest.approx(direct.metrics[0][key], abs=1e-4), key
+
+
+def test_non_finite_loss_stops_the_trial_and_says_where(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = trial_module.fairness_loss
+    calls = {"n": 0}
+
+    def diverging(*args: object, **kwargs: object) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real(*args, **kwargs)  # type: ignore[arg-type]
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(trial_module, "fairness_loss", diverging)
+    reports = _Collect()
+    with pytest.raises(FairsearchError, match=r"loss is nan at epoch 1, step 3 \(method fr"):
+        run_trial(TrialConfig(method="fr", lam=0.3, epochs=1, **SMALL), report=reports)
+    assert reports.metrics == []  # no report, no checkpoint of a diverged model
+
+
+def test_bad_method_settings_fail_before_any_work() -> None:
+    with pytest.raises(FairsearchError, match=r"w_max: 0.5 must be >= 1"):
+        run_trial(TrialConfig(method="gr", w_max=0.5, **SMALL), report=_Collect())
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FairsearchError, match=str(tmp_path / "nowhere")):
+        run_trial(TrialConfig(data=str(tmp_path / "nowhere"), **SMALL), report=_Collect())
+
+
+@pytest.mark.slow
+def test_train_command_writes_metrics_and_checkpoint_and_resumes(tmp_path: Path) -> None:
+    space = Path(__file__).parent.parent / "search_spaces" / "gr_lora.yaml"
+    out = tmp_path / "run"
+    sets = ["--set", "epochs=2", "synthetic_n=160", "n_boot=20", "lora_rank=4"]
+    assert main(["train", "--space", str(space), *sets, "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1.0, 2.0]
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["config"]["method"] == "gr" and state["config"]["lora_rank"] == 4
+
+    # resuming a finished run trains nothing more and reports nothing more
+    assert main(["train", "--space", str(space), *sets, "--out", str(out), "--resume"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
