@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,30 +224,35 @@ class SweepSpec:
         """True when no dataset folder is named: the built-in synthetic set is used."""
         return self.fixed.get("data") is None
 
-    def define_by_run(self) -> Callable[[Any], dict[str, Any]]:
-        """Optuna's define-by-run function: samples the searched parameters of one trial.
+    def define_by_run(self) -> DefineByRun:
+        """Optuna's define-by-run function for this space (picklable: Ray checkpoints the searcher)."""
+        return DefineByRun(dict(self.search), dict(self.fixed))
 
-        ``lam`` is sampled only when the method is ``fr`` or ``hybrid``; ``w_max`` only for ``gr`` and
-        ``hybrid``. The returned constants (fixed settings) are merged into the trial's config by Ray.
-        """
-        search = dict(self.search)
-        fixed = dict(self.fixed)
 
-        def sample(trial: Any) -> dict[str, Any]:
-            method = fixed.get("method", TrialConfig.method)
-            if "method" in search:
-                method = _suggest(trial, search["method"])
-            for name, dist in search.items():
-                if name == "method":
-                    continue
-                if name == "lam" and method not in LAM_METHODS:
-                    continue
-                if name == "w_max" and method not in W_MAX_METHODS:
-                    continue
-                _suggest(trial, dist)
-            return fixed  # constants; Ray merges them with the suggested values
+class DefineByRun:
+    """Samples the searched parameters of one Optuna trial; returns the fixed settings as constants.
 
-        return sample
+    ``lam`` is sampled only when the method is ``fr`` or ``hybrid``; ``w_max`` only for ``gr`` and
+    ``hybrid``. Ray merges the returned constants with the suggested values into the trial's config.
+    """
+
+    def __init__(self, search: Mapping[str, Distribution], fixed: Mapping[str, Any]) -> None:
+        self.search = dict(search)
+        self.fixed = dict(fixed)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        method = self.fixed.get("method", TrialConfig.method)
+        if "method" in self.search:
+            method = _suggest(trial, self.search["method"])
+        for name, dist in self.search.items():
+            if name == "method":
+                continue
+            if name == "lam" and method not in LAM_METHODS:
+                continue
+            if name == "w_max" and method not in W_MAX_METHODS:
+                continue
+            _suggest(trial, dist)
+        return dict(self.fixed)
 
 
 def trial_config(spec: SweepSpec, overrides: Mapping[str, str] | None = None) -> TrialConfig:

@@ -194,3 +194,15 @@ def test_cli_train_bad_set_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
     space = SPACES[0]
     assert main(["train", "--space", str(space), "--set", "method", "--out", str(tmp_path)]) == 2
     assert "--set 'method': expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_define_by_run_pickles_for_ray_checkpoints() -> None:
+    import pickle
+
+    sample = load_space(SPACES[0]).define_by_run()
+    clone = pickle.loads(pickle.dumps(sample))
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=3)
+    )
+    a, b = study.ask(), study.ask()
+    assert sample(a) == clone(b)

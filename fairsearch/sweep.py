@@ -1,0 +1,395 @@
+"""The sweep: Ray Tune schedules trials, Optuna proposes them, results land in Parquet.
+
+``run_sweep`` reads a space file, starts or joins a Ray cluster, and runs (or resumes) the experiment
+``<storage>/<name>``. Optuna searches both objectives at once: ``OptunaSearch`` gets the metric and mode
+*lists*; ``TuneConfig`` gets none, since a metric there silently makes the study single-objective. The
+Optuna study lives in durable storage (SQLite in the results folder by default) so that
+``optuna-dashboard`` can open it. Each completed trial rewrites ``trials.parquet`` and ``pareto.parquet``
+atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from fairsearch.errors import FairsearchError
+from fairsearch.results import TrialRecord, pareto_frame, read_results, trials_frame, write_results
+from fairsearch.scheduler import scheduler_from_settings
+from fairsearch.space import OBJECTIVES, SweepSpec, TrialConfig, load_space
+
+logger = logging.getLogger(__name__)
+
+TEST_METRICS_FILE = "test_metrics.json"
+"""Written by the trial into every checkpoint; read for the Pareto front only (never reported to Tune)."""
+SPACE_FILE = "space.json"
+STATUS = {
+    "TERMINATED": "completed",
+    "ERROR": "failed",
+    "RUNNING": "running",
+    "PENDING": "pending",
+    "PAUSED": "pending",
+}
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """How a sweep ended.
+
+    Attributes:
+        results_dir: where ``trials.parquet`` and ``pareto.parquet`` are.
+        completed: trials that finished (including ones stopped early by the scheduler).
+        failed: trials that failed after their retries.
+        unfinished: trials left pending or running (an interrupted sweep).
+    """
+
+    results_dir: Path
+    completed: int
+    failed: int
+    unfinished: int
+
+
+def tune_trainable(config: dict[str, Any]) -> None:
+    """Ray Tune's function trainable: one trial, resumed from its checkpoint when Tune has one."""
+    from fairsearch.trial import run_trial
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    trial_config = TrialConfig.from_dict(config)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        run_trial(trial_config, report=report)
+        return
+    with checkpoint.as_directory() as folder:
+        run_trial(trial_config, report=report, resume_from=Path(folder))
+
+
+def make_sampler(name: str, seed: int) -> Any:
+    """The Optuna sampler a space file names, seeded."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    if name == "nsgaii":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise FairsearchError(f"sampler.name: {name!r} is not one of ['tpe', 'nsgaii', 'gp', 'random']")
+
+
+class ResultsCallback(tune.Callback):
+    """Rewrites the Parquet files as trials report, finish and fail, and logs a status line.
+
+    It is pickled with the experiment and unpickled on resume, so it holds plain paths only.
+    """
+
+    def __init__(self, results_dir: str, min_interval_s: float = 10.0) -> None:
+        self.results_dir = results_dir
+        self.min_interval_s = min_interval_s
+        self._last_write = 0.0
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
+    ) -> None:
+        if time.monotonic() - self._last_write >= self.min_interval_s:
+            self.write(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.write(trials, announce=True)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.write(trials, announce=True)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.write(trials)
+
+    def write(self, trials: Sequence[Any], announce: bool = False) -> None:
+        """Writes both Parquet files from Tune's trials (atomically) and logs the status line."""
+        records = [trial_record(number, trial) for number, trial in enumerate(trials)]
+        front_ids = set(pareto_frame(trials_frame(records), {})["trial_id"])
+        test_metrics = {t.trial_id: _read_test_metrics(t) for t in trials if t.trial_id in front_ids}
+        _, pareto_path = write_results(Path(self.results_dir), records, test_metrics)
+        self._last_write = time.monotonic()
+        if announce:
+            logger.info(status_line(records, pd.read_parquet(pareto_path)))
+
+
+def trial_record(number: int, trial: Any) -> TrialRecord:
+    """The Parquet row of one Tune trial."""
+    result = dict(trial.last_result or {})
+    status = STATUS.get(str(trial.status), str(trial.status).lower())
+    epochs = int(result.get("epoch", 0) or 0)
+    if status == "completed" and epochs < int(trial.config.get("epochs", TrialConfig.epochs)):
+        status = "stopped"  # stopped early by the scheduler
+    checkpoint = trial.checkpoint
+    return TrialRecord(
+        trial_id=str(trial.trial_id),
+        number=number,
+        status=status,
+        params={k: v for k, v in trial.config.items() if not isinstance(v, dict)},
+        val_metrics={k: float(v) for k, v in result.items() if _is_metric(k, v)},
+        epochs_done=epochs,
+        wall_time_s=float(result.get("time_total_s", 0.0) or 0.0),
+        error=_error_message(trial) if status == "failed" else None,
+        checkpoint=None if checkpoint is None else str(checkpoint.path),
+        finished_at=float(result["timestamp"])
+        if status in ("completed", "stopped", "failed") and "timestamp" in result
+        else None,
+    )
+
+
+_TUNE_KEYS = frozenset(
+    {
+        "epoch",
+        "time_total_s",
+        "time_this_iter_s",
+        "timestamp",
+        "training_iteration",
+        "iterations_since_restore",
+        "time_since_restore",
+        "pid",
+        "done",
+        "date",
+        "hostname",
+        "node_ip",
+        "trial_id",
+        "experiment_tag",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        "timesteps_total",
+        "episodes_total",
+        "timesteps_since_restore",
+    }
+)
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    return key not in _TUNE_KEYS and not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _error_message(trial: Any) -> str:
+    path = trial.error_file
+    if path and os.path.exists(path):
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:2000]
+    return "trial failed (no error file)"
+
+
+def _read_test_metrics(trial: Any) -> dict[str, float]:
+    checkpoint = trial.checkpoint
+    if checkpoint is None:
+        return {}
+    try:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{TEST_METRICS_FILE}") as f:
+            return {k: float(v) for k, v in json.loads(f.readall()).items()}
+    except (OSError, FileNotFoundError, ValueError):
+        return {}
+
+
+def status_line(records: Sequence[Any], front: Any) -> str:
+    """``[5 done, 2 running, 0 failed] front: acc 0.912 / gap 0.041 (hybrid) | ...``."""
+    counts = {s: sum(r.status == s for r in records) for s in ("completed", "stopped", "running", "failed")}
+    done = counts["completed"] + counts["stopped"]
+    members = [
+        f"acc {row['val/acc']:.3f} / gap {row['val/max_acc_gap']:.3f} ({row.get('param/method', '?')})"
+        for _, row in front.head(4).iterrows()
+    ]
+    return (
+        f"[{done} done, {counts['running']} running, {counts['failed']} failed] "
+        f"front: {' | '.join(members) or 'none yet'}"
+    )
+
+
+def run_sweep(
+    space: str | Path,
+    *,
+    results_root: str | Path = "results",
+    storage: str | None = None,
+    address: str | None = None,
+    name: str | None = None,
+    restart: bool = False,
+    optuna_storage: str | None = None,
+) -> SweepOutcome:
+    """Runs (or resumes) the sweep a space file describes.
+
+    Args:
+        space: the space YAML file.
+        results_root: the Parquet files go to ``<results_root>/<name>/``.
+        storage: Ray Tune's storage for experiment state and checkpoints: a local folder or a URI
+            (``s3://``, ``gs://``, any pyarrow filesystem). Default: the results folder's parent.
+        address: a Ray cluster to join (``auto``, ``ray://host:port``); ``None`` starts Ray locally.
+        name: overrides the space file's name.
+        restart: discard an existing experiment of this name and start over.
+        optuna_storage: an Optuna storage URL; default the space file's, else SQLite in the results folder.
+
+    Returns:
+        How the sweep ended.
+
+    Raises:
+        FairsearchError: bad space file, missing data, a changed space on resume, GPUs asked of a
+            cluster that has none.
+    """
+    spec = load_space(space)
+    if name is not None:
+        spec = _renamed(spec, name)
+    results_dir = Path(results_root).resolve() / spec.name
+    storage_root = storage or str(results_dir.parent / ".tune")
+    if "://" not in storage_root:
+        storage_root = str(Path(storage_root).resolve())
+    experiment = f"{storage_root.rstrip('/')}/{spec.name}"
+
+    _check_inputs(spec)
+    resuming = _prepare_folder(spec, results_dir, experiment, restart)
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is None:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)))
+    trainable = tune.with_resources(tune_trainable, {"cpu": spec.cpus, "gpu": gpus})
+
+    if resuming:
+        logger.info("resuming sweep %r from %s", spec.name, experiment)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    else:
+        scheduler = scheduler_from_settings(spec.scheduler or {}, max_epochs=spec.max_epochs)
+        callbacks: list[tune.Callback] = [ResultsCallback(str(results_dir))]
+        if scheduler is not None:
+            callbacks.append(scheduler.state_callback())  # Tune saves callbacks' state, not the scheduler's
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=_searcher(spec, results_dir, optuna_storage),
+                scheduler=scheduler,
+                num_samples=spec.trials,
+                max_concurrent_trials=spec.concurrency,
+                # No metric/mode here on purpose: they would make the Optuna study single-objective.
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=storage_root,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=callbacks,
+                verbose=0,
+            ),
+        )
+    tuner.fit()
+    return _outcome(results_dir, spec)
+
+
+def _searcher(spec: SweepSpec, results_dir: Path, optuna_storage: str | None) -> OptunaSearch:
+    """Optuna's multi-objective searcher over the space's define-by-run function, in durable storage."""
+    url = optuna_storage or spec.optuna_storage or f"sqlite:///{results_dir / 'optuna.db'}"
+    return OptunaSearch(
+        space=spec.define_by_run(),
+        metric=[m for m, _ in OBJECTIVES],
+        mode=[d for _, d in OBJECTIVES],
+        sampler=make_sampler(spec.sampler, spec.seed),
+        study_name=spec.name,
+        storage=optuna.storages.RDBStorage(url),
+    )
+
+
+def _renamed(spec: SweepSpec, name: str) -> SweepSpec:
+    from dataclasses import replace
+
+    from fairsearch.space import parse_space
+
+    parse_space({**spec.raw, "name": name}, source=spec.source)  # validates the name
+    return replace(spec, name=name)
+
+
+def _check_inputs(spec: SweepSpec) -> None:
+    """Fails fast, on the driver, on a data folder that is missing or malformed."""
+    data = spec.fixed.get("data")
+    if data is None:
+        logger.info(
+            "data: the built-in synthetic fundus set (%d images; set 'data:' to a FairVLMed folder)",
+            int(spec.fixed.get("synthetic_n", TrialConfig.synthetic_n)),
+        )
+    elif "://" not in str(data):
+        from fairsearch.data import load_fairvlmed
+
+        load_fairvlmed(data)
+    model = spec.fixed.get("model", TrialConfig.model)
+    if model == "tiny":
+        logger.info("model: the built-in tiny random Qwen2.5-VL (set 'model:' to a hub id or a folder)")
+
+
+def _prepare_folder(spec: SweepSpec, results_dir: Path, experiment: str, restart: bool) -> bool:
+    """Creates the results folder, or checks that an existing one belongs to this space.
+
+    Returns:
+        True when an existing experiment is resumed.
+    """
+    marker = results_dir / SPACE_FILE
+    exists = marker.exists()
+    if exists and restart:
+        logger.info("--restart: removing %s and its experiment state", results_dir)
+        shutil.rmtree(results_dir)
+        _remove_experiment(experiment)
+        exists = False
+    if exists:
+        saved = json.loads(marker.read_text())
+        if saved.get("digest") != spec.digest:
+            raise FairsearchError(
+                f"{results_dir} holds a sweep made from a different space file "
+                f"({saved.get('source')}, digest {saved.get('digest')}; {spec.source} has digest {spec.digest}). "
+                f"Run with --restart to discard it and start over, or --name to start a sweep beside it."
+            )
+        if tune.Tuner.can_restore(experiment):
+            return True
+    results_dir.mkdir(parents=True, exist_ok=True)
+    payload = json.dumps({"digest": spec.digest, "source": str(spec.source), "space": spec.raw}, default=str)
+    with tempfile.NamedTemporaryFile("w", dir=results_dir, delete=False, suffix=".tmp") as f:
+        f.write(payload)
+    os.replace(f.name, marker)
+    return False
+
+
+def _remove_experiment(experiment: str) -> None:
+    if "://" in experiment:
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(experiment)
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+            fs.delete_dir(path)
+    elif os.path.isdir(experiment):
+        shutil.rmtree(experiment)
+
+
+def _gpus_per_trial(spec: SweepSpec, cluster_gpus: float) -> float:
+    if spec.gpus is None:
+        return 1.0 if cluster_gpus >= 1 else 0.0
+    if spec.gpus > 0 and cluster_gpus == 0:
+        raise FairsearchError(
+            f"{spec.source}: resources.gpus: {spec.gpus} but the Ray cluster has no GPUs; "
+            f"use 'gpus: auto' or 'gpus: 0' to run on CPUs"
+        )
+    return spec.gpus
+
+
+def _outcome(results_dir: Path, spec: SweepSpec) -> SweepOutcome:
+    trials, _ = read_results(results_dir)
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    done = int(counts.get("completed", 0) + counts.get("stopped", 0))
+    failed = int(counts.get("failed", 0))
+    return SweepOutcome(results_dir, done, failed, max(spec.trials - done - failed, 0))

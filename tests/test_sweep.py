@@ -1,0 +1,210 @@
+"""End-to-end sweeps on the tiny model: results files, the front, resume after SIGINT and SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 2
+
+
+def _space(tmp_path: Path, name: str, trials: int, **extra: object) -> Path:
+    doc = {
+        "name": name,
+        "objectives": {"group_by": "ethnicity"},
+        "search": {
+            "method": ["vanilla", "hybrid"],
+            "lora_rank": [2, 4],
+            "lam": {"low": 0.1, "high": 1.0, "log": True},
+            "w_max": {"low": 1.0, "high": 10.0},
+            "lr": {"low": 1e-3, "high": 3e-3, "log": True},
+        },
+        "fixed": {"epochs": EPOCHS, "synthetic_n": 240, "batch_size": 16, "n_boot": 50},
+        "trials": trials,
+        "concurrency": 2,
+        "sampler": {"name": "tpe", "seed": 0},
+        "resources": {"cpus": 1},
+        **extra,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _cli(space: Path, results: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "fairsearch.cli",
+        "run",
+        "--space",
+        str(space),
+        "--results",
+        str(results),
+        *extra,
+    ]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "FAIRSEARCH_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
+
+
+def _brute_force_front(trials: pd.DataFrame) -> set[str]:
+    done = trials[trials["status"] == "completed"]
+    front = set()
+    for i, a in done.iterrows():
+        dominated = any(
+            b["val/acc"] >= a["val/acc"]
+            and b["val/max_acc_gap"] <= a["val/max_acc_gap"]
+            and (b["val/acc"] > a["val/acc"] or b["val/max_acc_gap"] < a["val/max_acc_gap"])
+            for j, b in done.iterrows()
+            if j != i
+        )
+        if not dominated:
+            front.add(a["trial_id"])
+    return front
+
+
+def _epochs_reported(results: Path, name: str) -> dict[str, list[int]]:
+    """Epoch numbers each trial reported, from Ray Tune's result.json files (one line per report)."""
+    out: dict[str, list[int]] = {}
+    for path in (results / ".tune" / name).glob("*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if rows:
+            out[rows[0]["trial_id"]] = [int(r["epoch"]) for r in rows]
+    return out
+
+
+def test_small_sweep_writes_trials_front_and_study(tmp_path: Path) -> None:
+    space = _space(tmp_path, "small", trials=4)
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        _cli(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "built-in tiny random Qwen2.5-VL" in proc.stderr and "built-in synthetic" in proc.stderr
+
+    trials = pd.read_parquet(results / "small" / "trials.parquet")
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert (trials["status"] == "completed").all()
+    assert (trials["epochs_done"] == EPOCHS).all()
+    for column in ("param/method", "param/lora_rank", "param/lr", "val/acc", "val/max_acc_gap", "val/auc"):
+        assert trials[column].notna().all(), column
+    assert any(c.startswith("val/acc/ethnicity/") for c in trials.columns)
+    # lam is sampled only for hybrid: null for vanilla rows
+    vanilla = trials["param/method"] == "vanilla"
+    assert trials.loc[vanilla, "param/lam"].isna().all()
+    assert trials.loc[~vanilla, "param/lam"].notna().all()
+
+    front = pd.read_parquet(results / "small" / "pareto.parquet")
+    assert set(front["trial_id"]) == _brute_force_front(trials)
+    for column in (
+        "test/acc",
+        "test/max_acc_gap",
+        "test/acc_ci_low",
+        "test/max_acc_gap_ci_high",
+        "hypervolume",
+    ):
+        assert front[column].notna().all(), column
+    assert front["hypervolume"].nunique() == 1 and 0 < front["hypervolume"].iloc[0] <= 1
+
+    with sqlite3.connect(results / "small" / "optuna.db") as db:
+        n_values = db.execute("select count(*) from trial_values").fetchone()[0]
+        n_complete = db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    assert n_complete == 4 and n_values == 8  # two objectives per trial: a multi-objective study
+
+    table = subprocess.run(
+        [sys.executable, "-m", "fairsearch.cli", "pareto", str(results / "small")],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        table.returncode == 0 and str(front["trial_id"].iloc[0])[:8] in table.stdout
+    ) or "hybrid" in table.stdout
+
+    # the same command again resumes a finished sweep: nothing more runs, nothing is lost
+    again = subprocess.run(
+        _cli(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = pd.read_parquet(results / "small" / "trials.parquet")
+    assert sorted(after["trial_id"]) == sorted(trials["trial_id"])
+
+    # a changed space is refused, naming the fix
+    doc = yaml.safe_load(space.read_text())
+    doc["trials"] = 5
+    space.write_text(yaml.safe_dump(doc))
+    changed = subprocess.run(
+        _cli(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
+    assert changed.returncode == 2
+    assert "different space file" in changed.stderr and "--restart" in changed.stderr
+    assert "Traceback" not in changed.stderr
+
+
+def _wait_for_completed(path: Path, at_least: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                frame = pd.read_parquet(path)
+            except Exception:
+                raise AssertionError(f"{path} was not a valid Parquet file while the sweep ran") from None
+            if (frame["status"] == "completed").sum() >= at_least:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"no {at_least} completed trials in {path} after {timeout} s")
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_interrupted_sweep_resumes_without_losing_or_repeating_trials(
+    tmp_path: Path, how: signal.Signals
+) -> None:
+    n_trials = 5
+    space = _space(tmp_path, "resume", trials=n_trials)
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        _cli(space, results),
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for_completed(results / "resume" / "trials.parquet", at_least=1, timeout=400)
+    if how == signal.SIGKILL:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, no clean-up at all
+    else:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if how == signal.SIGINT:
+        assert proc.returncode == 130, err[-3000:]
+        assert "resume with: fairsearch run --space" in err
+    before = pd.read_parquet(results / "resume" / "trials.parquet")  # valid after any kill: atomic writes
+    assert len(before) < n_trials or (before["status"] != "completed").any()
+
+    resumed = subprocess.run(
+        _cli(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = pd.read_parquet(results / "resume" / "trials.parquet")
+    assert len(after) == n_trials and after["trial_id"].is_unique
+    assert (after["status"] == "completed").all() and (after["epochs_done"] == EPOCHS).all()
+    done_before = set(before.loc[before["status"] == "completed", "trial_id"])
+    assert done_before <= set(after["trial_id"])  # finished trials kept
+    for trial_id, epochs in _epochs_reported(results, "resume").items():
+        assert epochs == list(range(1, EPOCHS + 1)), (trial_id, epochs)  # no epoch run twice, none skipped
+    assert np.isfinite(after["val/acc"]).all()
