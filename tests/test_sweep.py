@@ -135,6 +135,18 @@ def test_small_sweep_writes_trials_front_and_study(tmp_path: Path) -> None:
         table.returncode == 0 and str(front["trial_id"].iloc[0])[:8] in table.stdout
     ) or "hybrid" in table.stdout
 
+    # the report from this real sweep's files: plots embedded, the front's numbers as in the Parquet file
+    report = subprocess.run(
+        [sys.executable, "-m", "fairsearch.cli", "report", str(results / "small")],
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    html = Path(report.stdout.strip().splitlines()[-1]).read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "http://" not in html and "https://" not in html
+    for _, row in front.iterrows():
+        assert f"{100 * row['val/acc']:.1f}" in html and f"{100 * row['val/max_acc_gap']:.1f}" in html
+
     # the same command again resumes a finished sweep: nothing more runs, nothing is lost
     again = subprocess.run(
         _cli(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
