@@ -25,6 +25,7 @@ import optuna
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.errors import FairsearchError
@@ -258,11 +259,16 @@ def run_sweep(
     resuming = _prepare_folder(spec, results_dir, experiment, restart)
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's automatic TensorBoard logger rejects group names with spaces; JSON and CSV loggers are added
+    # explicitly below. Snapshots are forced by num_to_keep=1 on purpose (checkpoints and experiment
+    # state stay consistent for resume), so Tune's warning about them is noise.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if address is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)))
+    gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)), joined=address is not None)
     trainable = tune.with_resources(tune_trainable, {"cpu": spec.cpus, "gpu": gpus})
 
     if resuming:
@@ -270,7 +276,11 @@ def run_sweep(
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
         scheduler = scheduler_from_settings(spec.scheduler or {}, max_epochs=spec.max_epochs)
-        callbacks: list[tune.Callback] = [ResultsCallback(str(results_dir))]
+        callbacks: list[tune.Callback] = [
+            ResultsCallback(str(results_dir)),
+            JsonLoggerCallback(),
+            CSVLoggerCallback(),
+        ]
         if scheduler is not None:
             callbacks.append(scheduler.state_callback())  # Tune saves callbacks' state, not the scheduler's
         tuner = tune.Tuner(
@@ -376,10 +386,15 @@ def _remove_experiment(experiment: str) -> None:
         shutil.rmtree(experiment)
 
 
-def _gpus_per_trial(spec: SweepSpec, cluster_gpus: float) -> float:
+def _gpus_per_trial(spec: SweepSpec, cluster_gpus: float, *, joined: bool) -> float:
+    """GPUs per trial: ``auto`` takes one when the cluster has GPUs now. An explicit count is refused
+    on a local Ray without GPUs (the trials would wait forever), but kept when joining a cluster, whose
+    autoscaler may add GPU workers once trials ask for them."""
     if spec.gpus is None:
         return 1.0 if cluster_gpus >= 1 else 0.0
-    if spec.gpus > 0 and cluster_gpus == 0:
+    if spec.gpus > 0 and cluster_gpus == 0 and joined:
+        logger.warning("the cluster has no GPUs yet; trials wait until its autoscaler adds GPU workers")
+    elif spec.gpus > 0 and cluster_gpus == 0:
         raise FairsearchError(
             f"{spec.source}: resources.gpus: {spec.gpus} but the Ray cluster has no GPUs; "
             f"use 'gpus: auto' or 'gpus: 0' to run on CPUs"
