@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,15 +95,22 @@ def make_sampler(name: str, seed: int) -> Any:
 
 
 class ResultsCallback(tune.Callback):
-    """Rewrites the Parquet files as trials report, finish and fail, and logs a status line.
+    """Rewrites the Parquet files as trials report, finish and fail, and logs a live status line.
 
-    It is pickled with the experiment and unpickled on resume, so it holds plain paths only.
+    The status line (trials done/running/pending/failed and the current front) is logged when a trial
+    ends and at least every ``status_interval_s`` while trials run. The callback is pickled with the
+    experiment and unpickled on resume, so it holds plain values only.
     """
 
-    def __init__(self, results_dir: str, min_interval_s: float = 10.0) -> None:
+    def __init__(
+        self, results_dir: str, min_interval_s: float = 10.0, status_interval_s: float = 30.0
+    ) -> None:
         self.results_dir = results_dir
         self.min_interval_s = min_interval_s
+        self.status_interval_s = status_interval_s
         self._last_write = 0.0
+        self._last_status = 0.0
+        self._front = "none yet"
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
@@ -111,29 +119,57 @@ class ResultsCallback(tune.Callback):
             self.write(trials)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.write(trials, announce=True)
+        # Tune marks the trial TERMINATED only after this callback returns.
+        self.write(trials, completed=trial)
+        self.announce(trials, completed=trial)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.write(trials, announce=True)
+        self.write(trials)
+        self.announce(trials)
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if trials and time.monotonic() - self._last_status >= self.status_interval_s:
+            self.announce(trials)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.write(trials)
 
-    def write(self, trials: Sequence[Any], announce: bool = False) -> None:
-        """Writes both Parquet files from Tune's trials (atomically) and logs the status line."""
-        records = [trial_record(number, trial) for number, trial in enumerate(trials)]
+    def write(self, trials: Sequence[Any], completed: Any = None) -> None:
+        """Writes both Parquet files from Tune's trials, atomically, and remembers the front.
+
+        Args:
+            trials: every trial of the experiment, in creation order.
+            completed: a trial that has just completed but that Tune still marks RUNNING.
+        """
+        records = [
+            trial_record(number, trial, completed=trial is completed) for number, trial in enumerate(trials)
+        ]
         front_ids = set(pareto_frame(trials_frame(records), {})["trial_id"])
         test_metrics = {t.trial_id: _read_test_metrics(t) for t in trials if t.trial_id in front_ids}
         _, pareto_path = write_results(Path(self.results_dir), records, test_metrics)
         self._last_write = time.monotonic()
-        if announce:
-            logger.info(status_line(records, pd.read_parquet(pareto_path)))
+        self._front = front_summary(pd.read_parquet(pareto_path))
+
+    def announce(self, trials: Sequence[Any], completed: Any = None) -> None:
+        """Logs ``[3 done, 2 running, 7 pending, 0 failed] front: …``."""
+        counts = Counter(
+            "completed" if t is completed else STATUS.get(str(t.status), "pending") for t in trials
+        )
+        logger.info(
+            "[%d done, %d running, %d pending, %d failed] front: %s",
+            counts["completed"],
+            counts["running"],
+            counts["pending"],
+            counts["failed"],
+            self._front,
+        )
+        self._last_status = time.monotonic()
 
 
-def trial_record(number: int, trial: Any) -> TrialRecord:
-    """The Parquet row of one Tune trial."""
+def trial_record(number: int, trial: Any, *, completed: bool = False) -> TrialRecord:
+    """The Parquet row of one Tune trial (``completed``: it has just ended, whatever Tune says yet)."""
     result = dict(trial.last_result or {})
-    status = STATUS.get(str(trial.status), str(trial.status).lower())
+    status = "completed" if completed else STATUS.get(str(trial.status), "pending")
     epochs = int(result.get("epoch", 0) or 0)
     if status == "completed" and epochs < int(trial.config.get("epochs", TrialConfig.epochs)):
         status = "stopped"  # stopped early by the scheduler
@@ -203,18 +239,14 @@ def _read_test_metrics(trial: Any) -> dict[str, float]:
         return {}
 
 
-def status_line(records: Sequence[Any], front: Any) -> str:
-    """``[5 done, 2 running, 0 failed] front: acc 0.912 / gap 0.041 (hybrid) | ...``."""
-    counts = {s: sum(r.status == s for r in records) for s in ("completed", "stopped", "running", "failed")}
-    done = counts["completed"] + counts["stopped"]
+def front_summary(front: pd.DataFrame, most: int = 4) -> str:
+    """``acc 0.912 / gap 0.041 (hybrid) | …`` for the first ``most`` members of a front table."""
     members = [
         f"acc {row['val/acc']:.3f} / gap {row['val/max_acc_gap']:.3f} ({row.get('param/method', '?')})"
-        for _, row in front.head(4).iterrows()
+        for _, row in front.head(most).iterrows()
     ]
-    return (
-        f"[{done} done, {counts['running']} running, {counts['failed']} failed] "
-        f"front: {' | '.join(members) or 'none yet'}"
-    )
+    more = f" (+{len(front) - most} more)" if len(front) > most else ""
+    return " | ".join(members) + more if members else "none yet"
 
 
 def run_sweep(
