@@ -27,14 +27,8 @@ from transformers import get_cosine_schedule_with_warmup
 
 from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
 from fairsearch.errors import FairsearchError
-from fairsearch.fairness import (
-    Grouping,
-    check_method,
-    encode_groups,
-    evaluate_split,
-    fairness_loss,
-    group_weights,
-)
+from fairsearch.fairness import Grouping, check_method, encode_groups, fairness_loss, group_weights
+from fairsearch.metrics import evaluate_split
 from fairsearch.model import (
     Backbone,
     GlaucomaClassifier,

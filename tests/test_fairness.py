@@ -19,12 +19,12 @@ from fairsearch.fairness import (
     Grouping,
     check_method,
     encode_groups,
-    evaluate_split,
     fairness_loss,
     group_weights,
     max_acc_gap,
     soft_max_acc_gap,
 )
+from fairsearch.metrics import evaluate_split
 
 VALUES = {
     "race": {0: "Asian", 1: "Black", 2: "White"},
