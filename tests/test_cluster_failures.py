@@ -1,0 +1,372 @@
+"""Sweeps on a multi-node Ray cluster on one machine: a node lost mid-trial, the driver killed, URI storage.
+
+The cluster is ``ray.cluster_utils.Cluster``: a head with no CPUs (so no trial can run on it) and two
+one-CPU worker nodes, all started by the test process; the sweep runs as ``fairsearch run --address``
+in a subprocess, exactly as a user joins a real cluster. Every Ray file of a test (session folders, the
+``ray_current_cluster`` address file) lives under a private ``RAY_TMPDIR``, so a local ``ray.init()``
+elsewhere on the machine never joins a test cluster by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3
+SWEEP_TIMEOUT_S = 420.0
+
+
+def _space(folder: Path, name: str, trials: int, epochs: int = EPOCHS, concurrency: int = 2) -> Path:
+    """A tiny sweep: the built-in tiny model on 240 synthetic images, one CPU per trial."""
+    doc = {
+        "name": name,
+        "objectives": {"group_by": "ethnicity"},
+        "search": {
+            "method": ["vanilla", "hybrid"],
+            "lora_rank": [2, 4],
+            "lam": {"low": 0.1, "high": 1.0, "log": True},
+            "lr": {"low": 1e-3, "high": 3e-3, "log": True},
+        },
+        "fixed": {"epochs": epochs, "synthetic_n": 240, "batch_size": 16, "n_boot": 20},
+        "trials": trials,
+        "concurrency": concurrency,
+        "max_failures": 3,
+        "sampler": {"name": "tpe", "seed": 0},
+        "resources": {"cpus": 1, "gpus": 0},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _cli(space: Path, results: Path, *extra: str) -> list[str]:
+    """``fairsearch run`` as a user types it, with this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "fairsearch.cli",
+        "run",
+        "--space",
+        str(space),
+        "--results",
+        str(results),
+        *extra,
+    ]
+
+
+@pytest.fixture
+def ray_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The environment of the test process, its Ray nodes and the sweep subprocesses.
+
+    ``RAY_TMPDIR`` is a short private folder (Ray's socket paths must stay under ~107 characters, which
+    pytest's ``tmp_path`` can exceed); it is removed afterwards.
+    """
+    ray_tmp = Path(tempfile.mkdtemp(prefix="fsray", dir="/tmp"))
+    settings = {
+        "RAY_TMPDIR": str(ray_tmp),
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "FAIRSEARCH_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)  # Ray's nodes inherit these; trials run in their worker processes
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    yield {**os.environ, **settings}
+    deadline = time.monotonic() + 30
+    while (left := _ray_processes(ray_tmp)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for proc in left:  # only this test's own processes; reported as a failure below
+        proc.kill()
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert not left, f"processes left behind: {[(p.pid, p.name()) for p in left]}"
+
+
+@pytest.fixture
+def cluster(ray_env: dict[str, str]) -> Iterator[Any]:
+    """A head with no CPUs and two one-CPU worker nodes; shut down however the test ends."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def _ray_processes(ray_tmp: Path) -> list[psutil.Process]:
+    """Processes started under this test's ``RAY_TMPDIR`` (Ray renames its workers, but not their env)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get("RAY_TMPDIR") == str(ray_tmp):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _raylet_pid(node: Any) -> int:
+    """The pid of a ``ray._private.node.Node``'s raylet."""
+    from ray._private import ray_constants
+
+    return int(node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
+
+
+def _node_of(cluster: Any, pid: int) -> Any | None:
+    """The worker node whose raylet started the process ``pid`` (trial actors are raylet children)."""
+    try:
+        ancestors = {p.pid for p in psutil.Process(pid).parents()}
+    except psutil.NoSuchProcess:
+        return None
+    return next((n for n in cluster.worker_nodes if _raylet_pid(n) in ancestors), None)
+
+
+def _result_rows(storage: Path, name: str) -> dict[str, list[dict[str, Any]]]:
+    """Ray Tune's result.json rows (one per report) of every trial, by trial id."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in (storage / name).glob("*/result.json"):
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line being written
+        if rows:
+            out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def _wait_for(what: str, check: Callable[[], Any], proc: subprocess.Popen[str], timeout: float) -> Any:
+    """Polls ``check`` until it returns something other than None; fails early if the sweep exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found is not None:
+            return found
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"the sweep exited ({proc.returncode}) before {what}:\n{err[-3000:]}")
+        time.sleep(0.1)
+    raise AssertionError(f"no {what} after {timeout} s")
+
+
+def _finished(proc: subprocess.Popen[str], timeout: float = SWEEP_TIMEOUT_S) -> str:
+    """Waits for the sweep subprocess, asserts it exited 0, and returns its stderr."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"the sweep ran past {timeout} s:\n{err[-3000:]}") from None
+    assert proc.returncode == 0, err[-3000:]
+    return err
+
+
+def _assert_exits(pid: int, timeout: float) -> None:
+    """Fails unless the process ``pid`` ends (or is a zombie) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"process {pid} still runs after {timeout} s")
+
+
+def _assert_all_completed(results: Path, name: str, trials: int, epochs: int) -> pd.DataFrame:
+    """Every trial completed all its epochs, once: in trials.parquet and in the Optuna study."""
+    frame = pd.read_parquet(results / name / "trials.parquet")
+    assert len(frame) == trials and frame["trial_id"].is_unique, frame[["trial_id", "status"]]
+    assert (frame["status"] == "completed").all(), frame[["trial_id", "status", "error"]]
+    assert (frame["epochs_done"] == epochs).all(), frame[["trial_id", "epochs_done"]]
+    with sqlite3.connect(results / name / "optuna.db") as db:
+        states = dict(db.execute("select state, count(*) from trials group by state").fetchall())
+    assert states == {"COMPLETE": trials}, states  # a retried or resumed trial is still one Optuna trial
+    return frame
+
+
+def _restart(rows: list[dict[str, Any]]) -> int | None:
+    """Index of the first report after a restart from a checkpoint (a fresh run reports epoch 1 first)."""
+    return next((i for i, r in enumerate(rows) if i > 0 and int(r["iterations_since_restore"]) == 1), None)
+
+
+def _assert_resumed(rows: list[dict[str, Any]], old_pid: int) -> None:
+    """The trial reported every epoch once, and continued in a new process from its last checkpoint."""
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1)), rows  # none repeated, none skipped
+    restart = _restart(rows)
+    assert restart is not None, f"no restart from a checkpoint: {rows}"
+    assert int(rows[restart]["training_iteration"]) == int(rows[restart]["epoch"]) == restart + 1, rows
+    assert all(int(r["pid"]) != old_pid for r in rows[restart:]), rows
+
+
+def test_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(
+    tmp_path: Path, ray_env: dict[str, str], cluster: Any
+) -> None:
+    name, trials = "lostnode", 3
+    space, results = _space(tmp_path, name, trials), tmp_path / "results"
+    storage = results / ".tune"
+    proc = subprocess.Popen(
+        _cli(space, results, "--address", cluster.address),
+        env=ray_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def mid_trial() -> tuple[str, int, Any] | None:
+            for trial_id, rows in _result_rows(storage, name).items():
+                if 1 <= int(rows[-1]["epoch"]) < EPOCHS:
+                    node = _node_of(cluster, int(rows[-1]["pid"]))
+                    if node is not None:
+                        return trial_id, int(rows[-1]["pid"]), node
+            return None
+
+        victim, victim_pid, node = _wait_for("a trial between two epochs", mid_trial, proc, 300)
+        # A node dies all at once: freeze the trial where it is (an epoch lasts well under a second),
+        # SIGKILL the node's raylet and agents, then the trial process itself.
+        os.kill(victim_pid, signal.SIGSTOP)
+        cluster.remove_node(node, allow_graceful=False)
+        os.kill(victim_pid, signal.SIGKILL)
+        _assert_exits(victim_pid, timeout=30)
+        cluster.add_node(num_cpus=1)  # a replacement joins, as an autoscaler would start one
+        _finished(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    frame = _assert_all_completed(results, name, trials, EPOCHS)
+    assert str(frame.set_index("trial_id").loc[victim, "checkpoint"]).startswith(str(storage / name))
+    _assert_resumed(_result_rows(storage, name)[victim], victim_pid)
+
+
+def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
+    tmp_path: Path, ray_env: dict[str, str], cluster: Any
+) -> None:
+    name, trials = "driverkill", 3
+    space, results = _space(tmp_path, name, trials), tmp_path / "results"
+    storage = results / ".tune"
+    command = _cli(space, results, "--address", "auto")  # RAY_TMPDIR makes 'auto' find this test's cluster
+    proc = subprocess.Popen(command, env=ray_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def completed_and_mid_trial() -> tuple[pd.DataFrame, str, int] | None:
+            path = results / name / "trials.parquet"
+            if not path.exists():
+                return None
+            frame = pd.read_parquet(path)
+            done = set(frame.loc[frame["status"] == "completed", "trial_id"])
+            for trial_id, rows in _result_rows(storage, name).items():
+                if done and trial_id not in done and 1 <= int(rows[-1]["epoch"]) < EPOCHS:
+                    return frame, trial_id, int(rows[-1]["pid"])
+            return None
+
+        before, victim, victim_pid = _wait_for(
+            "a completed trial beside one between two epochs", completed_and_mid_trial, proc, 300
+        )
+        proc.send_signal(signal.SIGKILL)  # the driver alone: it joined the cluster and started no Ray process
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    _assert_exits(victim_pid, timeout=60)  # the dead driver's trial actors end with its job
+    assert len(cluster.worker_nodes) == 2 and cluster.remaining_processes_alive()  # the nodes stay up
+    assert (before["status"] == "completed").sum() < trials
+
+    again = subprocess.run(command, env=ray_env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming sweep" in again.stderr
+    after = _assert_all_completed(results, name, trials, EPOCHS)
+    done_before = before.loc[before["status"] == "completed"].set_index("trial_id")
+    assert set(done_before.index) <= set(after["trial_id"])
+    assert (
+        after.set_index("trial_id").loc[done_before.index, "finished_at"] == done_before["finished_at"]
+    ).all()
+    reported = _result_rows(storage, name)
+    assert sorted(reported) == sorted(after["trial_id"])
+    _assert_resumed(reported[victim], victim_pid)
+    for trial_id, rows in reported.items():
+        assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1)), (trial_id, rows)
+
+
+def test_storage_uri_holds_experiment_state_and_checkpoints_and_resumes(
+    tmp_path: Path, ray_env: dict[str, str]
+) -> None:
+    name, trials, epochs = "uristore", 3, 2
+    space, results, remote = _space(tmp_path, name, trials, epochs), tmp_path / "results", tmp_path / "remote"
+    command = _cli(space, results, "--storage", remote.as_uri())  # file:///…: a pyarrow filesystem URI
+    assert remote.as_uri().startswith("file:///")
+
+    # a local Ray this time; killed with its driver once a trial has finished
+    proc = subprocess.Popen(
+        command,
+        env=ray_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+
+        def one_completed() -> pd.DataFrame | None:
+            path = results / name / "trials.parquet"
+            frame = pd.read_parquet(path) if path.exists() else None
+            return frame if frame is not None and (frame["status"] == "completed").any() else None
+
+        before = _wait_for("a completed trial", one_completed, proc, 300)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert (before["status"] == "completed").sum() < trials  # the kill left work to resume
+    assert not (results / ".tune").exists()  # nothing went to the default storage beside the results
+    assert list((remote / name).glob("experiment_state-*.json")) and (remote / name / "tuner.pkl").is_file()
+
+    again = subprocess.run(command, env=ray_env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming sweep {name!r} from {remote.as_uri()}/{name}" in again.stderr
+    after = _assert_all_completed(results, name, trials, epochs)
+    assert set(before.loc[before["status"] == "completed", "trial_id"]) <= set(after["trial_id"])
+    assert not (results / ".tune").exists()
+
+    trial_dirs = sorted(d for d in (remote / name).iterdir() if d.is_dir())
+    assert len(trial_dirs) == trials
+    for folder in trial_dirs:
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+        assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1)), (folder.name, rows)
+        checkpoints = list(folder.glob("checkpoint_*"))
+        assert len(checkpoints) == 1 and (checkpoints[0] / "test_metrics.json").is_file(), checkpoints
+    for checkpoint in after["checkpoint"]:  # Tune gives the path within the URI's filesystem
+        local = Path(str(checkpoint).removeprefix("file://"))
+        assert local.is_dir() and local.is_relative_to(remote / name), checkpoint
+    front = pd.read_parquet(results / name / "pareto.parquet")
+    assert len(front) >= 1 and front["test/acc"].notna().all()  # read from checkpoints in the URI storage
