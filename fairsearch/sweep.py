@@ -67,6 +67,8 @@ class SweepOutcome:
 
 def tune_trainable(config: dict[str, Any]) -> None:
     """Ray Tune's function trainable: one trial, resumed from its checkpoint when Tune has one."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # workers on other machines do not get the driver's env
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from fairsearch.trial import run_trial
 
     def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
@@ -99,8 +101,13 @@ class ResultsCallback(tune.Callback):
 
     The status line (trials done/running/pending/failed and the current front) is logged when a trial
     ends and at least every ``status_interval_s`` while trials run. The callback is pickled with the
-    experiment and unpickled on resume, so it holds plain values only.
+    experiment and unpickled on resume, so it holds plain values only; the class-level defaults let a
+    callback pickled by an older fairsearch resume.
     """
+
+    status_interval_s = 30.0
+    _last_status = 0.0
+    _front = "none yet"
 
     def __init__(
         self, results_dir: str, min_interval_s: float = 10.0, status_interval_s: float = 30.0
@@ -183,11 +190,18 @@ def trial_record(number: int, trial: Any, *, completed: bool = False) -> TrialRe
         epochs_done=epochs,
         wall_time_s=float(result.get("time_total_s", 0.0) or 0.0),
         error=_error_message(trial) if status == "failed" else None,
-        checkpoint=None if checkpoint is None else str(checkpoint.path),
+        checkpoint=None if checkpoint is None else checkpoint_uri(checkpoint),
         finished_at=float(result["timestamp"])
         if status in ("completed", "stopped", "failed") and "timestamp" in result
         else None,
     )
+
+
+def checkpoint_uri(checkpoint: Any) -> str:
+    """A checkpoint's location with its scheme (``s3://bucket/…``); a plain path on local disk."""
+    scheme = getattr(checkpoint.filesystem, "type_name", "local")
+    path = str(checkpoint.path)
+    return path if scheme == "local" else f"{'gs' if scheme == 'gcs' else scheme}://{path}"
 
 
 _TUNE_KEYS = frozenset(
@@ -299,7 +313,10 @@ def run_sweep(
     if address is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise FairsearchError(f"--address {address}: cannot connect to the Ray cluster ({err})") from None
     gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)), joined=address is not None)
     trainable = tune.with_resources(tune_trainable, {"cpu": spec.cpus, "gpu": gpus})
 

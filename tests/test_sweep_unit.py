@@ -43,3 +43,25 @@ def test_every_offered_sampler_is_seeded(name: str) -> None:
         trial = study.ask()
         values.append(trial.suggest_float("lr", 1e-4, 1e-2, log=True))
     assert values[0] == values[1]
+
+
+def test_checkpoint_uri_keeps_the_scheme() -> None:
+    from types import SimpleNamespace
+
+    from fairsearch.sweep import checkpoint_uri
+
+    local = SimpleNamespace(filesystem=SimpleNamespace(type_name="local"), path="/r/ckpt")
+    s3 = SimpleNamespace(filesystem=SimpleNamespace(type_name="s3"), path="bucket/sweeps/ckpt")
+    gcs = SimpleNamespace(filesystem=SimpleNamespace(type_name="gcs"), path="bucket/ckpt")
+    assert checkpoint_uri(local) == "/r/ckpt"
+    assert checkpoint_uri(s3) == "s3://bucket/sweeps/ckpt"
+    assert checkpoint_uri(gcs) == "gs://bucket/ckpt"
+
+
+def test_callback_pickled_without_newer_fields_still_works(tmp_path: object) -> None:
+    from fairsearch.sweep import ResultsCallback
+
+    old = ResultsCallback.__new__(ResultsCallback)
+    old.__dict__.update({"results_dir": str(tmp_path), "min_interval_s": 10.0, "_last_write": 0.0})
+    assert old._last_status == 0.0 and old._front == "none yet" and old.status_interval_s == 30.0
+    old.announce([])  # logs a status line from the class defaults
