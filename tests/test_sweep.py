@@ -96,7 +96,9 @@ def test_small_sweep_writes_trials_front_and_study(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "built-in tiny random Qwen2.5-VL" in proc.stderr and "built-in synthetic" in proc.stderr
-    assert "[1 done, " in proc.stderr and "[4 done, 0 running, 0 pending, 0 failed] front: acc " in proc.stderr
+    assert (
+        "[1 done, " in proc.stderr and "[4 done, 0 running, 0 pending, 0 failed] front: acc " in proc.stderr
+    )
 
     trials = pd.read_parquet(results / "small" / "trials.parquet")
     assert len(trials) == 4 and trials["trial_id"].is_unique
