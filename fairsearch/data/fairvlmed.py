@@ -106,7 +106,8 @@ class Split:
         labels: int64 ``[N]``, 1 = glaucoma.
         attributes: int64 codes ``[N]`` per attribute in :data:`ATTRIBUTES` (see :data:`ATTRIBUTE_VALUES`).
         age: float64 ``[N]``; NaN where the file or CSV gives none.
-        fingerprint: Stable hash of the files (names relative to the dataset root, sizes), for cache keys.
+        fingerprint: Stable hash of the files (names relative to the dataset root, sizes, CRC-32 of each
+            image as stored in the zip directory), for cache keys; unchanged when the folder moves.
     """
 
     name: str
@@ -199,12 +200,13 @@ class _Record:
     label: int
     codes: dict[str, int]
     age: float
+    image_crc: int = 0
 
 
 def _read_record(path: Path) -> _Record:
     """Label, attributes and age of one npz-variant file; checks the image header, reads no pixels."""
     with open_npz(path) as npz:
-        image_key(npz)
+        image_crc = npz.crc(image_key(npz))
         if LABEL_KEY not in npz.keys:
             raise FairsearchError(f"{path}: no label key 'glaucoma'; the file has keys {sorted(npz.keys)}")
         label = _parse_label(npz.scalar(LABEL_KEY), f"{path}: key 'glaucoma'")
@@ -218,7 +220,7 @@ def _read_record(path: Path) -> _Record:
                 )
             codes[attribute] = _parse_code(npz.scalar(key), attribute, f"{path}: key {key!r}")
         age = _parse_age(npz.scalar("age")) if "age" in npz.keys else math.nan
-    return _Record(path, label, codes, age)
+    return _Record(path, label, codes, age, image_crc)
 
 
 def _split_folders(root: Path) -> dict[str, Path]:
@@ -310,7 +312,7 @@ def _records_from_csv(root: Path, csv_path: Path) -> dict[str, list[_Record]]:
     for split_records in records.values():
         for record in split_records:
             with open_npz(record.path) as npz:
-                image_key(npz)
+                record.image_crc = npz.crc(image_key(npz))
     return records
 
 
@@ -319,11 +321,17 @@ def _use_word(split: str) -> str:
     return {"train": "training", "val": "validation", "test": "test"}[split]
 
 
-def _fingerprint(root: Path, paths: list[Path]) -> str:
-    """sha256 over ``relative name, size`` of every file; 16 hex digits."""
+def _fingerprint(root: Path, records: list[_Record]) -> str:
+    """sha256 over ``relative name, size, image CRC-32`` of every file; 16 hex digits.
+
+    The CRC-32 of the image member comes from the zip directory, so it costs no pixel reads, yet two
+    datasets with the same names and sizes (e.g. synthetic sets of two seeds) get different fingerprints.
+    """
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
+    for r in records:
+        digest.update(
+            f"{r.path.relative_to(root).as_posix()}\t{r.path.stat().st_size}\t{r.image_crc:08x}\n".encode()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -337,7 +345,7 @@ def _make_split(name: str, root: Path, records: list[_Record]) -> Split:
         labels=np.array([r.label for r in records], dtype=np.int64),
         attributes={a: np.array([r.codes[a] for r in records], dtype=np.int64) for a in ATTRIBUTES},
         age=np.array([r.age for r in records], dtype=np.float64),
-        fingerprint=_fingerprint(root, paths),
+        fingerprint=_fingerprint(root, records),
     )
 
 

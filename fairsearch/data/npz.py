@@ -36,6 +36,10 @@ class NpzReader:
         with self.zf.open(key + ".npy") as fp:
             return _read_header(fp)
 
+    def crc(self, key: str) -> int:
+        """CRC-32 of ``key``'s stored ``.npy`` bytes, from the zip directory (nothing is read)."""
+        return self.zf.getinfo(key + ".npy").CRC
+
     def read(self, key: str) -> np.ndarray:
         """The array under ``key``; refuses object arrays (they need pickle)."""
         _, dtype = self.header(key)
