@@ -126,10 +126,13 @@ def test_synthetic_is_deterministic_per_seed(tmp_path: Path) -> None:
     other = _digests(write_synthetic(tmp_path / "c", n=48, seed=4, image_size=24))
     assert len(first) == 49 and first == again
     assert sum(first[k] != other[k] for k in first) > 40
+    # Same names and sizes, different pixels: the fingerprints (cache keys) must differ.
+    fingerprints = [load_fairvlmed(tmp_path / d)["train"].fingerprint for d in "abc"]
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]
 
 
 def test_default_synthetic_groups_imbalance_and_appearance(default_synthetic: Path) -> None:
-    assert default_synthetic.name == "n2400-s0-px112-v1"
+    assert default_synthetic.name == "n2400-s0-px112-v2"
     splits = load_fairvlmed(default_synthetic)
     assert [len(splits[s]) for s in SPLITS] == [1200, 600, 600]
     for split in splits.values():
@@ -179,7 +182,7 @@ def test_builtin_synthetic_is_cached_and_made_once(tmp_path: Path, monkeypatch: 
     for thread in threads:
         thread.join()
     assert len(calls) == 1 and len(set(results)) == 1 and len(results) == 4
-    assert results[0] == tmp_path / "synthetic" / "n48-s1-px24-v1"
+    assert results[0] == tmp_path / "synthetic" / "n48-s1-px24-v2"
     assert len(load_fairvlmed(results[0])["train"]) == 24
     assert builtin_synthetic(48, 1, 24) == results[0] and len(calls) == 1
 
@@ -496,6 +499,10 @@ def test_fingerprint_is_stable_and_follows_file_sizes(tmp_path: Path) -> None:
     changed = load_fairvlmed(root)
     assert changed["val"].fingerprint != first["val"].fingerprint
     assert changed["train"].fingerprint == first["train"].fingerprint
+    np.savez(_file(root, "test"), **_subject(0, slo_fundus=np.full((6, 5), 99, np.uint8)))  # same size
+    assert load_fairvlmed(root)["test"].fingerprint != first["test"].fingerprint
+    moved = load_fairvlmed(shutil.copytree(root, tmp_path / "moved"))
+    assert moved["train"].fingerprint == first["train"].fingerprint
 
 
 def test_summary_counts_and_table(tmp_path: Path) -> None:
