@@ -1,0 +1,306 @@
+"""End-to-end sweeps with the MO-ASHA scheduler on the tiny model: early stops, the front, resume.
+
+Each sweep runs the CLI in a subprocess on the built-in synthetic set. The scheduler's decisions are
+checked against what the trials really reported: Ray's per-trial ``result.json`` (one line per epoch) and
+the scheduler's rung records, which :class:`~fairsearch.scheduler.MOASHAStateCallback` saves with Tune's
+experiment checkpoint (``callback-states-*.pkl``).
+
+Why these settings: ``synthetic_n`` is 800, not 240, because on 60 validation images the tiny models
+that still predict one class after an epoch all score exactly the same ``(acc, max_acc_gap)``; a rung full
+of ties stops no one (ties favour the newcomer), and the test would show nothing. The random sampler makes the nine
+configurations the same in every run, whatever the timing of the two concurrent trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from fairsearch.pareto import FAIRSEARCH_DIRECTIONS, crowding_distance
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+ETA = 3
+MIN_TRIALS = 2
+N_TRIALS = 9
+RUNGS = (1, 3)  # grace_period * ETA**k below EPOCHS
+NAME_RESUME = "moasha_resume"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One FAIRSEARCH_CACHE for the module: the synthetic set and the vision cache are made once."""
+    return tmp_path_factory.mktemp("fairsearch-cache")
+
+
+def _space(tmp_path: Path, name: str) -> Path:
+    doc = {
+        "name": name,
+        "objectives": {"group_by": "ethnicity"},
+        "search": {
+            "method": ["vanilla", "gr", "hybrid"],
+            "lora_rank": [2, 4],
+            "lam": {"low": 0.1, "high": 1.0, "log": True},
+            "w_max": {"low": 1.0, "high": 10.0},
+            "lr": {"low": 3e-5, "high": 3e-3, "log": True},
+            "seed": {"low": 0, "high": 99},
+        },
+        "fixed": {"epochs": EPOCHS, "synthetic_n": 800, "batch_size": 16, "n_boot": 20},
+        "trials": N_TRIALS,
+        "concurrency": 2,
+        "sampler": {"name": "random", "seed": 0},
+        "resources": {"cpus": 1},
+        "scheduler": {
+            "name": "mo_asha",
+            "grace_period": 1,
+            "reduction_factor": ETA,
+            "min_trials_per_rung": MIN_TRIALS,
+        },
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _cli(space: Path, results: Path) -> list[str]:
+    return [sys.executable, "-m", "fairsearch.cli", "run", "--space", str(space), "--results", str(results)]
+
+
+def _env(cache: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FAIRSEARCH_CACHE": str(cache),
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def _reports(results: Path, name: str) -> dict[str, list[dict[str, Any]]]:
+    """Every trial's epoch reports from Ray's ``result.json`` (one JSON line per report), in order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for path in (results / ".tune" / name).glob("*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if rows:
+            out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def _scheduler_state(results: Path, name: str) -> dict[str, Any]:
+    """The MO-ASHA state Tune saved last with its experiment checkpoint."""
+    files = sorted((results / ".tune" / name).glob("callback-states-*.pkl"), key=lambda p: p.stat().st_mtime)
+    assert files, f"no callback state saved under {results / '.tune' / name}"
+    with open(files[-1], "rb") as f:
+        states = pickle.load(f)
+    found = [s for s in states.values() if isinstance(s, dict) and "stopped_at" in s and "records" in s]
+    assert len(found) == 1, f"expected one MO-ASHA state among the callbacks', got {states!r}"
+    return found[0]
+
+
+def _ranks(points: np.ndarray) -> np.ndarray:
+    """Non-domination ranks of ``points[N, 2]`` (acc max, gap min) by peeling fronts, brute force."""
+    n = len(points)
+    ranks = np.full(n, -1)
+    rank = 0
+    while (ranks < 0).any():
+        left = np.flatnonzero(ranks < 0)
+        for i in left:
+            a = points[i]
+            dominated = any(
+                points[j][0] >= a[0] and points[j][1] <= a[1] and (points[j][0] > a[0] or points[j][1] < a[1])
+                for j in left
+                if j != i
+            )
+            if not dominated:
+                ranks[i] = rank
+        rank += 1
+    return ranks
+
+
+def _expected_stop(records: list[tuple[str, tuple[float, ...]]]) -> bool:
+    """The MO-ASHA rule for the last of ``records`` (those at one rung, in the order recorded): stop when
+    at least ``max(1, ceil(n / ETA))`` records are in a better front, or in its front and more spread."""
+    n = len(records)
+    if n < MIN_TRIALS:
+        return False
+    points = np.array([values for _, values in records], dtype=np.float64)
+    ranks = _ranks(points)
+    spread = np.zeros(n)
+    for rank in np.unique(ranks):
+        members = ranks == rank
+        spread[members] = crowding_distance(points[members], FAIRSEARCH_DIRECTIONS)
+    me = n - 1
+    ahead = int(np.sum((ranks < ranks[me]) | ((ranks == ranks[me]) & (spread > spread[me]))))
+    return ahead >= max(1, math.ceil(n / ETA))
+
+
+def _check_decisions(
+    state: Mapping[str, Any], reports: Mapping[str, list[dict[str, Any]]], trials: pd.DataFrame
+) -> None:
+    """The scheduler's records are the trials' real reports, and its stops follow the rule and the files."""
+    assert sorted(state["records"]) == list(RUNGS)
+    stopped_at = state["stopped_at"]
+    by_id = trials.set_index("trial_id")
+    for rung in RUNGS:
+        records = list(state["records"][rung].items())
+        reached = {tid for tid, rows in reports.items() if any(r["training_iteration"] == rung for r in rows)}
+        assert {tid for tid, _ in records} == reached, (
+            f"rung {rung}: records differ from trials that got there"
+        )
+        for k, (trial_id, values) in enumerate(records):
+            row = next(r for r in reports[trial_id] if r["training_iteration"] == rung)
+            assert values == pytest.approx((row["acc"], row["max_acc_gap"])), (rung, trial_id)
+            stopped = _expected_stop(records[: k + 1])
+            assert (stopped_at.get(trial_id) == rung) == stopped, (
+                f"rung {rung}: trial {trial_id} {'should' if stopped else 'should not'} have been stopped "
+                f"after {records[: k + 1]}"
+            )
+            last = reports[trial_id][-1]["training_iteration"]
+            if stopped:
+                assert last == rung and by_id.loc[trial_id, "status"] == "stopped", (trial_id, last)
+                assert by_id.loc[trial_id, "epochs_done"] == rung
+            else:
+                assert last > rung, f"trial {trial_id} kept at rung {rung} but reported last at {last}"
+    for trial_id, rows in reports.items():
+        assert [r["training_iteration"] for r in rows] == list(range(1, len(rows) + 1)), trial_id
+        assert by_id.loc[trial_id, "epochs_done"] == len(rows)  # the trial's last epoch is what the row says
+
+
+def _check_results(results: Path, name: str) -> pd.DataFrame:
+    """The Parquet files after a finished sweep: trials stopped early, a front of full-length trials."""
+    trials = pd.read_parquet(results / name / "trials.parquet")
+    assert len(trials) == N_TRIALS and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "stopped"}, trials["status"].tolist()
+    stopped = trials[trials["status"] == "stopped"]
+    assert len(stopped) >= 1, "MO-ASHA stopped no trial"
+    assert (stopped["epochs_done"] < EPOCHS).all() and stopped["epochs_done"].isin(RUNGS).all()
+    assert (trials.loc[trials["status"] == "completed", "epochs_done"] == EPOCHS).all()
+    front = pd.read_parquet(results / name / "pareto.parquet")
+    assert len(front) >= 1
+    assert (front["status"] == "completed").all() and (front["epochs_done"] == EPOCHS).all()
+    assert set(front["trial_id"]) <= set(trials["trial_id"])
+    return trials
+
+
+def test_mo_asha_sweep_stops_trials_by_pareto_rank(tmp_path: Path, cache: Path) -> None:
+    space = _space(tmp_path, "moasha")
+    results = tmp_path / "results"
+    proc = subprocess.run(_cli(space, results), env=_env(cache), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    trials = _check_results(results, "moasha")
+    state = _scheduler_state(results, "moasha")
+    reports = _reports(results, "moasha")
+    assert set(reports) == set(trials["trial_id"])
+    assert set(state["stopped_at"]) == set(trials.loc[trials["status"] == "stopped", "trial_id"])
+    _check_decisions(state, reports, trials)
+    assert "MO-ASHA stops trial" in proc.stderr
+
+
+def _wait_for_stopped(path: Path, proc: subprocess.Popen[str], timeout: float) -> None:
+    """Return once ``trials.parquet`` holds a trial stopped early (the sweep must still be running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the sweep ended before MO-ASHA stopped a trial"
+        if path.exists() and (pd.read_parquet(path)["status"] == "stopped").any():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no stopped trial in {path} after {timeout} s")
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A sweep interrupted by SIGINT once MO-ASHA had stopped a trial, then run again to its end."""
+
+    sigint_stderr: str
+    before: pd.DataFrame  # trials.parquet right after the interrupt
+    state_before: dict[str, Any]  # the scheduler's state Tune saved at the interrupt
+    reports_before: dict[str, list[dict[str, Any]]]
+    resumed: subprocess.CompletedProcess[str]
+    results: Path
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Interrupted:
+    tmp_path = tmp_path_factory.mktemp("interrupted")
+    space = _space(tmp_path, NAME_RESUME)
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        _cli(space, results),
+        env=_env(cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_stopped(results / NAME_RESUME / "trials.parquet", proc, timeout=500)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, err[-3000:]
+    before = pd.read_parquet(results / NAME_RESUME / "trials.parquet")
+    state_before = _scheduler_state(results, NAME_RESUME)
+    reports_before = _reports(results, NAME_RESUME)
+    resumed = subprocess.run(
+        _cli(space, results), env=_env(cache), capture_output=True, text=True, timeout=600
+    )
+    return Interrupted(err, before, state_before, reports_before, resumed, results)
+
+
+def test_interrupted_mo_asha_sweep_resumes_with_its_rung_records(interrupted: Interrupted) -> None:
+    run = interrupted
+    assert "resume with: fairsearch run --space" in run.sigint_stderr
+    assert len(run.state_before["stopped_at"]) >= 1
+    assert run.resumed.returncode == 0, run.resumed.stderr[-3000:]
+    assert "MO-ASHA restored" in run.resumed.stderr
+
+    after = _check_results(run.results, NAME_RESUME)
+    state_after = _scheduler_state(run.results, NAME_RESUME)
+    reports_after = _reports(run.results, NAME_RESUME)
+    # the records and stops made before the interrupt came back, unchanged and in their order (trials that
+    # had ended do not report again, so their records can only come from the saved state)
+    for rung in RUNGS:
+        before_items = list(run.state_before["records"][rung].items())
+        assert list(state_after["records"][rung].items())[: len(before_items)] == before_items, rung
+    assert run.state_before["stopped_at"].items() <= state_after["stopped_at"].items()
+    # trials stopped before the interrupt stay stopped, at the same epoch, and did not run again
+    by_id = after.set_index("trial_id")
+    for trial_id, rung in run.state_before["stopped_at"].items():
+        assert by_id.loc[trial_id, "status"] == "stopped" and by_id.loc[trial_id, "epochs_done"] == rung
+        assert reports_after[trial_id] == run.reports_before[trial_id], trial_id
+    _check_decisions(state_after, reports_after, after)  # also: no trial reported an epoch twice
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sweep.trial_record: Tune marks the trials still running TERMINATED when it shuts down after "
+    "SIGINT, before on_experiment_end rewrites trials.parquet, so they read 'stopped' until the resume",
+)
+def test_interrupted_trials_are_not_labelled_stopped(interrupted: Interrupted) -> None:
+    before = interrupted.before
+    stopped = set(before.loc[before["status"] == "stopped", "trial_id"])
+    by_scheduler = set(interrupted.state_before["stopped_at"])
+    assert stopped == by_scheduler, (
+        "labelled 'stopped' after SIGINT but not stopped by MO-ASHA (they resumed): "
+        f"{before[before['trial_id'].isin(stopped - by_scheduler)][['trial_id', 'status', 'epochs_done']]}"
+    )
