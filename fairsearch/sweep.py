@@ -177,6 +177,10 @@ def trial_record(number: int, trial: Any, *, completed: bool = False) -> TrialRe
     """The Parquet row of one Tune trial (``completed``: it has just ended, whatever Tune says yet)."""
     result = dict(trial.last_result or {})
     status = "completed" if completed else STATUS.get(str(trial.status), "pending")
+    if status == "completed" and not completed and not result.get("done"):
+        # Tune marks trials still running TERMINATED when it shuts down (Ctrl-C) before
+        # on_experiment_end; a trial that really ended (finished or stopped) has done=True.
+        status = "pending"
     epochs = int(result.get("epoch", 0) or 0)
     if status == "completed" and epochs < int(trial.config.get("epochs", TrialConfig.epochs)):
         status = "stopped"  # stopped early by the scheduler
