@@ -34,7 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -80,30 +80,6 @@ class Measurement:
     fill_s: float = math.nan
     tell_ms_median: float = math.nan
     skipped: str | None = None
-
-
-def _local_make_sampler(name: str, seed: int) -> Any:
-    """The samplers exactly as ``fairsearch.sweep.make_sampler`` builds them (kept for when it is absent)."""
-    import optuna
-
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-    if name == "nsgaii":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}")
-
-
-def sampler_factory() -> tuple[Callable[[str, int], Any], str]:
-    """fairsearch's own sampler factory when it imports, else the local copy; and which one it is."""
-    try:
-        from fairsearch.sweep import make_sampler
-    except ImportError:
-        return _local_make_sampler, "local copy of fairsearch.sweep.make_sampler"
-    return make_sampler, "fairsearch.sweep.make_sampler"
 
 
 def suggest(trial: Any) -> dict[str, Any]:
@@ -204,7 +180,8 @@ def measure(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    make_sampler, _ = sampler_factory()
+    from fairsearch.sweep import make_sampler  # the samplers exactly as a sweep builds them
+
     rng = np.random.default_rng(seed + 1)
     with tempfile.TemporaryDirectory() as folder:
         study = optuna.create_study(
@@ -392,8 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the raw measurements here")
     args = parser.parse_args(argv)
 
-    _, source = sampler_factory()
-    print(f"samplers from {source}; optuna {_optuna_version()}; {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"samplers from fairsearch.sweep.make_sampler; optuna {_optuna_version()}; {os.cpu_count()} CPUs",
+        flush=True,
+    )
     results: list[Measurement] = []
     for sampler in args.samplers:
         previous: Measurement | None = None

@@ -15,7 +15,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
+from sweep_helpers import run_command, tune_reports
 
 pytestmark = pytest.mark.slow
 
@@ -54,21 +54,6 @@ def _space(folder: Path, name: str, trials: int, epochs: int = EPOCHS, concurren
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
-
-
-def _cli(space: Path, results: Path, *extra: str) -> list[str]:
-    """``fairsearch run`` as a user types it, with this interpreter."""
-    return [
-        sys.executable,
-        "-m",
-        "fairsearch.cli",
-        "run",
-        "--space",
-        str(space),
-        "--results",
-        str(results),
-        *extra,
-    ]
 
 
 @pytest.fixture
@@ -143,21 +128,6 @@ def _node_of(cluster: Any, pid: int) -> Any | None:
     return next((n for n in cluster.worker_nodes if _raylet_pid(n) in ancestors), None)
 
 
-def _result_rows(storage: Path, name: str) -> dict[str, list[dict[str, Any]]]:
-    """Ray Tune's result.json rows (one per report) of every trial, by trial id."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for path in (storage / name).glob("*/result.json"):
-        rows = []
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line being written
-        if rows:
-            out[rows[0]["trial_id"]] = rows
-    return out
-
-
 def _wait_for(what: str, check: Callable[[], Any], proc: subprocess.Popen[str], timeout: float) -> Any:
     """Polls ``check`` until it returns something other than None; fails early if the sweep exits."""
     deadline = time.monotonic() + timeout
@@ -230,7 +200,7 @@ def test_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(
     space, results = _space(tmp_path, name, trials), tmp_path / "results"
     storage = results / ".tune"
     proc = subprocess.Popen(
-        _cli(space, results, "--address", cluster.address),
+        run_command(space, results, "--address", cluster.address),
         env=ray_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -239,7 +209,7 @@ def test_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(
     try:
 
         def mid_trial() -> tuple[str, int, Any] | None:
-            for trial_id, rows in _result_rows(storage, name).items():
+            for trial_id, rows in tune_reports(storage / name).items():
                 if 1 <= int(rows[-1]["epoch"]) < EPOCHS:
                     node = _node_of(cluster, int(rows[-1]["pid"]))
                     if node is not None:
@@ -262,7 +232,7 @@ def test_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(
 
     frame = _assert_all_completed(results, name, trials, EPOCHS)
     assert str(frame.set_index("trial_id").loc[victim, "checkpoint"]).startswith(str(storage / name))
-    _assert_resumed(_result_rows(storage, name)[victim], victim_pid)
+    _assert_resumed(tune_reports(storage / name)[victim], victim_pid)
 
 
 def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
@@ -271,7 +241,9 @@ def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
     name, trials = "driverkill", 3
     space, results = _space(tmp_path, name, trials), tmp_path / "results"
     storage = results / ".tune"
-    command = _cli(space, results, "--address", "auto")  # RAY_TMPDIR makes 'auto' find this test's cluster
+    command = run_command(
+        space, results, "--address", "auto"
+    )  # RAY_TMPDIR makes 'auto' find this test's cluster
     proc = subprocess.Popen(command, env=ray_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
 
@@ -281,7 +253,7 @@ def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
                 return None
             frame = pd.read_parquet(path)
             done = set(frame.loc[frame["status"] == "completed", "trial_id"])
-            for trial_id, rows in _result_rows(storage, name).items():
+            for trial_id, rows in tune_reports(storage / name).items():
                 if done and trial_id not in done and 1 <= int(rows[-1]["epoch"]) < EPOCHS:
                     return frame, trial_id, int(rows[-1]["pid"])
             return None
@@ -309,7 +281,7 @@ def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
     assert (
         after.set_index("trial_id").loc[done_before.index, "finished_at"] == done_before["finished_at"]
     ).all()
-    reported = _result_rows(storage, name)
+    reported = tune_reports(storage / name)
     assert sorted(reported) == sorted(after["trial_id"])
     _assert_resumed(reported[victim], victim_pid)
     for trial_id, rows in reported.items():
@@ -321,7 +293,7 @@ def test_storage_uri_holds_experiment_state_and_checkpoints_and_resumes(
 ) -> None:
     name, trials, epochs = "uristore", 3, 2
     space, results, remote = _space(tmp_path, name, trials, epochs), tmp_path / "results", tmp_path / "remote"
-    command = _cli(space, results, "--storage", remote.as_uri())  # file:///…: a pyarrow filesystem URI
+    command = run_command(space, results, "--storage", remote.as_uri())  # file:///…: a pyarrow filesystem URI
     assert remote.as_uri().startswith("file:///")
 
     # a local Ray this time; killed with its driver once a trial has finished

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sweep_helpers import run_command, tune_reports
 
 pytestmark = pytest.mark.slow
 
@@ -44,20 +44,6 @@ def _space(tmp_path: Path, name: str, trials: int, **extra: object) -> Path:
     return path
 
 
-def _cli(space: Path, results: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "fairsearch.cli",
-        "run",
-        "--space",
-        str(space),
-        "--results",
-        str(results),
-        *extra,
-    ]
-
-
 def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "FAIRSEARCH_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
 
@@ -78,21 +64,11 @@ def _brute_force_front(trials: pd.DataFrame) -> set[str]:
     return front
 
 
-def _epochs_reported(results: Path, name: str) -> dict[str, list[int]]:
-    """Epoch numbers each trial reported, from Ray Tune's result.json files (one line per report)."""
-    out: dict[str, list[int]] = {}
-    for path in (results / ".tune" / name).glob("*/result.json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if rows:
-            out[rows[0]["trial_id"]] = [int(r["epoch"]) for r in rows]
-    return out
-
-
 def test_small_sweep_writes_trials_front_and_study(tmp_path: Path) -> None:
     space = _space(tmp_path, "small", trials=4)
     results = tmp_path / "results"
     proc = subprocess.run(
-        _cli(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
+        run_command(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "built-in tiny random Qwen2.5-VL" in proc.stderr and "built-in synthetic" in proc.stderr
@@ -152,7 +128,7 @@ def test_small_sweep_writes_trials_front_and_study(tmp_path: Path) -> None:
 
     # the same command again resumes a finished sweep: nothing more runs, nothing is lost
     again = subprocess.run(
-        _cli(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
+        run_command(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0, again.stderr[-3000:]
     after = pd.read_parquet(results / "small" / "trials.parquet")
@@ -163,7 +139,7 @@ def test_small_sweep_writes_trials_front_and_study(tmp_path: Path) -> None:
     doc["trials"] = 5
     space.write_text(yaml.safe_dump(doc))
     changed = subprocess.run(
-        _cli(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=120
+        run_command(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=120
     )
     assert changed.returncode == 2
     assert "different space file" in changed.stderr and "--restart" in changed.stderr
@@ -192,7 +168,7 @@ def test_interrupted_sweep_resumes_without_losing_or_repeating_trials(
     space = _space(tmp_path, "resume", trials=n_trials)
     results = tmp_path / "results"
     proc = subprocess.Popen(
-        _cli(space, results),
+        run_command(space, results),
         env=_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -212,7 +188,7 @@ def test_interrupted_sweep_resumes_without_losing_or_repeating_trials(
     assert len(before) < n_trials or (before["status"] != "completed").any()
 
     resumed = subprocess.run(
-        _cli(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
+        run_command(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = pd.read_parquet(results / "resume" / "trials.parquet")
@@ -220,6 +196,7 @@ def test_interrupted_sweep_resumes_without_losing_or_repeating_trials(
     assert (after["status"] == "completed").all() and (after["epochs_done"] == EPOCHS).all()
     done_before = set(before.loc[before["status"] == "completed", "trial_id"])
     assert done_before <= set(after["trial_id"])  # finished trials kept
-    for trial_id, epochs in _epochs_reported(results, "resume").items():
+    for trial_id, rows in tune_reports(results / ".tune" / "resume").items():
+        epochs = [int(r["epoch"]) for r in rows]
         assert epochs == list(range(1, EPOCHS + 1)), (trial_id, epochs)  # no epoch run twice, none skipped
     assert np.isfinite(after["val/acc"]).all()

@@ -13,13 +13,11 @@ configurations the same in every run, whatever the timing of the two concurrent 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sweep_helpers import run_command, tune_reports
 
 from fairsearch.pareto import FAIRSEARCH_DIRECTIONS, crowding_distance
 
@@ -78,10 +77,6 @@ def _space(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def _cli(space: Path, results: Path) -> list[str]:
-    return [sys.executable, "-m", "fairsearch.cli", "run", "--space", str(space), "--results", str(results)]
-
-
 def _env(cache: Path) -> dict[str, str]:
     return {
         **os.environ,
@@ -90,16 +85,6 @@ def _env(cache: Path) -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "HF_HUB_OFFLINE": "1",
     }
-
-
-def _reports(results: Path, name: str) -> dict[str, list[dict[str, Any]]]:
-    """Every trial's epoch reports from Ray's ``result.json`` (one JSON line per report), in order."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for path in (results / ".tune" / name).glob("*/result.json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if rows:
-            out[rows[0]["trial_id"]] = rows
-    return out
 
 
 def _scheduler_state(results: Path, name: str) -> dict[str, Any]:
@@ -201,12 +186,14 @@ def _check_results(results: Path, name: str) -> pd.DataFrame:
 def test_mo_asha_sweep_stops_trials_by_pareto_rank(tmp_path: Path, cache: Path) -> None:
     space = _space(tmp_path, "moasha")
     results = tmp_path / "results"
-    proc = subprocess.run(_cli(space, results), env=_env(cache), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        run_command(space, results), env=_env(cache), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     trials = _check_results(results, "moasha")
     state = _scheduler_state(results, "moasha")
-    reports = _reports(results, "moasha")
+    reports = tune_reports(results / ".tune" / "moasha")
     assert set(reports) == set(trials["trial_id"])
     assert set(state["stopped_at"]) == set(trials.loc[trials["status"] == "stopped", "trial_id"])
     _check_decisions(state, reports, trials)
@@ -242,7 +229,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Interr
     space = _space(tmp_path, NAME_RESUME)
     results = tmp_path / "results"
     proc = subprocess.Popen(
-        _cli(space, results),
+        run_command(space, results),
         env=_env(cache),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -260,9 +247,9 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Interr
     assert proc.returncode == 130, err[-3000:]
     before = pd.read_parquet(results / NAME_RESUME / "trials.parquet")
     state_before = _scheduler_state(results, NAME_RESUME)
-    reports_before = _reports(results, NAME_RESUME)
+    reports_before = tune_reports(results / ".tune" / NAME_RESUME)
     resumed = subprocess.run(
-        _cli(space, results), env=_env(cache), capture_output=True, text=True, timeout=600
+        run_command(space, results), env=_env(cache), capture_output=True, text=True, timeout=600
     )
     return Interrupted(err, before, state_before, reports_before, resumed, results)
 
@@ -276,7 +263,7 @@ def test_interrupted_mo_asha_sweep_resumes_with_its_rung_records(interrupted: In
 
     after = _check_results(run.results, NAME_RESUME)
     state_after = _scheduler_state(run.results, NAME_RESUME)
-    reports_after = _reports(run.results, NAME_RESUME)
+    reports_after = tune_reports(run.results / ".tune" / NAME_RESUME)
     # the records and stops made before the interrupt came back, unchanged and in their order (trials that
     # had ended do not report again, so their records can only come from the saved state)
     for rung in RUNGS:
