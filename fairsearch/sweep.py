@@ -177,10 +177,6 @@ def trial_record(number: int, trial: Any, *, completed: bool = False) -> TrialRe
     """The Parquet row of one Tune trial (``completed``: it has just ended, whatever Tune says yet)."""
     result = dict(trial.last_result or {})
     status = "completed" if completed else STATUS.get(str(trial.status), "pending")
-    if status == "completed" and not completed and not result.get("done"):
-        # Tune marks trials still running TERMINATED when it shuts down (Ctrl-C) before
-        # on_experiment_end; a trial that really ended (finished or stopped) has done=True.
-        status = "pending"
     epochs = int(result.get("epoch", 0) or 0)
     if status == "completed" and epochs < int(trial.config.get("epochs", TrialConfig.epochs)):
         status = "stopped"  # stopped early by the scheduler
@@ -318,7 +314,14 @@ def run_sweep(
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if not ray.is_initialized():
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            # "local": a sweep without --address starts its own Ray, never joining one already running on
+            # this machine (another sweep's, whose end or kill would take this one down with it).
+            ray.init(
+                address=address or "local",
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise FairsearchError(f"--address {address}: cannot connect to the Ray cluster ({err})") from None
     gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)), joined=address is not None)
@@ -355,7 +358,24 @@ def run_sweep(
             ),
         )
     tuner.fit()
-    return _outcome(results_dir, spec)
+    outcome = _outcome(results_dir, spec)
+    if not outcome.unfinished:
+        _fail_orphans(
+            spec.name, optuna_storage or spec.optuna_storage or f"sqlite:///{results_dir / 'optuna.db'}"
+        )
+    return outcome
+
+
+def _fail_orphans(study_name: str, url: str) -> None:
+    """Marks FAIL the Optuna trials left RUNNING by a driver killed between ``ask`` and Tune's next
+    snapshot: Tune never ran them, and once the sweep is over nothing will."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=url)
+    except KeyError:  # no such study in that storage
+        return
+    for orphan in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+        logger.info("Optuna trial %d was suggested but never run (driver killed): marked FAIL", orphan.number)
 
 
 def _searcher(spec: SweepSpec, results_dir: Path, optuna_storage: str | None) -> OptunaSearch:

