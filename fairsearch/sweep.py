@@ -31,6 +31,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.errors import FairsearchError
 from fairsearch.results import TrialRecord, pareto_frame, read_results, trials_frame, write_results
+from fairsearch.resume import CheckpointRepair
 from fairsearch.scheduler import scheduler_from_settings
 from fairsearch.space import OBJECTIVES, SweepSpec, TrialConfig, load_space
 
@@ -336,6 +337,7 @@ def run_sweep(
             ResultsCallback(str(results_dir)),
             JsonLoggerCallback(),
             CSVLoggerCallback(),
+            CheckpointRepair(),  # on resume after a driver kill: each trial from its newest checkpoint
         ]
         if scheduler is not None:
             callbacks.append(scheduler.state_callback())  # Tune saves callbacks' state, not the scheduler's

@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 Report = Callable[[dict[str, float], Path], None]
 TEST_METRICS_FILE = "test_metrics.json"
 _STATE_FILE = "state.json"
+MANIFEST_FILE = "manifest.json"
+"""Written last into every checkpoint: each other file's name and size, so that a copy cut short (a
+driver or node killed while Ray persisted the folder) is told apart from a complete checkpoint."""
 
 
 @dataclass
@@ -374,6 +377,35 @@ def _save_checkpoint(
     }
     (folder / _STATE_FILE).write_text(json.dumps(state, default=str))
     (folder / TEST_METRICS_FILE).write_text(json.dumps(dict(test)))
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name != MANIFEST_FILE}
+    (folder / MANIFEST_FILE).write_text(json.dumps(sizes))
+
+
+def complete_checkpoint_state(fs: Any, path: str) -> dict[str, Any] | None:
+    """A checkpoint folder's saved state (``epoch``, ``history``) when every file its manifest names is
+    there at its full size, on any pyarrow filesystem (local, S3, GCS).
+
+    Args:
+        fs: a ``pyarrow.fs.FileSystem``.
+        path: the folder's path on ``fs``.
+
+    Returns:
+        The state, or None for a folder that is missing, cut short, or not a fairsearch checkpoint.
+    """
+    import pyarrow.fs
+
+    try:
+        with fs.open_input_stream(f"{path}/{MANIFEST_FILE}") as f:
+            sizes = json.loads(f.readall())
+        infos = fs.get_file_info([f"{path}/{name}" for name in sizes])
+        if any(i.type != pyarrow.fs.FileType.File or i.size != sizes[i.base_name] for i in infos):
+            return None
+        with fs.open_input_stream(f"{path}/{_STATE_FILE}") as f:
+            state = json.loads(f.readall())
+        int(state["epoch"]), list(state["history"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return cast(dict[str, Any], state)
 
 
 def _load_checkpoint(

@@ -9,7 +9,6 @@ elsewhere on the machine never joins a test cluster by accident.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -25,7 +24,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from sweep_helpers import run_command, tune_reports
+from sweep_helpers import assert_each_epoch_trained_once, run_command, tune_reports
 
 pytestmark = pytest.mark.slow
 
@@ -187,12 +186,19 @@ def _restart(rows: list[dict[str, Any]]) -> int | None:
     return next((i for i, r in enumerate(rows) if i > 0 and int(r["iterations_since_restore"]) == 1), None)
 
 
-def _assert_resumed(rows: list[dict[str, Any]], old_pid: int) -> None:
-    """The trial reported every epoch once, and continued in a new process from its last checkpoint."""
-    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1)), rows  # none repeated, none skipped
+def _assert_resumed(rows: list[dict[str, Any]], old_pid: int, *, driver_killed: bool = False) -> None:
+    """The trial reported every epoch once, and continued in a new process from its last checkpoint.
+
+    After a driver kill the report in flight may be missing (see ``assert_each_epoch_trained_once``)."""
+    epochs = [int(r["epoch"]) for r in rows]
+    if driver_killed:
+        assert epochs == sorted(set(epochs)) and epochs[-1] == EPOCHS, rows
+    else:
+        assert epochs == list(range(1, EPOCHS + 1)), rows  # none repeated, none skipped
     restart = _restart(rows)
     assert restart is not None, f"no restart from a checkpoint: {rows}"
-    assert int(rows[restart]["training_iteration"]) == int(rows[restart]["epoch"]) == restart + 1, rows
+    assert int(rows[restart]["training_iteration"]) == int(rows[restart]["epoch"]) > 1, rows
+    assert driver_killed or int(rows[restart]["epoch"]) == restart + 1, rows
     assert all(int(r["pid"]) != old_pid for r in rows[restart:]), rows
 
 
@@ -238,11 +244,6 @@ def test_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(
     _assert_resumed(tune_reports(storage / name)[victim], victim_pid)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known intermittent failure (open): after a driver SIGKILL with worker nodes up, one resumed "
-    "trial sometimes ends 'failed' (seen 2 of 5 runs, not yet diagnosed).",
-)
 def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
     tmp_path: Path, ray_env: dict[str, str], cluster: Any
 ) -> None:
@@ -291,9 +292,8 @@ def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
     ).all()
     reported = tune_reports(storage / name)
     assert sorted(reported) == sorted(after["trial_id"])
-    _assert_resumed(reported[victim], victim_pid)
-    for trial_id, rows in reported.items():
-        assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1)), (trial_id, rows)
+    _assert_resumed(reported[victim], victim_pid, driver_killed=True)
+    assert_each_epoch_trained_once(storage / name, EPOCHS, driver_killed=True)
 
 
 def test_storage_uri_holds_experiment_state_and_checkpoints_and_resumes(
@@ -340,9 +340,8 @@ def test_storage_uri_holds_experiment_state_and_checkpoints_and_resumes(
 
     trial_dirs = sorted(d for d in (remote / name).iterdir() if d.is_dir())
     assert len(trial_dirs) == trials
+    assert_each_epoch_trained_once(remote / name, epochs, driver_killed=True)
     for folder in trial_dirs:
-        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
-        assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1)), (folder.name, rows)
         checkpoints = list(folder.glob("checkpoint_*"))
         assert len(checkpoints) == 1 and (checkpoints[0] / "test_metrics.json").is_file(), checkpoints
     for checkpoint in after["checkpoint"]:  # Tune gives the path within the URI's filesystem

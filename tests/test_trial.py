@@ -12,7 +12,7 @@ import fairsearch.trial as trial_module
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.space import TrialConfig
-from fairsearch.trial import TEST_METRICS_FILE, run_trial
+from fairsearch.trial import MANIFEST_FILE, TEST_METRICS_FILE, complete_checkpoint_state, run_trial
 
 SMALL = {"synthetic_n": 160, "batch_size": 16, "n_boot": 20, "eval_batch_size": 40}
 
@@ -50,12 +50,33 @@ def test_resumed_trial_matches_uninterrupted_run(tmp_path: Path) -> None:
         run_trial(config, report=_StopAfter(first, epochs=1))
     assert [m["epoch"] for m in first.metrics] == [1.0]
     assert json.loads((tmp_path / "ckpt" / TEST_METRICS_FILE).read_text())["acc"] >= 0
+    _check_manifest(tmp_path / "ckpt", tmp_path / "copy")
 
     resumed = _Collect()
     run_trial(config, report=resumed, resume_from=tmp_path / "ckpt")
     assert [m["epoch"] for m in resumed.metrics] == [2.0]  # epoch 1 is not run again
     for key in ("acc", "max_acc_gap", "loss", "train_loss", "auc"):
         assert resumed.metrics[0][key] == pytest.approx(straight.metrics[1][key], abs=1e-5), key
+
+
+def _check_manifest(checkpoint: Path, scratch: Path) -> None:
+    """A checkpoint is complete only with its manifest and every file it names at full size."""
+    import shutil
+
+    import pyarrow.fs
+
+    fs = pyarrow.fs.LocalFileSystem()
+    state = complete_checkpoint_state(fs, str(checkpoint))
+    assert state is not None and state["epoch"] == 1 and len(state["history"]) == 1
+    assert complete_checkpoint_state(fs, str(scratch / "missing")) is None
+    for cut in ("trainable.pt", "optimizer.pt", MANIFEST_FILE):
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copytree(checkpoint, scratch)
+        data = (scratch / cut).read_bytes()
+        (scratch / cut).write_bytes(data[: len(data) // 2])  # a copy cut short
+        assert complete_checkpoint_state(fs, str(scratch)) is None, cut
+    (scratch / MANIFEST_FILE).unlink()
+    assert complete_checkpoint_state(fs, str(scratch)) is None
 
 
 class _StopAfter:

@@ -1,0 +1,137 @@
+"""Resuming after a driver killed without warning: no trial fails for a checkpoint Tune deleted.
+
+Ray Tune names each trial's latest checkpoint in its experiment snapshot, which it saves every few
+seconds, and with ``CheckpointConfig(num_to_keep=1)`` it deletes a trial's previous checkpoint as soon as
+the next one is registered. A driver killed (SIGKILL, a lost head node) after that deletion and before the
+next snapshot leaves a snapshot naming a checkpoint that no longer exists, and on ``Tuner.restore`` Tune
+fails the trial: "Could not recover from checkpoint as it does not exist on storage anymore".
+
+:class:`CheckpointRepair` fixes this on resume, before any trial starts: such a trial goes on from its
+newest *complete* checkpoint on storage (see :func:`fairsearch.trial.complete_checkpoint_state`), with
+Tune's view of the trial (its iteration count, its last result) brought up to that checkpoint's epoch.
+The report of that epoch died with the driver, so Tune's ``result.json`` lacks it, and MO-ASHA judges the
+trial by its next report instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from ray import tune
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")  # Ray's StorageContext._make_checkpoint_dir_name
+_STATE_VERSION = 1
+
+
+class CheckpointRepair(tune.Callback):
+    """On ``Tuner.restore``, points trials whose checkpoint is gone at their newest complete one.
+
+    Tune saves this callback's (trivial) state with every snapshot and hands it back on restore; that is
+    the signal that trials are being resumed. The repair runs at the first step, after Tune has requeued
+    the restored trials and before it starts any of them.
+    """
+
+    _pending = False
+
+    def get_state(self) -> dict[str, Any]:
+        """Non-empty, so that Tune calls :meth:`set_state` on restore."""
+        return {"version": _STATE_VERSION}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Called by Tune on restore: repair at the next step."""
+        self._pending = True
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        for trial in trials:
+            repair_trial(trial)
+
+
+def repair_trial(trial: Any) -> bool:
+    """Makes an unfinished Tune trial whose named checkpoint is gone resume from its newest complete one.
+
+    A trial whose named checkpoint still exists is left to Tune, even when a newer checkpoint lies beside
+    it (the driver died before it received that epoch's report): Tune trains that epoch again, exactly
+    as before (see :mod:`fairsearch.trial`), so that the scheduler and Tune's log see its report.
+
+    Args:
+        trial: a restored ``ray.tune.experiment.Trial``, not yet started.
+
+    Returns:
+        True when the trial now resumes from another checkpoint than the snapshot named.
+    """
+    named = trial.checkpoint
+    if str(trial.status) == "TERMINATED" or named is None:
+        return False
+    fs = trial.storage.storage_filesystem
+    if _exists(fs, named.path):
+        return False
+    from ray.train._internal.session import _TrainingResult
+
+    from fairsearch.trial import complete_checkpoint_state
+
+    for index, path in _checkpoint_dirs(fs, trial.storage.trial_fs_path):
+        state = complete_checkpoint_state(fs, path)
+        if state is None:  # cut short by the kill, or written before checkpoints had a manifest
+            logger.warning("trial %s: skipping %s, not a complete fairsearch checkpoint", trial, path)
+            continue
+        epoch = int(state["epoch"])
+        last = dict(trial.last_result or {})
+        metrics = {**(state["history"][-1] if state["history"] else {}), "epoch": float(epoch)}
+        metrics["training_iteration"] = epoch  # one report per epoch
+        if "time_total_s" in last:
+            metrics["time_total_s"] = last["time_total_s"]
+        fs.create_dir(named.path)  # Tune deletes the checkpoint this one replaces: a folder, not a traceback
+        trial.on_checkpoint(_TrainingResult(checkpoint=tune.Checkpoint(path, filesystem=fs), metrics=metrics))
+        trial.storage.current_checkpoint_index = index + 1  # the next checkpoint goes after this one
+        if int(last.get("epoch", 0) or 0) < epoch:
+            trial.update_last_result({**last, **metrics})
+        logger.info(
+            "trial %s resumes from %s (epoch %d): the experiment snapshot named %s, deleted before the "
+            "driver was killed",
+            trial,
+            path,
+            epoch,
+            named.path,
+        )
+        return True
+    logger.warning(
+        "trial %s: its checkpoint %s is gone and no complete one is left in %s; Tune will fail it",
+        trial,
+        named.path,
+        trial.storage.trial_fs_path,
+    )
+    return False
+
+
+def _checkpoint_dirs(fs: Any, trial_path: str) -> list[tuple[int, str]]:
+    """``(index, path)`` of the trial's ``checkpoint_NNNNNN`` folders, newest first."""
+    import pyarrow.fs
+
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(trial_path, allow_not_found=True))
+    except OSError:
+        return []
+    found = []
+    for info in infos:
+        match = _CHECKPOINT_DIR.match(info.base_name)
+        if match and info.type == pyarrow.fs.FileType.Directory:
+            found.append((int(match.group(1)), info.path))
+    return sorted(found, reverse=True)
+
+
+def _index(path: str) -> int | None:
+    match = _CHECKPOINT_DIR.match(path.rstrip("/").rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else None
+
+
+def _exists(fs: Any, path: str) -> bool:
+    import pyarrow.fs
+
+    return bool(fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound)
