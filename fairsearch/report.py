@@ -477,7 +477,7 @@ def _page(
 ) -> str:
     counts = trials["status"].value_counts()
     status = ", ".join(f"{n} {s}" for s, n in counts.sort_index().items())
-    unfinished = int(counts.get("running", 0) + counts.get("pending", 0))
+    unfinished = int(sum(counts.get(s, 0) for s in ("running", "pending", "interrupted")))
     hv = hypervolume(front[list(OBJECTIVES)].to_numpy(float), DIRECTIONS, REFERENCE) if len(front) else 0.0
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     title = f"fairsearch report: {folder.name}"

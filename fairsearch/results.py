@@ -7,7 +7,8 @@ The schema is the contract in ``docs/ARCHITECTURE.md`` ("Results files"); in sho
 ==================  ===============  ==========================================================
 ``trial_id``        string           Ray Tune trial id
 ``number``          int64            Optuna trial number (order of suggestion); rows sorted by it
-``status``          string           ``completed``, ``failed``, ``running`` or ``pending``
+``status``          string           ``completed``, ``stopped``, ``failed``, ``running``,
+                                     ``pending`` or ``interrupted``
 ``param/<name>``    per type         ``method`` first, then by name; str -> string, int -> Int64,
                                      float -> float64, bool -> boolean; null where a trial has no
                                      such parameter (``lam`` for vanilla); mixed types -> string
@@ -70,8 +71,9 @@ logger = logging.getLogger(__name__)
 
 TRIALS_FILE = "trials.parquet"
 PARETO_FILE = "pareto.parquet"
-STATUSES = ("completed", "stopped", "failed", "running", "pending")
-"""``stopped``: ended early by the scheduler (MO-ASHA); its metrics are those of its last epoch."""
+STATUSES = ("completed", "stopped", "failed", "running", "pending", "interrupted")
+"""``stopped``: ended early by the scheduler (MO-ASHA); its metrics are those of its last epoch.
+``interrupted``: it was running when the sweep was interrupted (Ctrl-C); resuming the sweep continues it."""
 OBJECTIVES = ("val/acc", "val/max_acc_gap")
 DIRECTIONS = FAIRSEARCH_DIRECTIONS
 REFERENCE = FAIRSEARCH_REFERENCE

@@ -109,6 +109,7 @@ class ResultsCallback(tune.Callback):
     status_interval_s = 30.0
     _last_status = 0.0
     _front = "none yet"
+    _ended: set[str] | None = None  # None: a callback saved before ended trials were tracked
 
     def __init__(
         self, results_dir: str, min_interval_s: float = 10.0, status_interval_s: float = 30.0
@@ -119,6 +120,15 @@ class ResultsCallback(tune.Callback):
         self._last_write = 0.0
         self._last_status = 0.0
         self._front = "none yet"
+        self._ended = set()
+
+    def get_state(self) -> dict[str, Any]:
+        """The trials that really ended (Tune saves this with each experiment snapshot)."""
+        return {"ended": sorted(self._ended or ())}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`get_state`'s trials on ``Tuner.restore``."""
+        self._ended = set(state.get("ended", ()))
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
@@ -128,10 +138,14 @@ class ResultsCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         # Tune marks the trial TERMINATED only after this callback returns.
+        if self._ended is not None:
+            self._ended.add(str(trial.trial_id))
         self.write(trials, completed=trial)
         self.announce(trials, completed=trial)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if self._ended is not None:
+            self._ended.add(str(trial.trial_id))
         self.write(trials)
         self.announce(trials)
 
@@ -150,7 +164,17 @@ class ResultsCallback(tune.Callback):
             completed: a trial that has just completed but that Tune still marks RUNNING.
         """
         records = [
-            trial_record(number, trial, completed=trial is completed) for number, trial in enumerate(trials)
+            trial_record(
+                number,
+                trial,
+                completed=trial is completed,
+                # After Ctrl-C Tune marks the trials it shuts down TERMINATED, as if they had finished;
+                # only those this callback saw end did.
+                interrupted=self._ended is not None
+                and str(trial.status) == "TERMINATED"
+                and str(trial.trial_id) not in self._ended,
+            )
+            for number, trial in enumerate(trials)
         ]
         front_ids = set(pareto_frame(trials_frame(records), {})["trial_id"])
         test_metrics = {t.trial_id: _read_test_metrics(t) for t in trials if t.trial_id in front_ids}
@@ -174,10 +198,21 @@ class ResultsCallback(tune.Callback):
         self._last_status = time.monotonic()
 
 
-def trial_record(number: int, trial: Any, *, completed: bool = False) -> TrialRecord:
-    """The Parquet row of one Tune trial (``completed``: it has just ended, whatever Tune says yet)."""
+def trial_record(
+    number: int, trial: Any, *, completed: bool = False, interrupted: bool = False
+) -> TrialRecord:
+    """The Parquet row of one Tune trial.
+
+    Args:
+        number: the trial's place in creation order (Optuna's trial number).
+        trial: Tune's trial.
+        completed: it has just ended, whatever Tune says yet.
+        interrupted: Tune shut it down with the sweep (Ctrl-C) before it ended; it resumes with the sweep.
+    """
     result = dict(trial.last_result or {})
     status = "completed" if completed else STATUS.get(str(trial.status), "pending")
+    if interrupted and not completed:
+        status = "interrupted"
     epochs = int(result.get("epoch", 0) or 0)
     if status == "completed" and epochs < int(trial.config.get("epochs", TrialConfig.epochs)):
         status = "stopped"  # stopped early by the scheduler

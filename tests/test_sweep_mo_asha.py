@@ -279,13 +279,14 @@ def test_interrupted_mo_asha_sweep_resumes_with_its_rung_records(interrupted: In
     _check_decisions(state_after, reports_after, after)  # also: no trial reported an epoch twice
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sweep.trial_record: Tune marks the trials still running TERMINATED when it shuts down after "
-    "SIGINT, before on_experiment_end rewrites trials.parquet, so they read 'stopped' until the resume",
-)
 def test_interrupted_trials_are_not_labelled_stopped(interrupted: Interrupted) -> None:
+    # Tune marks the trials it shuts down after SIGINT TERMINATED, as if they had ended; the results
+    # callback knows which really did.
     before = interrupted.before
+    assert set(before["status"]) <= {"completed", "stopped", "interrupted", "pending"}, before["status"]
+    cut = before[before["status"] == "interrupted"]
+    assert (cut["epochs_done"] < EPOCHS).all()
+    assert not set(cut["trial_id"]) & set(interrupted.state_before["stopped_at"])
     stopped = set(before.loc[before["status"] == "stopped", "trial_id"])
     by_scheduler = set(interrupted.state_before["stopped_at"])
     assert stopped == by_scheduler, (

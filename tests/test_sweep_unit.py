@@ -65,3 +65,64 @@ def test_callback_pickled_without_newer_fields_still_works(tmp_path: object) -> 
     old.__dict__.update({"results_dir": str(tmp_path), "min_interval_s": 10.0, "_last_write": 0.0})
     assert old._last_status == 0.0 and old._front == "none yet" and old.status_interval_s == 30.0
     old.announce([])  # logs a status line from the class defaults
+
+
+def _fake_trial(trial_id: str, status: str, epoch: int) -> object:
+    from types import SimpleNamespace
+
+    result = {"epoch": epoch, "acc": 0.8, "max_acc_gap": 0.1, "timestamp": 1.0, "time_total_s": 2.0}
+    return SimpleNamespace(
+        trial_id=trial_id,
+        status=status,
+        last_result=result,
+        config={"epochs": 2, "method": "vanilla"},
+        checkpoint=None,
+        error_file=None,
+    )
+
+
+def test_trials_shut_down_by_ctrl_c_read_interrupted_not_completed(tmp_path: object) -> None:
+    import pickle
+    from pathlib import Path
+
+    import pandas as pd
+
+    from fairsearch.sweep import ResultsCallback
+
+    callback = ResultsCallback(str(tmp_path))
+    done, short, cut, waiting = (
+        _fake_trial("done", "RUNNING", 2),
+        _fake_trial("short", "RUNNING", 1),
+        _fake_trial("cut", "RUNNING", 1),
+        _fake_trial("wait", "PENDING", 0),
+    )
+    trials = [done, short, cut, waiting]
+    callback.on_trial_complete(0, trials, done)
+    done.status = "TERMINATED"
+    callback.on_trial_complete(0, trials, short)  # ended by the scheduler after one epoch
+    short.status = "TERMINATED"
+    # Ctrl-C: Tune snapshots the experiment (callback state included), then shuts the rest down
+    saved = pickle.loads(pickle.dumps(callback.get_state()))
+    cut.status = "TERMINATED"
+    callback.on_experiment_end(trials)
+    labels = pd.read_parquet(Path(str(tmp_path)) / "trials.parquet").set_index("trial_id")["status"]
+    assert labels.to_dict() == {
+        "done": "completed",
+        "short": "stopped",
+        "cut": "interrupted",
+        "wait": "pending",
+    }
+
+    # resumed: a fresh callback gets the saved state back and tells the same story
+    restored = ResultsCallback(str(tmp_path))
+    restored.set_state(saved)
+    restored.on_experiment_end(trials)
+    again = pd.read_parquet(Path(str(tmp_path)) / "trials.parquet").set_index("trial_id")["status"]
+    assert again["cut"] == "interrupted" and again["done"] == "completed"
+
+    # a callback pickled before ended trials were tracked trusts Tune's TERMINATED, as before
+    old = ResultsCallback.__new__(ResultsCallback)
+    old.__dict__.update({"results_dir": str(tmp_path), "min_interval_s": 10.0, "_last_write": 0.0})
+    old.on_experiment_end(trials)
+    legacy = pd.read_parquet(Path(str(tmp_path)) / "trials.parquet").set_index("trial_id")["status"]
+    assert legacy["cut"] == "stopped"  # epochs 1 of 2 and TERMINATED: the old reading
