@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 def run_command(space: Path, results: Path, *extra: str) -> list[str]:
@@ -21,6 +24,56 @@ def run_command(space: Path, results: Path, *extra: str) -> list[str]:
         str(results),
         *extra,
     ]
+
+
+def write_space(
+    folder: Path, name: str, trials: int, *, fixed: dict[str, Any] | None = None, **top: Any
+) -> Path:
+    """``<folder>/<name>.yaml``: a tiny sweep of the built-in model on 240 synthetic images, 2 epochs,
+    two trials at a time with one CPU each, TPE seeded.
+
+    Args:
+        folder: where the file goes.
+        name: the sweep's name.
+        trials: the number of trials.
+        fixed: settings that replace or join the fixed trial settings (``epochs``, ``n_boot``, …).
+        **top: top-level keys that replace the defaults (``search``, ``resources``, ``scheduler``, …).
+    """
+    doc: dict[str, Any] = {
+        "name": name,
+        "objectives": {"group_by": "ethnicity"},
+        "search": {
+            "method": ["vanilla", "hybrid"],
+            "lora_rank": [2, 4],
+            "lam": {"low": 0.1, "high": 1.0, "log": True},
+            "w_max": {"low": 1.0, "high": 10.0},
+            "lr": {"low": 1e-3, "high": 3e-3, "log": True},
+        },
+        "fixed": {"epochs": 2, "synthetic_n": 240, "batch_size": 16, "n_boot": 20, **(fixed or {})},
+        "trials": trials,
+        "concurrency": 2,
+        "sampler": {"name": "tpe", "seed": 0},
+        "resources": {"cpus": 1},
+        **top,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def start_sweep(
+    command: list[str], env: dict[str, str], *, new_session: bool = True
+) -> subprocess.Popen[str]:
+    """Starts a sweep's command in the background, output captured (``new_session``: in its own process
+    group, so that ``os.killpg(proc.pid, …)`` reaches the local Ray it starts too)."""
+    return subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=new_session,
+    )
 
 
 def tune_reports(experiment: Path) -> dict[str, list[dict[str, Any]]]:

@@ -23,8 +23,7 @@ from typing import Any
 import pandas as pd
 import psutil
 import pytest
-import yaml
-from sweep_helpers import assert_each_epoch_trained_once, run_command, tune_reports
+from sweep_helpers import assert_each_epoch_trained_once, run_command, start_sweep, tune_reports, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -32,27 +31,11 @@ EPOCHS = 3
 SWEEP_TIMEOUT_S = 420.0
 
 
-def _space(folder: Path, name: str, trials: int, epochs: int = EPOCHS, concurrency: int = 2) -> Path:
-    """A tiny sweep: the built-in tiny model on 240 synthetic images, one CPU per trial."""
-    doc = {
-        "name": name,
-        "objectives": {"group_by": "ethnicity"},
-        "search": {
-            "method": ["vanilla", "hybrid"],
-            "lora_rank": [2, 4],
-            "lam": {"low": 0.1, "high": 1.0, "log": True},
-            "lr": {"low": 1e-3, "high": 3e-3, "log": True},
-        },
-        "fixed": {"epochs": epochs, "synthetic_n": 240, "batch_size": 16, "n_boot": 20},
-        "trials": trials,
-        "concurrency": concurrency,
-        "max_failures": 3,
-        "sampler": {"name": "tpe", "seed": 0},
-        "resources": {"cpus": 1, "gpus": 0},
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+def _space(folder: Path, name: str, trials: int, epochs: int = EPOCHS) -> Path:
+    """A tiny sweep on CPUs only, each failed trial retried up to 3 times."""
+    return write_space(
+        folder, name, trials, fixed={"epochs": epochs}, max_failures=3, resources={"cpus": 1, "gpus": 0}
+    )
 
 
 @pytest.fixture
@@ -208,13 +191,7 @@ def test_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(
     name, trials = "lostnode", 3
     space, results = _space(tmp_path, name, trials), tmp_path / "results"
     storage = results / ".tune"
-    proc = subprocess.Popen(
-        run_command(space, results, "--address", cluster.address),
-        env=ray_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_sweep(run_command(space, results, "--address", cluster.address), ray_env, new_session=False)
     try:
 
         def mid_trial() -> tuple[str, int, Any] | None:
@@ -253,7 +230,7 @@ def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
     command = run_command(
         space, results, "--address", "auto"
     )  # RAY_TMPDIR makes 'auto' find this test's cluster
-    proc = subprocess.Popen(command, env=ray_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_sweep(command, ray_env, new_session=False)
     try:
 
         def completed_and_mid_trial() -> tuple[pd.DataFrame, str, int] | None:
@@ -305,14 +282,7 @@ def test_storage_uri_holds_experiment_state_and_checkpoints_and_resumes(
     assert remote.as_uri().startswith("file:///")
 
     # a local Ray this time; killed with its driver once a trial has finished
-    proc = subprocess.Popen(
-        command,
-        env=ray_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_sweep(command, ray_env)
     try:
 
         def one_completed() -> pd.DataFrame | None:

@@ -14,34 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from sweep_helpers import assert_each_epoch_trained_once, run_command, tune_reports
+from sweep_helpers import assert_each_epoch_trained_once, run_command, start_sweep, tune_reports, write_space
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 2
 
 
-def _space(tmp_path: Path, name: str, trials: int, **extra: object) -> Path:
-    doc = {
-        "name": name,
-        "objectives": {"group_by": "ethnicity"},
-        "search": {
-            "method": ["vanilla", "hybrid"],
-            "lora_rank": [2, 4],
-            "lam": {"low": 0.1, "high": 1.0, "log": True},
-            "w_max": {"low": 1.0, "high": 10.0},
-            "lr": {"low": 1e-3, "high": 3e-3, "log": True},
-        },
-        "fixed": {"epochs": EPOCHS, "synthetic_n": 240, "batch_size": 16, "n_boot": 50},
-        "trials": trials,
-        "concurrency": 2,
-        "sampler": {"name": "tpe", "seed": 0},
-        "resources": {"cpus": 1},
-        **extra,
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+def _space(tmp_path: Path, name: str, trials: int) -> Path:
+    return write_space(tmp_path, name, trials, fixed={"epochs": EPOCHS, "n_boot": 50})
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -168,14 +149,7 @@ def test_interrupted_sweep_resumes_without_losing_or_repeating_trials(
     n_trials = 5
     space = _space(tmp_path, "resume", trials=n_trials)
     results = tmp_path / "results"
-    proc = subprocess.Popen(
-        run_command(space, results),
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_sweep(run_command(space, results), _env(tmp_path))
     _wait_for_completed(results / "resume" / "trials.parquet", at_least=1, timeout=400)
     if how == signal.SIGKILL:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, no clean-up at all
@@ -223,10 +197,7 @@ def test_driver_killed_after_tune_deleted_the_named_checkpoint_resumes_from_the_
     tmp_path: Path,
 ) -> None:
     epochs = 3
-    space = _space(tmp_path, "stale", trials=1)
-    doc = yaml.safe_load(space.read_text())
-    doc["fixed"]["epochs"] = epochs
-    space.write_text(yaml.safe_dump(doc))
+    space = write_space(tmp_path, "stale", 1, fixed={"epochs": epochs})
     results = tmp_path / "results"
     killed = subprocess.run(
         [sys.executable, "-c", _KILL_AFTER_DELETE, *run_command(space, results)[3:]],

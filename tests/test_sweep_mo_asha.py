@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from sweep_helpers import run_command, tune_reports
+from sweep_helpers import run_command, start_sweep, tune_reports
 
 from fairsearch.pareto import FAIRSEARCH_DIRECTIONS, crowding_distance
 
@@ -229,14 +229,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Interr
     tmp_path = tmp_path_factory.mktemp("interrupted")
     space = _space(tmp_path, NAME_RESUME)
     results = tmp_path / "results"
-    proc = subprocess.Popen(
-        run_command(space, results),
-        env=_env(cache),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_sweep(run_command(space, results), _env(cache))
     try:
         _wait_for_stopped(results / NAME_RESUME / "trials.parquet", proc, timeout=500)
         proc.send_signal(signal.SIGINT)
