@@ -319,3 +319,38 @@ def test_storage_uri_holds_experiment_state_and_checkpoints_and_resumes(
         assert local.is_dir() and local.is_relative_to(remote / name), checkpoint
     front = pd.read_parquet(results / name / "pareto.parquet")
     assert len(front) >= 1 and front["test/acc"].notna().all()  # read from checkpoints in the URI storage
+
+
+def test_sweep_through_ray_client_runs_on_the_cluster(tmp_path: Path, ray_env: dict[str, str]) -> None:
+    """``--address ray://host:port``: the sweep is driven through Ray Client; Tune's driver then runs on
+    the head (Ray moves ``Tuner.fit`` there), so the results land on the head's disk, here the same one."""
+    import socket
+
+    from ray.cluster_utils import Cluster
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "ray_client_server_port": port},
+    )
+    try:
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        name, trials = "client", 2
+        space, results = _space(tmp_path, name, trials, epochs=2), tmp_path / "results"
+        proc = subprocess.run(
+            run_command(space, results, "--address", f"ray://127.0.0.1:{port}"),
+            env=ray_env,
+            capture_output=True,
+            text=True,
+            timeout=SWEEP_TIMEOUT_S,
+        )
+    finally:
+        cluster.shutdown()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{trials} trials completed, 0 failed" in proc.stdout + proc.stderr
+    _assert_all_completed(results, name, trials, epochs=2)
+    front = pd.read_parquet(results / name / "pareto.parquet")
+    assert len(front) >= 1 and front["test/acc"].notna().all()
