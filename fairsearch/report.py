@@ -358,7 +358,7 @@ def _front_table(front: pd.DataFrame) -> str:
             _pct(row[GAP]),
             _ci(row, "acc"),
             _ci(row, "max_acc_gap"),
-            str(row["epochs_done"]),
+            f"{float(row['epochs_done']):g}",
         ]
         rows.append(cells)
     return _table(header, rows, "front")

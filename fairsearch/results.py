@@ -14,7 +14,7 @@ The schema is the contract in ``docs/ARCHITECTURE.md`` ("Results files"); in sho
                                      such parameter (``lam`` for vanilla); mixed types -> string
 ``val/<metric>``    float64          latest validation metrics, flat keys of ``fairsearch.fairness``;
                                      headline keys first, then by name; NaN where absent
-``epochs_done``     int64            epochs completed
+``epochs_done``     float64          epochs trained (fractions with ``reports_per_epoch`` > 1)
 ``wall_time_s``     float64          trial wall time
 ``error``           string           error message of a failed trial, else null
 ``checkpoint``      string           path/URI of the last checkpoint, else null
@@ -82,7 +82,7 @@ SCHEMA_VERSION = "1"
 _HEAD = ("trial_id", "number", "status")
 _TAIL = ("epochs_done", "wall_time_s", "error", "checkpoint", "finished_at")
 _TAIL_DTYPES = {
-    "epochs_done": "int64",
+    "epochs_done": "float64",
     "wall_time_s": "float64",
     "error": "str",
     "checkpoint": "str",
@@ -113,7 +113,7 @@ class TrialRecord:
         status: One of :data:`STATUSES`.
         params: Every sampled or fixed parameter, by name (``method``, ``lora_rank``, ``lam``, ...).
         val_metrics: Latest validation metrics, flat keys as in ``SplitMetrics.flat()``.
-        epochs_done: Epochs completed.
+        epochs_done: Epochs trained (1.5: one and a half, with ``reports_per_epoch`` 2).
         wall_time_s: Wall time of the trial so far, in seconds.
         error: Error message of a failed trial, else None.
         checkpoint: Path or URI of the last checkpoint, else None.
@@ -125,7 +125,7 @@ class TrialRecord:
     status: str
     params: dict[str, Any] = field(default_factory=dict)
     val_metrics: dict[str, float] = field(default_factory=dict)
-    epochs_done: int = 0
+    epochs_done: float = 0.0
     wall_time_s: float = 0.0
     error: str | None = None
     checkpoint: str | None = None

@@ -81,19 +81,19 @@ def repair_trial(trial: Any) -> bool:
         if state is None:  # cut short by the kill, or written before checkpoints had a manifest
             logger.warning("trial %s: skipping %s, not a complete fairsearch checkpoint", trial, path)
             continue
-        epoch = int(state["epoch"])
+        epoch = float(state["epoch"])
         last = dict(trial.last_result or {})
-        metrics = {**(state["history"][-1] if state["history"] else {}), "epoch": float(epoch)}
-        metrics["training_iteration"] = epoch  # one report per epoch
+        metrics = {**(state["history"][-1] if state["history"] else {}), "epoch": epoch}
+        metrics["training_iteration"] = len(state["history"])  # one history entry per report
         if "time_total_s" in last:
             metrics["time_total_s"] = last["time_total_s"]
         fs.create_dir(named.path)  # Tune deletes the checkpoint this one replaces: a folder, not a traceback
         trial.on_checkpoint(_TrainingResult(checkpoint=tune.Checkpoint(path, filesystem=fs), metrics=metrics))
         trial.storage.current_checkpoint_index = index + 1  # the next checkpoint goes after this one
-        if int(last.get("epoch", 0) or 0) < epoch:
+        if float(last.get("epoch", 0.0) or 0.0) < epoch:
             trial.update_last_result({**last, **metrics})
         logger.info(
-            "trial %s resumes from %s (epoch %d): the experiment snapshot named %s, deleted before the "
+            "trial %s resumes from %s (epoch %g): the experiment snapshot named %s, deleted before the "
             "driver was killed",
             trial,
             path,

@@ -430,7 +430,8 @@ def scheduler_from_settings(
           reduction_factor: 3     # η >= 2: rungs at 1, 3, 9, ... epochs; the best 1/η continue
           min_trials_per_rung: 3  # a rung stops no one until this many trials reached it
           tie_break: crowding     # order inside a Pareto front (NSGA-II crowding distance)
-          time_attr: training_iteration  # progress counter in epochs; the trial reports once per epoch
+          time_attr: epoch        # progress in epochs, as the trial reports it (0.5, 1.0, ... with
+                                  # reports_per_epoch: 2, so rungs may sit at fractions of an epoch)
 
     The objectives are fairsearch's: ``acc`` (max) and ``max_acc_gap`` (min); ``max_t`` is
     ``max_epochs``.
@@ -473,7 +474,7 @@ def scheduler_from_settings(
     tie_break = block.get("tie_break", "crowding")
     if tie_break not in TIE_BREAKS:
         problems.append(f"scheduler.tie_break: {tie_break!r} is not one of {list(TIE_BREAKS)}")
-    time_attr = block.get("time_attr", "training_iteration")
+    time_attr = block.get("time_attr", "epoch")
     if not isinstance(time_attr, str) or not time_attr:
         problems.append(
             f"scheduler.time_attr: {time_attr!r} must be a result key such as 'training_iteration'"

@@ -54,6 +54,8 @@ class TrialConfig:
         batch_size: samples per forward pass.
         grad_accum: forward passes per optimizer step.
         epochs: passes over the training split.
+        reports_per_epoch: validation reports (and checkpoints) per epoch, at equal shares of its
+            optimizer steps; more than one lets MO-ASHA stop trials at fractions of an epoch.
         seed: seeds LoRA/head initialisation and the data order.
         group_by: the grouping whose MaxAccGap is the objective and the fairness losses use: one
             attribute (``race``) or an intersection (``race*gender``).
@@ -80,6 +82,7 @@ class TrialConfig:
     batch_size: int = 16
     grad_accum: int = 1
     epochs: int = 4
+    reports_per_epoch: int = 1
     seed: int = 0
     group_by: str = "ethnicity"
     exclude_unknown: bool = False
@@ -104,6 +107,7 @@ _FIELD_TYPES: dict[str, type] = {
     "batch_size": int,
     "grad_accum": int,
     "epochs": int,
+    "reports_per_epoch": int,
     "seed": int,
     "synthetic_n": int,
     "eval_batch_size": int,
@@ -124,6 +128,7 @@ _LOWER_BOUNDS: dict[str, tuple[float, bool]] = {  # name -> (bound, inclusive)
     "batch_size": (1, True),
     "grad_accum": (1, True),
     "epochs": (1, True),
+    "reports_per_epoch": (1, True),
     "synthetic_n": (40, True),
     "eval_batch_size": (1, True),
     "n_boot": (0, True),

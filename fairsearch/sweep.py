@@ -213,8 +213,8 @@ def trial_record(
     status = "completed" if completed else STATUS.get(str(trial.status), "pending")
     if interrupted and not completed:
         status = "interrupted"
-    epochs = int(result.get("epoch", 0) or 0)
-    if status == "completed" and epochs < int(trial.config.get("epochs", TrialConfig.epochs)):
+    epochs = float(result.get("epoch", 0.0) or 0.0)  # fractional with reports_per_epoch > 1
+    if status == "completed" and epochs < int(trial.config.get("epochs", TrialConfig.epochs)) - 1e-9:
         status = "stopped"  # stopped early by the scheduler
     checkpoint = trial.checkpoint
     return TrialRecord(

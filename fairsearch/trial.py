@@ -76,7 +76,7 @@ class TrialResult:
     times: TrialTimes
     trainable_params: int
     total_params: int
-    epochs_done: int = 0
+    epochs_done: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -197,22 +197,29 @@ def run_trial(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
     steps_per_epoch = math.ceil(math.ceil(len(feeders["train"]) / config.batch_size) / config.grad_accum)
+    if config.reports_per_epoch > steps_per_epoch:
+        raise FairsearchError(
+            f"reports_per_epoch: {config.reports_per_epoch} is more than the {steps_per_epoch} optimizer "
+            f"steps of an epoch ({len(feeders['train'])} training images, batch_size {config.batch_size}, "
+            f"grad_accum {config.grad_accum})"
+        )
     total_steps = steps_per_epoch * config.epochs
     schedule = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
-    start_epoch = 0
-    history: list[dict[str, float]] = []
+    history: list[dict[str, float]] = []  # one validation report per part of an epoch trained
     if resume_from is not None:
-        start_epoch, history = _load_checkpoint(resume_from, model, optimizer, schedule)
-        logger.info("resumed from %s after epoch %d", resume_from, start_epoch)
+        history = _load_checkpoint(resume_from, model, optimizer, schedule, config)
+        logger.info("resumed from %s after epoch %s", resume_from, history[-1]["epoch"] if history else 0)
     times.setup = time.perf_counter() - t_start
 
     labels = {name: torch.as_tensor(s.labels) for name, s in splits.items()}
     val: dict[str, float] = history[-1] if history else {}
     test: dict[str, float] = {}
-    for epoch in range(start_epoch, config.epochs):
+    parts = config.reports_per_epoch
+    for done in range(len(history), config.epochs * parts):
+        epoch, part = divmod(done, parts)
         t0 = time.perf_counter()
-        train_loss = _train_epoch(
+        train_loss, trained = _train_part(
             model,
             feeders["train"],
             labels["train"],
@@ -222,21 +229,23 @@ def run_trial(
             config,
             weights,
             epoch,
+            part,
             dev,
             progress,
         )
         times.train += time.perf_counter() - t0
-        times.train_samples += len(feeders["train"])
+        times.train_samples += trained
 
         t0 = time.perf_counter()
+        progress_epochs = epoch + (part + 1) / parts
         val = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
-        val.update(epoch=float(epoch + 1), train_loss=train_loss)
+        val.update(epoch=float(progress_epochs), train_loss=train_loss)
         test = _evaluate(model, feeders["test"], labels["test"], groupings["test"], config, dev)
         times.evaluate += time.perf_counter() - t0
         history.append(val)
         logger.info(
-            "epoch %d/%d: train loss %.4f, val acc %.4f, val MaxAccGap(%s) %.4f",
-            epoch + 1,
+            "epoch %s/%d: train loss %.4f, val acc %.4f, val MaxAccGap(%s) %.4f",
+            f"{progress_epochs:g}",
             config.epochs,
             train_loss,
             val["acc"],
@@ -247,7 +256,7 @@ def run_trial(
         t0 = time.perf_counter()
         folder = Path(tempfile.mkdtemp(prefix="fairsearch-ckpt-"))
         try:
-            _save_checkpoint(folder, model, optimizer, schedule, epoch + 1, history, test, config)
+            _save_checkpoint(folder, model, optimizer, schedule, progress_epochs, history, test, config)
             times.checkpoint += time.perf_counter() - t0
             report(val, folder)
         finally:
@@ -255,7 +264,7 @@ def run_trial(
 
     times.total = time.perf_counter() - t_start
     return TrialResult(
-        val, test, times, trainable, total, epochs_done=max(config.epochs, start_epoch), history=history
+        val, test, times, trainable, total, epochs_done=float(val.get("epoch", 0.0)), history=history
     )
 
 
@@ -271,7 +280,14 @@ def _batches(n: int, batch_size: int, order: torch.Tensor | None = None) -> Iter
         yield idx[start : start + batch_size]
 
 
-def _train_epoch(
+def _part_bounds(n_batches: int, grad_accum: int, parts: int) -> list[int]:
+    """Batch indices where each of ``parts`` shares of an epoch starts (and the last one ends): equal
+    shares of its optimizer steps, so that a part never ends inside a gradient accumulation."""
+    steps = math.ceil(n_batches / grad_accum)
+    return [min((i * steps) // parts * grad_accum, n_batches) for i in range(parts + 1)]
+
+
+def _train_part(
     model: GlaucomaClassifier,
     feeder: SplitFeeder,
     labels: torch.Tensor,
@@ -281,19 +297,27 @@ def _train_epoch(
     config: TrialConfig,
     weights: torch.Tensor | None,
     epoch: int,
+    part: int,
     device: torch.device,
     progress: bool,
-) -> float:
-    """One pass over the training split in an order fixed by (seed, epoch); returns the mean loss."""
+) -> tuple[float, int]:
+    """One of ``config.reports_per_epoch`` shares of a pass over the training split, in an order fixed
+    by (seed, epoch); returns the mean loss and the number of samples."""
     model.train()
     order = torch.randperm(
         len(feeder), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     )
     batches = list(_batches(len(feeder), config.batch_size, order))
+    bounds = _part_bounds(len(batches), config.grad_accum, config.reports_per_epoch)
+    start, end = bounds[part], bounds[part + 1]
     total, count = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
-    bar = _progress_bar(len(batches), f"epoch {epoch + 1}/{config.epochs}") if progress else None
-    for step, idx in enumerate(batches):
+    label = f"epoch {epoch + 1}/{config.epochs}"
+    if config.reports_per_epoch > 1:
+        label += f", part {part + 1}/{config.reports_per_epoch}"
+    bar = _progress_bar(end - start, label) if progress else None
+    for step in range(start, end):
+        idx = batches[step]
         inputs, embeds = feeder.batch(idx, device)
         logits = model(inputs, image_embeds=embeds)
         loss = fairness_loss(
@@ -320,7 +344,7 @@ def _train_epoch(
             bar.advance(f"loss {total / count:.4f}")
     if bar is not None:
         bar.close()
-    return total / max(count, 1)
+    return total / max(count, 1), count
 
 
 @torch.no_grad()
@@ -355,7 +379,7 @@ def _save_checkpoint(
     model: GlaucomaClassifier,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
-    epoch: int,
+    epoch: float,
     history: list[dict[str, float]],
     test: Mapping[str, float],
     config: TrialConfig,
@@ -402,7 +426,7 @@ def complete_checkpoint_state(fs: Any, path: str) -> dict[str, Any] | None:
             return None
         with fs.open_input_stream(f"{path}/{_STATE_FILE}") as f:
             state = json.loads(f.readall())
-        int(state["epoch"]), list(state["history"])
+        float(state["epoch"]), list(state["history"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return cast(dict[str, Any], state)
@@ -413,16 +437,24 @@ def _load_checkpoint(
     model: GlaucomaClassifier,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
-) -> tuple[int, list[dict[str, float]]]:
+    config: TrialConfig,
+) -> list[dict[str, float]]:
+    """Loads a checkpoint into the model, optimizer and schedule; returns its report history (one entry
+    per part of an epoch trained, so its length is where training goes on)."""
     try:
         state = json.loads((folder / _STATE_FILE).read_text())
+        saved_parts = int(state["config"].get("reports_per_epoch", 1))
         model.load_trainable_state_dict(
             torch.load(folder / "trainable.pt", map_location="cpu", weights_only=True)
         )
         opt = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
         rng = torch.load(folder / "rng.pt", map_location="cpu", weights_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError, AttributeError) as err:
         raise FairsearchError(f"{folder}: not a fairsearch checkpoint ({err})") from None
+    if saved_parts != config.reports_per_epoch:
+        raise FairsearchError(
+            f"{folder}: written with reports_per_epoch {saved_parts}, resumed with {config.reports_per_epoch}"
+        )
     optimizer.load_state_dict(opt["optimizer"])
     schedule.load_state_dict(opt["schedule"])
     version, internal, gauss = state["rng"]["python"]
@@ -432,7 +464,7 @@ def _load_checkpoint(
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(list(rng["cuda"]))
-    return int(state["epoch"]), list(state["history"])
+    return list(state["history"])
 
 
 class _progress_bar:

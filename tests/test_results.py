@@ -80,7 +80,7 @@ def test_trials_frame_schema_and_rows(records: list[TrialRecord]) -> None:
     assert df["number"].tolist() == list(range(7))  # sorted by number whatever the input order
     dtypes = {c: str(t) for c, t in df.dtypes.items()}
     assert dtypes["trial_id"] == dtypes["status"] == dtypes["param/method"] == dtypes["error"] == "str"
-    assert dtypes["number"] == dtypes["epochs_done"] == "int64"
+    assert dtypes["number"] == "int64" and dtypes["epochs_done"] == "float64"  # 1.5 with half-epoch reports
     assert dtypes["param/lora_rank"] == "Int64"
     assert all(dtypes[c] == "float64" for c in ["param/lam", "param/lr", "param/w_max", *vals, "finished_at"])
     lam = df.set_index("param/method")["param/lam"]
@@ -103,7 +103,7 @@ def test_trials_frame_empty_and_mixed_types() -> None:
         "str",
         "int64",
         "str",
-        "int64",
+        "float64",
         "float64",
         "str",
         "str",

@@ -259,7 +259,14 @@ def test_settings_build_the_scheduler_or_none() -> None:
         {"name": "mo_asha", "grace_period": 2, "reduction_factor": 2, "min_trials_per_rung": 1}, max_epochs=10
     )
     assert isinstance(sched, MOASHAScheduler) and sched.milestones == (2, 4, 8)
-    assert _feed(sched, [(0.9, 0.1), (0.5, 0.4)], t=2) == [C, S]
+    # progress is the trial's reported epoch (fractional with reports_per_epoch > 1)
+    trials = [_trial("a"), _trial("b")]
+    decisions = [
+        _report(sched, t, acc, gap, t=2, time_attr="epoch")
+        for t, (acc, gap) in zip(trials, [(0.9, 0.1), (0.5, 0.4)], strict=True)
+    ]
+    assert decisions == [C, S]
+    assert _report(sched, _trial("c"), 0.1, 0.9, t=2, time_attr="training_iteration") == C  # not progress
 
 
 @pytest.mark.parametrize(

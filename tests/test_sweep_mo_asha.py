@@ -119,9 +119,9 @@ def _ranks(points: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _expected_stop(records: list[tuple[str, tuple[float, ...]]]) -> bool:
+def _expected_stop(records: list[tuple[str, tuple[float, ...]]], eta: float = ETA) -> bool:
     """The MO-ASHA rule for the last of ``records`` (those at one rung, in the order recorded): stop when
-    at least ``max(1, ceil(n / ETA))`` records are in a better front, or in its front and more spread."""
+    at least ``max(1, ceil(n / eta))`` records are in a better front, or in its front and more spread."""
     n = len(records)
     if n < MIN_TRIALS:
         return False
@@ -133,31 +133,37 @@ def _expected_stop(records: list[tuple[str, tuple[float, ...]]]) -> bool:
         spread[members] = crowding_distance(points[members], FAIRSEARCH_DIRECTIONS)
     me = n - 1
     ahead = int(np.sum((ranks < ranks[me]) | ((ranks == ranks[me]) & (spread > spread[me]))))
-    return ahead >= max(1, math.ceil(n / ETA))
+    return ahead >= max(1, math.ceil(n / eta))
 
 
 def _check_decisions(
-    state: Mapping[str, Any], reports: Mapping[str, list[dict[str, Any]]], trials: pd.DataFrame
+    state: Mapping[str, Any],
+    reports: Mapping[str, list[dict[str, Any]]],
+    trials: pd.DataFrame,
+    rungs: tuple[float, ...] = RUNGS,
+    eta: float = ETA,
 ) -> None:
-    """The scheduler's records are the trials' real reports, and its stops follow the rule and the files."""
-    assert sorted(state["records"]) == list(RUNGS)
+    """The scheduler's records are the trials' real reports, and its stops follow the rule and the files.
+    Progress is the trials' ``epoch`` (MO-ASHA's default ``time_attr``), fractional with more than one
+    report per epoch."""
+    assert sorted(state["records"]) == list(rungs)
     stopped_at = state["stopped_at"]
     by_id = trials.set_index("trial_id")
-    for rung in RUNGS:
+    for rung in rungs:
         records = list(state["records"][rung].items())
-        reached = {tid for tid, rows in reports.items() if any(r["training_iteration"] == rung for r in rows)}
+        reached = {tid for tid, rows in reports.items() if any(r["epoch"] == rung for r in rows)}
         assert {tid for tid, _ in records} == reached, (
             f"rung {rung}: records differ from trials that got there"
         )
         for k, (trial_id, values) in enumerate(records):
-            row = next(r for r in reports[trial_id] if r["training_iteration"] == rung)
+            row = next(r for r in reports[trial_id] if r["epoch"] == rung)
             assert values == pytest.approx((row["acc"], row["max_acc_gap"])), (rung, trial_id)
-            stopped = _expected_stop(records[: k + 1])
+            stopped = _expected_stop(records[: k + 1], eta)
             assert (stopped_at.get(trial_id) == rung) == stopped, (
                 f"rung {rung}: trial {trial_id} {'should' if stopped else 'should not'} have been stopped "
                 f"after {records[: k + 1]}"
             )
-            last = reports[trial_id][-1]["training_iteration"]
+            last = reports[trial_id][-1]["epoch"]
             if stopped:
                 assert last == rung and by_id.loc[trial_id, "status"] == "stopped", (trial_id, last)
                 assert by_id.loc[trial_id, "epochs_done"] == rung
@@ -165,7 +171,7 @@ def _check_decisions(
                 assert last > rung, f"trial {trial_id} kept at rung {rung} but reported last at {last}"
     for trial_id, rows in reports.items():
         assert [r["training_iteration"] for r in rows] == list(range(1, len(rows) + 1)), trial_id
-        assert by_id.loc[trial_id, "epochs_done"] == len(rows)  # the trial's last epoch is what the row says
+        assert by_id.loc[trial_id, "epochs_done"] == rows[-1]["epoch"]  # the row is the trial's last report
 
 
 def _check_results(results: Path, name: str) -> pd.DataFrame:
@@ -199,6 +205,32 @@ def test_mo_asha_sweep_stops_trials_by_pareto_rank(tmp_path: Path, cache: Path) 
     assert set(state["stopped_at"]) == set(trials.loc[trials["status"] == "stopped", "trial_id"])
     _check_decisions(state, reports, trials)
     assert "MO-ASHA stops trial" in proc.stderr
+
+
+def test_mo_asha_stops_trials_at_fractions_of_an_epoch(tmp_path: Path, cache: Path) -> None:
+    """``reports_per_epoch: 2`` and ``grace_period: 0.5``: rungs at half an epoch and at one epoch."""
+    doc = yaml.safe_load(_space(tmp_path, "halves").read_text())
+    doc["fixed"].update(epochs=2, reports_per_epoch=2)
+    doc["trials"] = 6
+    doc["scheduler"].update(grace_period=0.5, reduction_factor=2)
+    space = tmp_path / "halves.yaml"
+    space.write_text(yaml.safe_dump(doc))
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        run_command(space, results), env=_env(cache), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    trials = pd.read_parquet(results / "halves" / "trials.parquet")
+    assert len(trials) == 6 and set(trials["status"]) <= {"completed", "stopped"}
+    assert (trials.loc[trials["status"] == "completed", "epochs_done"] == 2.0).all()
+    assert trials.loc[trials["status"] == "stopped", "epochs_done"].isin([0.5, 1.0]).all()
+    reports = tune_reports(results / ".tune" / "halves")
+    for trial_id, rows in reports.items():
+        assert [r["epoch"] for r in rows] == [0.5 * (i + 1) for i in range(len(rows))], trial_id
+    state = _scheduler_state(results, "halves")
+    assert set(state["stopped_at"]) == set(trials.loc[trials["status"] == "stopped", "trial_id"])
+    _check_decisions(state, reports, trials, rungs=(0.5, 1.0), eta=2)
 
 
 def _wait_for_stopped(path: Path, proc: subprocess.Popen[str], timeout: float) -> None:

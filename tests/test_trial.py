@@ -82,7 +82,7 @@ def _check_manifest(checkpoint: Path, scratch: Path) -> None:
 class _StopAfter:
     """Reports like ``inner`` and then interrupts the trial after ``epochs`` epochs (a killed worker)."""
 
-    def __init__(self, inner: _Collect, epochs: int) -> None:
+    def __init__(self, inner: _Collect, epochs: float) -> None:
         self.inner, self.epochs = inner, epochs
 
     def __call__(self, metrics: dict[str, float], folder: Path) -> None:
@@ -100,6 +100,43 @@ def test_stop_after_raises(tmp_path: Path) -> None:
     with pytest.raises(_Interrupted):
         run_trial(TrialConfig(epochs=3, **SMALL), report=_StopAfter(collect, epochs=1))
     assert len(collect.metrics) == 1
+
+
+@pytest.mark.slow
+def test_reports_within_an_epoch_train_the_same_model_and_resume_mid_epoch(tmp_path: Path) -> None:
+    base = {"method": "fr", "lam": 0.5, "epochs": 2, "lr": 2e-3, "grad_accum": 2, **SMALL}
+    whole = _Collect()
+    run_trial(TrialConfig(**base), report=whole)
+    halves = _Collect()
+    result = run_trial(TrialConfig(reports_per_epoch=2, **base), report=halves)
+    assert [m["epoch"] for m in halves.metrics] == [0.5, 1.0, 1.5, 2.0] and result.epochs_done == 2.0
+    # the same optimizer steps in the same order: at whole epochs, the same model and metrics
+    for k in ("acc", "max_acc_gap", "loss", "auc"):
+        assert [halves.metrics[i][k] for i in (1, 3)] == pytest.approx(
+            [m[k] for m in whole.metrics], abs=1e-5
+        )
+    assert halves.metrics[0]["acc"] != pytest.approx(halves.metrics[1]["acc"], abs=1e-9) or (
+        halves.metrics[0]["loss"] != pytest.approx(halves.metrics[1]["loss"], abs=1e-9)
+    )  # the half-epoch report is a model of its own
+
+    first = _Collect(keep=tmp_path / "ckpt")
+    with pytest.raises(_Interrupted):
+        run_trial(TrialConfig(reports_per_epoch=2, **base), report=_StopAfter(first, epochs=1.5))
+    resumed = _Collect()
+    run_trial(TrialConfig(reports_per_epoch=2, **base), report=resumed, resume_from=tmp_path / "ckpt")
+    assert [m["epoch"] for m in resumed.metrics] == [2.0]  # the second half of epoch 2, nothing more
+    for k in ("acc", "max_acc_gap", "loss", "train_loss"):
+        assert resumed.metrics[0][k] == pytest.approx(halves.metrics[3][k], abs=1e-5), k
+
+    with pytest.raises(FairsearchError, match="written with reports_per_epoch 2, resumed with 1"):
+        run_trial(TrialConfig(**base), report=_Collect(), resume_from=tmp_path / "ckpt")
+
+
+def test_more_reports_than_optimizer_steps_is_refused() -> None:
+    # 160 images: 80 to train on, 5 batches of 16, 3 optimizer steps with grad_accum 2
+    config = TrialConfig(reports_per_epoch=4, grad_accum=2, epochs=1, **SMALL)
+    with pytest.raises(FairsearchError, match=r"reports_per_epoch: 4 is more than the 3 optimizer steps"):
+        run_trial(config, report=_Collect())
 
 
 @pytest.mark.slow
