@@ -1,4 +1,5 @@
-"""One trial, top to bottom: data → model → fit → evaluate → report and checkpoint, once per epoch.
+"""One trial, top to bottom: data → model → fit → evaluate → report and checkpoint, once per epoch
+(or ``reports_per_epoch`` times).
 
 ``run_trial`` knows nothing of Optuna or Ray: it takes a ``report(metrics, checkpoint_dir)`` function
 (Ray Tune's in a sweep, a folder writer for ``fairsearch train``) and an optional checkpoint folder to
@@ -144,11 +145,12 @@ def run_trial(
     cache_root: Path | None = None,
     progress: bool = False,
 ) -> TrialResult:
-    """Fine-tunes one configuration and reports validation metrics and a checkpoint after every epoch.
+    """Fine-tunes one configuration and reports validation metrics and a checkpoint after every epoch
+    (every ``1 / config.reports_per_epoch`` of one).
 
     Args:
         config: the trial's settings.
-        report: called after each epoch with the flat validation metrics (plus ``epoch``, ``loss``,
+        report: called after each epoch (or part) with the flat validation metrics (plus ``epoch``, ``loss``,
             ``train_loss``) and a folder holding the checkpoint; the folder is removed afterwards.
         resume_from: a checkpoint folder written by an earlier call; training continues after its epoch.
         device: where to train; default CUDA when available.
