@@ -126,11 +126,6 @@ def _checkpoint_dirs(fs: Any, trial_path: str) -> list[tuple[int, str]]:
     return sorted(found, reverse=True)
 
 
-def _index(path: str) -> int | None:
-    match = _CHECKPOINT_DIR.match(path.rstrip("/").rsplit("/", 1)[-1])
-    return int(match.group(1)) if match else None
-
-
 def _exists(fs: Any, path: str) -> bool:
     import pyarrow.fs
 

@@ -136,6 +136,10 @@ class ResultsCallback(tune.Callback):
         if time.monotonic() - self._last_write >= self.min_interval_s:
             self.write(trials)
 
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if self._ended is not None:  # a failed trial runs again when its sweep is resumed
+            self._ended.discard(str(trial.trial_id))
+
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         # Tune marks the trial TERMINATED only after this callback returns.
         if self._ended is not None:

@@ -90,20 +90,25 @@ def test_trials_shut_down_by_ctrl_c_read_interrupted_not_completed(tmp_path: obj
     from fairsearch.sweep import ResultsCallback
 
     callback = ResultsCallback(str(tmp_path))
-    done, short, cut, waiting = (
+    done, short, cut, waiting, again = (
         _fake_trial("done", "RUNNING", 2),
         _fake_trial("short", "RUNNING", 1),
         _fake_trial("cut", "RUNNING", 1),
         _fake_trial("wait", "PENDING", 0),
+        _fake_trial("again", "RUNNING", 1),
     )
-    trials = [done, short, cut, waiting]
+    trials = [done, short, cut, waiting, again]
+    callback.on_trial_error(0, trials, again)  # failed for good in an earlier session...
+    again.status = "ERROR"
+    callback.on_trial_start(0, trials, again)  # ...and retried when the sweep was resumed
+    again.status = "RUNNING"
     callback.on_trial_complete(0, trials, done)
     done.status = "TERMINATED"
     callback.on_trial_complete(0, trials, short)  # ended by the scheduler after one epoch
     short.status = "TERMINATED"
     # Ctrl-C: Tune snapshots the experiment (callback state included), then shuts the rest down
     saved = pickle.loads(pickle.dumps(callback.get_state()))
-    cut.status = "TERMINATED"
+    cut.status = again.status = "TERMINATED"
     callback.on_experiment_end(trials)
     labels = pd.read_parquet(Path(str(tmp_path)) / "trials.parquet").set_index("trial_id")["status"]
     assert labels.to_dict() == {
@@ -111,6 +116,7 @@ def test_trials_shut_down_by_ctrl_c_read_interrupted_not_completed(tmp_path: obj
         "short": "stopped",
         "cut": "interrupted",
         "wait": "pending",
+        "again": "interrupted",
     }
 
     # resumed: a fresh callback gets the saved state back and tells the same story
