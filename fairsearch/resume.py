@@ -7,7 +7,7 @@ next snapshot leaves a snapshot naming a checkpoint that no longer exists, and o
 fails the trial: "Could not recover from checkpoint as it does not exist on storage anymore".
 
 :class:`CheckpointRepair` fixes this on resume, before any trial starts: such a trial goes on from its
-newest *complete* checkpoint on storage (see :func:`fairsearch.trial.complete_checkpoint_state`), with
+newest *complete* checkpoint on storage (see :func:`fairsearch.checkpoint.complete_checkpoint_state`), with
 Tune's view of the trial (its iteration count, its last result) brought up to that checkpoint's epoch.
 The report of that epoch died with the driver, so Tune's ``result.json`` lacks it, and MO-ASHA judges the
 trial by its next report instead.
@@ -20,6 +20,8 @@ import re
 from typing import Any
 
 from ray import tune
+
+from fairsearch.checkpoint import complete_checkpoint_state
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +75,6 @@ def repair_trial(trial: Any) -> bool:
     if _exists(fs, named.path):
         return False
     from ray.train._internal.session import _TrainingResult
-
-    from fairsearch.trial import complete_checkpoint_state
 
     for index, path in _checkpoint_dirs(fs, trial.storage.trial_fs_path):
         state = complete_checkpoint_state(fs, path)

@@ -29,6 +29,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
+from fairsearch.checkpoint import read_test_metrics
 from fairsearch.errors import FairsearchError
 from fairsearch.results import TrialRecord, pareto_frame, read_results, trials_frame, write_results
 from fairsearch.resume import CheckpointRepair
@@ -37,8 +38,6 @@ from fairsearch.space import OBJECTIVES, SweepSpec, TrialConfig, load_space
 
 logger = logging.getLogger(__name__)
 
-TEST_METRICS_FILE = "test_metrics.json"
-"""Written by the trial into every checkpoint; read for the Pareto front only (never reported to Tune)."""
 SPACE_FILE = "space.json"
 STATUS = {
     "TERMINATED": "completed",
@@ -180,11 +179,12 @@ class ResultsCallback(tune.Callback):
             )
             for number, trial in enumerate(trials)
         ]
-        front_ids = set(pareto_frame(trials_frame(records), {})["trial_id"])
+        front = pareto_frame(trials_frame(records), {})  # test metrics are read for its members only
+        front_ids = set(front["trial_id"])
         test_metrics = {t.trial_id: _read_test_metrics(t) for t in trials if t.trial_id in front_ids}
-        _, pareto_path = write_results(Path(self.results_dir), records, test_metrics)
+        write_results(Path(self.results_dir), records, test_metrics)
         self._last_write = time.monotonic()
-        self._front = front_summary(pd.read_parquet(pareto_path))
+        self._front = front_summary(front)
 
     def announce(self, trials: Sequence[Any], completed: Any = None) -> None:
         """Logs ``[3 done, 2 running, 7 pending, 0 failed] front: …``."""
@@ -284,13 +284,7 @@ def _error_message(trial: Any) -> str:
 
 def _read_test_metrics(trial: Any) -> dict[str, float]:
     checkpoint = trial.checkpoint
-    if checkpoint is None:
-        return {}
-    try:
-        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{TEST_METRICS_FILE}") as f:
-            return {k: float(v) for k, v in json.loads(f.readall()).items()}
-    except (OSError, FileNotFoundError, ValueError):
-        return {}
+    return {} if checkpoint is None else read_test_metrics(checkpoint.filesystem, checkpoint.path)
 
 
 def front_summary(front: pd.DataFrame, most: int = 4) -> str:

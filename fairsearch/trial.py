@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
+from fairsearch.checkpoint import STATE_FILE, TEST_METRICS_FILE, write_manifest
 from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
 from fairsearch.errors import FairsearchError
 from fairsearch.fairness import Grouping, check_method, encode_groups, fairness_loss, group_weights
@@ -44,11 +45,6 @@ from fairsearch.space import TrialConfig
 logger = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, float], Path], None]
-TEST_METRICS_FILE = "test_metrics.json"
-_STATE_FILE = "state.json"
-MANIFEST_FILE = "manifest.json"
-"""Written last into every checkpoint: each other file's name and size, so that a copy cut short (a
-driver or node killed while Ray persisted the folder) is told apart from a complete checkpoint."""
 
 
 @dataclass
@@ -401,37 +397,9 @@ def _save_checkpoint(
         "config": config.__dict__,
         "rng": {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]},
     }
-    (folder / _STATE_FILE).write_text(json.dumps(state, default=str))
+    (folder / STATE_FILE).write_text(json.dumps(state, default=str))
     (folder / TEST_METRICS_FILE).write_text(json.dumps(dict(test)))
-    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name != MANIFEST_FILE}
-    (folder / MANIFEST_FILE).write_text(json.dumps(sizes))
-
-
-def complete_checkpoint_state(fs: Any, path: str) -> dict[str, Any] | None:
-    """A checkpoint folder's saved state (``epoch``, ``history``) when every file its manifest names is
-    there at its full size, on any pyarrow filesystem (local, S3, GCS).
-
-    Args:
-        fs: a ``pyarrow.fs.FileSystem``.
-        path: the folder's path on ``fs``.
-
-    Returns:
-        The state, or None for a folder that is missing, cut short, or not a fairsearch checkpoint.
-    """
-    import pyarrow.fs
-
-    try:
-        with fs.open_input_stream(f"{path}/{MANIFEST_FILE}") as f:
-            sizes = json.loads(f.readall())
-        infos = fs.get_file_info([f"{path}/{name}" for name in sizes])
-        if any(i.type != pyarrow.fs.FileType.File or i.size != sizes[i.base_name] for i in infos):
-            return None
-        with fs.open_input_stream(f"{path}/{_STATE_FILE}") as f:
-            state = json.loads(f.readall())
-        float(state["epoch"]), list(state["history"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return cast(dict[str, Any], state)
+    write_manifest(folder)
 
 
 def _load_checkpoint(
@@ -444,7 +412,7 @@ def _load_checkpoint(
     """Loads a checkpoint into the model, optimizer and schedule; returns its report history (one entry
     per part of an epoch trained, so its length is where training goes on)."""
     try:
-        state = json.loads((folder / _STATE_FILE).read_text())
+        state = json.loads((folder / STATE_FILE).read_text())
         saved_parts = int(state["config"].get("reports_per_epoch", 1))
         model.load_trainable_state_dict(
             torch.load(folder / "trainable.pt", map_location="cpu", weights_only=True)

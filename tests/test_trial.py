@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import fairsearch.trial as trial_module
+from fairsearch.checkpoint import MANIFEST_FILE, TEST_METRICS_FILE, complete_checkpoint_state
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.space import TrialConfig
-from fairsearch.trial import MANIFEST_FILE, TEST_METRICS_FILE, complete_checkpoint_state, run_trial
+from fairsearch.trial import run_trial
 
 SMALL = {"synthetic_n": 160, "batch_size": 16, "n_boot": 20, "eval_batch_size": 40}
 
