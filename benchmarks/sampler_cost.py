@@ -373,6 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"samplers from fairsearch.sweep.make_sampler; optuna {_optuna_version()}; {os.cpu_count()} CPUs",
         flush=True,
     )
+
+    def measure(sampler: str, n: int, storage: str, cap_s: float = args.cap_s) -> Measurement:
+        return measure_capped(
+            sampler, n, storage, repeats=args.repeats, n_running=args.running, cap_s=cap_s, seed=args.seed
+        )
+
     results: list[Measurement] = []
     for sampler in args.samplers:
         previous: Measurement | None = None
@@ -381,44 +387,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reason = f"not run: {previous.skipped} already at {previous.n_finished:,} finished trials"
                 m = Measurement(sampler, n, "memory", skipped=reason)
             else:
-                m = measure_capped(
-                    sampler,
-                    n,
-                    "memory",
-                    repeats=args.repeats,
-                    n_running=args.running,
-                    cap_s=args.cap_s,
-                    seed=args.seed,
-                )
+                m = measure(sampler, n, "memory")
             results.append(m)
             previous = m
             _progress(m)
     if args.storage_size > 0:
         for storage in ("sqlite", "journal"):
-            m = measure_capped(
-                "tpe",
-                args.storage_size,
-                storage,
-                repeats=args.repeats,
-                n_running=args.running,
-                cap_s=args.cap_s * 2,
-                seed=args.seed,
-            )
+            m = measure("tpe", args.storage_size, storage, cap_s=args.cap_s * 2)
             results.append(m)
             _progress(m)
         if not any(
             r.sampler == "tpe" and r.storage == "memory" and r.n_finished == args.storage_size
             for r in results
         ):
-            m = measure_capped(
-                "tpe",
-                args.storage_size,
-                "memory",
-                repeats=args.repeats,
-                n_running=args.running,
-                cap_s=args.cap_s,
-                seed=args.seed,
-            )
+            m = measure("tpe", args.storage_size, "memory")
             results.append(m)
 
     print(f"\nms per suggestion (median of up to {args.repeats}; ask + define-by-run; in-memory storage)\n")
