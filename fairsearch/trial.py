@@ -182,8 +182,7 @@ def run_trial(
         lora_alpha=config.lora_alpha if config.lora_alpha is not None else 2.0 * config.lora_rank,
         lora_dropout=config.lora_dropout,
     )
-    trainable, total = parameter_counts(model)
-    logger.info("trainable parameters: %d of %d (%.3f %%)", trainable, total, 100 * trainable / total)
+    trainable, total = parameter_counts(model)  # build_classifier has logged them
 
     train_groups = torch.as_tensor(groupings["train"][config.group_by].ids)
     weights = (
@@ -326,9 +325,10 @@ def _train_part(
             lam=config.lam,
             weights=weights,
         )
-        if not torch.isfinite(loss):
+        value = loss.item()  # one wait for the device per step, for the check and the running mean
+        if not math.isfinite(value):
             raise FairsearchError(
-                f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (method {config.method}, "
+                f"loss is {value} at epoch {epoch + 1}, step {step + 1} (method {config.method}, "
                 f"lr {config.lr}, lam {config.lam}): training diverged; lower lr or lam"
             )
         (loss / config.grad_accum).backward()
@@ -336,7 +336,7 @@ def _train_part(
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-        total += loss.item() * len(idx)
+        total += value * len(idx)
         count += len(idx)
         if bar is not None:
             bar.advance(f"loss {total / count:.4f}")
