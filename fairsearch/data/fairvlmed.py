@@ -66,6 +66,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FOLDERS: dict[str, str] = {"train": "Training", "val": "Validation", "test": "Test"}
 LABEL_KEY = "glaucoma"
 SUMMARY_CSV = "data_summary.csv"
+CSV_USE: dict[str, str] = {"train": "training", "val": "validation", "test": "test"}
+"""The summary CSV's ``use`` value for each split."""
 FILE_PATTERN = "data_*.npz"
 _ATTRIBUTE_KEYS: dict[str, tuple[str, ...]] = {a: (a,) for a in ATTRIBUTES} | {"gender": ("gender", "male")}
 _CSV_COLUMNS = ("filename", LABEL_KEY, "use", *ATTRIBUTES)
@@ -303,7 +305,7 @@ def _records_from_csv(root: Path, csv_path: Path) -> dict[str, list[_Record]]:
         records[split].append(_Record(path, label, codes, _parse_age(row.get("age"))))
     for split, split_records in records.items():
         if not split_records:
-            raise FairsearchError(f"split {split!r}: {csv_path} has no rows with use={_use_word(split)!r}")
+            raise FairsearchError(f"split {split!r}: {csv_path} has no rows with use={CSV_USE[split]!r}")
     unlisted = len({n for n in index if n.startswith("data_")} - seen)
     if unlisted:
         logger.warning(
@@ -314,11 +316,6 @@ def _records_from_csv(root: Path, csv_path: Path) -> dict[str, list[_Record]]:
             with open_npz(record.path) as npz:
                 record.image_crc = npz.crc(image_key(npz))
     return records
-
-
-def _use_word(split: str) -> str:
-    """The CSV's ``use`` value for a split."""
-    return {"train": "training", "val": "validation", "test": "test"}[split]
 
 
 def _fingerprint(root: Path, records: list[_Record]) -> str:

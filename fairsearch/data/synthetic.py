@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -34,7 +33,15 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from fairsearch.data.fairvlmed import ATTRIBUTE_VALUES, ATTRIBUTES, SPLIT_FOLDERS, SPLITS, SUMMARY_CSV
+from fairsearch.cache import cache_root
+from fairsearch.data.fairvlmed import (
+    ATTRIBUTE_VALUES,
+    ATTRIBUTES,
+    CSV_USE,
+    SPLIT_FOLDERS,
+    SPLITS,
+    SUMMARY_CSV,
+)
 from fairsearch.errors import FairsearchError
 
 __all__ = ["GROUP_SHARES", "builtin_synthetic", "synthetic_cache_dir", "write_synthetic"]
@@ -90,7 +97,6 @@ _RECIPE = _Recipe()
 _CHUNK = 256
 _LABEL_STRATA = ("ethnicity", "race", "gender", "language", "maritalstatus")
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-_CSV_USE = {"train": "training", "val": "validation", "test": "test"}
 
 
 def _quotas(n: int, shares: dict[int, float], *, at_least_one: bool) -> dict[int, int]:
@@ -217,7 +223,7 @@ def _write_all(folder: Path, n: int, seed: int, image_size: int) -> None:
             _write_npz(folder / SPLIT_FOLDERS[split] / name, arrays)
             row = {"filename": name, "age": ages[i], "note": note, "gpt4_summary": "synthetic subject."}
             row |= {a: ATTRIBUTE_VALUES[a][values[a]].lower() for a in ATTRIBUTES}
-            rows.append(row | {"glaucoma": "yes" if values["glaucoma"] else "no", "use": _CSV_USE[split]})
+            rows.append(row | {"glaucoma": "yes" if values["glaucoma"] else "no", "use": CSV_USE[split]})
     columns = ["filename", "age", "gender", "race", "ethnicity", "language", "maritalstatus", "note"]
     table = pd.DataFrame(rows, columns=[*columns, "gpt4_summary", "glaucoma", "use"])
     table.to_csv(folder / SUMMARY_CSV, index=False, lineterminator="\n")
@@ -271,8 +277,7 @@ def write_synthetic(out: str | Path, n: int = 2400, seed: int = 0, image_size: i
 
 def synthetic_cache_dir() -> Path:
     """``$FAIRSEARCH_CACHE/synthetic`` or ``~/.cache/fairsearch/synthetic``."""
-    root = os.environ.get("FAIRSEARCH_CACHE") or Path.home() / ".cache" / "fairsearch"
-    return Path(root).expanduser() / "synthetic"
+    return cache_root("synthetic")
 
 
 def builtin_synthetic(n: int = 2400, seed: int = 0, image_size: int = 112) -> Path:

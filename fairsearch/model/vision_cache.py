@@ -31,6 +31,7 @@ import torch
 from filelock import FileLock
 from torch import Tensor
 
+from fairsearch.cache import cache_root
 from fairsearch.model.backbone import Backbone
 from fairsearch.model.inputs import InputBuilder
 
@@ -61,8 +62,7 @@ class ImageSplit(Protocol):
 
 def default_cache_root() -> Path:
     """``$FAIRSEARCH_CACHE/vision``, else ``~/.cache/fairsearch/vision``."""
-    base = os.environ.get("FAIRSEARCH_CACHE") or "~/.cache/fairsearch"
-    return Path(base).expanduser() / "vision"
+    return cache_root("vision")
 
 
 class SplitEmbeddings:
