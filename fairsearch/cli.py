@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write an HTML report with Pareto plots and per-group views")
     report.add_argument("folder", help="results/<name>")
-    report.add_argument("--out", help="report folder (default: <folder>/report)")
+    report.add_argument(
+        "--out", help="the HTML file to write, its PNGs beside it (default: <folder>/report.html)"
+    )
 
     data = sub.add_parser("data", help="inspect a dataset or write the synthetic one")
     data_sub = data.add_subparsers(dest="data_command", required=True)

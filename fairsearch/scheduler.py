@@ -483,9 +483,11 @@ def scheduler_from_settings(
         raise FairsearchError("\n".join(problems))
     if name == "none":
         return None
+    from fairsearch.space import OBJECTIVES  # space imports this module inside a function: no cycle
+
     return MOASHAScheduler(
-        metrics=("acc", "max_acc_gap"),
-        modes=("max", "min"),
+        metrics=tuple(metric for metric, _ in OBJECTIVES),
+        modes=tuple(mode for _, mode in OBJECTIVES),
         time_attr=time_attr,
         max_t=max_epochs,
         grace_period=grace,

@@ -334,6 +334,7 @@ def run_sweep(
     if "://" not in storage_root:
         storage_root = str(Path(storage_root).resolve())
     experiment = f"{storage_root.rstrip('/')}/{spec.name}"
+    optuna_url = optuna_storage or spec.optuna_storage or f"sqlite:///{results_dir / 'optuna.db'}"
 
     _check_inputs(spec)
     resuming = _prepare_folder(spec, results_dir, experiment, restart)
@@ -377,7 +378,7 @@ def run_sweep(
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=_searcher(spec, results_dir, optuna_storage),
+                search_alg=_searcher(spec, optuna_url),
                 scheduler=scheduler,
                 num_samples=spec.trials,
                 max_concurrent_trials=spec.concurrency,
@@ -395,9 +396,7 @@ def run_sweep(
     tuner.fit()
     outcome = _outcome(results_dir, spec)
     if not outcome.unfinished:
-        _fail_orphans(
-            spec.name, optuna_storage or spec.optuna_storage or f"sqlite:///{results_dir / 'optuna.db'}"
-        )
+        _fail_orphans(spec.name, optuna_url)
     return outcome
 
 
@@ -413,9 +412,8 @@ def _fail_orphans(study_name: str, url: str) -> None:
         logger.info("Optuna trial %d was suggested but never run (driver killed): marked FAIL", orphan.number)
 
 
-def _searcher(spec: SweepSpec, results_dir: Path, optuna_storage: str | None) -> OptunaSearch:
+def _searcher(spec: SweepSpec, url: str) -> OptunaSearch:
     """Optuna's multi-objective searcher over the space's define-by-run function, in durable storage."""
-    url = optuna_storage or spec.optuna_storage or f"sqlite:///{results_dir / 'optuna.db'}"
     return OptunaSearch(
         space=spec.define_by_run(),
         metric=[m for m, _ in OBJECTIVES],
