@@ -34,8 +34,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fairsearch.errors import FairsearchError
-from fairsearch.pareto import hypervolume, pareto_mask
-from fairsearch.results import DIRECTIONS, OBJECTIVES, REFERENCE, read_results
+from fairsearch.pareto import hypervolume
+from fairsearch.results import DIRECTIONS, OBJECTIVES, REFERENCE, fmt_ci, fmt_pct, read_results
 
 __all__ = ["ACC_TOLERANCE", "Comparison", "compare_to_vanilla", "write_report"]
 
@@ -73,10 +73,6 @@ class Comparison:
     best_fair: pd.Series | None
     reduction_pct: float | None
     sentence: str
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None or pd.isna(value) else f"{100 * float(value):.1f}"
 
 
 def _method(row: pd.Series) -> str:
@@ -124,15 +120,15 @@ def compare_to_vanilla(trials: pd.DataFrame, tolerance: float = ACC_TOLERANCE) -
         rows = rows.sort_values([GAP, ACC, "number"], ascending=[True, False, True])
         fair[method] = rows.iloc[0] if len(rows) else None
     found = [row for row in fair.values() if row is not None]
-    v_desc = f"vanilla (trial {vanilla['number']}: accuracy {_pct(vanilla[ACC])} %, MaxAccGap {_pct(vanilla[GAP])} %)"
+    v_desc = f"vanilla (trial {vanilla['number']}: accuracy {fmt_pct(vanilla[ACC])} %, MaxAccGap {fmt_pct(vanilla[GAP])} %)"
     if not found:
         sentence = (
             f"No fair trial reaches within {100 * tolerance:g} point of the best {v_desc}; "
-            f"the most accurate fair trial has {_pct(fair_rows[ACC].max())} %."
+            f"the most accurate fair trial has {fmt_pct(fair_rows[ACC].max())} %."
         )
         return Comparison(vanilla, fair, None, None, sentence)
     best = min(found, key=lambda r: (float(r[GAP]), -float(r[ACC]), int(r["number"])))
-    b_desc = f"{_method(best)} (trial {best['number']}: accuracy {_pct(best[ACC])} %, MaxAccGap {_pct(best[GAP])} %)"
+    b_desc = f"{_method(best)} (trial {best['number']}: accuracy {fmt_pct(best[ACC])} %, MaxAccGap {fmt_pct(best[GAP])} %)"
     v_gap = float(vanilla[GAP])
     if v_gap <= 0:
         sentence = f"The best {v_desc} already has no gap; the best fair trial is {b_desc}."
@@ -281,7 +277,7 @@ def _group_figure(members: pd.DataFrame, grouping: str, groups: list[str]) -> Fi
     for i, (_, row) in enumerate(members.iterrows()):
         accs = [100 * float(row.get(f"val/acc/{grouping}/{g}", np.nan)) for g in groups]
         gap = row.get(f"val/max_acc_gap/{grouping}", np.nan)
-        label = f"trial {row['number']} {_method(row)} (acc {_pct(row[ACC])}, gap here {_pct(gap)})"
+        label = f"trial {row['number']} {_method(row)} (acc {fmt_pct(row[ACC])}, gap here {fmt_pct(gap)})"
         x = np.arange(len(groups)) + (i - (len(members) - 1) / 2) * width
         bars = ax.bar(x, accs, width, label=label, color=palette[i])
         ax.bar_label(bars, fmt="%.1f", fontsize=6, rotation=90 if len(members) > 3 else 0, padding=2)
@@ -314,11 +310,7 @@ figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: 0.85e
 def _ci(row: pd.Series | None, key: str) -> str:
     if row is None:
         return "-"
-    point = _pct(row.get(f"test/{key}"))
-    low, high = row.get(f"test/{key}_ci_low"), row.get(f"test/{key}_ci_high")
-    if point == "-" or low is None or high is None or pd.isna(low) or pd.isna(high):
-        return point
-    return f"{point} [{_pct(low)}, {_pct(high)}]"
+    return fmt_ci(row, f"test/{key}")
 
 
 def _param(value: Any, name: str) -> str:
@@ -354,8 +346,8 @@ def _front_table(front: pd.DataFrame) -> str:
     for _, row in front.iterrows():
         cells = [str(row["number"]), _method(row), *(_param(row[c], c[len("param/") :]) for c in params)]
         cells += [
-            _pct(row[ACC]),
-            _pct(row[GAP]),
+            fmt_pct(row[ACC]),
+            fmt_pct(row[GAP]),
             _ci(row, "acc"),
             _ci(row, "max_acc_gap"),
             f"{float(row['epochs_done']):g}",
@@ -385,7 +377,9 @@ def _comparison_html(comparison: Comparison, front: pd.DataFrame) -> str:
             "-" if role == "vanilla" or v_gap <= 0 else f"{100 * (v_gap - float(row[GAP])) / v_gap:.1f}"
         )
         lam, w_max = _param(row.get("param/lam"), "lam"), _param(row.get("param/w_max"), "w_max")
-        rows.append([role, str(row["number"]), f"λ={lam}, w_max={w_max}", _pct(row[ACC]), _pct(row[GAP])])
+        rows.append(
+            [role, str(row["number"]), f"λ={lam}, w_max={w_max}", fmt_pct(row[ACC]), fmt_pct(row[GAP])]
+        )
         rows[-1] += [
             reduction,
             _ci(test, "acc"),
@@ -439,10 +433,6 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
     _check_reportable(folder, trials)
     out = Path(out) if out is not None else folder / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if front.empty:  # e.g. a pareto.parquet older than the trials: recompute without test metrics
-        done = _completed(trials)
-        front = done[pareto_mask(done[list(OBJECTIVES)].to_numpy(float), DIRECTIONS)]
-        front = front.sort_values([ACC, GAP], ascending=[False, True])
     progress = _hypervolume_progress(trials)
     figures: list[tuple[str, str, Figure]] = [
         (
@@ -478,7 +468,7 @@ def _page(
     counts = trials["status"].value_counts()
     status = ", ".join(f"{n} {s}" for s, n in counts.sort_index().items())
     unfinished = int(sum(counts.get(s, 0) for s in ("running", "pending", "interrupted")))
-    hv = hypervolume(front[list(OBJECTIVES)].to_numpy(float), DIRECTIONS, REFERENCE) if len(front) else 0.0
+    hv = float(front["hypervolume"].iloc[0]) if len(front) else 0.0  # pareto_frame's, one value per row
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     title = f"fairsearch report: {folder.name}"
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{len(trials)} trials ({html.escape(status)}); {len(front)} on the "

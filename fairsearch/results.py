@@ -57,6 +57,8 @@ __all__ = [
     "STATUSES",
     "TRIALS_FILE",
     "TrialRecord",
+    "fmt_ci",
+    "fmt_pct",
     "format_front",
     "front_hypervolume",
     "pareto_frame",
@@ -79,8 +81,6 @@ DIRECTIONS = FAIRSEARCH_DIRECTIONS
 REFERENCE = FAIRSEARCH_REFERENCE
 SCHEMA_VERSION = "1"
 
-_HEAD = ("trial_id", "number", "status")
-_TAIL = ("epochs_done", "wall_time_s", "error", "checkpoint", "finished_at")
 _TAIL_DTYPES = {
     "epochs_done": "float64",
     "wall_time_s": "float64",
@@ -229,7 +229,8 @@ def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str
         ``test/<metric>`` float64 columns, then ``hypervolume``.
     """
     completed = _completed(trials_df)
-    front = completed[pareto_mask(_objective_points(completed), DIRECTIONS)].copy()
+    points = _objective_points(completed)
+    front = completed[pareto_mask(points, DIRECTIONS)].copy()
     keys = _metric_order(k for tid in front["trial_id"] for k in test_metrics.get(tid, {}))
     columns = {
         f"test/{key}": pd.Series(
@@ -239,7 +240,8 @@ def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str
         )
         for key in keys
     }
-    columns["hypervolume"] = pd.Series(front_hypervolume(trials_df), index=front.index, dtype="float64")
+    hv = hypervolume(points, DIRECTIONS, REFERENCE)  # front_hypervolume, from the points at hand
+    columns["hypervolume"] = pd.Series(hv, index=front.index, dtype="float64")
     front = pd.concat(
         [front, pd.DataFrame(columns, index=front.index)], axis=1
     )  # one insert: no fragmentation
@@ -357,7 +359,7 @@ def write_results(
         "directions": json.dumps(list(DIRECTIONS)),
         "reference": json.dumps(list(REFERENCE)),
     }
-    hv = front_hypervolume(trials_df)
+    hv = float(pareto_df["hypervolume"].iloc[0]) if len(pareto_df) else front_hypervolume(trials_df)
     trials_path = write_parquet_atomic(trials_df, folder / TRIALS_FILE, common)
     pareto_path = write_parquet_atomic(
         pareto_df, folder / PARETO_FILE, {**common, "hypervolume": json.dumps(hv)}
@@ -386,8 +388,9 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         folder: The sweep's results folder (``results/<name>``).
 
     Returns:
-        ``(trials_df, pareto_df)``. When ``pareto.parquet`` is missing (a sweep stopped between the two
-        writes) the front is recomputed from the trials, without test metrics.
+        ``(trials_df, pareto_df)``. When ``pareto.parquet`` is missing, or empty while the trials have
+        completed ones (a sweep stopped between the two writes), the front is recomputed from the
+        trials, without test metrics.
 
     Raises:
         FairsearchError: If ``trials.parquet`` is missing or unreadable.
@@ -398,24 +401,30 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise FairsearchError(f"no results in {folder}: run `fairsearch run --space ...` first")
     trials_df = _read_table(trials_path)
     pareto_path = folder / PARETO_FILE
+    state = "missing"
     if pareto_path.is_file():
-        return trials_df, _read_table(pareto_path)
+        pareto_df = _read_table(pareto_path)
+        if len(pareto_df) or _completed(trials_df).empty:
+            return trials_df, pareto_df
+        state = "empty, older than the trials' completed ones"
     logger.warning(
-        "%s is missing; recomputing the front from %s without test metrics", pareto_path, trials_path
+        "%s is %s; recomputing the front from %s without test metrics", pareto_path, state, trials_path
     )
     return trials_df, pareto_frame(trials_df, {})
 
 
-def _fmt_pct(value: Any) -> str:
+def fmt_pct(value: Any) -> str:
+    """A fraction as a percentage with one decimal (``0.9321`` -> ``93.2``); ``-`` when missing."""
     return "-" if value is None or pd.isna(value) else f"{100 * float(value):.1f}"
 
 
-def _fmt_ci(row: pd.Series, key: str) -> str:
-    point = _fmt_pct(row.get(key))
+def fmt_ci(row: pd.Series, key: str) -> str:
+    """``row[key]`` with its bootstrap interval (``<key>_ci_low``/``_high``): ``93.0 [91.0, 94.8]``."""
+    point = fmt_pct(row.get(key))
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
     if point == "-" or low is None or high is None or pd.isna(low) or pd.isna(high):
         return point
-    return f"{point} [{_fmt_pct(low)}, {_fmt_pct(high)}]"
+    return f"{point} [{fmt_pct(low)}, {fmt_pct(high)}]"
 
 
 def _fmt_param(value: Any, kind: str = "") -> str:
@@ -455,7 +464,6 @@ def format_front(pareto_df: pd.DataFrame) -> str:
     ]
     rows = []
     for _, row in pareto_df.iterrows():
-        test = pd.Series({k[len("test/") :]: v for k, v in row.items() if str(k).startswith("test/")})
         rows.append(
             [
                 str(row["number"]),
@@ -464,10 +472,10 @@ def format_front(pareto_df: pd.DataFrame) -> str:
                 _fmt_param(row.get("param/lam")),
                 _fmt_param(row.get("param/w_max")),
                 _fmt_param(row.get("param/lr"), "lr"),
-                _fmt_pct(row.get("val/acc")),
-                _fmt_pct(row.get("val/max_acc_gap")),
-                _fmt_ci(test, "acc"),
-                _fmt_ci(test, "max_acc_gap"),
+                fmt_pct(row.get("val/acc")),
+                fmt_pct(row.get("val/max_acc_gap")),
+                fmt_ci(row, "test/acc"),
+                fmt_ci(row, "test/max_acc_gap"),
             ]
         )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

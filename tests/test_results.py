@@ -226,6 +226,10 @@ def test_read_results_errors(tmp_path: Path, records: list[TrialRecord]) -> None
     (tmp_path / "s" / PARETO_FILE).unlink()  # stopped between the two writes: recomputed from the trials
     _, front = read_results(tmp_path / "s")
     assert sorted(front["trial_id"]) == ["t000", "t001", "t003", "t004"]
+    # an empty front older than the trials' completed ones (written before them) is recomputed too
+    write_parquet_atomic(front.iloc[:0], tmp_path / "s" / PARETO_FILE, {})
+    _, again = read_results(tmp_path / "s")
+    assert sorted(again["trial_id"]) == ["t000", "t001", "t003", "t004"]
     (tmp_path / "s" / TRIALS_FILE).write_bytes(b"not parquet")
     with pytest.raises(FairsearchError, match=r"cannot read .*trials\.parquet"):
         read_results(tmp_path / "s")
