@@ -8,8 +8,7 @@ Run from the repository root (about 3-5 minutes on 2 cores)::
 A Ray Tune driver asks its ``OptunaSearch`` for one suggestion per new trial: ``study.ask()`` plus the
 define-by-run function (fairsearch's ``SweepSpec.define_by_run``). This script times exactly that on a
 study that already holds N finished trials (maximise ``acc``, minimise ``max_acc_gap``), for each
-sampler fairsearch offers, in fairsearch's own configuration (``fairsearch.sweep.make_sampler`` when it
-imports, else an identical local copy). Studies are filled quickly with ``study.add_trials`` of
+sampler fairsearch offers, in fairsearch's own configuration (``fairsearch.sweep.make_sampler``). Studies are filled quickly with ``study.add_trials`` of
 synthetic ``optuna.trial.create_trial`` results whose objectives depend on the parameters, and a few
 RUNNING trials stand for the trials in flight (TPE's constant liar looks at them).
 
@@ -26,6 +25,7 @@ the default; ``--storage-size`` (1,000) also times TPE on SQLite (what ``fairsea
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -41,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
-# The space of search_spaces/all_methods.yaml, the largest shipped one.
+# The space of search_spaces/all_methods.yaml, the largest shipped one, for the synthetic finished trials;
+# measure() checks that these are the distributions the space's own define-by-run suggests.
+SPACE_FILE = Path(__file__).resolve().parents[1] / "search_spaces" / "all_methods.yaml"
 METHODS = ("vanilla", "fr", "gr", "hybrid")
 RANKS = (8, 16, 32)
 LAM_RANGE = (0.05, 2.0)  # log-uniform
@@ -82,20 +84,30 @@ class Measurement:
     skipped: str | None = None
 
 
+@functools.cache
+def _define_by_run() -> Any:
+    from fairsearch.space import load_space
+
+    return load_space(SPACE_FILE).define_by_run()
+
+
 def suggest(trial: Any) -> dict[str, Any]:
-    """The define-by-run function: fairsearch's space shape (conditional ``lam`` and ``w_max``)."""
-    method = trial.suggest_categorical("method", METHODS)
-    params: dict[str, Any] = {
-        "method": method,
-        "lora_rank": trial.suggest_categorical("lora_rank", RANKS),
-        "lr": trial.suggest_float("lr", *LR_RANGE, log=True),
-        "weight_decay": trial.suggest_categorical("weight_decay", WEIGHT_DECAYS),
+    """The sweep's own define-by-run function for ``all_methods.yaml``; returns the sampled parameters."""
+    _define_by_run()(trial)
+    return dict(trial.params)
+
+
+def _distributions() -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    return {
+        "method": CategoricalDistribution(METHODS),
+        "lora_rank": CategoricalDistribution(RANKS),
+        "lr": FloatDistribution(*LR_RANGE, log=True),
+        "weight_decay": CategoricalDistribution(WEIGHT_DECAYS),
+        "lam": FloatDistribution(*LAM_RANGE, log=True),
+        "w_max": FloatDistribution(*W_MAX_RANGE),
     }
-    if method in ("fr", "hybrid"):
-        params["lam"] = trial.suggest_float("lam", *LAM_RANGE, log=True)
-    if method in ("gr", "hybrid"):
-        params["w_max"] = trial.suggest_float("w_max", *W_MAX_RANGE)
-    return params
 
 
 def objectives(params: dict[str, Any], rng: np.random.Generator) -> tuple[float, float]:
@@ -115,16 +127,8 @@ def synthetic_trials(n: int, seed: int, *, running: bool = False) -> list[Any]:
     With ``running``, the trials are RUNNING instead (trials in flight: parameters, no values).
     """
     import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    dists = {
-        "method": CategoricalDistribution(METHODS),
-        "lora_rank": CategoricalDistribution(RANKS),
-        "lr": FloatDistribution(*LR_RANGE, log=True),
-        "weight_decay": CategoricalDistribution(WEIGHT_DECAYS),
-        "lam": FloatDistribution(*LAM_RANGE, log=True),
-        "w_max": FloatDistribution(*W_MAX_RANGE),
-    }
+    dists = _distributions()
     rng = np.random.default_rng(seed)
     trials = []
     for i in range(n):
@@ -197,6 +201,9 @@ def measure(
         # One untimed suggestion pays for lazy imports (scipy, torch for GP) and caches.
         warm = study.ask()
         study.tell(warm, list(objectives(suggest(warm), rng)))
+        expected = _distributions()
+        if any(expected[name] != dist for name, dist in warm.distributions.items()):
+            raise RuntimeError(f"the synthetic trials' space differs from {SPACE_FILE}: {warm.distributions}")
 
         times: list[float] = []
         tells: list[float] = []
@@ -374,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
 
-    def measure(sampler: str, n: int, storage: str, cap_s: float = args.cap_s) -> Measurement:
+    def cell(sampler: str, n: int, storage: str, cap_s: float = args.cap_s) -> Measurement:
         return measure_capped(
             sampler, n, storage, repeats=args.repeats, n_running=args.running, cap_s=cap_s, seed=args.seed
         )
@@ -387,20 +394,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reason = f"not run: {previous.skipped} already at {previous.n_finished:,} finished trials"
                 m = Measurement(sampler, n, "memory", skipped=reason)
             else:
-                m = measure(sampler, n, "memory")
+                m = cell(sampler, n, "memory")
             results.append(m)
             previous = m
             _progress(m)
     if args.storage_size > 0:
         for storage in ("sqlite", "journal"):
-            m = measure("tpe", args.storage_size, storage, cap_s=args.cap_s * 2)
+            m = cell("tpe", args.storage_size, storage, cap_s=args.cap_s * 2)
             results.append(m)
             _progress(m)
         if not any(
             r.sampler == "tpe" and r.storage == "memory" and r.n_finished == args.storage_size
             for r in results
         ):
-            m = measure("tpe", args.storage_size, "memory")
+            m = cell("tpe", args.storage_size, "memory")
             results.append(m)
 
     print(f"\nms per suggestion (median of up to {args.repeats}; ask + define-by-run; in-memory storage)\n")
