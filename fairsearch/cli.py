@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fairsearch.results import format_front, read_results
+    from fairsearch.results import format_front
     from fairsearch.sweep import run_sweep
 
     outcome = run_sweep(
@@ -124,8 +124,7 @@ def _run(args: argparse.Namespace) -> int:
         restart=args.restart,
         optuna_storage=args.optuna_storage,
     )
-    _, front = read_results(outcome.results_dir)
-    print(format_front(front))
+    print(format_front(outcome.front))
     print(
         f"{outcome.completed} trials completed, {outcome.failed} failed; "
         f"results in {outcome.results_dir}/trials.parquet and pareto.parquet"

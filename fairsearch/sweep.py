@@ -57,12 +57,14 @@ class SweepOutcome:
         completed: trials that finished (including ones stopped early by the scheduler).
         failed: trials that failed after their retries.
         unfinished: trials left pending or running (an interrupted sweep).
+        front: the validation Pareto front as written to ``pareto.parquet``.
     """
 
     results_dir: Path
     completed: int
     failed: int
     unfinished: int
+    front: pd.DataFrame
 
 
 def tune_trainable(config: dict[str, Any]) -> None:
@@ -509,8 +511,8 @@ def _gpus_per_trial(spec: SweepSpec, cluster_gpus: float, *, joined: bool) -> fl
 
 
 def _outcome(results_dir: Path, spec: SweepSpec) -> SweepOutcome:
-    trials, _ = read_results(results_dir)
+    trials, front = read_results(results_dir)
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     done = int(counts.get("completed", 0) + counts.get("stopped", 0))
     failed = int(counts.get("failed", 0))
-    return SweepOutcome(results_dir, done, failed, max(spec.trials - done - failed, 0))
+    return SweepOutcome(results_dir, done, failed, max(spec.trials - done - failed, 0), front)
