@@ -98,9 +98,10 @@ def tune_reports(experiment: Path) -> dict[str, list[dict[str, Any]]]:
 def assert_each_epoch_trained_once(experiment: Path, epochs: int, *, driver_killed: bool) -> None:
     """Every trial of a finished sweep trained epochs 1..``epochs`` once each, in order.
 
-    Tune's ``result.json`` shows no epoch reported twice. After a driver kill it may lack the report that
-    was in flight (the driver died before saving it), so there the trial's final checkpoint, whose history
-    holds one entry per epoch trained, shows that none was skipped.
+    Tune's ``result.json`` shows no epoch reported twice. After a driver kill it may lack the one report
+    that was in flight (the driver died before logging it, and the trial resumed from that report's
+    checkpoint: see :mod:`fairsearch.resume`), the final one included, so there the trial's final
+    checkpoint, whose history holds one entry per epoch trained, shows that none was skipped.
 
     Args:
         experiment: the experiment folder, ``<storage>/<name>``.
@@ -110,7 +111,8 @@ def assert_each_epoch_trained_once(experiment: Path, epochs: int, *, driver_kill
     for trial_id, rows in tune_reports(experiment).items():
         reported = [int(r["epoch"]) for r in rows]
         if driver_killed:
-            assert reported == sorted(set(reported)) and reported[-1] == epochs, (trial_id, reported)
+            lost = set(range(1, epochs + 1)) - set(reported)
+            assert reported == sorted(set(reported)) and len(lost) <= 1, (trial_id, reported)
         else:
             assert reported == list(range(1, epochs + 1)), (trial_id, reported)
     finals = sorted(experiment.glob("*/checkpoint_*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -193,10 +194,12 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.parametrize("epochs", [3, 2], ids=["mid-trial", "final-epoch"])
 def test_driver_killed_after_tune_deleted_the_named_checkpoint_resumes_from_the_newer(
-    tmp_path: Path,
+    tmp_path: Path, epochs: int
 ) -> None:
-    epochs = 3
+    # killed at epoch 2's checkpoint: with 3 epochs the trial trains epoch 3 on resume; with 2 it has
+    # nothing left to train, and its results must still be those of epoch 2, whose report was lost
     space = write_space(tmp_path, "stale", 1, fixed={"epochs": epochs})
     results = tmp_path / "results"
     killed = subprocess.run(
@@ -219,7 +222,14 @@ def test_driver_killed_after_tune_deleted_the_named_checkpoint_resumes_from_the_
     after = pd.read_parquet(results / "stale" / "trials.parquet")
     assert after["status"].tolist() == ["completed"], after[["status", "error"]].to_string()
     assert after["epochs_done"].tolist() == [epochs]
-    # epoch 3 trained once, after epoch 2, from its checkpoint: one report each, in order
+    # the row holds the final epoch's validation metrics, from the checkpoint when its report was lost
+    (final,) = sorted(trial_dir.glob("checkpoint_*"))
+    last = json.loads((final / "state.json").read_text())["history"][-1]
+    assert last["epoch"] == epochs
+    assert after["val/acc"].iloc[0] == pytest.approx(last["acc"])
+    assert after["val/max_acc_gap"].iloc[0] == pytest.approx(last["max_acc_gap"])
+    # every epoch trained once, in order, from the checkpoint of the one before
     assert_each_epoch_trained_once(results / ".tune" / "stale", epochs, driver_killed=True)
     (rows,) = tune_reports(results / ".tune" / "stale").values()
+    assert [int(r["epoch"]) for r in rows] == ([1, 3] if epochs == 3 else [1])  # epoch 2's report was lost
     assert [int(r["training_iteration"]) for r in rows] == [int(r["epoch"]) for r in rows]
