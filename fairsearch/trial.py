@@ -395,6 +395,7 @@ def _save_checkpoint(
         "epoch": epoch,
         "history": history,
         "config": config.__dict__,
+        "backbone": model.backbone_fingerprint,
         "rng": {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]},
     }
     (folder / STATE_FILE).write_text(json.dumps(state, default=str))
@@ -421,6 +422,11 @@ def _load_checkpoint(
         rng = torch.load(folder / "rng.pt", map_location="cpu", weights_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, AttributeError) as err:
         raise FairsearchError(f"{folder}: not a fairsearch checkpoint ({err})") from None
+    if state.get("backbone") != model.backbone_fingerprint:
+        raise FairsearchError(
+            f"{folder}: trained on backbone {state.get('backbone')}, resumed on {model.backbone_fingerprint} "
+            "(another model, revision or weights file)"
+        )
     if saved_parts != config.reports_per_epoch:
         raise FairsearchError(
             f"{folder}: written with reports_per_epoch {saved_parts}, resumed with {config.reports_per_epoch}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import subprocess
 import sys
@@ -364,7 +363,7 @@ def test_mm_token_type_ids_and_no_cache_reach_the_model(backbone: Backbone, buil
     assert positions[0, 0, image].unique().numel() == 1 and positions[1, 0, image].unique().numel() == 4
 
 
-def test_trainable_state_round_trip(backbone: Backbone, builder: InputBuilder, tmp_path: Path) -> None:
+def test_trainable_state_round_trip(backbone: Backbone, builder: InputBuilder) -> None:
     torch.manual_seed(1)
     classifier = build_classifier(backbone, lora_rank=4, lora_alpha=8)
     batch = builder.collate([fundus(i, 56, 84) for i in range(4)])
@@ -378,30 +377,18 @@ def test_trainable_state_round_trip(backbone: Backbone, builder: InputBuilder, t
         expected = classifier(batch)
     state = classifier.trainable_state_dict()
     assert set(state) == {k for k in state if k.startswith(("lora.", "head."))} and len(state) == 16 + 2
-    classifier.save_trainable(tmp_path / "ckpt")
-    assert json.loads((tmp_path / "ckpt" / "trainable.json").read_text())["lora"]["rank"] == 4
 
-    for load in ("folder", "dict"):
-        torch.manual_seed(2)
-        fresh = build_classifier(load_backbone("tiny"), lora_rank=4, lora_alpha=8).eval()
-        with torch.no_grad():
-            assert not torch.allclose(fresh(batch), expected)
-        if load == "folder":
-            fresh.load_trainable(tmp_path / "ckpt")
-        else:
-            fresh.load_trainable_state_dict(state)
-        with torch.no_grad():
-            assert torch.equal(fresh(batch), expected)
+    torch.manual_seed(2)
+    fresh = build_classifier(load_backbone("tiny"), lora_rank=4, lora_alpha=8).eval()
+    with torch.no_grad():
+        assert not torch.allclose(fresh(batch), expected)
+    fresh.load_trainable_state_dict(state)
+    with torch.no_grad():
+        assert torch.equal(fresh(batch), expected)
 
     other = build_classifier(load_backbone("tiny"), lora_rank=8, lora_alpha=8)
-    with pytest.raises(
-        FairsearchError, match=r"holds LoRA rank 4, alpha 8.0; this classifier has rank 8, alpha 8.0"
-    ):
-        other.load_trainable(tmp_path / "ckpt")
     with pytest.raises(ValueError, match="does not fit this classifier"):
         other.load_trainable_state_dict(state)
-    with pytest.raises(FairsearchError, match=r"has no trainable\.safetensors"):
-        other.load_trainable(tmp_path)
 
 
 # --- the paper's 7B architecture on the meta device --------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fairsearch.trial as trial_module
-from fairsearch.checkpoint import MANIFEST_FILE, TEST_METRICS_FILE, complete_checkpoint_state
+from fairsearch.checkpoint import MANIFEST_FILE, STATE_FILE, TEST_METRICS_FILE, complete_checkpoint_state
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.space import TrialConfig
@@ -58,6 +58,16 @@ def test_resumed_trial_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert [m["epoch"] for m in resumed.metrics] == [2.0]  # epoch 1 is not run again
     for key in ("acc", "max_acc_gap", "loss", "train_loss", "auc"):
         assert resumed.metrics[0][key] == pytest.approx(straight.metrics[1][key], abs=1e-5), key
+
+    # an adapter trained on other backbone weights is not resumed on these
+    state_file = tmp_path / "ckpt" / STATE_FILE
+    state = json.loads(state_file.read_text())
+    assert state["backbone"].startswith("tiny:")
+    state_file.write_text(json.dumps({**state, "backbone": "tiny:0000000000000000"}))
+    with pytest.raises(
+        FairsearchError, match=r"trained on backbone tiny:0{16}, resumed on tiny:[0-9a-f]{16}"
+    ):
+        run_trial(config, report=_Collect(), resume_from=tmp_path / "ckpt")
 
 
 def _check_manifest(checkpoint: Path, scratch: Path) -> None:

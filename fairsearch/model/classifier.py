@@ -7,22 +7,17 @@ hidden state of the last non-padding token (first-token pooling collapses).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from fairsearch.errors import FairsearchError
 from fairsearch.model.backbone import Backbone
 
 __all__ = [
@@ -42,8 +37,6 @@ logger = logging.getLogger(__name__)
 LORA_TARGET_MODULES = r".*language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
 #: Logit 0 = no glaucoma, logit 1 = glaucoma.
 NUM_CLASSES = 2
-_WEIGHTS_FILE = "trainable.safetensors"
-_META_FILE = "trainable.json"
 
 
 @dataclass(frozen=True)
@@ -194,54 +187,6 @@ class GlaucomaClassifier(nn.Module):
         self.head.load_state_dict(
             {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
         )
-
-    def save_trainable(self, folder: str | Path) -> Path:
-        """Write the trainable weights and LoRA settings to a folder (atomically per file).
-
-        Args:
-            folder: Created if missing; holds ``trainable.safetensors`` and ``trainable.json``.
-
-        Returns:
-            The folder.
-        """
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {"lora": asdict(self.lora), "backbone": self.backbone_fingerprint}
-        weights_tmp = folder / f".{_WEIGHTS_FILE}.{os.getpid()}.tmp"
-        save_file(self.trainable_state_dict(), str(weights_tmp), metadata={"format": "pt"})
-        os.replace(weights_tmp, folder / _WEIGHTS_FILE)
-        meta_tmp = folder / f".{_META_FILE}.{os.getpid()}.tmp"
-        meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(meta_tmp, folder / _META_FILE)
-        return folder
-
-    def load_trainable(self, folder: str | Path) -> None:
-        """Load weights written by `save_trainable` into this classifier.
-
-        Args:
-            folder: A folder written by `save_trainable`.
-
-        Raises:
-            FairsearchError: The folder lacks the files, or was saved with other LoRA settings.
-        """
-        folder = Path(folder)
-        if not (folder / _WEIGHTS_FILE).is_file() or not (folder / _META_FILE).is_file():
-            raise FairsearchError(f"checkpoint folder '{folder}' has no {_WEIGHTS_FILE} and {_META_FILE}")
-        meta = json.loads((folder / _META_FILE).read_text())
-        saved = LoraSettings(**meta["lora"])
-        if (saved.rank, saved.alpha) != (self.lora.rank, self.lora.alpha):
-            raise FairsearchError(
-                f"checkpoint '{folder}' holds LoRA rank {saved.rank}, alpha {saved.alpha}; this classifier "
-                f"has rank {self.lora.rank}, alpha {self.lora.alpha}"
-            )
-        if meta.get("backbone") != self.backbone_fingerprint:
-            logger.warning(
-                "checkpoint %s was trained on backbone %s, loading into %s",
-                folder,
-                meta.get("backbone"),
-                self.backbone_fingerprint,
-            )
-        self.load_trainable_state_dict(load_file(str(folder / _WEIGHTS_FILE)))
 
 
 def last_token_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
