@@ -9,6 +9,7 @@ elsewhere on the machine never joins a test cluster by accident.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -43,7 +44,8 @@ def ray_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     """The environment of the test process, its Ray nodes and the sweep subprocesses.
 
     ``RAY_TMPDIR`` is a short private folder (Ray's socket paths must stay under ~107 characters, which
-    pytest's ``tmp_path`` can exceed); it is removed afterwards.
+    pytest's ``tmp_path`` can exceed); it is removed afterwards, its Ray logs kept in
+    ``tmp_path/ray-logs`` for a failure's post-mortem (pytest keeps the last runs' ``tmp_path``).
     """
     ray_tmp = Path(tempfile.mkdtemp(prefix="fsray", dir="/tmp"))
     settings = {
@@ -63,6 +65,9 @@ def ray_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
         time.sleep(0.5)
     for proc in left:  # only this test's own processes; reported as a failure below
         proc.kill()
+    for logs in ray_tmp.glob("**/session_2*/logs"):
+        with contextlib.suppress(shutil.Error, OSError):  # a file that vanished mid-copy: keep the rest
+            shutil.copytree(logs, tmp_path / "ray-logs" / logs.parent.name)
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert not left, f"processes left behind: {[(p.pid, p.name()) for p in left]}"
 
