@@ -95,6 +95,16 @@ def tune_reports(experiment: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def assert_reported_once(trial_id: str, reported: list[int], epochs: int, *, driver_killed: bool) -> None:
+    """A trial's reported epochs are 1..``epochs``, each once and in order; after a driver kill one of
+    them may be missing (see :func:`assert_each_epoch_trained_once`)."""
+    if driver_killed:
+        lost = set(range(1, epochs + 1)) - set(reported)
+        assert reported == sorted(set(reported)) and len(lost) <= 1, (trial_id, reported)
+    else:
+        assert reported == list(range(1, epochs + 1)), (trial_id, reported)
+
+
 def assert_each_epoch_trained_once(experiment: Path, epochs: int, *, driver_killed: bool) -> None:
     """Every trial of a finished sweep trained epochs 1..``epochs`` once each, in order.
 
@@ -109,12 +119,7 @@ def assert_each_epoch_trained_once(experiment: Path, epochs: int, *, driver_kill
         driver_killed: the sweep was resumed after a SIGKILL of its driver.
     """
     for trial_id, rows in tune_reports(experiment).items():
-        reported = [int(r["epoch"]) for r in rows]
-        if driver_killed:
-            lost = set(range(1, epochs + 1)) - set(reported)
-            assert reported == sorted(set(reported)) and len(lost) <= 1, (trial_id, reported)
-        else:
-            assert reported == list(range(1, epochs + 1)), (trial_id, reported)
+        assert_reported_once(trial_id, [int(r["epoch"]) for r in rows], epochs, driver_killed=driver_killed)
     finals = sorted(experiment.glob("*/checkpoint_*"))
     assert finals, f"no checkpoint under {experiment}"
     for folder in finals:

@@ -24,7 +24,14 @@ from typing import Any
 import pandas as pd
 import psutil
 import pytest
-from sweep_helpers import assert_each_epoch_trained_once, run_command, start_sweep, tune_reports, write_space
+from sweep_helpers import (
+    assert_each_epoch_trained_once,
+    assert_reported_once,
+    run_command,
+    start_sweep,
+    tune_reports,
+    write_space,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -181,13 +188,9 @@ def _assert_resumed(rows: list[dict[str, Any]], old_pid: int, *, driver_killed: 
     that was the final epoch's, the trial resumed with nothing left to train and reported nothing more.
     """
     epochs = [int(r["epoch"]) for r in rows]
-    if driver_killed:
-        lost = set(range(1, EPOCHS + 1)) - set(epochs)
-        assert epochs == sorted(set(epochs)) and len(lost) <= 1, rows
-        if lost == {EPOCHS} and _restart(rows) is None:
-            return  # its training is checked on its checkpoint by assert_each_epoch_trained_once
-    else:
-        assert epochs == list(range(1, EPOCHS + 1)), rows  # none repeated, none skipped
+    assert_reported_once(rows[0]["trial_id"], epochs, EPOCHS, driver_killed=driver_killed)
+    if driver_killed and EPOCHS not in epochs and _restart(rows) is None:
+        return  # its training is checked on its checkpoint by assert_each_epoch_trained_once
     restart = _restart(rows)
     assert restart is not None, f"no restart from a checkpoint: {rows}"
     assert int(rows[restart]["training_iteration"]) == int(rows[restart]["epoch"]) > 1, rows
