@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, cast
 
 STATE_FILE = "state.json"
-"""``epoch`` (float), ``history`` (one validation report per report so far) and the trial's config."""
+"""``epoch`` (float), ``history`` (one validation report per report so far), the trial's config and
+``backbone`` (the fingerprint of the weights it was trained on)."""
 TEST_METRICS_FILE = "test_metrics.json"
 """The test split's flat metrics; read for the Pareto front only (never reported to Tune)."""
 MANIFEST_FILE = "manifest.json"
