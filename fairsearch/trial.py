@@ -415,6 +415,16 @@ def _load_checkpoint(
     try:
         state = json.loads((folder / STATE_FILE).read_text())
         saved_parts = int(state["config"].get("reports_per_epoch", 1))
+        # refused before any weights or optimizer state are read (a 7B adapter's AdamW state is large)
+        if state.get("backbone") != model.backbone_fingerprint:
+            raise FairsearchError(
+                f"{folder}: trained on backbone {state.get('backbone')}, resumed on "
+                f"{model.backbone_fingerprint} (another model, revision or weights file)"
+            )
+        if saved_parts != config.reports_per_epoch:
+            raise FairsearchError(
+                f"{folder}: written with reports_per_epoch {saved_parts}, resumed with {config.reports_per_epoch}"
+            )
         model.load_trainable_state_dict(
             torch.load(folder / "trainable.pt", map_location="cpu", weights_only=True)
         )
@@ -422,15 +432,6 @@ def _load_checkpoint(
         rng = torch.load(folder / "rng.pt", map_location="cpu", weights_only=True)
     except (OSError, ValueError, KeyError, RuntimeError, AttributeError) as err:
         raise FairsearchError(f"{folder}: not a fairsearch checkpoint ({err})") from None
-    if state.get("backbone") != model.backbone_fingerprint:
-        raise FairsearchError(
-            f"{folder}: trained on backbone {state.get('backbone')}, resumed on {model.backbone_fingerprint} "
-            "(another model, revision or weights file)"
-        )
-    if saved_parts != config.reports_per_epoch:
-        raise FairsearchError(
-            f"{folder}: written with reports_per_epoch {saved_parts}, resumed with {config.reports_per_epoch}"
-        )
     optimizer.load_state_dict(opt["optimizer"])
     schedule.load_state_dict(opt["schedule"])
     version, internal, gauss = state["rng"]["python"]
