@@ -10,7 +10,9 @@ fails the trial: "Could not recover from checkpoint as it does not exist on stor
 newest *complete* checkpoint on storage (see :func:`fairsearch.checkpoint.complete_checkpoint_state`), with
 Tune's view of the trial (its iteration count, its last result) brought up to that checkpoint's epoch.
 The report of that epoch died with the driver, so Tune's ``result.json`` lacks it, and MO-ASHA judges the
-trial by its next report instead.
+trial by its next report instead. The same window in reverse (Tune logged a report, then the sweep was
+interrupted before it registered the report's checkpoint) is repaired too: the trial goes on from that
+checkpoint rather than training and reporting the epoch again.
 """
 
 from __future__ import annotations
@@ -56,11 +58,14 @@ class CheckpointRepair(tune.Callback):
 
 
 def repair_trial(trial: Any) -> bool:
-    """Makes an unfinished Tune trial whose named checkpoint is gone resume from its newest complete one.
+    """Makes an unfinished Tune trial resume from its newest complete checkpoint that Tune should use.
 
-    A trial whose named checkpoint still exists is left to Tune, even when a newer checkpoint lies beside
-    it (the driver died before it received that epoch's report): Tune trains that epoch again, exactly
-    as before (see :mod:`fairsearch.trial`), so that the scheduler and Tune's log see its report.
+    - Its named checkpoint is gone (deleted before a driver kill): the newest complete one on storage.
+    - Its named checkpoint exists (or none is named) but a newer complete one lies beside it whose epoch
+      Tune has already seen reported (a Ctrl-C or kill between the report and Tune's registering its
+      checkpoint): that one, so that the epoch is neither trained nor reported twice.
+    - A newer checkpoint whose report never reached Tune is not used: Tune trains that epoch again,
+      exactly as before (see :mod:`fairsearch.trial`), so that the scheduler and Tune's log see it.
 
     Args:
         trial: a restored ``ray.tune.experiment.Trial``, not yet started.
@@ -68,39 +73,50 @@ def repair_trial(trial: Any) -> bool:
     Returns:
         True when the trial now resumes from another checkpoint than the snapshot named.
     """
+    if str(trial.status) == "TERMINATED":
+        return False
     named = trial.checkpoint
-    if str(trial.status) == "TERMINATED" or named is None:
-        return False
     fs = trial.storage.storage_filesystem
-    if _exists(fs, named.path):
-        return False
+    named_exists = named is not None and _exists(fs, named.path)
+    last = dict(trial.last_result or {})
+    reported = float(last.get("epoch", 0.0) or 0.0)
     from ray.train._internal.session import _TrainingResult
 
     for index, path in _checkpoint_dirs(fs, trial.storage.trial_fs_path):
+        if named_exists and path.rsplit("/", 1)[-1] == named.path.rstrip("/").rsplit("/", 1)[-1]:
+            return False  # no newer checkpoint to take: Tune resumes from the one it named
         state = complete_checkpoint_state(fs, path)
         if state is None:  # cut short by the kill, or written before checkpoints had a manifest
             logger.warning("trial %s: skipping %s, not a complete fairsearch checkpoint", trial, path)
             continue
         epoch = float(state["epoch"])
-        last = dict(trial.last_result or {})
+        if (named is None or named_exists) and epoch > reported + 1e-9:
+            continue  # its report never reached Tune: Tune trains that part again, for the scheduler to see
         metrics = {**(state["history"][-1] if state["history"] else {}), "epoch": epoch}
         metrics["training_iteration"] = len(state["history"])  # one history entry per report
         if "time_total_s" in last:
             metrics["time_total_s"] = last["time_total_s"]
-        fs.create_dir(named.path)  # Tune deletes the checkpoint this one replaces: a folder, not a traceback
+        if named is not None and not named_exists:
+            fs.create_dir(
+                named.path
+            )  # Tune deletes the checkpoint this one replaces: a folder, not a traceback
         trial.on_checkpoint(_TrainingResult(checkpoint=tune.Checkpoint(path, filesystem=fs), metrics=metrics))
         trial.storage.current_checkpoint_index = index + 1  # the next checkpoint goes after this one
         if float(last.get("epoch", 0.0) or 0.0) < epoch:
             trial.update_last_result({**last, **metrics})
         logger.info(
-            "trial %s resumes from %s (epoch %g): the experiment snapshot named %s, deleted before the "
-            "driver was killed",
+            "trial %s resumes from %s (epoch %g): the experiment snapshot named %s, %s",
             trial,
             path,
             epoch,
-            named.path,
+            None if named is None else named.path,
+            "saved before that epoch's report"
+            if named_exists or named is None
+            else "deleted before the driver was killed",
         )
         return True
+    if named is None or named_exists:
+        return False
     logger.warning(
         "trial %s: its checkpoint %s is gone and no complete one is left in %s; Tune will fail it",
         trial,
