@@ -214,7 +214,8 @@ def hypervolume_curve(reports: Sequence[dict[str, Any]]) -> tuple[CurvePoint, ..
     Returns:
         One point per report.
     """
-    from fairsearch.pareto import FAIRSEARCH_DIRECTIONS, FAIRSEARCH_REFERENCE, hypervolume
+    from fairsearch.config import objective_directions, objective_reference
+    from fairsearch.pareto import hypervolume
 
     latest: dict[str, tuple[float, float]] = {}
     points = []
@@ -222,7 +223,7 @@ def hypervolume_curve(reports: Sequence[dict[str, Any]]) -> tuple[CurvePoint, ..
     for k, report in enumerate(reports, start=1):
         latest[report["trial_id"]] = (report["acc"], report["max_acc_gap"])
         values = np.array(list(latest.values()), dtype=np.float64)
-        hv = hypervolume(values, FAIRSEARCH_DIRECTIONS, FAIRSEARCH_REFERENCE)
+        hv = hypervolume(values, objective_directions(), objective_reference())
         points.append(CurvePoint(epochs=k, seconds=report["time"] - t0, hypervolume=float(hv)))
     return tuple(points)
 

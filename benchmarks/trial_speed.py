@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fairsearch.space import TrialConfig
+from fairsearch.config import TrialConfig
 from fairsearch.trial import TrialResult, run_trial
 
 

@@ -2,8 +2,9 @@
 
 Pure numpy/torch/scikit-learn. A *grouping* assigns each sample a group id from the attribute domains
 (``"race"`` or the intersection ``"race*gender"``); id −1 means "excluded from every group". The training
-losses follow Gu et al. 2025: ``vanilla`` (cross-entropy), ``fr`` (CE + λ·soft MaxAccGap), ``gr``
-(group-weighted CE with w_s = min(N/|D_s|, w_max)) and ``hybrid`` (weighted CE + λ·soft MaxAccGap).
+losses follow Gu et al. 2025 (the methods are registered in :data:`fairsearch.config.METHODS`):
+``vanilla`` (cross-entropy), ``fr`` (CE + λ·soft MaxAccGap), ``gr`` (group-weighted CE with
+w_s = min(N/|D_s|, w_max)) and ``hybrid`` (weighted CE + λ·soft MaxAccGap).
 The metrics of a whole split (AUC, ES-AUC, bootstrap intervals) are in :mod:`fairsearch.metrics`.
 """
 
@@ -21,15 +22,15 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 
+from fairsearch.config import METHODS
 from fairsearch.errors import FairsearchError
 
 __all__ = [
-    "METHODS", "UNKNOWN", "GroupAccuracy", "Grouping", "check_method", "encode_groups", "fairness_loss",
-    "group_weights", "max_acc_gap", "soft_max_acc_gap",
+    "UNKNOWN", "GroupAccuracy", "Grouping", "encode_groups", "fairness_loss", "group_weights", "max_acc_gap",
+    "soft_max_acc_gap",
 ]  # fmt: skip
 
 UNKNOWN = "unknown"
-METHODS = ("vanilla", "fr", "gr", "hybrid")
 
 
 # --------------------------------------------------------------------------------------------- groupings
@@ -289,36 +290,6 @@ def group_weights(counts: ArrayLike, w_max: float) -> torch.Tensor:
     return torch.as_tensor(np.minimum(w, w_max), dtype=torch.float32)
 
 
-def _method_problems(method: Any, lam: Any) -> list[str]:
-    problems = []
-    if not isinstance(method, str) or method not in METHODS:
-        problems.append(f"method: {method!r} is not one of {list(METHODS)}")
-    lam_problem = _bound_problem("lam", lam, 0.0)
-    if lam_problem:
-        problems.append(lam_problem)
-    return problems
-
-
-def check_method(method: str, lam: float, w_max: float) -> None:
-    """Validate a method configuration; every problem is reported, one per line.
-
-    Args:
-        method: one of ``METHODS``.
-        lam: λ, the weight of the soft MaxAccGap (finite, ≥ 0; unused by vanilla and gr).
-        w_max: the weight clip (finite, ≥ 1; unused by vanilla and fr).
-
-    Raises:
-        FairsearchError: e.g. ``method: 'grr' is not one of ['vanilla', 'fr', 'gr', 'hybrid']``,
-            ``lam: -0.5 must be >= 0``, ``w_max: 0.5 must be >= 1``.
-    """
-    problems = _method_problems(method, lam)
-    w_problem = _bound_problem("w_max", w_max, 1.0)
-    if w_problem:
-        problems.append(w_problem)
-    if problems:
-        raise FairsearchError("\n".join(problems))
-
-
 def fairness_loss(
     method: str,
     logits: torch.Tensor,
@@ -328,7 +299,8 @@ def fairness_loss(
     lam: float = 0.0,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Training loss of one of the four methods.
+    """Training loss of a method of :data:`fairsearch.config.METHODS`: cross-entropy, group-weighted when
+    the method ``uses_weights``, plus λ · ``soft_max_acc_gap`` when it ``uses_lam``.
 
     - ``vanilla``: mean cross-entropy.
     - ``fr``: mean CE + λ · ``soft_max_acc_gap``.
@@ -337,7 +309,7 @@ def fairness_loss(
     - ``hybrid``: the ``gr`` loss + λ · ``soft_max_acc_gap``.
 
     Args:
-        method: one of ``METHODS``.
+        method: a key of ``METHODS``.
         logits: ``[N, C]`` class logits (half precision is computed in float32).
         labels: ``[N]`` int64 true classes.
         groups: ``[N]`` int group ids of the optimised grouping; −1 = excluded.
@@ -348,16 +320,19 @@ def fairness_loss(
         Scalar loss tensor.
 
     Raises:
-        FairsearchError: unknown method or invalid λ (the same messages as ``check_method``).
-        ValueError: bad shapes, an empty batch, or ``gr``/``hybrid`` without a valid ``weights`` table.
+        ValueError: an unknown method, λ < 0, bad shapes, an empty batch, or ``gr``/``hybrid`` without a
+            valid ``weights`` table. (Settings from users are validated where they enter, by
+            ``fairsearch.config.TrialConfig``; these are a caller's mistakes.)
     """
-    problems = _method_problems(method, lam)
-    if problems:
-        raise FairsearchError("\n".join(problems))
+    spec = METHODS.get(method)
+    if spec is None:
+        raise ValueError(f"method {method!r} is not one of {list(METHODS)}")
+    if not lam >= 0:
+        raise ValueError(f"lam must be >= 0, got {lam!r}")
     _check_batch(logits, labels, groups)
     x = _as_float(logits)
     ce = F.cross_entropy(x, labels.long(), reduction="none")
-    if method in ("gr", "hybrid"):
+    if spec.uses_weights:
         if weights is None:
             raise ValueError(
                 f"method {method!r} needs weights: pass weights=group_weights(train counts, w_max)"
@@ -369,6 +344,6 @@ def fairness_loss(
         base = (w * ce).mean()
     else:
         base = ce.mean()
-    if method in ("fr", "hybrid"):
+    if spec.uses_lam:
         return base + lam * soft_max_acc_gap(x, labels, groups)
     return base

@@ -2,8 +2,8 @@
 
 Every function takes the objective values as an array ``points[N, D]`` (one row per candidate, one
 column per objective) and one direction per column, ``"max"`` or ``"min"``; the directions are handled
-here, so callers never flip signs themselves. fairsearch's objectives are ``(acc, max_acc_gap)`` with
-directions ``("max", "min")`` and the hypervolume reference point ``(0.0, 1.0)``.
+here, so callers never flip signs themselves. fairsearch's own objectives, directions and reference
+point are in :data:`fairsearch.config.OBJECTIVES`.
 
 A row holding a NaN (a failed or unfinished trial) is never on a front: it is left out of every
 comparison and placed after all the valid rows (see each function).
@@ -18,13 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import moocore
 import numpy as np
 from numpy.typing import ArrayLike
-from optuna._hypervolume import compute_hypervolume
 
 __all__ = [
-    "FAIRSEARCH_DIRECTIONS",
-    "FAIRSEARCH_REFERENCE",
     "Direction",
     "crowding_distance",
     "hypervolume",
@@ -33,12 +31,6 @@ __all__ = [
 ]
 
 Direction = Literal["max", "min"]
-
-FAIRSEARCH_DIRECTIONS: tuple[Direction, Direction] = ("max", "min")
-"""Directions of fairsearch's objectives ``(acc, max_acc_gap)``."""
-
-FAIRSEARCH_REFERENCE: tuple[float, float] = (0.0, 1.0)
-"""Hypervolume reference point for ``(acc, max_acc_gap)``: the worst possible value of each."""
 
 
 def _to_losses(points: ArrayLike, directions: Sequence[Direction]) -> np.ndarray:
@@ -204,10 +196,9 @@ def crowding_distance(points: ArrayLike, directions: Sequence[Direction]) -> np.
 
 
 def hypervolume(points: ArrayLike, directions: Sequence[Direction], reference: ArrayLike) -> float:
-    """Hypervolume dominated by ``points`` and bounded by ``reference``, via Optuna's exact WFG code.
+    """Hypervolume dominated by ``points`` and bounded by ``reference``, exact, via ``moocore``.
 
-    Max objectives are negated (with the reference) to feed ``optuna._hypervolume.compute_hypervolume``,
-    which minimises. Rows that do not dominate-or-equal the reference in every objective, and rows
+    Max objectives are negated (with the reference) to feed ``moocore.hypervolume``, which minimises. Rows that do not dominate-or-equal the reference in every objective, and rows
     holding a NaN, contribute nothing. Dominated rows may be passed; they add nothing either.
 
     Args:
@@ -229,4 +220,4 @@ def hypervolume(points: ArrayLike, directions: Sequence[Direction], reference: A
     counted = _valid_rows(losses) & np.all(losses <= ref, axis=1)
     if not counted.any():
         return 0.0
-    return float(compute_hypervolume(losses[counted], ref))
+    return float(moocore.hypervolume(losses[counted], ref=ref))

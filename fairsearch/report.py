@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from fairsearch.config import METHODS
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import hypervolume
 from fairsearch.results import DIRECTIONS, OBJECTIVES, REFERENCE, fmt_ci, fmt_pct, read_results
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 ACC_TOLERANCE = 0.01
 """A fair trial counts as "equal-or-better accuracy" when within this much (one point) of vanilla's."""
-FAIR_METHODS = ("fr", "gr", "hybrid")
+FAIR_METHODS = tuple(name for name, spec in METHODS.items() if spec.is_fair)
 METHOD_COLOURS = {"vanilla": "#7f7f7f", "fr": "#1f77b4", "gr": "#ff7f0e", "hybrid": "#2ca02c"}
 EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
 MAX_MEMBERS_PER_CHART = 8

@@ -46,8 +46,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fairsearch.config import objective_directions, objective_keys, objective_reference
 from fairsearch.errors import FairsearchError
-from fairsearch.pareto import FAIRSEARCH_DIRECTIONS, FAIRSEARCH_REFERENCE, hypervolume, pareto_mask
+from fairsearch.pareto import hypervolume, pareto_mask
 
 __all__ = [
     "DIRECTIONS",
@@ -76,9 +77,10 @@ PARETO_FILE = "pareto.parquet"
 STATUSES = ("completed", "stopped", "failed", "running", "pending", "interrupted")
 """``stopped``: ended early by the scheduler (MO-ASHA); its metrics are those of its last epoch.
 ``interrupted``: it was running when the sweep was interrupted (Ctrl-C); resuming the sweep continues it."""
-OBJECTIVES = ("val/acc", "val/max_acc_gap")
-DIRECTIONS = FAIRSEARCH_DIRECTIONS
-REFERENCE = FAIRSEARCH_REFERENCE
+OBJECTIVES = objective_keys("val/")
+"""The objectives' columns (``val/acc``, ``val/max_acc_gap``), from :data:`fairsearch.config.OBJECTIVES`."""
+DIRECTIONS = objective_directions()
+REFERENCE = objective_reference()
 SCHEMA_VERSION = "1"
 
 _TAIL_DTYPES = {
@@ -195,9 +197,9 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
 
 
 def _objective_points(df: pd.DataFrame) -> np.ndarray:
-    """``[N, 2]`` (val/acc, val/max_acc_gap) of ``df``; NaN where a column is absent."""
+    """``[N, D]`` objective columns (:data:`OBJECTIVES`) of ``df``; NaN where a column is absent."""
     cols = [df[c].to_numpy(dtype=np.float64) if c in df else np.full(len(df), np.nan) for c in OBJECTIVES]
-    return np.stack(cols, axis=1) if len(df) else np.empty((0, 2))
+    return np.stack(cols, axis=1) if len(df) else np.empty((0, len(OBJECTIVES)))
 
 
 def _completed(trials_df: pd.DataFrame) -> pd.DataFrame:
@@ -246,7 +248,8 @@ def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str
         [front, pd.DataFrame(columns, index=front.index)], axis=1
     )  # one insert: no fragmentation
     if len(front):
-        front = front.sort_values([*OBJECTIVES, "number"], ascending=[False, True, True], kind="stable")
+        ascending = [d == "min" for d in DIRECTIONS]
+        front = front.sort_values([*OBJECTIVES, "number"], ascending=[*ascending, True], kind="stable")
     return front.reset_index(drop=True)
 
 

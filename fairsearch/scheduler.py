@@ -37,6 +37,7 @@ import numpy as np
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from fairsearch.config import objective_directions, objective_keys
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import Direction, crowding_distance, nondominated_ranks
 
@@ -483,11 +484,9 @@ def scheduler_from_settings(
         raise FairsearchError("\n".join(problems))
     if name == "none":
         return None
-    from fairsearch.space import OBJECTIVES  # space imports this module inside a function: no cycle
-
     return MOASHAScheduler(
-        metrics=tuple(metric for metric, _ in OBJECTIVES),
-        modes=tuple(mode for _, mode in OBJECTIVES),
+        metrics=objective_keys(),
+        modes=objective_directions(),
         time_attr=time_attr,
         max_t=max_epochs,
         grace_period=grace,

@@ -7,13 +7,13 @@ naming the key, the value and what is allowed::
 
     search.method: 'grr' is not one of ['vanilla', 'fr', 'gr', 'hybrid']
 
-Parameters that only matter to some methods are conditional: ``lam`` is sampled only for ``fr`` and
-``hybrid``, ``w_max`` only for ``gr`` and ``hybrid``.
+Parameters that only matter to some methods are conditional: each is sampled only for the methods that
+use it (:data:`fairsearch.config.METHODS`). The trial settings themselves, their bounds, the methods and
+the objectives live in :mod:`fairsearch.config`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -25,123 +25,11 @@ from typing import Any
 
 import yaml
 
+from fairsearch.config import METHODS, NUMERIC, SAMPLERS, SETTINGS, TrialConfig, check_setting
 from fairsearch.errors import FairsearchError
 
-METHODS = ("vanilla", "fr", "gr", "hybrid")
-SAMPLERS = ("tpe", "nsgaii", "gp", "random")
-LAM_METHODS = frozenset({"fr", "hybrid"})
-W_MAX_METHODS = frozenset({"gr", "hybrid"})
-OBJECTIVES = (("acc", "max"), ("max_acc_gap", "min"))
-"""The two objectives every sweep optimises: validation accuracy up, validation MaxAccGap down."""
-
-
-@dataclass
-class TrialConfig:
-    """Every setting of one trial; a sweep fixes some and samples the others.
-
-    Attributes:
-        method: ``vanilla`` (cross-entropy), ``fr`` (+ λ·soft MaxAccGap), ``gr`` (group-weighted CE) or
-            ``hybrid`` (both).
-        lora_rank: LoRA rank r on the LLM's attention projections.
-        lora_alpha: LoRA scaling alpha; ``None`` means 2·r.
-        lora_dropout: dropout on the LoRA path.
-        lam: λ, the weight of the soft MaxAccGap term (fr, hybrid).
-        w_max: the clip of the inverse-frequency group weights (gr, hybrid), ≥ 1.
-        lr: peak AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        warmup_ratio: share of the optimizer steps spent warming the learning rate up linearly; the rest
-            decays it with a cosine to zero.
-        batch_size: samples per forward pass.
-        grad_accum: forward passes per optimizer step.
-        epochs: passes over the training split.
-        reports_per_epoch: validation reports (and checkpoints) per epoch, at equal shares of its
-            optimizer steps; more than one lets MO-ASHA stop trials at fractions of an epoch.
-        seed: seeds LoRA/head initialisation and the data order.
-        group_by: the grouping whose MaxAccGap is the objective and the fairness losses use: one
-            attribute (``race``) or an intersection (``race*gender``).
-        exclude_unknown: leave samples whose attribute is unknown (−1) out of the fairness terms instead
-            of treating ``unknown`` as a group of its own.
-        model: ``tiny`` (the built-in random Qwen2.5-VL), a hub id in the local cache, or a folder.
-        data: a Harvard-FairVLMed folder, or ``None`` for the built-in synthetic set.
-        synthetic_n: size of the built-in synthetic set (all splits).
-        max_pixels: image size cap in pixels; sets the number of image tokens. ``None``: the model's own.
-        vision_cache: compute the frozen vision tower's image embeddings once and reuse them.
-        eval_batch_size: samples per forward pass when evaluating.
-        n_boot: bootstrap resamples for the 95 % intervals.
-    """
-
-    method: str = "vanilla"
-    lora_rank: int = 8
-    lora_alpha: float | None = None
-    lora_dropout: float = 0.0
-    lam: float = 0.0
-    w_max: float = 10.0
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    batch_size: int = 16
-    grad_accum: int = 1
-    epochs: int = 4
-    reports_per_epoch: int = 1
-    seed: int = 0
-    group_by: str = "ethnicity"
-    exclude_unknown: bool = False
-    model: str = "tiny"
-    data: str | None = None
-    synthetic_n: int = 2400
-    max_pixels: int | None = None
-    vision_cache: bool = True
-    eval_batch_size: int = 64
-    n_boot: int = 1000
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrialConfig:
-        """Builds a config from a flat dict, ignoring keys that are not trial settings."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
-
-_FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
-_FIELD_TYPES: dict[str, type] = {
-    "lora_rank": int,
-    "batch_size": int,
-    "grad_accum": int,
-    "epochs": int,
-    "reports_per_epoch": int,
-    "seed": int,
-    "synthetic_n": int,
-    "eval_batch_size": int,
-    "n_boot": int,
-    "lora_alpha": float,
-    "lora_dropout": float,
-    "lam": float,
-    "w_max": float,
-    "lr": float,
-    "weight_decay": float,
-    "warmup_ratio": float,
-    "max_pixels": int,
-}
-SEARCHABLE = ("method", *_FIELD_TYPES)
+SEARCHABLE = ("method", *NUMERIC)
 """Trial settings a space file may search; any trial setting may be fixed."""
-_LOWER_BOUNDS: dict[str, tuple[float, bool]] = {  # name -> (bound, inclusive)
-    "lora_rank": (1, True),
-    "batch_size": (1, True),
-    "grad_accum": (1, True),
-    "epochs": (1, True),
-    "reports_per_epoch": (1, True),
-    "synthetic_n": (40, True),
-    "eval_batch_size": (1, True),
-    "n_boot": (0, True),
-    "lora_alpha": (0, False),
-    "lora_dropout": (0, True),
-    "lam": (0, True),
-    "w_max": (1, True),
-    "lr": (0, False),
-    "weight_decay": (0, True),
-    "warmup_ratio": (0, True),
-    "max_pixels": (56 * 56, True),
-}
-_UPPER_BOUNDS = {"lora_dropout": 1.0, "warmup_ratio": 1.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOP_KEYS = (
     "name",
@@ -234,11 +122,16 @@ class SweepSpec:
         return DefineByRun(dict(self.search), dict(self.fixed))
 
 
+_METHOD_PARAMETERS = frozenset(p for m in METHODS.values() for p in m.parameters)
+"""Settings that only some methods read (``lam``, ``w_max``): sampled only for those methods."""
+
+
 class DefineByRun:
     """Samples the searched parameters of one Optuna trial; returns the fixed settings as constants.
 
-    ``lam`` is sampled only when the method is ``fr`` or ``hybrid``; ``w_max`` only for ``gr`` and
-    ``hybrid``. Ray merges the returned constants with the suggested values into the trial's config.
+    A method-specific setting (``lam``, ``w_max``) is sampled only for the methods of
+    :data:`fairsearch.config.METHODS` that use it. Ray merges the returned constants with the suggested
+    values into the trial's config.
     """
 
     def __init__(self, search: Mapping[str, Distribution], fixed: Mapping[str, Any]) -> None:
@@ -252,9 +145,7 @@ class DefineByRun:
         for name, dist in self.search.items():
             if name == "method":
                 continue
-            if name == "lam" and method not in LAM_METHODS:
-                continue
-            if name == "w_max" and method not in W_MAX_METHODS:
+            if name in _METHOD_PARAMETERS and name not in METHODS[method].parameters:
                 continue
             _suggest(trial, dist)
         return dict(self.fixed)
@@ -278,10 +169,10 @@ def trial_config(spec: SweepSpec, overrides: Mapping[str, str] | None = None) ->
             mid = math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2
             values[name] = round(mid) if dist.integer else mid
     for key, text in (overrides or {}).items():
-        if key not in _FIELDS:
-            problems.append(f"--set {key}: unknown trial setting; allowed are {sorted(_FIELDS)}")
+        if key not in SETTINGS:
+            problems.append(f"--set {key}: unknown trial setting; allowed are {sorted(SETTINGS)}")
             continue
-        values[key] = _check_value(f"--set {key}", key, _parse_scalar(text), problems)
+        values[key] = check_setting(f"--set {key}", key, _parse_scalar(text), problems)
     if problems:
         raise FairsearchError("\n".join(problems))
     return TrialConfig.from_dict(values)
@@ -434,11 +325,11 @@ def _fixed(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
         return {}
     fixed: dict[str, Any] = {}
     for key, value in block.items():
-        if key not in _FIELDS or key == "group_by":
-            allowed = sorted(k for k in _FIELDS if k != "group_by")
+        if key not in SETTINGS or key == "group_by":
+            allowed = sorted(k for k in SETTINGS if k != "group_by")
             problems.append(f"fixed.{key}: unknown trial setting; allowed are {allowed}")
             continue
-        fixed[key] = _check_value(f"fixed.{key}", key, value, problems)
+        fixed[key] = check_setting(f"fixed.{key}", key, value, problems)
     for key in ("model", "data"):
         if key in raw:
             value = raw[key]
@@ -448,39 +339,6 @@ def _fixed(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     fixed.setdefault("model", TrialConfig.model)
     fixed.setdefault("data", TrialConfig.data)
     return fixed
-
-
-def _check_value(where: str, key: str, value: Any, problems: list[str]) -> Any:
-    if key == "method":
-        if value not in METHODS:
-            problems.append(f"{where}: {value!r} is not one of {list(METHODS)}")
-        return value
-    kind = _FIELD_TYPES.get(key)
-    if kind is None:
-        default = _FIELDS[key].default
-        if isinstance(default, bool) and not isinstance(value, bool):
-            problems.append(f"{where}: {value!r} must be true or false")
-        elif isinstance(default, str) and not isinstance(value, str):
-            problems.append(f"{where}: {value!r} must be a string")
-        return value
-    if value is None and _FIELDS[key].default is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        problems.append(f"{where}: {value!r} must be a number")
-        return value
-    if kind is int and not float(value).is_integer():
-        problems.append(f"{where}: {value!r} must be an integer")
-        return value
-    if not math.isfinite(value):
-        problems.append(f"{where}: {value!r} must be finite")
-        return value
-    bound, inclusive = _LOWER_BOUNDS.get(key, (-math.inf, True))
-    if value < bound or (value == bound and not inclusive):
-        problems.append(f"{where}: {value!r} must be {'>=' if inclusive else '>'} {bound}")
-    upper = _UPPER_BOUNDS.get(key)
-    if upper is not None and value > upper:
-        problems.append(f"{where}: {value!r} must be <= {upper}")
-    return kind(value)
 
 
 def _search(block: Any, fixed: Mapping[str, Any], problems: list[str]) -> dict[str, Distribution]:
@@ -526,7 +384,7 @@ def _distribution(where: str, key: str, spec: Mapping[str, Any], problems: list[
         if len(set(map(repr, choices))) != len(choices):
             problems.append(f"{where}.choices: {choices!r} has duplicates")
         n_before = len(problems)
-        checked = [_check_value(where, key, c, problems) for c in choices]
+        checked = [check_setting(where, key, c, problems) for c in choices]
         if len(problems) > n_before:
             return None
         return Distribution(name=key, choices=tuple(checked))
@@ -536,10 +394,10 @@ def _distribution(where: str, key: str, spec: Mapping[str, Any], problems: list[
     if "low" not in spec or "high" not in spec:
         problems.append(f"{where}: a range needs both 'low' and 'high' (or give 'choices')")
         return None
-    integer = _FIELD_TYPES[key] is int
+    integer = NUMERIC[key] is int
     n_before = len(problems)
-    low = _check_value(f"{where}.low", key, spec["low"], problems)
-    high = _check_value(f"{where}.high", key, spec["high"], problems)
+    low = check_setting(f"{where}.low", key, spec["low"], problems)
+    high = check_setting(f"{where}.high", key, spec["high"], problems)
     log = spec.get("log", False)
     step = spec.get("step")
     if not isinstance(log, bool):

@@ -30,11 +30,12 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.checkpoint import read_test_metrics
+from fairsearch.config import SAMPLERS, TrialConfig, objective_directions, objective_keys
 from fairsearch.errors import FairsearchError
 from fairsearch.results import TrialRecord, pareto_frame, read_results, trials_frame, write_results
 from fairsearch.resume import CheckpointRepair
 from fairsearch.scheduler import scheduler_from_settings
-from fairsearch.space import OBJECTIVES, SweepSpec, TrialConfig, load_space
+from fairsearch.space import SweepSpec, load_space
 
 logger = logging.getLogger(__name__)
 
@@ -86,16 +87,11 @@ def tune_trainable(config: dict[str, Any]) -> None:
 
 
 def make_sampler(name: str, seed: int) -> Any:
-    """The Optuna sampler a space file names, seeded."""
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-    if name == "nsgaii":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise FairsearchError(f"sampler.name: {name!r} is not one of ['tpe', 'nsgaii', 'gp', 'random']")
+    """The Optuna sampler a space file names, seeded (:data:`fairsearch.config.SAMPLERS`)."""
+    factory = SAMPLERS.get(name)
+    if factory is None:
+        raise FairsearchError(f"sampler.name: {name!r} is not one of {list(SAMPLERS)}")
+    return factory(seed)
 
 
 class ResultsCallback(tune.Callback):
@@ -418,8 +414,8 @@ def _searcher(spec: SweepSpec, url: str) -> OptunaSearch:
     """Optuna's multi-objective searcher over the space's define-by-run function, in durable storage."""
     return OptunaSearch(
         space=spec.define_by_run(),
-        metric=[m for m, _ in OBJECTIVES],
-        mode=[d for _, d in OBJECTIVES],
+        metric=list(objective_keys()),
+        mode=list(objective_directions()),
         sampler=make_sampler(spec.sampler, spec.seed),
         study_name=spec.name,
         storage=optuna.storages.RDBStorage(url),

@@ -27,9 +27,10 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from fairsearch.checkpoint import STATE_FILE, TEST_METRICS_FILE, write_manifest
+from fairsearch.config import TrialConfig
 from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
 from fairsearch.errors import FairsearchError
-from fairsearch.fairness import Grouping, check_method, encode_groups, fairness_loss, group_weights
+from fairsearch.fairness import Grouping, encode_groups, fairness_loss, group_weights
 from fairsearch.metrics import evaluate_split
 from fairsearch.model import (
     Backbone,
@@ -40,7 +41,6 @@ from fairsearch.model import (
     load_backbone,
     parameter_counts,
 )
-from fairsearch.space import TrialConfig
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,6 @@ def run_trial(
     """
     t_start = time.perf_counter()
     times = TrialTimes()
-    check_method(config.method, config.lam, config.w_max)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _seed_everything(config.seed)
 
@@ -187,7 +186,7 @@ def run_trial(
     train_groups = torch.as_tensor(groupings["train"][config.group_by].ids)
     weights = (
         group_weights(groupings["train"][config.group_by].counts(), config.w_max).to(dev)
-        if config.method in ("gr", "hybrid")
+        if config.method_spec.uses_weights
         else None
     )
     optimizer = torch.optim.AdamW(

@@ -10,15 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis.extra.numpy import arrays
 
+from fairsearch.config import objective_directions, objective_reference
 from fairsearch.pareto import (
-    FAIRSEARCH_DIRECTIONS,
-    FAIRSEARCH_REFERENCE,
     Direction,
     crowding_distance,
     hypervolume,
     nondominated_ranks,
     pareto_mask,
 )
+
+DIRECTIONS = objective_directions()
+REFERENCE = objective_reference()
 
 # ---------------------------------------------------------------- brute-force references
 
@@ -126,9 +128,7 @@ def test_mask_matches_brute_force(case: tuple[np.ndarray, Dirs]) -> None:
     arrays(np.float64, (12, 2), elements=st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)),
 )
 def test_mask_matches_brute_force_on_real_values(pts: np.ndarray) -> None:
-    np.testing.assert_array_equal(
-        pareto_mask(pts, FAIRSEARCH_DIRECTIONS), brute_mask(pts, FAIRSEARCH_DIRECTIONS)
-    )
+    np.testing.assert_array_equal(pareto_mask(pts, DIRECTIONS), brute_mask(pts, DIRECTIONS))
 
 
 def test_mask_duplicates_and_nan() -> None:
@@ -233,12 +233,12 @@ def test_hypervolume_two_d_staircase_by_hand() -> None:
     # slabs by accuracy: acc in [0, 0.6] -> 0.95 tall, (0.6, 0.8] -> 0.9, (0.8, 0.9] -> 0.7.
     front = [[0.9, 0.3], [0.8, 0.1], [0.6, 0.05]]
     expected = 0.6 * 0.95 + 0.2 * 0.9 + 0.1 * 0.7
-    assert hypervolume(front, FAIRSEARCH_DIRECTIONS, FAIRSEARCH_REFERENCE) == pytest.approx(expected)
+    assert hypervolume(front, DIRECTIONS, REFERENCE) == pytest.approx(expected)
     # dominated rows, duplicates, NaN rows and rows outside the reference box change nothing
     noisy = [*front, [0.5, 0.5], [0.8, 0.1], [np.nan, 0.0], [0.95, 1.2], [-0.1, 0.0]]
-    assert hypervolume(noisy, FAIRSEARCH_DIRECTIONS, FAIRSEARCH_REFERENCE) == pytest.approx(expected)
-    assert hypervolume([[0.95, 1.2]], FAIRSEARCH_DIRECTIONS, FAIRSEARCH_REFERENCE) == 0.0
-    assert hypervolume([[1.0, 0.0]], FAIRSEARCH_DIRECTIONS, FAIRSEARCH_REFERENCE) == pytest.approx(1.0)
+    assert hypervolume(noisy, DIRECTIONS, REFERENCE) == pytest.approx(expected)
+    assert hypervolume([[0.95, 1.2]], DIRECTIONS, REFERENCE) == 0.0
+    assert hypervolume([[1.0, 0.0]], DIRECTIONS, REFERENCE) == pytest.approx(1.0)
 
 
 @settings(max_examples=80, deadline=None)
@@ -255,6 +255,6 @@ def test_hypervolume_matches_cell_count(case: tuple[np.ndarray, Dirs]) -> None:
 
 def test_hypervolume_rejects_bad_reference() -> None:
     with pytest.raises(ValueError, match="reference must be finite"):
-        hypervolume([[0.5, 0.5]], FAIRSEARCH_DIRECTIONS, (np.nan, 1.0))
+        hypervolume([[0.5, 0.5]], DIRECTIONS, (np.nan, 1.0))
     with pytest.raises(ValueError, match="1 objective columns but 2 directions"):
-        hypervolume([[0.5, 0.5]], FAIRSEARCH_DIRECTIONS, (0.0,))
+        hypervolume([[0.5, 0.5]], DIRECTIONS, (0.0,))

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from fairsearch.cli import main
+from fairsearch.config import TrialConfig
 from fairsearch.errors import FairsearchError
-from fairsearch.space import TrialConfig, load_space, parse_space, trial_config
+from fairsearch.space import load_space, parse_space, trial_config
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*.yaml"))
 

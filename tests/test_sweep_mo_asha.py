@@ -30,7 +30,8 @@ import pytest
 import yaml
 from sweep_helpers import run_command, start_sweep, tune_reports
 
-from fairsearch.pareto import FAIRSEARCH_DIRECTIONS, crowding_distance
+from fairsearch.config import objective_directions
+from fairsearch.pareto import crowding_distance
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +131,7 @@ def _expected_stop(records: list[tuple[str, tuple[float, ...]]], eta: float = ET
     spread = np.zeros(n)
     for rank in np.unique(ranks):
         members = ranks == rank
-        spread[members] = crowding_distance(points[members], FAIRSEARCH_DIRECTIONS)
+        spread[members] = crowding_distance(points[members], objective_directions())
     me = n - 1
     ahead = int(np.sum((ranks < ranks[me]) | ((ranks == ranks[me]) & (spread > spread[me]))))
     return ahead >= max(1, math.ceil(n / eta))

@@ -11,8 +11,8 @@ import torch
 import fairsearch.trial as trial_module
 from fairsearch.checkpoint import MANIFEST_FILE, STATE_FILE, TEST_METRICS_FILE, complete_checkpoint_state
 from fairsearch.cli import main
+from fairsearch.config import TrialConfig
 from fairsearch.errors import FairsearchError
-from fairsearch.space import TrialConfig
 from fairsearch.trial import run_trial
 
 SMALL = {"synthetic_n": 160, "batch_size": 16, "n_boot": 20, "eval_batch_size": 40}
@@ -177,8 +177,8 @@ def test_non_finite_loss_stops_the_trial_and_says_where(monkeypatch: pytest.Monk
 
 
 def test_bad_method_settings_fail_before_any_work() -> None:
-    with pytest.raises(FairsearchError, match=r"w_max: 0.5 must be >= 1"):
-        run_trial(TrialConfig(method="gr", w_max=0.5, **SMALL), report=_Collect())
+    with pytest.raises(FairsearchError, match=r"^w_max: 0.5 must be >= 1$"):
+        TrialConfig(method="gr", w_max=0.5, **SMALL)
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,0 +1,353 @@
+"""The ground floor: the objectives, the method registry and one trial's settings with their bounds.
+
+Every other module reads these facts from here, and this module imports nothing of fairsearch's but its
+error type, so it sits below them all:
+
+- :data:`OBJECTIVES`: what a sweep optimises, in which direction, and the hypervolume reference point.
+- :data:`METHODS`: each training method by name, with the parameters it uses (``lam``, ``w_max``). The
+  sampler, the trial, the loss and the report read it, so a fifth method is one entry here plus its
+  loss term in :func:`fairsearch.fairness.fairness_loss`.
+- :data:`SAMPLERS`: the Optuna samplers a space file may name.
+- :class:`TrialConfig`: every setting of one trial, validated when it is built (by a space file, by
+  ``--set``, or from the config dict Ray Tune hands a worker), with :func:`check_setting` as the one
+  check of a single value that space files and ``--set`` share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fairsearch.errors import FairsearchError
+
+__all__ = [
+    "METHODS",
+    "OBJECTIVES",
+    "SAMPLERS",
+    "SETTINGS",
+    "MethodSpec",
+    "Objective",
+    "TrialConfig",
+    "check_setting",
+    "method_spec",
+    "objective_directions",
+    "objective_keys",
+    "objective_reference",
+]
+
+Direction = Literal["max", "min"]
+
+
+# --------------------------------------------------------------------------------------------- objectives
+@dataclass(frozen=True)
+class Objective:
+    """One objective of the search.
+
+    Attributes:
+        key: the flat metric key a trial reports (``acc``); ``val/<key>`` in ``trials.parquet``.
+        direction: ``max`` or ``min``.
+        reference: the worst value it can take: the hypervolume's reference coordinate.
+        label: how the report and the CLI name it.
+    """
+
+    key: str
+    direction: Direction
+    reference: float
+    label: str
+
+
+OBJECTIVES: tuple[Objective, ...] = (
+    Objective("acc", "max", 0.0, "accuracy"),
+    Objective("max_acc_gap", "min", 1.0, "MaxAccGap"),
+)
+"""Validation accuracy up, validation MaxAccGap (of the space's ``group_by``) down."""
+
+
+def objective_keys(prefix: str = "") -> tuple[str, ...]:
+    """The objectives' metric keys, each with ``prefix`` (``"val/"`` gives the Parquet columns)."""
+    return tuple(prefix + o.key for o in OBJECTIVES)
+
+
+def objective_directions() -> tuple[Direction, ...]:
+    """``("max", "min")``: one direction per objective."""
+    return tuple(o.direction for o in OBJECTIVES)
+
+
+def objective_reference() -> tuple[float, ...]:
+    """The hypervolume reference point, the worst value of each objective: ``(0.0, 1.0)``."""
+    return tuple(o.reference for o in OBJECTIVES)
+
+
+# --------------------------------------------------------------------------------------------- methods
+@dataclass(frozen=True)
+class MethodSpec:
+    """One training method (Gu et al. 2025).
+
+    Attributes:
+        name: as written in space files.
+        uses_lam: adds λ · soft MaxAccGap to its loss; ``lam`` is sampled only for these methods.
+        uses_weights: weights each sample's cross-entropy by its group's clipped inverse frequency;
+            ``w_max`` is sampled only for these methods.
+        summary: one line for ``--help`` and the report.
+    """
+
+    name: str
+    uses_lam: bool
+    uses_weights: bool
+    summary: str
+
+    @property
+    def is_fair(self) -> bool:
+        """True for the fairness-aware methods (anything but plain cross-entropy)."""
+        return self.uses_lam or self.uses_weights
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The method-specific settings it reads."""
+        return (("lam",) if self.uses_lam else ()) + (("w_max",) if self.uses_weights else ())
+
+
+METHODS: Mapping[str, MethodSpec] = {
+    m.name: m
+    for m in (
+        MethodSpec("vanilla", uses_lam=False, uses_weights=False, summary="LoRA, cross-entropy"),
+        MethodSpec("fr", uses_lam=True, uses_weights=False, summary="FR-LoRA, CE + λ·soft MaxAccGap"),
+        MethodSpec("gr", uses_lam=False, uses_weights=True, summary="GR-LoRA, group-weighted CE"),
+        MethodSpec("hybrid", uses_lam=True, uses_weights=True, summary="Hybrid-LoRA, both"),
+    )
+}
+"""The methods by name, in the order the report and error messages list them."""
+
+
+def method_spec(name: Any) -> MethodSpec:
+    """The registry entry of a method.
+
+    Raises:
+        FairsearchError: ``method: 'grr' is not one of ['vanilla', 'fr', 'gr', 'hybrid']``.
+    """
+    spec = METHODS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise FairsearchError(f"method: {name!r} is not one of {list(METHODS)}")
+    return spec
+
+
+# --------------------------------------------------------------------------------------------- samplers
+def _tpe(seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+
+def _nsgaii(seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed)
+
+
+def _gp(seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _random(seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+SAMPLERS: Mapping[str, Callable[[int], Any]] = {"tpe": _tpe, "nsgaii": _nsgaii, "gp": _gp, "random": _random}
+"""Optuna sampler factories by the name a space file gives (``sampler: {name: tpe, seed: 0}``); TPE is
+multivariate, grouped over the conditional parameters, and lies constantly about running trials."""
+
+
+# --------------------------------------------------------------------------------------------- trial
+@dataclass
+class TrialConfig:
+    """Every setting of one trial; a sweep fixes some and samples the others. Validated when built.
+
+    Attributes:
+        method: a key of :data:`METHODS`: ``vanilla`` (cross-entropy), ``fr`` (+ λ·soft MaxAccGap),
+            ``gr`` (group-weighted CE) or ``hybrid`` (both).
+        lora_rank: LoRA rank r on the LLM's attention projections.
+        lora_alpha: LoRA scaling alpha; ``None`` means 2·r.
+        lora_dropout: dropout on the LoRA path.
+        lam: λ, the weight of the soft MaxAccGap term (fr, hybrid).
+        w_max: the clip of the inverse-frequency group weights (gr, hybrid), ≥ 1.
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: share of the optimizer steps spent warming the learning rate up linearly; the rest
+            decays it with a cosine to zero.
+        batch_size: samples per forward pass.
+        grad_accum: forward passes per optimizer step.
+        epochs: passes over the training split.
+        reports_per_epoch: validation reports (and checkpoints) per epoch, at equal shares of its
+            optimizer steps; more than one lets MO-ASHA stop trials at fractions of an epoch.
+        seed: seeds LoRA/head initialisation and the data order.
+        group_by: the grouping whose MaxAccGap is the objective and the fairness losses use: one
+            attribute (``race``) or an intersection (``race*gender``).
+        exclude_unknown: leave samples whose attribute is unknown (−1) out of the fairness terms instead
+            of treating ``unknown`` as a group of its own.
+        model: ``tiny`` (the built-in random Qwen2.5-VL), a hub id in the local cache, or a folder.
+        data: a Harvard-FairVLMed folder, or ``None`` for the built-in synthetic set.
+        synthetic_n: size of the built-in synthetic set (all splits).
+        max_pixels: image size cap in pixels; sets the number of image tokens. ``None``: the model's own.
+        vision_cache: compute the frozen vision tower's image embeddings once and reuse them.
+        eval_batch_size: samples per forward pass when evaluating.
+        n_boot: bootstrap resamples for the intervals that are bootstrapped (see ``fairsearch.metrics``).
+    """
+
+    method: str = "vanilla"
+    lora_rank: int = 8
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.0
+    lam: float = 0.0
+    w_max: float = 10.0
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    batch_size: int = 16
+    grad_accum: int = 1
+    epochs: int = 4
+    reports_per_epoch: int = 1
+    seed: int = 0
+    group_by: str = "ethnicity"
+    exclude_unknown: bool = False
+    model: str = "tiny"
+    data: str | None = None
+    synthetic_n: int = 2400
+    max_pixels: int | None = None
+    vision_cache: bool = True
+    eval_batch_size: int = 64
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for name in SETTINGS:
+            setattr(self, name, check_setting(name, name, getattr(self, name), problems))
+        if problems:
+            raise FairsearchError("\n".join(problems))
+
+    @property
+    def method_spec(self) -> MethodSpec:
+        """The registry entry of :attr:`method`."""
+        return METHODS[self.method]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrialConfig:
+        """Builds a config from a flat dict, ignoring keys that are not trial settings."""
+        return cls(**{k: v for k, v in values.items() if k in SETTINGS})
+
+
+SETTINGS: Mapping[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrialConfig)}
+"""The trial settings by name."""
+
+NUMERIC: Mapping[str, type] = {
+    "lora_rank": int,
+    "batch_size": int,
+    "grad_accum": int,
+    "epochs": int,
+    "reports_per_epoch": int,
+    "seed": int,
+    "synthetic_n": int,
+    "eval_batch_size": int,
+    "n_boot": int,
+    "lora_alpha": float,
+    "lora_dropout": float,
+    "lam": float,
+    "w_max": float,
+    "lr": float,
+    "weight_decay": float,
+    "warmup_ratio": float,
+    "max_pixels": int,
+}
+"""The numeric settings and their type; with ``method`` these are the ones a space file may search."""
+
+_LOWER_BOUNDS: Mapping[str, tuple[float, bool]] = {  # name -> (bound, inclusive)
+    "lora_rank": (1, True),
+    "batch_size": (1, True),
+    "grad_accum": (1, True),
+    "epochs": (1, True),
+    "reports_per_epoch": (1, True),
+    "seed": (0, True),
+    "synthetic_n": (40, True),
+    "eval_batch_size": (1, True),
+    "n_boot": (0, True),
+    "lora_alpha": (0, False),
+    "lora_dropout": (0, True),
+    "lam": (0, True),
+    "w_max": (1, True),
+    "lr": (0, False),
+    "weight_decay": (0, True),
+    "warmup_ratio": (0, True),
+    "max_pixels": (56 * 56, True),
+}
+_UPPER_BOUNDS: Mapping[str, float] = {
+    "lora_dropout": 1.0,
+    "warmup_ratio": 1.0,
+    "lora_rank": 4096,
+    "batch_size": 65_536,
+    "grad_accum": 65_536,
+    "epochs": 10_000,
+    "reports_per_epoch": 10_000,
+    "seed": 2**31 - 1,
+    "synthetic_n": 200_000,
+    "eval_batch_size": 65_536,
+    "n_boot": 1_000_000,
+    "max_pixels": 1 << 26,
+}
+
+
+def check_setting(where: str, key: str, value: Any, problems: list[str]) -> Any:
+    """Checks one trial setting, appending what is wrong to ``problems``.
+
+    Args:
+        where: how the message names the value (``fixed.lam``, ``--set lam``, ``search.lam.low``).
+        key: the setting, a key of :data:`SETTINGS`.
+        value: the value as read.
+        problems: where a problem is appended, e.g. ``fixed.lam: -0.5 must be >= 0``.
+
+    Returns:
+        The value, converted to the setting's type when it is valid (``4.0`` → ``4`` for an int).
+    """
+    if key == "method":
+        if not isinstance(value, str) or value not in METHODS:
+            problems.append(f"{where}: {value!r} is not one of {list(METHODS)}")
+        return value
+    kind = NUMERIC.get(key)
+    default = SETTINGS[key].default
+    if kind is None:
+        if value is None and default is None:
+            return None
+        if isinstance(default, bool) and not isinstance(value, bool):
+            problems.append(f"{where}: {value!r} must be true or false")
+        elif isinstance(default, str | type(None)) and not isinstance(value, str):
+            problems.append(f"{where}: {value!r} must be a string")
+        return value
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not _is_real(value):
+        problems.append(f"{where}: {value!r} must be a number")
+        return value
+    if not math.isfinite(float(value)):
+        problems.append(f"{where}: {value!r} must be finite")
+        return value
+    if kind is int and not float(value).is_integer():
+        problems.append(f"{where}: {value!r} must be an integer")
+        return value
+    bound, inclusive = _LOWER_BOUNDS.get(key, (-math.inf, True))
+    if value < bound or (value == bound and not inclusive):
+        problems.append(f"{where}: {value!r} must be {'>=' if inclusive else '>'} {bound}")
+    upper = _UPPER_BOUNDS.get(key)
+    if upper is not None and value > upper:
+        problems.append(f"{where}: {value!r} must be <= {upper}")
+    return kind(value)
+
+
+def _is_real(value: Any) -> bool:
+    """int, float or a numpy scalar of either (values that went through YAML, Optuna or Ray)."""
+    return isinstance(value, numbers.Real)
