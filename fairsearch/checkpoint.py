@@ -17,7 +17,8 @@ STATE_FILE = "state.json"
 """``epoch`` (float), ``history`` (one validation report per report so far), the trial's config and
 ``backbone`` (the fingerprint of the weights it was trained on)."""
 TEST_METRICS_FILE = "test_metrics.json"
-"""The test split's flat metrics; read for the Pareto front only (never reported to Tune)."""
+"""The test split's flat metrics, in the checkpoint of a trial's last report only (the test split is
+evaluated once per trial); read for the Pareto front only, never reported to Tune."""
 MANIFEST_FILE = "manifest.json"
 """Written last: each other file's name and size, so that a copy cut short (a driver or node killed
 while Ray persisted the folder) is told apart from a complete checkpoint."""

@@ -147,7 +147,8 @@ def run_trial(
     Args:
         config: the trial's settings.
         report: called after each epoch (or part) with the flat validation metrics (plus ``epoch``, ``loss``,
-            ``train_loss``) and a folder holding the checkpoint; the folder is removed afterwards.
+            ``train_loss``) and a folder holding the checkpoint; the folder is removed afterwards. The
+            test split is evaluated once, for the last report: only that checkpoint holds its metrics.
         resume_from: a checkpoint folder written by an earlier call; training continues after its epoch.
         device: where to train; default CUDA when available.
         cache_root: the vision cache's folder (default: the cache's own, shared by the node's trials).
@@ -236,7 +237,8 @@ def run_trial(
         progress_epochs = epoch + (part + 1) / parts
         val = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
         val.update(epoch=float(progress_epochs), train_loss=train_loss)
-        test = _evaluate(model, feeders["test"], labels["test"], groupings["test"], config, dev)
+        if done == config.epochs * parts - 1:  # the test split once, at the report that ends the trial
+            test = _evaluate(model, feeders["test"], labels["test"], groupings["test"], config, dev)
         times.evaluate += time.perf_counter() - t0
         history.append(val)
         logger.info(
@@ -398,7 +400,8 @@ def _save_checkpoint(
         "rng": {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]},
     }
     (folder / STATE_FILE).write_text(json.dumps(state, default=str))
-    (folder / TEST_METRICS_FILE).write_text(json.dumps(dict(test)))
+    if test:
+        (folder / TEST_METRICS_FILE).write_text(json.dumps(dict(test)))
     write_manifest(folder)
 
 
