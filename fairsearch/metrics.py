@@ -1,9 +1,10 @@
 """Metrics of one split: accuracy and AUC overall and per group, MaxAccGap, worst-group accuracy, ES-AUC,
-and percentile-bootstrap 95 % intervals — each with the group sizes behind it.
+and 95 % intervals — each with the group sizes behind it.
 
-Pure numpy/scikit-learn; groupings and the hard MaxAccGap come from :mod:`fairsearch.fairness`. The flat
-keys of :meth:`SplitMetrics.flat` are the ones Ray reports, the Parquet columns and the report use
-(table in docs/ARCHITECTURE.md).
+Pure numpy/scikit-learn; groupings and the hard MaxAccGap come from :mod:`fairsearch.fairness`, the
+intervals (analytic, no resampling) from :mod:`fairsearch.intervals`. The flat keys of
+:meth:`SplitMetrics.flat` are the ones Ray reports, the Parquet columns and the report use (table in
+docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score
 
 from fairsearch.errors import FairsearchError
-from fairsearch.fairness import Grouping, _gap_rows, max_acc_gap
+from fairsearch.fairness import Grouping, max_acc_gap
+from fairsearch.intervals import auc_interval, max_gap_interval, proportion_interval, worst_group_interval
 
 __all__ = ["GroupMetrics", "GroupingMetrics", "SplitMetrics", "evaluate_split"]
 
-_BOOT_CELLS = 4_000_000  # resampled indices held in memory at once by the bootstrap
+Interval = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class GroupMetrics:
         acc: accuracy at threshold 0.5.
         p_pos: fraction predicted positive (prob_pos ≥ 0.5); 0 or 1 shows a group collapsed to one class.
         auc: ROC AUC, None when undefined; ``auc_reason`` then says why (e.g. one class only).
+        acc_ci, auc_ci: 95 % intervals (Clopper–Pearson; DeLong-logit ∪ Newcombe score); None when the
+            intervals are off or, for ``auc_ci``, the AUC is undefined.
     """
 
     name: str
@@ -44,6 +48,8 @@ class GroupMetrics:
     p_pos: float
     auc: float | None
     auc_reason: str | None
+    acc_ci: Interval | None = None
+    auc_ci: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class GroupingMetrics:
         es_auc: AUC / (1 + Σ_g |AUC_g − AUC|) over groups with a defined AUC (FairCLIP); None when the
             overall AUC or every group AUC is undefined, ``es_auc_reason`` then says why.
         n_excluded: samples with group id −1.
+        max_acc_gap_ci, worst_group_acc_ci: 95 % intervals over all the groups with samples (pairwise
+            MOVER-Clopper–Pearson; Clopper–Pearson limits); None when the intervals are off or, for
+            ``worst_group_acc_ci``, no group has samples. ES-AUC has no interval.
     """
 
     name: str
@@ -68,19 +77,21 @@ class GroupingMetrics:
     es_auc: float | None
     es_auc_reason: str | None
     n_excluded: int
+    max_acc_gap_ci: Interval | None = None
+    worst_group_acc_ci: Interval | None = None
 
 
 @dataclass(frozen=True)
 class SplitMetrics:
-    """Metrics of one split: overall, per grouping, and bootstrap intervals.
+    """Metrics of one split: overall, per grouping, and 95 % intervals.
 
     Attributes:
         n, n_pos: samples and positives. acc: accuracy at threshold 0.5.
         auc: ROC AUC, None when the split holds one class only (``auc_reason`` says so).
         primary: the optimised grouping; its gap, worst-group accuracy and ES-AUC are the unsuffixed keys.
-        groupings: metrics per grouping name.
-        acc_ci, max_acc_gap_ci: percentile bootstrap 95 % intervals; None when ``n_boot`` is 0.
-        n_boot, seed: the bootstrap settings.
+        groupings: metrics per grouping name (with their groups' and their own intervals).
+        acc_ci, auc_ci: 95 % intervals of the overall accuracy and AUC; None when the intervals are off
+            or, for ``auc_ci``, the AUC is undefined.
     """
 
     n: int
@@ -90,35 +101,44 @@ class SplitMetrics:
     auc_reason: str | None
     primary: str
     groupings: Mapping[str, GroupingMetrics]
-    acc_ci: tuple[float, float] | None
-    max_acc_gap_ci: tuple[float, float] | None
-    n_boot: int
-    seed: int
+    acc_ci: Interval | None = None
+    auc_ci: Interval | None = None
+
+    @property
+    def max_acc_gap_ci(self) -> Interval | None:
+        """The primary grouping's MaxAccGap interval."""
+        return self.groupings[self.primary].max_acc_gap_ci
 
     def flat(self) -> dict[str, float]:
-        """The flat metric keys of docs/ARCHITECTURE.md; undefined values (None) are left out."""
-        out: dict[str, float] = {"acc": self.acc}
-        if self.auc is not None:
-            out["auc"] = self.auc
-        for key, g in self.groupings.items():
-            out[f"max_acc_gap/{key}"] = g.max_acc_gap
-            if g.worst_group_acc is not None:
-                out[f"worst_group_acc/{key}"] = g.worst_group_acc
-            if g.es_auc is not None:
-                out[f"es_auc/{key}"] = g.es_auc
-            for m in g.groups:
-                out[f"acc/{key}/{m.name}"] = m.acc
-                out[f"n/{key}/{m.name}"] = float(m.n)
-                out[f"n_pos/{key}/{m.name}"] = float(m.n_pos)
-                out[f"p_pos/{key}/{m.name}"] = m.p_pos
-                if m.auc is not None:
-                    out[f"auc/{key}/{m.name}"] = m.auc
-        for metric in ("max_acc_gap", "worst_group_acc", "es_auc"):
-            if f"{metric}/{self.primary}" in out:
-                out[metric] = out[f"{metric}/{self.primary}"]
-        for metric, ci in (("acc", self.acc_ci), ("max_acc_gap", self.max_acc_gap_ci)):
+        """The flat metric keys of docs/ARCHITECTURE.md; undefined values (None) are left out.
+
+        A key with an interval has ``<key>_ci_low`` and ``<key>_ci_high`` beside it.
+        """
+        out: dict[str, float] = {}
+
+        def put(key: str, value: float | None, ci: Interval | None = None) -> None:
+            if value is None:
+                return
+            out[key] = value
             if ci is not None:
-                out[f"{metric}_ci_low"], out[f"{metric}_ci_high"] = ci
+                out[f"{key}_ci_low"], out[f"{key}_ci_high"] = ci
+
+        put("acc", self.acc, self.acc_ci)
+        put("auc", self.auc, self.auc_ci)
+        for key, g in self.groupings.items():
+            put(f"max_acc_gap/{key}", g.max_acc_gap, g.max_acc_gap_ci)
+            put(f"worst_group_acc/{key}", g.worst_group_acc, g.worst_group_acc_ci)
+            put(f"es_auc/{key}", g.es_auc)
+            for m in g.groups:
+                put(f"acc/{key}/{m.name}", m.acc, m.acc_ci)
+                put(f"n/{key}/{m.name}", float(m.n))
+                put(f"n_pos/{key}/{m.name}", float(m.n_pos))
+                put(f"p_pos/{key}/{m.name}", m.p_pos)
+                put(f"auc/{key}/{m.name}", m.auc, m.auc_ci)
+        for metric in ("max_acc_gap", "worst_group_acc", "es_auc"):
+            for suffix in ("", "_ci_low", "_ci_high"):
+                if f"{metric}/{self.primary}{suffix}" in out:
+                    out[f"{metric}{suffix}"] = out[f"{metric}/{self.primary}{suffix}"]
         return out
 
 
@@ -129,25 +149,48 @@ def _auc(prob: np.ndarray, label: np.ndarray) -> tuple[float | None, str | None]
     return float(roc_auc_score(label, prob)), None
 
 
+def _pair(low: np.ndarray | float, high: np.ndarray | float) -> Interval:
+    return float(low), float(high)
+
+
+def _auc_ci(prob: np.ndarray, label: np.ndarray, auc: float | None) -> Interval | None:
+    if auc is None:
+        return None
+    low, high = auc_interval(prob, label)
+    return min(low, auc), max(high, auc)  # the rank AUC and sklearn's can differ in the last bit
+
+
 def _grouping_metrics(
-    name: str, grouping: Grouping, prob: np.ndarray, label: np.ndarray, pred: np.ndarray, auc: float | None
+    name: str,
+    grouping: Grouping,
+    prob: np.ndarray,
+    label: np.ndarray,
+    pred: np.ndarray,
+    auc: float | None,
+    intervals: bool,
 ) -> GroupingMetrics:
     ids = grouping.ids
     stats = max_acc_gap(pred, label, ids, n_groups=grouping.n_groups)
+    present = np.flatnonzero(stats.size > 0)
+    size = stats.size[present]
+    hits = np.rint(stats.accuracy[present] * size)  # correct predictions per group: integers again
+    acc_low, acc_high = proportion_interval(hits, size)
     groups = []
-    for gid in np.flatnonzero(stats.size > 0):
+    for k, gid in enumerate(present):
         mask = ids == gid
         g_auc, reason = _auc(prob[mask], label[mask])
         groups.append(
             GroupMetrics(
                 name=grouping.names[gid],
                 id=int(gid),
-                n=int(stats.size[gid]),
+                n=int(size[k]),
                 n_pos=int(label[mask].sum()),
                 acc=float(stats.accuracy[gid]),
                 p_pos=float(pred[mask].mean()),
                 auc=g_auc,
                 auc_reason=reason,
+                acc_ci=_pair(acc_low[k], acc_high[k]) if intervals else None,
+                auc_ci=_auc_ci(prob[mask], label[mask], g_auc) if intervals else None,
             )
         )
     worst = min(groups, key=lambda m: m.acc, default=None)
@@ -168,34 +211,9 @@ def _grouping_metrics(
         es_auc=es_auc,
         es_auc_reason=es_reason,
         n_excluded=int((ids < 0).sum()),
+        max_acc_gap_ci=_pair(*max_gap_interval(hits, size)) if intervals else None,
+        worst_group_acc_ci=_pair(*worst_group_interval(hits, size)) if intervals and groups else None,
     )
-
-
-def _bootstrap(
-    correct: np.ndarray, ids: np.ndarray, n_groups: int, n_boot: int, seed: int
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Percentile 95 % intervals of accuracy and MaxAccGap, resampling the split's samples with replacement.
-
-    A resample in which fewer than two groups have samples has gap 0.0, as ``max_acc_gap``.
-    """
-    rng = np.random.default_rng(seed)
-    n = correct.size
-    acc, gap = np.empty(n_boot), np.empty(n_boot)
-    chunk = max(1, _BOOT_CELLS // n)
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        c, g = correct[idx], ids[idx]
-        acc[start : start + b] = c.mean(axis=1)
-        keep = g >= 0
-        key = (np.arange(b)[:, None] * n_groups + g)[keep]
-        hits = np.bincount(key, weights=c[keep], minlength=b * n_groups).reshape(b, n_groups)
-        size = np.bincount(key, minlength=b * n_groups).reshape(b, n_groups)
-        gap[start : start + b] = _gap_rows(hits, size)
-    lo_hi = (2.5, 97.5)
-    a_lo, a_hi = np.percentile(acc, lo_hi)
-    g_lo, g_hi = np.percentile(gap, lo_hi)
-    return (float(a_lo), float(a_hi)), (float(g_lo), float(g_hi))
 
 
 def evaluate_split(
@@ -207,20 +225,23 @@ def evaluate_split(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> SplitMetrics:
-    """Accuracy, AUC and fairness metrics of one split, with bootstrap intervals.
+    """Accuracy, AUC and fairness metrics of one split, with 95 % intervals.
 
     Predictions are ``prob_pos >= 0.5``. AUCs use ``sklearn.metrics.roc_auc_score``; an AUC over one class
-    is None with the reason recorded, never NaN. The bootstrap draws ``n_boot`` resamples of the split's
-    N samples (seeded ``numpy.random.Generator``, vectorised) for overall accuracy and the primary
-    grouping's MaxAccGap.
+    is None with the reason recorded, never NaN. Every accuracy and AUC (overall and per group of every
+    grouping) and every grouping's MaxAccGap and worst-group accuracy get a 95 % interval from
+    :mod:`fairsearch.intervals`: Clopper–Pearson for accuracies, pairwise MOVER-Clopper–Pearson for the gap,
+    DeLong-logit ∪ Newcombe score for AUCs. They are computed, not resampled: nothing is bootstrapped any
+    more, so ``n_boot`` only switches them on or off and ``seed`` changes nothing (both stay for callers
+    and configs that pass them). ES-AUC has no interval.
 
     Args:
         prob_pos: float ``[N]`` predicted probability of class 1, in [0, 1].
         labels: ``[N]`` true labels in {0, 1}.
         groupings: grouping per name (its ``ids`` are ``[N]``); names become the flat-key infixes.
         primary: the optimised grouping, a key of ``groupings``.
-        n_boot: bootstrap resamples; 0 skips the intervals.
-        seed: bootstrap seed.
+        n_boot: 0 skips the intervals; any positive value computes them (the value itself is unused).
+        seed: unused; the intervals are deterministic.
 
     Returns:
         The structured metrics; ``.flat()`` gives the flat metric keys.
@@ -246,14 +267,11 @@ def evaluate_split(
     for key, grouping in groupings.items():
         if grouping.ids.shape != label.shape:
             raise ValueError(f"grouping {key!r} has {grouping.ids.size} ids for {label.size} samples")
+    intervals = n_boot > 0
     pred = (prob >= 0.5).astype(np.int64)
     correct = pred == label
     auc, auc_reason = _auc(prob, label)
-    per = {key: _grouping_metrics(key, g, prob, label, pred, auc) for key, g in groupings.items()}
-    acc_ci = gap_ci = None
-    if n_boot:
-        p = groupings[primary]
-        acc_ci, gap_ci = _bootstrap(correct, p.ids, p.n_groups, n_boot, seed)
+    per = {key: _grouping_metrics(key, g, prob, label, pred, auc, intervals) for key, g in groupings.items()}
     return SplitMetrics(
         n=int(label.size),
         n_pos=int(label.sum()),
@@ -262,8 +280,6 @@ def evaluate_split(
         auc_reason=auc_reason,
         primary=primary,
         groupings=per,
-        acc_ci=acc_ci,
-        max_acc_gap_ci=gap_ci,
-        n_boot=n_boot,
-        seed=seed,
+        acc_ci=_pair(*proportion_interval(correct.sum(), label.size)) if intervals else None,
+        auc_ci=_auc_ci(prob, label, auc) if intervals else None,
     )

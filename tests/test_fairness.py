@@ -23,6 +23,7 @@ from fairsearch.fairness import (
     max_acc_gap,
     soft_max_acc_gap,
 )
+from fairsearch.intervals import auc_interval, max_gap_interval, proportion_interval, worst_group_interval
 from fairsearch.metrics import evaluate_split
 
 VALUES = {
@@ -388,32 +389,46 @@ def random_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, G
     return prob, label, {"race": encode_groups({"race": race}, "race", VALUES, exclude_unknown=True)}
 
 
-def test_bootstrap_contains_point_estimate_is_reproducible_and_fast() -> None:
+def test_intervals_contain_their_point_estimates_are_deterministic_and_fast() -> None:
     prob, label, groupings = random_split(2000, seed=3)
+    gender = np.random.default_rng(4).integers(0, 2, 2000)
+    groupings["gender"] = encode_groups({"gender": gender}, "gender", VALUES)
     start = time.perf_counter()
-    m = evaluate_split(prob, label, groupings, primary="race", n_boot=1000, seed=7)
+    flat = evaluate_split(prob, label, groupings, primary="race", n_boot=1000, seed=7).flat()
     elapsed = time.perf_counter() - start
-    assert m.acc_ci is not None and m.max_acc_gap_ci is not None
-    assert m.acc_ci[0] < m.acc < m.acc_ci[1] and m.acc_ci[1] - m.acc_ci[0] < 0.06
-    gap = m.groupings["race"].max_acc_gap
-    assert m.max_acc_gap_ci[0] < gap < m.max_acc_gap_ci[1]
-    again = evaluate_split(prob, label, groupings, primary="race", n_boot=1000, seed=7)
-    assert (again.acc_ci, again.max_acc_gap_ci) == (m.acc_ci, m.max_acc_gap_ci)
-    other = evaluate_split(prob, label, groupings, primary="race", n_boot=1000, seed=8)
-    assert other.acc_ci != m.acc_ci
-    assert elapsed < 2.0  # well under a second on one core; slack for a shared machine
+    bounds = {k for k in flat if k.endswith(("_ci_low", "_ci_high"))}
+    with_ci = {k.removesuffix("_ci_low") for k in bounds if k.endswith("_ci_low")}
+    expected = {
+        k for k in flat.keys() - bounds if k.split("/")[0] in ("acc", "auc", "max_acc_gap", "worst_group_acc")
+    }
+    assert with_ci == expected and {"acc/gender/Male", "auc/race/Black", "worst_group_acc"} <= with_ci
+    for key in with_ci:
+        assert 0.0 <= flat[f"{key}_ci_low"] <= flat[key] <= flat[f"{key}_ci_high"] <= 1.0, key
+    assert flat["acc_ci_high"] - flat["acc_ci_low"] < 0.05
+    assert flat["max_acc_gap_ci_high"] - flat["max_acc_gap_ci_low"] < 0.25
+    assert evaluate_split(prob, label, groupings, primary="race", n_boot=1000, seed=8).flat() == flat
+    without = evaluate_split(prob, label, groupings, primary="race", n_boot=0).flat()
+    assert without == {k: v for k, v in flat.items() if k not in bounds}
+    assert elapsed < 2.0  # about 0.1 s on one core; slack for a shared machine
 
 
-def test_bootstrap_matches_loop_over_the_same_resamples() -> None:
+def test_split_intervals_are_those_of_each_group_s_counts() -> None:
     prob, label, groupings = random_split(60, seed=5)
     ids = groupings["race"].ids
-    m = evaluate_split(prob, label, groupings, primary="race", n_boot=200, seed=11)
-    idx = np.random.default_rng(11).integers(0, 60, size=(200, 60))
-    pred = (prob >= 0.5).astype(int)
-    accs = [float(np.mean(pred[i] == label[i])) for i in idx]
-    gaps = [ref_gap(pred[i].tolist(), label[i].tolist(), ids[i].tolist()) for i in idx]
-    assert m.acc_ci == pytest.approx(tuple(np.percentile(accs, [2.5, 97.5])))
-    assert m.max_acc_gap_ci == pytest.approx(tuple(np.percentile(gaps, [2.5, 97.5])))
+    m = evaluate_split(prob, label, groupings, primary="race", n_boot=1)
+    correct = (prob >= 0.5) == label
+    present = [g for g in range(3) if np.any(ids == g)]
+    hits = np.array([correct[ids == g].sum() for g in present])
+    size = np.array([np.sum(ids == g) for g in present])
+    race = m.groupings["race"]
+    assert m.acc_ci == pytest.approx(tuple(np.ravel(proportion_interval(correct.sum(), 60))))
+    assert race.max_acc_gap_ci == pytest.approx(tuple(np.ravel(max_gap_interval(hits, size))))
+    assert race.worst_group_acc_ci == pytest.approx(tuple(np.ravel(worst_group_interval(hits, size))))
+    for k, group in enumerate(race.groups):
+        mask = ids == present[k]
+        assert group.acc_ci == pytest.approx(tuple(np.ravel(proportion_interval(hits[k], size[k]))))
+        assert group.auc_ci == pytest.approx(auc_interval(prob[mask], label[mask]))
+    assert m.auc_ci == pytest.approx(auc_interval(prob, label))
 
 
 def test_threshold_half_counts_as_positive() -> None:
