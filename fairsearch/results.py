@@ -99,8 +99,12 @@ _FIRST_METRICS = (
     "es_auc",
     "acc_ci_low",
     "acc_ci_high",
+    "auc_ci_low",
+    "auc_ci_high",
     "max_acc_gap_ci_low",
     "max_acc_gap_ci_high",
+    "worst_group_acc_ci_low",
+    "worst_group_acc_ci_high",
     "loss",
 )
 
@@ -422,7 +426,12 @@ def fmt_pct(value: Any) -> str:
 
 
 def fmt_ci(row: pd.Series, key: str) -> str:
-    """``row[key]`` with its bootstrap interval (``<key>_ci_low``/``_high``): ``93.0 [91.0, 94.8]``."""
+    """``row[key]`` with its 95 % interval (``<key>_ci_low``/``_high``): ``93.0 [91.0, 94.8]``.
+
+    Any key of :meth:`fairsearch.metrics.SplitMetrics.flat` with an interval works: ``acc``, ``auc``,
+    ``max_acc_gap``, ``worst_group_acc`` and their per-grouping and per-group forms, with a prefix such as
+    ``test/``. The methods are in :mod:`fairsearch.intervals`.
+    """
     point = fmt_pct(row.get(key))
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
     if point == "-" or low is None or high is None or pd.isna(low) or pd.isna(high):
