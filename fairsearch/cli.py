@@ -90,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _train(args)
         if args.command == "pareto":
+            from fairsearch.confirm import format_confirmed, read_confirmed
             from fairsearch.results import format_front, read_results
 
             _, front = read_results(Path(args.folder))
             print(format_front(front))
+            runs, confirmed = read_confirmed(Path(args.folder))
+            if len(runs):
+                print("\n" + format_confirmed(confirmed))
             return 0
         if args.command == "report":
             from fairsearch.report import write_report
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fairsearch.confirm import format_confirmed
     from fairsearch.results import format_front
     from fairsearch.sweep import run_sweep
 
@@ -125,17 +130,24 @@ def _run(args: argparse.Namespace) -> int:
         optuna_storage=args.optuna_storage,
     )
     print(format_front(outcome.front))
+    if len(outcome.confirmed):
+        print("\n" + format_confirmed(outcome.confirmed))
     print(
         f"{outcome.completed} trials completed, {outcome.failed} failed; "
         f"results in {outcome.results_dir}/trials.parquet and pareto.parquet"
     )
-    if outcome.unfinished:
+    if outcome.unfinished or outcome.unconfirmed:
         resume = ["fairsearch", "run", "--space", str(args.space)]
         for flag in ("results", "storage", "address", "name", "optuna_storage"):
             value = getattr(args, flag)
             if value is not None and not (flag == "results" and value == "results"):
                 resume += [f"--{flag.replace('_', '-')}", str(value)]
-        print(f"{outcome.unfinished} trials unfinished; resume with: {shlex.join(resume)}", file=sys.stderr)
+        left = (
+            f"{outcome.unfinished} trials"
+            if outcome.unfinished
+            else f"{outcome.unconfirmed} confirmation runs"
+        )
+        print(f"{left} unfinished; resume with: {shlex.join(resume)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 

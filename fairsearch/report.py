@@ -34,6 +34,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fairsearch.config import METHODS
+from fairsearch.confirm import group_summary, read_confirmed, verdict
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import hypervolume
 from fairsearch.results import DIRECTIONS, OBJECTIVES, REFERENCE, fmt_ci, fmt_pct, read_results
@@ -50,6 +51,10 @@ EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728
 MAX_MEMBERS_PER_CHART = 8
 _GROUP_ACC = re.compile(r"^val/acc/(?P<grouping>[^/]+)/(?P<group>.+)$")
 ACC, GAP = OBJECTIVES
+CONFIRMED_CAPTION = (
+    "Seed-confirmed front: each member's mean over its seeds on validation (circles) and test (diamonds), "
+    "with across-seed 95 % intervals"
+)
 FRONT_CAPTION = (
     "Every trial's validation accuracy vs. MaxAccGap, coloured by method; the validation front as a staircase; "
     "the front members' test-split results as diamonds with bootstrap 95 % intervals"
@@ -452,15 +457,96 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", grouping)
         caption = f"Validation accuracy per {grouping} group (n = validation samples) for the front members"
         figures.append((f"groups-{safe}", caption, _group_figure(members, grouping, groups)))
+    _, confirmed = read_confirmed(folder)
+    if len(confirmed):
+        figures.append(("confirmed_front", CONFIRMED_CAPTION, _confirmed_figure(confirmed)))
     images = []
     for key, caption, fig in figures:
         name = f"{out.stem}-{key}.png"
         data = _png(fig)
         (out.parent / name).write_bytes(data)
         images.append(_figure_html(data, name, caption))
-    out.write_text(_page(folder, trials, front, members, images), encoding="utf-8")
+    page = _page(folder, trials, front, members, images[: len(images) - bool(len(confirmed))])
+    if len(confirmed):
+        page = page.replace("</body>", _confirmed_html(confirmed, images[-1]) + "\n</body>")
+    out.write_text(page, encoding="utf-8")
     logger.info("wrote %s and %d figure(s) beside it", out, len(images))
     return out
+
+
+def _confirmed_figure(confirmed: pd.DataFrame) -> Figure:
+    """Each confirmed member's seed means, validation (circles) and test (diamonds), with across-seed
+    95 % intervals and a dotted line from one to the other."""
+    fig = Figure(figsize=(7.5, 5.0))
+    ax = fig.add_subplot()
+    methods = sorted({_method(r) for _, r in confirmed.iterrows()})
+    for _, row in confirmed.iterrows():
+        colour = _colour(_method(row), methods)
+        for split, marker in (("val", "o"), ("test", "D")):
+            acc, gap = row.get(f"{split}/acc"), row.get(f"{split}/max_acc_gap")
+            if acc is None or gap is None or pd.isna(acc) or pd.isna(gap):
+                continue
+            ax.errorbar(
+                [100 * gap], [100 * acc], xerr=_seed_err(row, f"{split}/max_acc_gap"),
+                yerr=_seed_err(row, f"{split}/acc"), fmt=marker, color=colour, ms=6, capsize=2,
+                mfc="none" if split == "val" else colour,
+            )  # fmt: skip
+        ax.annotate(f"#{row['number']} ({int(row['n_seeds'])} seeds)", (100 * row[GAP], 100 * row[ACC]),
+                    xytext=(4, 5), textcoords="offset points", fontsize=7)  # fmt: skip
+        if pd.notna(row.get("test/acc")) and pd.notna(row.get("test/max_acc_gap")):
+            ax.plot([100 * row[GAP], 100 * row["test/max_acc_gap"]], [100 * row[ACC], 100 * row["test/acc"]],
+                    ":", color=colour, lw=0.8)  # fmt: skip
+    for method in methods:
+        ax.plot([], [], "s", color=_colour(method, methods), label=method)
+    ax.set_xlabel("MaxAccGap (%)  ← fairer")
+    ax.set_ylabel("accuracy (%)  ↑ better")
+    ax.set_title("Seed-confirmed front: validation means (circles), test means (diamonds)")
+    ax.ticklabel_format(useOffset=False)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def _seed_err(row: pd.Series, key: str) -> list[list[float]] | None:
+    low, high, centre = row.get(f"{key}_seeds_low"), row.get(f"{key}_seeds_high"), row.get(key)
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return None
+    return [[100 * max(centre - low, 0.0)], [100 * max(high - centre, 0.0)]]
+
+
+def _seed_ci(row: pd.Series, key: str) -> str:
+    point, low, high = row.get(key), row.get(f"{key}_seeds_low"), row.get(f"{key}_seeds_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return fmt_pct(point)
+    return f"{fmt_pct(point)} [{fmt_pct(low)}, {fmt_pct(high)}]"
+
+
+def _confirmed_html(confirmed: pd.DataFrame, image: str) -> str:
+    vanillas = confirmed[confirmed.get("param/method", pd.Series(dtype=str)) == "vanilla"]
+    rows = []
+    for _, row in confirmed.iterrows():
+        judged = "-"
+        if len(vanillas) and _method(row) != "vanilla":
+            judged = f"vs #{vanillas.iloc[0]['number']}: {verdict(row, vanillas.iloc[0])}"
+        rows.append(
+            [str(row["number"]), _method(row), str(int(row["n_seeds"])), _seed_ci(row, "val/acc"),
+             _seed_ci(row, "val/max_acc_gap"), _seed_ci(row, "test/acc"), _seed_ci(row, "test/max_acc_gap"),
+             f"{fmt_pct(row.get('val/max_acc_gap'))} → {fmt_pct(row.get('test/max_acc_gap'))}",
+             group_summary(row), judged]
+        )  # fmt: skip
+    header = ["trial", "method", "seeds", "val acc %", "val gap %", "test acc %", "test gap %"]
+    header += ["gap val → test", "test groups: acc % (predicted positive, n)", "fairer how"]
+    return "\n".join(
+        [
+            "<h2>Seed-confirmed front</h2>",
+            "<p>The front's members, and the trials whose gap interval reached it, trained again with "
+            "further seeds; points are means over the seeds with 95 % across-seed intervals (t), and the "
+            "front is taken on those means. A fair method that closes the gap by lowering the best group "
+            "more than it raises the worst is marked <em>levels down</em>.</p>",
+            image,
+            _table(header, rows, "confirmed"),
+        ]
+    )
 
 
 def _page(

@@ -24,8 +24,9 @@ The schema is the contract in ``docs/ARCHITECTURE.md`` ("Results files"); in sho
 ``pareto.parquet``: the non-dominated completed trials on (``val/acc`` max, ``val/max_acc_gap`` min),
 sorted by ``val/acc`` descending; the columns of ``trials.parquet``, then ``test/<metric>`` (float64,
 from the trial's checkpoint on the test split), then ``hypervolume`` (of the validation front against
-``(0, 1)``, the same on every row). Its key-value metadata holds ``hypervolume``, ``objectives``,
-``directions`` and ``reference`` (JSON). Both files are written atomically (:func:`write_parquet_atomic`).
+``(0, 1)``, the same on every row) and ``front`` (``search``; the seed-confirmed front's rows, written by
+:mod:`fairsearch.confirm`, follow with ``confirmed``). Its key-value metadata holds ``hypervolume``,
+``objectives``, ``directions`` and ``reference`` (JSON). Both files are written atomically (:func:`write_parquet_atomic`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ __all__ = [
     "OBJECTIVES",
     "PARETO_FILE",
     "REFERENCE",
+    "SEARCH_FRONT",
     "STATUSES",
     "TRIALS_FILE",
     "TrialRecord",
@@ -65,6 +67,7 @@ __all__ = [
     "pareto_frame",
     "read_parquet_metadata",
     "read_results",
+    "search_rows",
     "trials_frame",
     "write_parquet_atomic",
     "write_results",
@@ -82,6 +85,9 @@ OBJECTIVES = objective_keys("val/")
 DIRECTIONS = objective_directions()
 REFERENCE = objective_reference()
 SCHEMA_VERSION = "1"
+SEARCH_FRONT = "search"
+"""``front`` of the search's own rows in ``pareto.parquet``; ``confirmed`` rows (:mod:`fairsearch.confirm`)
+follow them when the space asks for seed confirmation."""
 
 _TAIL_DTYPES = {
     "epochs_done": "float64",
@@ -232,7 +238,7 @@ def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str
     Returns:
         The non-dominated completed rows (duplicates of a front point included) sorted by ``val/acc``
         descending, then ``val/max_acc_gap`` ascending and ``number``; the trials columns, then
-        ``test/<metric>`` float64 columns, then ``hypervolume``.
+        ``test/<metric>`` float64 columns, then ``hypervolume`` and ``front`` (:data:`SEARCH_FRONT`).
     """
     completed = _completed(trials_df)
     points = _objective_points(completed)
@@ -248,6 +254,7 @@ def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str
     }
     hv = hypervolume(points, DIRECTIONS, REFERENCE)  # front_hypervolume, from the points at hand
     columns["hypervolume"] = pd.Series(hv, index=front.index, dtype="float64")
+    columns["front"] = pd.Series(SEARCH_FRONT, index=front.index, dtype="str")
     front = pd.concat(
         [front, pd.DataFrame(columns, index=front.index)], axis=1
     )  # one insert: no fragmentation
@@ -395,7 +402,8 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         folder: The sweep's results folder (``results/<name>``).
 
     Returns:
-        ``(trials_df, pareto_df)``. When ``pareto.parquet`` is missing, or empty while the trials have
+        ``(trials_df, pareto_df)``, the search's front only (``fairsearch.confirm.read_confirmed`` reads
+        the confirmed one). When ``pareto.parquet`` is missing, or empty while the trials have
         completed ones (a sweep stopped between the two writes), the front is recomputed from the
         trials, without test metrics.
 
@@ -411,6 +419,8 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     state = "missing"
     if pareto_path.is_file():
         pareto_df = _read_table(pareto_path)
+        if "front" in pareto_df:
+            pareto_df = search_rows(pareto_df, read_parquet_metadata(pareto_path).get("search_columns"))
         if len(pareto_df) or _completed(trials_df).empty:
             return trials_df, pareto_df
         state = "empty, older than the trials' completed ones"
@@ -418,6 +428,22 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         "%s is %s; recomputing the front from %s without test metrics", pareto_path, state, trials_path
     )
     return trials_df, pareto_frame(trials_df, {})
+
+
+def search_rows(pareto_df: pd.DataFrame, columns: str | None = None) -> pd.DataFrame:
+    """The search's own front of a ``pareto.parquet`` table (all of a file written before ``front``).
+
+    Args:
+        pareto_df: the table.
+        columns: the file's ``search_columns`` metadata (JSON list), written beside confirmed rows, whose
+            columns the search's rows do not have.
+    """
+    if "front" not in pareto_df:
+        return pareto_df
+    rows = pareto_df[pareto_df["front"] == SEARCH_FRONT]
+    if columns is not None:
+        rows = rows[[c for c in json.loads(columns) if c in rows]]
+    return rows.reset_index(drop=True)
 
 
 def fmt_pct(value: Any) -> str:

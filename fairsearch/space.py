@@ -45,7 +45,10 @@ _TOP_KEYS = (
     "model",
     "data",
     "optuna_storage",
+    "confirm",
 )
+CONFIRM_KEYS = {"seeds": (0, 20, 0), "max_trials": (1, 100, 8)}
+"""``confirm.<key>``: (lowest, highest, default)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class SweepSpec:
         scheduler: the ``scheduler`` block (``None``: no early stopping).
         max_failures: retries of a failing trial from its last checkpoint before it is recorded failed.
         optuna_storage: an Optuna storage URL; ``None`` = SQLite in the experiment folder.
+        confirm_seeds: K, further seeds each front candidate is trained with once the search ends
+            (``confirm: {seeds: K}``); 0 = no confirmation (see :mod:`fairsearch.confirm`).
+        confirm_max_trials: the most candidates confirmed (``confirm: {max_trials: M}``, default 8).
         source: the file it was read from.
         digest: hash of the parsed content; a resumed sweep refuses a changed space.
     """
@@ -96,6 +102,8 @@ class SweepSpec:
     scheduler: Mapping[str, Any] | None
     max_failures: int
     optuna_storage: str | None
+    confirm_seeds: int
+    confirm_max_trials: int
     source: Path
     digest: str
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
@@ -260,6 +268,7 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
         problems.append(f"scheduler: {scheduler!r} must be a mapping such as {{name: mo_asha}}")
     elif isinstance(scheduler, dict):
         _check_scheduler(scheduler, fixed, search, problems)
+    confirm = _confirm(raw.get("confirm"), problems)
     storage = raw.get("optuna_storage")
     if storage is not None and not isinstance(storage, str):
         problems.append(f"optuna_storage: {storage!r} must be a database URL string")
@@ -282,6 +291,8 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
         scheduler=None if not scheduler or scheduler.get("name", "none") == "none" else dict(scheduler),
         max_failures=int(max_failures),
         optuna_storage=storage,
+        confirm_seeds=confirm["seeds"],
+        confirm_max_trials=confirm["max_trials"],
         source=source,
         digest=hashlib.sha256(canonical.encode()).hexdigest()[:16],
         raw=raw,
@@ -444,6 +455,25 @@ def _sampler(block: Any, problems: list[str]) -> tuple[str, int]:
         problems.append(f"sampler.seed: {seed!r} must be an integer >= 0")
         seed = 0
     return str(name), int(seed)
+
+
+def _confirm(block: Any, problems: list[str]) -> dict[str, int]:
+    values = {key: default for key, (_, _, default) in CONFIRM_KEYS.items()}
+    if block is None:
+        return values
+    if not isinstance(block, dict):
+        problems.append(f"confirm: {block!r} must be a mapping such as {{seeds: 2}}")
+        return values
+    for key, value in block.items():
+        if key not in CONFIRM_KEYS:
+            problems.append(f"confirm.{key}: unknown key; allowed are {list(CONFIRM_KEYS)}")
+            continue
+        low, high, _ = CONFIRM_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"confirm.{key}: {value!r} must be an integer from {low} to {high}")
+            continue
+        values[key] = value
+    return values
 
 
 def _resources(block: Any, problems: list[str]) -> tuple[float, float | None]:

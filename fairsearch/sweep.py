@@ -17,8 +17,8 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,14 @@ from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.checkpoint import read_test_metrics
 from fairsearch.config import SAMPLERS, TrialConfig, objective_directions, objective_keys
+from fairsearch.confirm import (
+    make_plan,
+    read_confirmed,
+    read_plan,
+    refresh_confirmed,
+    write_confirmation,
+    write_plan,
+)
 from fairsearch.errors import FairsearchError
 from fairsearch.results import TrialRecord, pareto_frame, read_results, trials_frame, write_results
 from fairsearch.resume import CheckpointRepair
@@ -59,6 +67,8 @@ class SweepOutcome:
         failed: trials that failed after their retries.
         unfinished: trials left pending or running (an interrupted sweep).
         front: the validation Pareto front as written to ``pareto.parquet``.
+        confirmed: the seed-confirmed front (empty without ``confirm:`` in the space).
+        unconfirmed: confirmation runs left unfinished (an interrupted confirmation).
     """
 
     results_dir: Path
@@ -66,6 +76,8 @@ class SweepOutcome:
     failed: int
     unfinished: int
     front: pd.DataFrame
+    confirmed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    unconfirmed: int = 0
 
 
 def tune_trainable(config: dict[str, Any]) -> None:
@@ -157,6 +169,27 @@ class ResultsCallback(tune.Callback):
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.write(trials)
 
+    def records(self, trials: Sequence[Any], completed: Any = None) -> list[TrialRecord]:
+        """The Parquet rows of Tune's trials (numbered by creation order, which is Optuna's)."""
+        return [
+            trial_record(
+                number,
+                trial,
+                completed=trial is completed,
+                interrupted=self._interrupted(trial),
+            )
+            for number, trial in enumerate(trials)
+        ]
+
+    def _interrupted(self, trial: Any) -> bool:
+        # After Ctrl-C Tune marks the trials it shuts down TERMINATED, as if they had finished; only
+        # those this callback saw end did.
+        return (
+            self._ended is not None
+            and str(trial.status) == "TERMINATED"
+            and str(trial.trial_id) not in self._ended
+        )
+
     def write(self, trials: Sequence[Any], completed: Any = None) -> None:
         """Writes both Parquet files from Tune's trials, atomically, and remembers the front.
 
@@ -164,19 +197,7 @@ class ResultsCallback(tune.Callback):
             trials: every trial of the experiment, in creation order.
             completed: a trial that has just completed but that Tune still marks RUNNING.
         """
-        records = [
-            trial_record(
-                number,
-                trial,
-                completed=trial is completed,
-                # After Ctrl-C Tune marks the trials it shuts down TERMINATED, as if they had finished;
-                # only those this callback saw end did.
-                interrupted=self._ended is not None
-                and str(trial.status) == "TERMINATED"
-                and str(trial.trial_id) not in self._ended,
-            )
-            for number, trial in enumerate(trials)
-        ]
+        records = self.records(trials, completed)
         front = pareto_frame(trials_frame(records), {})  # test metrics are read for its members only
         front_ids = set(front["trial_id"])
         test_metrics = {t.trial_id: _read_test_metrics(t) for t in trials if t.trial_id in front_ids}
@@ -184,13 +205,17 @@ class ResultsCallback(tune.Callback):
         self._last_write = time.monotonic()
         self._front = front_summary(front)
 
+    stage = ""
+    """Written before the status line: empty for the search, ``confirming: `` for confirmation runs."""
+
     def announce(self, trials: Sequence[Any], completed: Any = None) -> None:
         """Logs ``[3 done, 2 running, 7 pending, 0 failed] front: …``."""
         counts = Counter(
             "completed" if t is completed else STATUS.get(str(t.status), "pending") for t in trials
         )
         logger.info(
-            "[%d done, %d running, %d pending, %d failed] front: %s",
+            "%s[%d done, %d running, %d pending, %d failed] front: %s",
+            self.stage,
             counts["completed"],
             counts["running"],
             counts["pending"],
@@ -200,8 +225,52 @@ class ResultsCallback(tune.Callback):
         self._last_status = time.monotonic()
 
 
+class ConfirmCallback(ResultsCallback):
+    """The confirmation runs' :class:`ResultsCallback`: writes ``confirm.parquet`` and the confirmed front
+    into ``pareto.parquet`` (:func:`fairsearch.confirm.write_confirmation`)."""
+
+    stage = "confirming: "
+
+    def records(self, trials: Sequence[Any], completed: Any = None) -> list[TrialRecord]:
+        """One row per run, numbered by the trial it confirms, with the candidate's settings."""
+        return [
+            trial_record(
+                int(trial.config["run"]["confirms"]),
+                trial,
+                completed=trial is completed,
+                interrupted=self._interrupted(trial),
+                config=trial.config["run"],
+            )
+            for trial in trials
+        ]
+
+    def write(self, trials: Sequence[Any], completed: Any = None) -> None:
+        records = self.records(trials, completed)
+        tests = {
+            r.trial_id: _read_test_metrics(t)
+            for r, t in zip(records, trials, strict=True)
+            if r.status == "completed"
+        }
+        plan = read_plan(Path(self.results_dir))
+        if plan is None:  # removed by hand while the runs went on: nothing to combine them with
+            return
+        front = write_confirmation(Path(self.results_dir), records, tests, plan)
+        self._last_write = time.monotonic()
+        self._front = front_summary(front)
+
+
+def confirm_trainable(config: dict[str, Any]) -> None:
+    """Ray Tune's trainable of a confirmation run: the candidate's settings are under ``run``."""
+    tune_trainable(dict(config["run"]))
+
+
 def trial_record(
-    number: int, trial: Any, *, completed: bool = False, interrupted: bool = False
+    number: int,
+    trial: Any,
+    *,
+    completed: bool = False,
+    interrupted: bool = False,
+    config: Mapping[str, Any] | None = None,
 ) -> TrialRecord:
     """The Parquet row of one Tune trial.
 
@@ -210,20 +279,22 @@ def trial_record(
         trial: Tune's trial.
         completed: it has just ended, whatever Tune says yet.
         interrupted: Tune shut it down with the sweep (Ctrl-C) before it ended; it resumes with the sweep.
+        config: the trial's settings, when they are not Tune's config itself.
     """
+    config = trial.config if config is None else config
     result = dict(trial.last_result or {})
     status = "completed" if completed else STATUS.get(str(trial.status), "pending")
     if interrupted and not completed:
         status = "interrupted"
     epochs = float(result.get("epoch", 0.0) or 0.0)  # fractional with reports_per_epoch > 1
-    if status == "completed" and epochs < int(trial.config.get("epochs", TrialConfig.epochs)) - 1e-9:
+    if status == "completed" and epochs < int(config.get("epochs", TrialConfig.epochs)) - 1e-9:
         status = "stopped"  # stopped early by the scheduler
     checkpoint = trial.checkpoint
     return TrialRecord(
         trial_id=str(trial.trial_id),
         number=number,
         status=status,
-        params={k: v for k, v in trial.config.items() if not isinstance(v, dict)},
+        params={k: v for k, v in config.items() if not isinstance(v, dict) and k != "confirms"},
         val_metrics={k: float(v) for k, v in result.items() if _is_metric(k, v)},
         epochs_done=epochs,
         wall_time_s=float(result.get("time_total_s", 0.0) or 0.0),
@@ -336,6 +407,8 @@ def run_sweep(
 
     _check_inputs(spec)
     resuming = _prepare_folder(spec, results_dir, experiment, restart)
+    if restart:
+        _remove_experiment(_confirm_experiment(storage_root, spec.name))
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's automatic TensorBoard logger rejects group names with spaces; JSON and CSV loggers are added
@@ -393,9 +466,81 @@ def run_sweep(
         )
     tuner.fit()
     outcome = _outcome(results_dir, spec)
-    if not outcome.unfinished:
-        _fail_orphans(spec.name, optuna_url)
+    if outcome.unfinished:
+        return outcome
+    _fail_orphans(spec.name, optuna_url)
+    if spec.confirm_seeds:
+        outcome = _confirm(spec, results_dir, storage_root, {"cpu": spec.cpus, "gpu": gpus}, outcome)
     return outcome
+
+
+def _confirm(
+    spec: SweepSpec,
+    results_dir: Path,
+    storage_root: str,
+    resources: Mapping[str, float],
+    outcome: SweepOutcome,
+) -> SweepOutcome:
+    """Trains each front candidate with ``spec.confirm_seeds`` further seeds, as a second Tune
+    experiment ``<storage>/.confirm/<name>`` that resumes like the search's (see :mod:`fairsearch.confirm`)."""
+    plan = read_plan(results_dir)
+    if plan is None:  # made once: a resumed sweep confirms the same candidates
+        trials, _ = read_results(results_dir)
+        plan = make_plan(trials, spec.confirm_seeds, spec.confirm_max_trials, _checkpoint_test_metrics)
+        write_plan(results_dir, plan)
+        logger.info(
+            "confirming %d candidate(s) (trials %s) with %d more seed(s) each: %d runs",
+            len(plan.candidates),
+            ", ".join(f"#{n}" for n in plan.candidates),
+            spec.confirm_seeds,
+            len(plan.runs),
+        )
+    if not plan.runs:
+        return outcome
+    experiment = _confirm_experiment(storage_root, spec.name)
+    trainable = tune.with_resources(confirm_trainable, dict(resources))
+    if tune.Tuner.can_restore(experiment):
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"run": tune.grid_search(list(plan.runs))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.concurrency),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=experiment.rsplit("/", 1)[0],
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[
+                    ConfirmCallback(str(results_dir)),
+                    JsonLoggerCallback(),
+                    CSVLoggerCallback(),
+                    CheckpointRepair(),
+                ],
+                verbose=0,
+            ),
+        )
+    tuner.fit()
+    refresh_confirmed(results_dir, plan)  # the search's writer may have rewritten pareto.parquet on resume
+    runs, confirmed = read_confirmed(results_dir)
+    ended = int(runs["status"].isin(["completed", "failed"]).sum()) if len(runs) else 0
+    return replace(outcome, confirmed=confirmed, unconfirmed=max(len(plan.runs) - ended, 0))
+
+
+def _confirm_experiment(storage_root: str, name: str) -> str:
+    """``<storage>/.confirm/<name>``: a sweep's name cannot start with a dot, so no sweep is there."""
+    return f"{storage_root.rstrip('/')}/.confirm/{name}"
+
+
+def _checkpoint_test_metrics(location: str) -> dict[str, float]:
+    """The test metrics in the checkpoint at a path or URI (``trials.parquet``'s ``checkpoint``)."""
+    import pyarrow.fs
+
+    if "://" in location:
+        fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    else:
+        fs, path = pyarrow.fs.LocalFileSystem(), location
+    return read_test_metrics(fs, path)
 
 
 def _fail_orphans(study_name: str, url: str) -> None:

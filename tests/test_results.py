@@ -149,7 +149,9 @@ def test_pareto_frame_against_brute_force(records: list[TrialRecord]) -> None:
         "test/acc_ci_low",
         "test/acc_ci_high",
         "hypervolume",
+        "front",
     ]
+    assert (front["front"] == "search").all()
     assert front["test/acc"].tolist()[1] == 0.84 and np.isnan(front["test/acc"].tolist()[0])
     hv = 0.8 * 0.95 + 0.05 * 0.9 + 0.05 * 0.7  # staircase over (0.8, .05), (0.85, .1), (0.9, .3)
     assert front["hypervolume"].tolist() == pytest.approx([hv] * 4)

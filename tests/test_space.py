@@ -207,3 +207,26 @@ def test_define_by_run_pickles_for_ray_checkpoints() -> None:
     )
     a, b = study.ask(), study.ask()
     assert sample(a) == clone(b)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"seeds": -1}, "confirm.seeds: -1 must be an integer from 0 to 20"),
+        ({"seeds": 2.5}, "confirm.seeds: 2.5 must be an integer from 0 to 20"),
+        ({"seeds": True}, "confirm.seeds: True must be an integer from 0 to 20"),
+        ({"max_trials": 0}, "confirm.max_trials: 0 must be an integer from 1 to 100"),
+        ({"runs": 3}, "confirm.runs: unknown key; allowed are ['seeds', 'max_trials']"),
+        ([2], "confirm: [2] must be a mapping such as {seeds: 2}"),
+    ],
+)
+def test_confirm_block_is_validated(block: object, message: str) -> None:
+    with pytest.raises(FairsearchError) as err:
+        parse_space({"confirm": block}, source=Path("s.yaml"))
+    assert str(err.value) == f"s.yaml: {message}"
+
+
+def test_confirm_block_defaults_to_no_confirmation() -> None:
+    assert (parse_space({}).confirm_seeds, parse_space({}).confirm_max_trials) == (0, 8)
+    spec = parse_space({"confirm": {"seeds": 2, "max_trials": 4}})
+    assert (spec.confirm_seeds, spec.confirm_max_trials) == (2, 4)

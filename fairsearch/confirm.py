@@ -1,0 +1,445 @@
+"""Seed-confirmed fronts: train the front's members again with other seeds and take the front of the means.
+
+The search's front is the non-dominated set of single-seed validation estimates, so it favours the
+trials whose seed and validation draw were lucky (the winner's curse). With ``confirm: {seeds: K}`` in a
+space file, when the search has ended fairsearch picks the *candidates*: every member of the front,
+then every other completed trial that its MaxAccGap interval could put on the front (the point
+(accuracy, lower end of its gap interval) is not dominated by any member), the most accurate first, at
+most ``max_trials`` of them. Each candidate is trained again with seeds ``seed + 1 … seed + K`` as
+ordinary Ray trials of a second experiment, which resumes like the search's. The *confirmed front* is
+the non-dominated set of the candidates' means over all their seeds (the search's run included), each
+with a 95 % across-seed interval (mean ± t·s/√n) and the number of seeds behind it.
+
+Pure pandas/numpy: the Ray side is in :mod:`fairsearch.sweep`. Files, in the sweep's results folder:
+
+- ``confirm.json``: the plan (candidates and seeds), written once, so a resumed sweep confirms the same.
+- ``confirm.parquet``: one row per confirmation run, the columns of ``trials.parquet`` (``number`` is
+  the Optuna trial it repeats, ``param/seed`` its seed) and then its ``test/<metric>`` columns.
+- ``pareto.parquet``: the search's front (``front == "search"``) and below it the confirmed front
+  (``front == "confirmed"``), see :func:`confirmed_front`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from scipy import stats
+
+from fairsearch.config import objective_directions, objective_keys, objective_reference
+from fairsearch.errors import FairsearchError
+from fairsearch.pareto import hypervolume, pareto_mask
+from fairsearch.results import (
+    PARETO_FILE,
+    TrialRecord,
+    read_parquet_metadata,
+    read_results,
+    trials_frame,
+    write_parquet_atomic,
+)
+
+__all__ = [
+    "CONFIRMED_FRONT",
+    "CONFIRM_FILE",
+    "PLAN_FILE",
+    "ConfirmPlan",
+    "candidates",
+    "confirmed_front",
+    "make_plan",
+    "read_confirmed",
+    "read_plan",
+    "refresh_confirmed",
+    "write_confirmation",
+    "write_plan",
+]
+
+CONFIRM_FILE = "confirm.parquet"
+PLAN_FILE = "confirm.json"
+CONFIRMED_FRONT = "confirmed"
+"""``front`` of the confirmed rows in ``pareto.parquet``."""
+SEED_SUFFIXES = ("_seeds_low", "_seeds_high")
+"""``<split>/<metric>_seeds_low`` / ``_seeds_high``: the across-seed 95 % interval of a mean."""
+SUMMARISED = ("acc", "max_acc_gap", "worst_group_acc", "auc")
+"""Metrics whose across-seed interval the confirmed front carries (every metric gets its mean)."""
+
+
+@dataclass(frozen=True)
+class ConfirmPlan:
+    """Which trials are confirmed, and the runs that do it.
+
+    Attributes:
+        candidates: Optuna trial numbers, in the order chosen (front members first).
+        runs: one config per confirmation run: the candidate's settings with another ``seed`` and
+            ``confirms`` (the candidate's number).
+        original_test: each candidate's test metrics from its search run (its final checkpoint's), by
+            number; read once, when the plan is made.
+    """
+
+    candidates: tuple[int, ...]
+    runs: tuple[dict[str, Any], ...]
+    original_test: Mapping[int, Mapping[str, float]]
+
+
+def _completed(trials: pd.DataFrame) -> pd.DataFrame:
+    return trials[trials["status"] == "completed"] if "status" in trials else trials.iloc[:0]
+
+
+def _points(df: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
+    cols = [df[k].to_numpy(np.float64) if k in df else np.full(len(df), np.nan) for k in keys]
+    return np.stack(cols, axis=1) if len(df) else np.empty((0, len(keys)))
+
+
+def candidates(trials: pd.DataFrame, max_trials: int) -> list[int]:
+    """The trials worth confirming: the front's members, then the trials their gap interval could put on
+    the front, each set the most accurate first; at most ``max_trials``.
+
+    Args:
+        trials: a ``trials.parquet`` table (only ``completed`` rows count).
+        max_trials: the most candidates.
+
+    Returns:
+        Optuna trial numbers.
+    """
+    done = _completed(trials)
+    acc, gap = objective_keys("val/")
+    points = _points(done, (acc, gap))
+    on_front = pareto_mask(points, objective_directions())
+    order = np.argsort(-points[:, 0], kind="stable")
+    chosen = [int(done["number"].iloc[i]) for i in order if on_front[i]]
+    low = f"{gap}_ci_low"
+    if low in done:
+        front_points = points[on_front]
+        for i in order:
+            if on_front[i] or not np.isfinite(done[low].iloc[i]):
+                continue
+            hopeful = np.array([points[i, 0], float(done[low].iloc[i])])
+            # dominated by a member: at least as accurate and at most as unfair, better in one
+            beaten = (front_points[:, 0] >= hopeful[0]) & (front_points[:, 1] <= hopeful[1])
+            beaten &= (front_points[:, 0] > hopeful[0]) | (front_points[:, 1] < hopeful[1])
+            if not beaten.any():
+                chosen.append(int(done["number"].iloc[i]))
+    return chosen[:max_trials]
+
+
+def _settings(row: pd.Series) -> dict[str, Any]:
+    """A trial's settings from its ``param/`` columns, in plain Python types (nulls left out)."""
+    out: dict[str, Any] = {}
+    for column, value in row.items():
+        if not str(column).startswith("param/") or value is None or value is pd.NA:
+            continue
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        out[str(column)[len("param/") :]] = value.item() if isinstance(value, np.generic) else value
+    return out
+
+
+def make_plan(
+    trials: pd.DataFrame,
+    seeds: int,
+    max_trials: int,
+    read_test: Callable[[str], Mapping[str, float]],
+) -> ConfirmPlan:
+    """The candidates of a finished search and one run per (candidate, extra seed).
+
+    Args:
+        trials: the search's ``trials.parquet`` table.
+        seeds: K, further seeds per candidate; the run for the k-th uses the candidate's seed + k.
+        max_trials: the most candidates.
+        read_test: a checkpoint's test metrics from its path or URI (``trials.parquet``'s ``checkpoint``).
+    """
+    numbers = candidates(trials, max_trials)
+    rows = trials.set_index("number")
+    runs, tests = [], {}
+    for number in numbers:
+        row = rows.loc[number]
+        settings = _settings(row)
+        base = int(settings.get("seed", 0))
+        runs += [{**settings, "seed": base + k, "confirms": number} for k in range(1, seeds + 1)]
+        checkpoint = row.get("checkpoint")
+        tests[number] = dict(read_test(str(checkpoint))) if isinstance(checkpoint, str) else {}
+    return ConfirmPlan(tuple(numbers), tuple(runs), tests)
+
+
+def write_plan(folder: Path, plan: ConfirmPlan) -> None:
+    """Writes ``confirm.json`` atomically."""
+    payload = json.dumps(
+        {
+            "candidates": list(plan.candidates),
+            "runs": list(plan.runs),
+            "original_test": {str(k): dict(v) for k, v in plan.original_test.items()},
+        },
+        default=str,
+    )
+    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
+        f.write(payload)
+    os.replace(f.name, folder / PLAN_FILE)
+
+
+def read_plan(folder: Path) -> ConfirmPlan | None:
+    """The plan a sweep wrote, or None when it has none.
+
+    Raises:
+        FairsearchError: the file is there but is not a plan.
+    """
+    path = folder / PLAN_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        return ConfirmPlan(
+            tuple(int(n) for n in raw["candidates"]),
+            tuple(dict(r) for r in raw["runs"]),
+            {int(k): {m: float(x) for m, x in v.items()} for k, v in raw["original_test"].items()},
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FairsearchError(f"{path}: not a confirmation plan ({err}); delete it to plan again") from None
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    """95 % t-interval of the mean of ``values`` (NaN for fewer than two)."""
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return math.nan, math.nan
+    mean, half = float(values.mean()), float(stats.t.ppf(0.975, values.size - 1))
+    half *= float(values.std(ddof=1)) / math.sqrt(values.size)
+    return mean - half, mean + half
+
+
+def confirmed_front(trials: pd.DataFrame, runs: pd.DataFrame, plan: ConfirmPlan) -> pd.DataFrame:
+    """The non-dominated candidates on their validation means over seeds.
+
+    Args:
+        trials: the search's ``trials.parquet`` table (each candidate's first seed).
+        runs: ``confirm.parquet`` (other statuses than ``completed`` are ignored); ``test/`` columns too.
+        plan: the confirmation plan.
+
+    Returns:
+        One row per member, sorted by mean ``val/acc`` descending: ``trial_id`` and ``number`` of the
+        search's run, ``front`` (``confirmed``), the ``param/`` columns but ``seed``, ``n_seeds``,
+        ``seeds`` (``"0,1,2"``), the mean of every ``val/`` and ``test/`` metric over the seeds (without
+        the single-run ``_ci_`` intervals), ``<split>/<metric>_seeds_low/_high`` for the metrics of
+        :data:`SUMMARISED`, ``shift/acc`` and ``shift/max_acc_gap`` (test mean − validation mean) and
+        ``hypervolume`` (of the confirmed front). Empty when no candidate has a completed run.
+    """
+    done = _completed(runs)
+    by_number = trials.set_index("number")
+    rows: list[dict[str, Any]] = []
+    for number in plan.candidates:
+        if number not in by_number.index:
+            continue
+        first = by_number.loc[number]
+        metrics = [
+            {k: v for k, v in first.items() if str(k).startswith("val/")}
+            | {f"test/{k}": v for k, v in plan.original_test.get(number, {}).items()}
+        ]
+        seeds = [int(first.get("param/seed", 0) if pd.notna(first.get("param/seed", 0)) else 0)]
+        for _, run in done[done["number"] == number].iterrows():
+            metrics.append({k: v for k, v in run.items() if str(k).startswith(("val/", "test/"))})
+            seeds.append(int(run["param/seed"]))
+        table = pd.DataFrame(metrics)
+        table = table[[c for c in table.columns if "_ci_" not in str(c)]].astype("float64")
+        row: dict[str, Any] = {"trial_id": str(first["trial_id"]), "number": int(number)}
+        row["front"] = CONFIRMED_FRONT
+        row |= {k: v for k, v in first.items() if str(k).startswith("param/") and k != "param/seed"}
+        row |= {"n_seeds": len(seeds), "seeds": ",".join(str(s) for s in sorted(seeds))}
+        row |= table.mean(axis=0, skipna=True).to_dict()
+        for split in ("val", "test"):
+            for metric in SUMMARISED:
+                key = f"{split}/{metric}"
+                if key in table:
+                    low, high = _interval(table[key].to_numpy(np.float64))
+                    row[key + SEED_SUFFIXES[0]], row[key + SEED_SUFFIXES[1]] = low, high
+        for metric in objective_keys():
+            row[f"shift/{metric}"] = row.get(f"test/{metric}", math.nan) - row.get(f"val/{metric}", math.nan)
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=["trial_id", "number", "front", "n_seeds", "hypervolume"])
+    means = pd.DataFrame(rows)
+    points = _points(means, objective_keys("val/"))
+    front = means[pareto_mask(points, objective_directions())].copy()
+    front["hypervolume"] = hypervolume(points, objective_directions(), objective_reference())
+    ascending = [d == "min" for d in objective_directions()]
+    front = front.sort_values(
+        [*objective_keys("val/"), "number"], ascending=[*ascending, True], kind="stable"
+    )
+    return front.reset_index(drop=True)
+
+
+def write_confirmation(
+    folder: Path,
+    records: Sequence[TrialRecord],
+    run_test: Mapping[str, Mapping[str, float]],
+    plan: ConfirmPlan,
+) -> pd.DataFrame:
+    """Writes ``confirm.parquet`` and adds the confirmed front to ``pareto.parquet``, each atomically.
+
+    Args:
+        folder: the sweep's results folder, holding the search's ``trials.parquet`` and ``pareto.parquet``.
+        records: every confirmation run so far (``number`` = the trial it confirms).
+        run_test: test metrics of the completed runs, by ``trial_id``.
+        plan: the confirmation plan.
+
+    Returns:
+        The confirmed front.
+    """
+    runs = trials_frame(records)
+    tests = [
+        pd.Series([run_test.get(t, {}).get(k, np.nan) for t in runs["trial_id"]], name=f"test/{k}")
+        for k in sorted({k for m in run_test.values() for k in m})
+    ]
+    runs = pd.concat([runs, *tests], axis=1) if tests else runs
+    common = read_parquet_metadata(folder / PARETO_FILE) if (folder / PARETO_FILE).is_file() else {}
+    write_parquet_atomic(runs, folder / CONFIRM_FILE, common)
+    return _write_front(folder, runs, plan)
+
+
+def refresh_confirmed(folder: Path, plan: ConfirmPlan) -> pd.DataFrame:
+    """Writes the confirmed front into ``pareto.parquet`` again from ``confirm.parquet`` (after the
+    search's own writer has rewritten the file on a resume), and returns it."""
+    runs = _read(folder / CONFIRM_FILE)
+    return _write_front(folder, runs, plan) if len(runs) else runs
+
+
+def _write_front(folder: Path, runs: pd.DataFrame, plan: ConfirmPlan) -> pd.DataFrame:
+    trials, search = read_results(folder)
+    front = confirmed_front(trials, runs, plan)
+    common = read_parquet_metadata(folder / PARETO_FILE) if (folder / PARETO_FILE).is_file() else {}
+    hv = float(front["hypervolume"].iloc[0]) if len(front) else 0.0
+    both = pd.concat([search, front], ignore_index=True) if len(front) else search
+    common |= {"confirmed_hypervolume": json.dumps(hv), "search_columns": json.dumps(list(search.columns))}
+    write_parquet_atomic(both, folder / PARETO_FILE, common)
+    return front
+
+
+def read_confirmed(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A sweep's confirmation runs and confirmed front; both empty when it has none (yet).
+
+    Raises:
+        FairsearchError: a file is there but unreadable.
+    """
+    folder = Path(folder)
+    runs = _read(folder / CONFIRM_FILE)
+    pareto = _read(folder / PARETO_FILE)
+    if "front" in pareto:
+        pareto = pareto[pareto["front"] == CONFIRMED_FRONT].reset_index(drop=True)
+    else:
+        pareto = pareto.iloc[:0]
+    return runs, pareto
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_parquet(path)
+    except (OSError, pa.ArrowException) as err:
+        raise FairsearchError(f"cannot read {path}: {err}") from None
+
+
+def verdict(fair: Mapping[str, Any], vanilla: Mapping[str, Any], split: str = "test") -> str:
+    """Whether a fair configuration closed the gap by serving the worst group or by levelling down.
+
+    Compares the primary grouping's group accuracies (``<split>/acc/<group_by>/<group>``) of two rows
+    (seed means or single runs) of the same sweep: ``worst_up`` is how much the worst group's accuracy
+    rose, ``best_down`` how much the best group's fell.
+
+    Returns:
+        ``raises the worst group`` (the gap shrank and the worst group gained at least what the best
+        lost), ``levels down`` (the gap shrank mostly because the best group lost), ``no narrower gap``,
+        or ``-`` when a figure is missing.
+    """
+    group_by = fair.get("param/group_by")
+    prefix = f"{split}/acc/{group_by}/"
+    fair_acc = {k: float(v) for k, v in fair.items() if str(k).startswith(prefix) and pd.notna(v)}
+    base_acc = {k: float(v) for k, v in vanilla.items() if str(k).startswith(prefix) and pd.notna(v)}
+    if not group_by or len(fair_acc) < 2 or len(base_acc) < 2:
+        return "-"
+    gap_change = (max(fair_acc.values()) - min(fair_acc.values())) - (
+        max(base_acc.values()) - min(base_acc.values())
+    )
+    if gap_change >= 0:
+        return "no narrower gap"
+    worst_up = min(fair_acc.values()) - min(base_acc.values())
+    best_down = max(base_acc.values()) - max(fair_acc.values())
+    return "raises the worst group" if worst_up >= best_down else "levels down"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{100 * float(value):.1f}"
+
+
+def _with_interval(row: pd.Series, key: str) -> str:
+    low, high = row.get(key + SEED_SUFFIXES[0]), row.get(key + SEED_SUFFIXES[1])
+    point = _pct(row.get(key))
+    if point == "-" or low is None or pd.isna(low):
+        return point
+    return f"{point} [{_pct(low)}, {_pct(high)}]"
+
+
+def group_summary(row: Mapping[str, Any], split: str = "test") -> str:
+    """``Hispanic 88.0 (pred+ 47 %, n 112) · Non-Hispanic 94.1 (pred+ 51 %, n 2200)`` for the primary
+    grouping: each group's accuracy, predicted-positive rate and size (a rate near 0 or 100 % shows a
+    group collapsed to one class)."""
+    group_by = row.get("param/group_by")
+    prefix = f"{split}/acc/{group_by}/"
+    parts = []
+    for key in sorted(k for k in row.keys() if str(k).startswith(prefix)):  # noqa: SIM118 (a Series too)
+        group = str(key)[len(prefix) :]
+        if "_ci_" in group or group.endswith(SEED_SUFFIXES) or pd.isna(row[key]):
+            continue
+        p_pos = row.get(f"{split}/p_pos/{group_by}/{group}")
+        n = row.get(f"{split}/n/{group_by}/{group}")
+        size = "" if n is None or pd.isna(n) else f", n {round(float(n))}"
+        parts.append(f"{group} {_pct(row[key])} (pred+ {_pct(p_pos)} %{size})")
+    return " · ".join(parts) if parts else "-"
+
+
+def format_confirmed(front: pd.DataFrame) -> str:
+    """The confirmed front as text: each member's seed means with across-seed 95 % intervals, how far
+    its gap moved from validation to test, and its groups on the test split.
+
+    Args:
+        front: the confirmed rows of ``pareto.parquet`` (:func:`read_confirmed`).
+    """
+    if front.empty:
+        return "Confirmed front: none (no confirmation runs completed yet)."
+    hv = float(front["hypervolume"].iloc[0])
+    header = ["trial", "method", "seeds", "val acc", "val gap", "test acc", "test gap", "gap val→test"]
+    rows = []
+    for _, row in front.iterrows():
+        rows.append(
+            [
+                f"#{row['number']}",
+                str(row.get("param/method", "?")),
+                str(int(row["n_seeds"])),
+                _with_interval(row, "val/acc"),
+                _with_interval(row, "val/max_acc_gap"),
+                _with_interval(row, "test/acc"),
+                _with_interval(row, "test/max_acc_gap"),
+                f"{_pct(row.get('val/max_acc_gap'))} → {_pct(row.get('test/max_acc_gap'))}",
+            ]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        f"Confirmed front: {len(front)} configuration(s), hypervolume {hv:.4f} — means over seeds with "
+        "95 % across-seed intervals (t), in %",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    vanillas = front[front.get("param/method", pd.Series(dtype=str)) == "vanilla"]
+    for (_, row), cells in zip(front.iterrows(), rows, strict=True):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+        note = f"    test groups: {group_summary(row)}"
+        if len(vanillas) and row.get("param/method") != "vanilla":
+            note += f"; vs vanilla #{vanillas.iloc[0]['number']}: {verdict(row, vanillas.iloc[0])}"
+        lines.append(note)
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,232 @@
+"""Seed-confirmed fronts: which trials are confirmed, the runs that confirm them, the front of the seed
+means, the levelling-down verdict, the files, and a confirmation stage that resumes after a kill."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sweep_helpers import run_command, start_sweep, write_space
+
+from fairsearch.confirm import (
+    CONFIRM_FILE,
+    ConfirmPlan,
+    candidates,
+    confirmed_front,
+    format_confirmed,
+    make_plan,
+    read_confirmed,
+    read_plan,
+    verdict,
+    write_confirmation,
+    write_plan,
+)
+from fairsearch.errors import FairsearchError
+from fairsearch.report import write_report
+from fairsearch.results import TrialRecord, read_results, write_results
+
+GROUPS = "param/group_by"
+
+
+def _trials(rows: list[tuple[float, float, float]]) -> pd.DataFrame:
+    """Completed trials numbered 0.. with (val acc, val gap, lower end of the gap interval)."""
+    return pd.DataFrame(
+        {
+            "trial_id": [f"t{i}" for i in range(len(rows))],
+            "number": range(len(rows)),
+            "status": "completed",
+            "param/method": ["vanilla" if i % 2 else "hybrid" for i in range(len(rows))],
+            "param/lora_rank": pd.Series([4] * len(rows), dtype="Int64"),
+            "param/seed": pd.Series([0] * len(rows), dtype="Int64"),
+            "param/lam": [np.nan if i % 2 else 0.5 for i in range(len(rows))],
+            GROUPS: "ethnicity",
+            "val/acc": [r[0] for r in rows],
+            "val/max_acc_gap": [r[1] for r in rows],
+            "val/max_acc_gap_ci_low": [r[2] for r in rows],
+            "checkpoint": [f"/ckpt/{i}" for i in range(len(rows))],
+        }
+    )
+
+
+def test_candidates_are_the_front_then_trials_whose_gap_interval_reaches_it() -> None:
+    trials = _trials(
+        [
+            (0.90, 0.20, 0.10),  # 0 front
+            (0.80, 0.05, 0.00),  # 1 front
+            (0.85, 0.30, 0.04),  # 2 off the front; at gap 0.04 it would be on it
+            (0.70, 0.40, 0.20),  # 3 off the front, and still dominated by #1 at its lower end
+            (0.88, 0.25, np.nan),  # 4 off the front, no interval
+        ]
+    )
+    assert candidates(trials, max_trials=10) == [0, 1, 2]
+    assert candidates(trials, max_trials=2) == [0, 1]
+    failed = trials.assign(status=["failed", "completed", "completed", "completed", "completed"])
+    assert candidates(failed, max_trials=10) == [4, 1, 2]  # without #0, #4 is on the front
+
+
+def test_a_plan_repeats_each_candidate_with_the_next_seeds_and_keeps_its_settings(tmp_path: Path) -> None:
+    trials = _trials([(0.9, 0.2, 0.1), (0.8, 0.05, 0.0), (0.7, 0.5, 0.4)])
+    read = {"/ckpt/0": {"acc": 0.91}, "/ckpt/1": {"acc": 0.79}}
+    plan = make_plan(trials, seeds=2, max_trials=8, read_test=lambda path: read.get(path, {}))
+    assert plan.candidates == (0, 1)
+    assert [(r["confirms"], r["seed"]) for r in plan.runs] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    first = plan.runs[0]
+    assert first["method"] == "hybrid" and first["lam"] == 0.5 and type(first["lora_rank"]) is int
+    assert "lam" not in plan.runs[2]  # vanilla: no λ, as in its search run
+    assert plan.original_test == {0: {"acc": 0.91}, 1: {"acc": 0.79}}
+    write_plan(tmp_path, plan)
+    assert read_plan(tmp_path) == plan
+    (tmp_path / "confirm.json").write_text("{not json")
+    with pytest.raises(FairsearchError, match=r"confirm.json: not a confirmation plan"):
+        read_plan(tmp_path)
+    assert read_plan(tmp_path / "elsewhere") is None
+
+
+def _runs(rows: list[tuple[int, int, float, float]]) -> pd.DataFrame:
+    """Completed confirmation runs: (number confirmed, seed, val acc, val gap)."""
+    return pd.DataFrame(
+        {
+            "trial_id": [f"c{i}" for i in range(len(rows))],
+            "number": [r[0] for r in rows],
+            "status": "completed",
+            "param/seed": [r[1] for r in rows],
+            "val/acc": [r[2] for r in rows],
+            "val/max_acc_gap": [r[3] for r in rows],
+            "val/max_acc_gap_ci_low": 0.0,
+            "test/acc": [r[2] - 0.01 for r in rows],
+        }
+    )
+
+
+def test_the_confirmed_front_is_the_front_of_seed_means_with_t_intervals() -> None:
+    trials = _trials([(0.90, 0.02, 0.0), (0.85, 0.10, 0.0)])  # #0 looked best on both: a lucky seed
+    plan = ConfirmPlan((0, 1), (), {0: {"acc": 0.89}, 1: {"acc": 0.84}})
+    runs = _runs([(0, 1, 0.80, 0.20), (0, 2, 0.82, 0.18), (1, 1, 0.86, 0.08), (1, 2, 0.84, 0.12)])
+    front = confirmed_front(trials, runs, plan)
+    assert front["number"].tolist() == [1]  # #0's means (0.84, 0.133) are dominated by #1's (0.85, 0.10)
+    row = front.iloc[0]
+    assert row["front"] == "confirmed" and row["n_seeds"] == 3 and row["seeds"] == "0,1,2"
+    accs = np.array([0.85, 0.86, 0.84])
+    assert row["val/acc"] == pytest.approx(accs.mean())
+    half = 4.302652729911275 * accs.std(ddof=1) / math.sqrt(3)  # t(0.975, 2)
+    assert (row["val/acc_seeds_low"], row["val/acc_seeds_high"]) == pytest.approx(
+        (accs.mean() - half, accs.mean() + half)
+    )
+    assert row["test/acc"] == pytest.approx(np.mean([0.84, 0.85, 0.83]))
+    assert row["shift/acc"] == pytest.approx(row["test/acc"] - row["val/acc"])
+    assert "val/max_acc_gap_ci_low" not in front  # one run's interval is not averaged over seeds
+    assert "param/seed" not in front and row["param/method"] == "vanilla"
+    assert row["hypervolume"] == pytest.approx(0.85 * (1 - 0.10))
+    # a run that failed or is still running is not a seed
+    unfinished = runs.assign(status=["completed", "failed", "running", "completed"])
+    partly = confirmed_front(trials, unfinished, plan)  # #0: (0.85, 0.11) beats #1: (0.845, 0.11)
+    assert partly["number"].tolist() == [0] and partly["n_seeds"].tolist() == [2]
+    one = confirmed_front(trials, runs.iloc[:0], plan)
+    assert (one["n_seeds"] == 1).all() and one["val/acc_seeds_low"].isna().all()
+
+
+def _groups(row: dict[str, float], split: str = "test") -> dict[str, object]:
+    return {GROUPS: "ethnicity"} | {f"{split}/acc/ethnicity/{g}": v for g, v in row.items()}
+
+
+@pytest.mark.parametrize(
+    ("fair", "expected"),
+    [
+        ({"A": 0.93, "B": 0.90}, "raises the worst group"),  # B +0.15, A −0.02
+        ({"A": 0.80, "B": 0.78}, "levels down"),  # B +0.03, A −0.15
+        ({"A": 0.95, "B": 0.70}, "no narrower gap"),
+        ({"A": 0.95}, "-"),
+    ],
+)
+def test_verdict_tells_serving_the_worst_group_from_levelling_down(
+    fair: dict[str, float], expected: str
+) -> None:
+    vanilla = _groups({"A": 0.95, "B": 0.75})
+    assert verdict(_groups(fair), vanilla) == expected
+
+
+def _record(trial_id: str, number: int, seed: int, acc: float, gap: float) -> TrialRecord:
+    params = {"method": "hybrid" if number == 0 else "vanilla", "seed": seed, "group_by": "ethnicity"}
+    metrics = {"acc": acc, "max_acc_gap": gap, "max_acc_gap_ci_low": 0.0}
+    metrics |= {"acc/ethnicity/Hispanic": acc - gap, "acc/ethnicity/Non-Hispanic": acc}
+    metrics |= {"p_pos/ethnicity/Hispanic": 0.4, "p_pos/ethnicity/Non-Hispanic": 0.5}
+    return TrialRecord(trial_id, number, "completed", params, metrics, epochs_done=2.0)
+
+
+def test_confirmation_files_keep_the_search_front_and_add_the_confirmed_one(tmp_path: Path) -> None:
+    search = [_record("s0", 0, 0, 0.90, 0.05), _record("s1", 1, 0, 0.92, 0.20)]
+    test = {"s0": {"acc": 0.89, "max_acc_gap": 0.07}, "s1": {"acc": 0.91, "max_acc_gap": 0.22}}
+    write_results(tmp_path, search, test)
+    _, before = read_results(tmp_path)
+    plan = ConfirmPlan((0, 1), (), {0: test["s0"], 1: test["s1"]})
+    runs = [_record("c0", 0, 1, 0.88, 0.07), _record("c1", 1, 1, 0.93, 0.18)]
+    run_test = {"c0": {"acc": 0.87, "max_acc_gap": 0.08, "acc/ethnicity/Hispanic": 0.8}}
+    front = write_confirmation(tmp_path, runs, run_test, plan)
+
+    _, after = read_results(tmp_path)
+    pd.testing.assert_frame_equal(after, before)  # the search's front is read back unchanged
+    table, confirmed = read_confirmed(tmp_path)
+    assert len(table) == 2 and table["param/seed"].tolist() == [1, 1]
+    assert table.loc[table["trial_id"] == "c0", "test/acc"].item() == 0.87
+    assert np.isnan(table.loc[table["trial_id"] == "c1", "test/acc"].item())
+    assert confirmed["number"].tolist() == front["number"].tolist() == [1, 0]
+    assert confirmed.set_index("number").loc[0, "test/acc"] == pytest.approx((0.89 + 0.87) / 2)
+    text = format_confirmed(confirmed)
+    assert text.startswith("Confirmed front: 2 configuration(s)")
+    assert "#0     hybrid   2" in text and "test groups:" in text and "vs vanilla #1" in text
+    assert read_confirmed(tmp_path / "none")[1].empty
+
+    html = write_report(tmp_path).read_text()
+    assert "<h2>Seed-confirmed front</h2>" in html and '<table id="confirmed">' in html
+    section = html[html.index("<h2>Seed-confirmed front</h2>") :]
+    mean_acc = confirmed.set_index("number").loc[0, "val/acc"]
+    assert f"{100 * mean_acc:.1f}" in section and "vs #1: " in section
+    assert section.count("data:image/png;base64,") == 1
+
+
+# ------------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_confirmation_runs_after_the_search_and_resume_after_a_driver_kill(tmp_path: Path) -> None:
+    space = write_space(tmp_path, "conf", 3, confirm={"seeds": 1, "max_trials": 3})
+    results = tmp_path / "results"
+    env = {**os.environ, "FAIRSEARCH_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
+    proc = start_sweep(run_command(space, results), env)
+    confirm_dir = results / ".tune" / ".confirm" / "conf"
+    deadline = time.monotonic() + 500
+    while time.monotonic() < deadline and not list(confirm_dir.glob("*/checkpoint_*")):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-confirmation: the driver and its Ray, no clean-up
+    proc.communicate(timeout=120)
+    plan = read_plan(results / "conf")
+    assert plan is not None and len(plan.runs) == len(plan.candidates) >= 1
+
+    resumed = subprocess.run(
+        run_command(space, results), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Confirmed front:" in resumed.stdout
+    assert read_plan(results / "conf") == plan  # the same candidates, not a new plan
+    runs = pd.read_parquet(results / "conf" / CONFIRM_FILE)
+    assert sorted(zip(runs["number"], runs["param/seed"], strict=True)) == sorted(
+        (r["confirms"], r["seed"]) for r in plan.runs
+    )
+    assert (runs["status"] == "completed").all() and runs["trial_id"].is_unique
+    assert runs["test/acc"].notna().all()
+    trials = pd.read_parquet(results / "conf" / "trials.parquet")
+    assert len(trials) == 3 and "param/seed" not in trials  # the search ran the default seed, 0
+    # each confirmation run trained each epoch once: one checkpoint history per run, epochs 1..2
+    for folder in confirm_dir.glob("*/checkpoint_*"):
+        history = json.loads((folder / "state.json").read_text())["history"]
+        assert [int(h["epoch"]) for h in history] == [1, 2], folder
+    _, confirmed = read_confirmed(results / "conf")
+    assert len(confirmed) >= 1 and (confirmed["n_seeds"] == 2).all()
+    assert set(confirmed["number"]) <= set(plan.candidates)
