@@ -198,7 +198,8 @@ class TrialConfig:
         max_pixels: image size cap in pixels; sets the number of image tokens. ``None``: the model's own.
         vision_cache: compute the frozen vision tower's image embeddings once and reuse them.
         eval_batch_size: samples per forward pass when evaluating.
-        n_boot: bootstrap resamples for the intervals that are bootstrapped (see ``fairsearch.metrics``).
+        n_boot: 0 turns the 95 % intervals off, any other value on (a name kept from when they were
+            bootstrapped: they are now computed exactly, see ``fairsearch.intervals``).
     """
 
     method: str = "vanilla"

@@ -4,7 +4,7 @@ The report reads only ``trials.parquet`` and ``pareto.parquet`` (see :mod:`fairs
 works on a finished sweep, one still running, and one that was interrupted. It holds:
 
 1. the Pareto front: validation accuracy against validation MaxAccGap for every trial, the front as a
-   staircase, and the front members' test-split points with their bootstrap 95 % intervals;
+   staircase, and the front members' test-split points with their 95 % intervals;
 2. the hypervolume of the front of the trials finished so far, in the order they finished;
 3. per front member, the accuracy of every group of every grouping, with the group sizes;
 4. the front as a table with its parameters;
@@ -57,7 +57,7 @@ CONFIRMED_CAPTION = (
 )
 FRONT_CAPTION = (
     "Every trial's validation accuracy vs. MaxAccGap, coloured by method; the validation front as a staircase; "
-    "the front members' test-split results as diamonds with bootstrap 95 % intervals"
+    "the front members' test-split results as diamonds with 95 % intervals"
 )
 
 
@@ -347,7 +347,7 @@ def _numeric(cell: str) -> bool:
 def _front_table(front: pd.DataFrame) -> str:
     params = [c for c in front.columns if str(c).startswith("param/") and c != "param/method"]
     header = ["trial", "method", *(c[len("param/") :] for c in params), "val acc %", "val gap %"]
-    header += ["test acc % [95 % CI]", "test gap % [95 % CI]", "epochs"]
+    header += ["test acc % [95 % CI]", "test gap % [95 % CI]", "test worst group % [95 % CI]", "epochs"]
     rows = []
     for _, row in front.iterrows():
         cells = [str(row["number"]), _method(row), *(_param(row[c], c[len("param/") :]) for c in params)]
@@ -356,6 +356,7 @@ def _front_table(front: pd.DataFrame) -> str:
             fmt_pct(row[GAP]),
             _ci(row, "acc"),
             _ci(row, "max_acc_gap"),
+            _ci(row, "worst_group_acc"),
             f"{float(row['epochs_done']):g}",
         ]
         rows.append(cells)

@@ -134,8 +134,13 @@ _METHOD_PARAMETERS = frozenset(p for m in METHODS.values() for p in m.parameters
 """Settings that only some methods read (``lam``, ``w_max``): sampled only for those methods."""
 
 
+OPTUNA_NUMBER = "optuna_number"
+"""Config key holding the Optuna trial's number, so that results rows carry the study's own numbering."""
+
+
 class DefineByRun:
-    """Samples the searched parameters of one Optuna trial; returns the fixed settings as constants.
+    """Samples the searched parameters of one Optuna trial; returns the fixed settings, and the Optuna
+    trial's number under :data:`OPTUNA_NUMBER`, as constants.
 
     A method-specific setting (``lam``, ``w_max``) is sampled only for the methods of
     :data:`fairsearch.config.METHODS` that use it. Ray merges the returned constants with the suggested
@@ -156,7 +161,7 @@ class DefineByRun:
             if name in _METHOD_PARAMETERS and name not in METHODS[method].parameters:
                 continue
             _suggest(trial, dist)
-        return dict(self.fixed)
+        return {**self.fixed, OPTUNA_NUMBER: trial.number}
 
 
 def trial_config(spec: SweepSpec, overrides: Mapping[str, str] | None = None) -> TrialConfig:
@@ -256,8 +261,8 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
     group_by = _objectives(raw.get("objectives"), problems)
     fixed = _fixed(raw, problems)
     search = _search(raw.get("search"), fixed, problems)
-    trials = _positive_int(raw, "trials", 8, problems)
-    concurrency = _positive_int(raw, "concurrency", 2, problems)
+    trials = _positive_int(raw, "trials", 8, problems, most=100_000)
+    concurrency = _positive_int(raw, "concurrency", 2, problems, most=10_000)
     sampler, seed = _sampler(raw.get("sampler"), problems)
     cpus, gpus = _resources(raw.get("resources"), problems)
     max_failures = raw.get("max_failures", 2)
@@ -428,10 +433,10 @@ def _distribution(where: str, key: str, spec: Mapping[str, Any], problems: list[
     return Distribution(name=key, low=low, high=high, log=bool(log), step=step, integer=integer)
 
 
-def _positive_int(raw: Mapping[str, Any], key: str, default: int, problems: list[str]) -> int:
+def _positive_int(raw: Mapping[str, Any], key: str, default: int, problems: list[str], most: int) -> int:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        problems.append(f"{key}: {value!r} must be an integer >= 1")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        problems.append(f"{key}: {value!r} must be an integer from 1 to {most}")
         return default
     return value
 

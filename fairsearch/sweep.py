@@ -43,7 +43,7 @@ from fairsearch.errors import FairsearchError
 from fairsearch.results import TrialRecord, pareto_frame, read_results, trials_frame, write_results
 from fairsearch.resume import CheckpointRepair
 from fairsearch.scheduler import scheduler_from_settings
-from fairsearch.space import SweepSpec, load_space
+from fairsearch.space import OPTUNA_NUMBER, SweepSpec, load_space
 
 logger = logging.getLogger(__name__)
 
@@ -170,15 +170,16 @@ class ResultsCallback(tune.Callback):
         self.write(trials)
 
     def records(self, trials: Sequence[Any], completed: Any = None) -> list[TrialRecord]:
-        """The Parquet rows of Tune's trials (numbered by creation order, which is Optuna's)."""
+        """The Parquet rows of Tune's trials, numbered as the Optuna study numbers them (a trial made
+        before the number was in its config keeps its place in Tune's list, which Tune may reorder)."""
         return [
             trial_record(
-                number,
+                int(trial.config.get(OPTUNA_NUMBER, position)),
                 trial,
                 completed=trial is completed,
                 interrupted=self._interrupted(trial),
             )
-            for number, trial in enumerate(trials)
+            for position, trial in enumerate(trials)
         ]
 
     def _interrupted(self, trial: Any) -> bool:
@@ -259,6 +260,10 @@ class ConfirmCallback(ResultsCallback):
         self._front = front_summary(front)
 
 
+_NOT_SETTINGS = frozenset({OPTUNA_NUMBER, "confirms"})
+"""Config keys that are bookkeeping, not trial settings: left out of the ``param/`` columns."""
+
+
 def confirm_trainable(config: dict[str, Any]) -> None:
     """Ray Tune's trainable of a confirmation run: the candidate's settings are under ``run``."""
     tune_trainable(dict(config["run"]))
@@ -275,7 +280,7 @@ def trial_record(
     """The Parquet row of one Tune trial.
 
     Args:
-        number: the trial's place in creation order (Optuna's trial number).
+        number: the Optuna study's number of the trial (its place in creation order when unknown).
         trial: Tune's trial.
         completed: it has just ended, whatever Tune says yet.
         interrupted: Tune shut it down with the sweep (Ctrl-C) before it ended; it resumes with the sweep.
@@ -294,7 +299,7 @@ def trial_record(
         trial_id=str(trial.trial_id),
         number=number,
         status=status,
-        params={k: v for k, v in config.items() if not isinstance(v, dict) and k != "confirms"},
+        params={k: v for k, v in config.items() if not isinstance(v, dict) and k not in _NOT_SETTINGS},
         val_metrics={k: float(v) for k, v in result.items() if _is_metric(k, v)},
         epochs_done=epochs,
         wall_time_s=float(result.get("time_total_s", 0.0) or 0.0),
@@ -406,6 +411,7 @@ def run_sweep(
     optuna_url = optuna_storage or spec.optuna_storage or f"sqlite:///{results_dir / 'optuna.db'}"
 
     _check_inputs(spec)
+    _check_results_folder(results_dir)
     resuming = _prepare_folder(spec, results_dir, experiment, restart)
     if restart:
         _remove_experiment(_confirm_experiment(storage_root, spec.name))
@@ -591,6 +597,21 @@ def _check_inputs(spec: SweepSpec) -> None:
     model = spec.fixed.get("model", TrialConfig.model)
     if model == "tiny":
         logger.info("model: the built-in tiny random Qwen2.5-VL (set 'model:' to a hub id or a folder)")
+    else:  # a folder that is not there, or a hub id not in the local cache: refused before anything runs
+        from fairsearch.model.backbone import resolve_model_folder
+
+        resolve_model_folder(str(model))
+
+
+def _check_results_folder(results_dir: Path) -> None:
+    """Refuses a results folder that is a file, or lies under one, before anything is written."""
+    for path in (results_dir, *results_dir.parents):
+        if path.exists() and not path.is_dir():
+            raise FairsearchError(f"--results: {path} is a file, not a folder; give a folder for the results")
+        if path.is_dir():
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise FairsearchError(f"--results: cannot write in {path}")
+            return
 
 
 def _prepare_folder(spec: SweepSpec, results_dir: Path, experiment: str, restart: bool) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,39 @@ def test_results_commands_on_a_folder_without_results(tmp_path: Path, command: s
 def test_help_shows_examples() -> None:
     proc = _run("--help")
     assert proc.returncode == 0 and "fairsearch run --space search_spaces/hybrid.yaml" in proc.stdout
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize(
+    ("space", "results", "message"),
+    [
+        ({"model": "models/none"}, "results", "no folder 'models/none' either"),
+        ({"model": "Qwen/No-Such-Model"}, "results", "model 'Qwen/No-Such-Model' is not in the local"),
+        ({"trials": 10**12}, "results", "trials: 1000000000000 must be an integer from 1 to 100000"),
+        ({}, "a_file", "a_file is a file, not a folder"),
+        ({}, "a_file/results", "a_file is a file, not a folder"),
+        ({"confirm": {"seeds": 99}}, "results", "confirm.seeds: 99 must be an integer from 0 to 20"),
+    ],
+)
+def test_run_refuses_bad_input_before_writing_anything(
+    tmp_path: Path, space: dict[str, object], results: str, message: str
+) -> None:
+    import yaml
+
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "s", **space}))
+    (tmp_path / "a_file").write_text("not a folder")
+    before = _tree(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fairsearch.cli", "run", "--space", "s.yaml", "--results", results],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HOME": str(tmp_path / "no-hf-cache")},
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert _tree(tmp_path) == before  # nothing written: no results folder, no space.json, no optuna.db

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -86,6 +87,13 @@ def test_small_sweep_writes_trials_front_and_study(tmp_path: Path) -> None:
         n_values = db.execute("select count(*) from trial_values").fetchone()[0]
         n_complete = db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
     assert n_complete == 4 and n_values == 8  # two objectives per trial: a multi-objective study
+    study = optuna.load_study(study_name="small", storage=f"sqlite:///{results / 'small' / 'optuna.db'}")
+    by_number = {t.number: t.params for t in study.trials}
+    assert sorted(by_number) == sorted(trials["number"])
+    for _, row in trials.iterrows():  # Parquet's number is the study's: the same trial, the same values
+        sampled = by_number[int(row["number"])]
+        assert row["param/lr"] == pytest.approx(sampled["lr"]) and row["param/method"] == sampled["method"]
+    assert "param/optuna_number" not in trials
 
     table = subprocess.run(
         [sys.executable, "-m", "fairsearch.cli", "pareto", str(results / "small")],

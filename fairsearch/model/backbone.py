@@ -120,7 +120,7 @@ def load_backbone(
     dtype = dtype if dtype is not None else default_dtype(device)
     if name_or_path == TINY:
         return tiny_backbone(device=device, dtype=dtype)
-    folder = _resolve_folder(name_or_path)
+    folder = resolve_model_folder(name_or_path)
     logger.info("loading %s from %s (%s, %s)", name_or_path, folder, device, dtype)
     try:
         # The lm_head in the checkpoint is skipped on purpose (545 M parameters for 7B); transformers'
@@ -255,7 +255,13 @@ _FETCH_FOLDER = (
 )
 
 
-def _resolve_folder(name: str) -> Path:
+def resolve_model_folder(name: str) -> Path:
+    """The local folder of a model named by a folder path or a hub id in the local Hugging Face cache.
+
+    Raises:
+        FairsearchError: no such folder, a folder without ``config.json``, or a hub id not in the cache;
+            the message says where it looked and how to bring the model here.
+    """
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
