@@ -191,13 +191,13 @@ def test_interrupted_sweep_resumes_without_losing_or_repeating_trials(
 # the snapshot on storage then names a checkpoint that is gone.
 _KILL_AFTER_DELETE = """
 import os, signal, sys
-from fairsearch import cli, sweep
+from fairsearch import cli, tune_trials
 
 def on_trial_save(self, iteration, trials, trial, **info):
     if trial.checkpoint is not None and trial.checkpoint.path.endswith("checkpoint_000001"):
         os.killpg(0, signal.SIGKILL)
 
-sweep.ResultsCallback.on_trial_save = on_trial_save
+tune_trials.ResultsCallback.on_trial_save = on_trial_save
 sys.exit(cli.main(sys.argv[1:]))
 """
 

@@ -48,7 +48,7 @@ def test_every_offered_sampler_is_seeded(name: str) -> None:
 def test_checkpoint_uri_keeps_the_scheme() -> None:
     from types import SimpleNamespace
 
-    from fairsearch.sweep import checkpoint_uri
+    from fairsearch.tune_trials import checkpoint_uri
 
     local = SimpleNamespace(filesystem=SimpleNamespace(type_name="local"), path="/r/ckpt")
     s3 = SimpleNamespace(filesystem=SimpleNamespace(type_name="s3"), path="bucket/sweeps/ckpt")
@@ -59,7 +59,7 @@ def test_checkpoint_uri_keeps_the_scheme() -> None:
 
 
 def test_callback_pickled_without_newer_fields_still_works(tmp_path: object) -> None:
-    from fairsearch.sweep import ResultsCallback
+    from fairsearch.tune_trials import ResultsCallback
 
     old = ResultsCallback.__new__(ResultsCallback)
     old.__dict__.update({"results_dir": str(tmp_path), "min_interval_s": 10.0, "_last_write": 0.0})
@@ -87,7 +87,7 @@ def test_trials_shut_down_by_ctrl_c_read_interrupted_not_completed(tmp_path: obj
 
     import pandas as pd
 
-    from fairsearch.sweep import ResultsCallback
+    from fairsearch.tune_trials import ResultsCallback
 
     callback = ResultsCallback(str(tmp_path))
     done, short, cut, waiting, again = (

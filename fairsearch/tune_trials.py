@@ -1,0 +1,329 @@
+"""Ray Tune's side of a trial: the trainables, the callbacks that write the results files as trials
+report and end, the mapping of Tune's statuses to fairsearch's, and which result keys are Tune's own.
+
+Everything that reads Tune's ``Trial`` objects is here, so a change of Ray touches one module;
+:mod:`fairsearch.sweep` wires these into the Tuners.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from fairsearch.checkpoint import read_test_metrics
+from fairsearch.config import TrialConfig
+from fairsearch.confirm import read_plan, write_confirmation
+from fairsearch.results import TrialRecord, pareto_frame, trials_frame, write_results
+from fairsearch.space import OPTUNA_NUMBER
+
+logger = logging.getLogger("fairsearch.sweep")  # the status line is the sweep's
+
+__all__ = [
+    "STATUS",
+    "ConfirmCallback",
+    "ResultsCallback",
+    "checkpoint_uri",
+    "confirm_trainable",
+    "front_summary",
+    "trial_record",
+    "tune_trainable",
+]
+
+STATUS = {
+    "TERMINATED": "completed",
+    "ERROR": "failed",
+    "RUNNING": "running",
+    "PENDING": "pending",
+    "PAUSED": "pending",
+}
+
+
+def tune_trainable(config: dict[str, Any]) -> None:
+    """Ray Tune's function trainable: one trial, resumed from its checkpoint when Tune has one."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # workers on other machines do not get the driver's env
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from fairsearch.trial import run_trial
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    trial_config = TrialConfig.from_dict(config)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        run_trial(trial_config, report=report)
+        return
+    with checkpoint.as_directory() as folder:
+        run_trial(trial_config, report=report, resume_from=Path(folder))
+
+
+class ResultsCallback(tune.Callback):
+    """Rewrites the Parquet files as trials report, finish and fail, and logs a live status line.
+
+    The status line (trials done/running/pending/failed and the current front) is logged when a trial
+    ends and at least every ``status_interval_s`` while trials run. The callback is pickled with the
+    experiment and unpickled on resume, so it holds plain values only; the class-level defaults let a
+    callback pickled by an older fairsearch resume.
+    """
+
+    status_interval_s = 30.0
+    _last_status = 0.0
+    _front = "none yet"
+    _ended: set[str] | None = None  # None: a callback saved before ended trials were tracked
+
+    def __init__(
+        self, results_dir: str, min_interval_s: float = 10.0, status_interval_s: float = 30.0
+    ) -> None:
+        self.results_dir = results_dir
+        self.min_interval_s = min_interval_s
+        self.status_interval_s = status_interval_s
+        self._last_write = 0.0
+        self._last_status = 0.0
+        self._front = "none yet"
+        self._ended = set()
+
+    def get_state(self) -> dict[str, Any]:
+        """The trials that really ended (Tune saves this with each experiment snapshot)."""
+        return {"ended": sorted(self._ended or ())}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`get_state`'s trials on ``Tuner.restore``."""
+        self._ended = set(state.get("ended", ()))
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
+    ) -> None:
+        if time.monotonic() - self._last_write >= self.min_interval_s:
+            self.write(trials)
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if self._ended is not None:  # a failed trial runs again when its sweep is resumed
+            self._ended.discard(str(trial.trial_id))
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        # Tune marks the trial TERMINATED only after this callback returns.
+        if self._ended is not None:
+            self._ended.add(str(trial.trial_id))
+        self.write(trials, completed=trial)
+        self.announce(trials, completed=trial)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        if self._ended is not None:
+            self._ended.add(str(trial.trial_id))
+        self.write(trials)
+        self.announce(trials)
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if trials and time.monotonic() - self._last_status >= self.status_interval_s:
+            self.announce(trials)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.write(trials)
+
+    def records(self, trials: Sequence[Any], completed: Any = None) -> list[TrialRecord]:
+        """The Parquet rows of Tune's trials, numbered as the Optuna study numbers them (a trial made
+        before the number was in its config keeps its place in Tune's list, which Tune may reorder)."""
+        return [
+            trial_record(
+                int(trial.config.get(OPTUNA_NUMBER, position)),
+                trial,
+                completed=trial is completed,
+                interrupted=self._interrupted(trial),
+            )
+            for position, trial in enumerate(trials)
+        ]
+
+    def _interrupted(self, trial: Any) -> bool:
+        # After Ctrl-C Tune marks the trials it shuts down TERMINATED, as if they had finished; only
+        # those this callback saw end did.
+        return (
+            self._ended is not None
+            and str(trial.status) == "TERMINATED"
+            and str(trial.trial_id) not in self._ended
+        )
+
+    def write(self, trials: Sequence[Any], completed: Any = None) -> None:
+        """Writes both Parquet files from Tune's trials, atomically, and remembers the front.
+
+        Args:
+            trials: every trial of the experiment, in creation order.
+            completed: a trial that has just completed but that Tune still marks RUNNING.
+        """
+        records = self.records(trials, completed)
+        front = pareto_frame(trials_frame(records), {})  # test metrics are read for its members only
+        front_ids = set(front["trial_id"])
+        test_metrics = {t.trial_id: _read_test_metrics(t) for t in trials if t.trial_id in front_ids}
+        write_results(Path(self.results_dir), records, test_metrics)
+        self._last_write = time.monotonic()
+        self._front = front_summary(front)
+
+    stage = ""
+    """Written before the status line: empty for the search, ``confirming: `` for confirmation runs."""
+
+    def announce(self, trials: Sequence[Any], completed: Any = None) -> None:
+        """Logs ``[3 done, 2 running, 7 pending, 0 failed] front: …``."""
+        counts = Counter(
+            "completed" if t is completed else STATUS.get(str(t.status), "pending") for t in trials
+        )
+        logger.info(
+            "%s[%d done, %d running, %d pending, %d failed] front: %s",
+            self.stage,
+            counts["completed"],
+            counts["running"],
+            counts["pending"],
+            counts["failed"],
+            self._front,
+        )
+        self._last_status = time.monotonic()
+
+
+class ConfirmCallback(ResultsCallback):
+    """The confirmation runs' :class:`ResultsCallback`: writes ``confirm.parquet`` and the confirmed front
+    into ``pareto.parquet`` (:func:`fairsearch.confirm.write_confirmation`)."""
+
+    stage = "confirming: "
+
+    def records(self, trials: Sequence[Any], completed: Any = None) -> list[TrialRecord]:
+        """One row per run, numbered by the trial it confirms, with the candidate's settings."""
+        return [
+            trial_record(
+                int(trial.config["run"]["confirms"]),
+                trial,
+                completed=trial is completed,
+                interrupted=self._interrupted(trial),
+                config=trial.config["run"],
+            )
+            for trial in trials
+        ]
+
+    def write(self, trials: Sequence[Any], completed: Any = None) -> None:
+        records = self.records(trials, completed)
+        tests = {
+            r.trial_id: _read_test_metrics(t)
+            for r, t in zip(records, trials, strict=True)
+            if r.status == "completed"
+        }
+        plan = read_plan(Path(self.results_dir))
+        if plan is None:  # removed by hand while the runs went on: nothing to combine them with
+            return
+        front = write_confirmation(Path(self.results_dir), records, tests, plan)
+        self._last_write = time.monotonic()
+        self._front = front_summary(front)
+
+
+_NOT_SETTINGS = frozenset({OPTUNA_NUMBER, "confirms"})
+"""Config keys that are bookkeeping, not trial settings: left out of the ``param/`` columns."""
+
+
+def confirm_trainable(config: dict[str, Any]) -> None:
+    """Ray Tune's trainable of a confirmation run: the candidate's settings are under ``run``."""
+    tune_trainable(dict(config["run"]))
+
+
+def trial_record(
+    number: int,
+    trial: Any,
+    *,
+    completed: bool = False,
+    interrupted: bool = False,
+    config: Mapping[str, Any] | None = None,
+) -> TrialRecord:
+    """The Parquet row of one Tune trial.
+
+    Args:
+        number: the Optuna study's number of the trial (its place in creation order when unknown).
+        trial: Tune's trial.
+        completed: it has just ended, whatever Tune says yet.
+        interrupted: Tune shut it down with the sweep (Ctrl-C) before it ended; it resumes with the sweep.
+        config: the trial's settings, when they are not Tune's config itself.
+    """
+    config = trial.config if config is None else config
+    result = dict(trial.last_result or {})
+    status = "completed" if completed else STATUS.get(str(trial.status), "pending")
+    if interrupted and not completed:
+        status = "interrupted"
+    epochs = float(result.get("epoch", 0.0) or 0.0)  # fractional with reports_per_epoch > 1
+    if status == "completed" and epochs < int(config.get("epochs", TrialConfig.epochs)) - 1e-9:
+        status = "stopped"  # stopped early by the scheduler
+    checkpoint = trial.checkpoint
+    return TrialRecord(
+        trial_id=str(trial.trial_id),
+        number=number,
+        status=status,
+        params={k: v for k, v in config.items() if not isinstance(v, dict) and k not in _NOT_SETTINGS},
+        val_metrics={k: float(v) for k, v in result.items() if _is_metric(k, v)},
+        epochs_done=epochs,
+        wall_time_s=float(result.get("time_total_s", 0.0) or 0.0),
+        error=_error_message(trial) if status == "failed" else None,
+        checkpoint=None if checkpoint is None else checkpoint_uri(checkpoint),
+        finished_at=float(result["timestamp"])
+        if status in ("completed", "stopped", "failed") and "timestamp" in result
+        else None,
+    )
+
+
+def checkpoint_uri(checkpoint: Any) -> str:
+    """A checkpoint's location with its scheme (``s3://bucket/…``); a plain path on local disk."""
+    scheme = getattr(checkpoint.filesystem, "type_name", "local")
+    path = str(checkpoint.path)
+    return path if scheme == "local" else f"{'gs' if scheme == 'gcs' else scheme}://{path}"
+
+
+_TUNE_KEYS = frozenset(
+    {
+        "epoch",
+        "time_total_s",
+        "time_this_iter_s",
+        "timestamp",
+        "training_iteration",
+        "iterations_since_restore",
+        "time_since_restore",
+        "pid",
+        "done",
+        "date",
+        "hostname",
+        "node_ip",
+        "trial_id",
+        "experiment_tag",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        "timesteps_total",
+        "episodes_total",
+        "timesteps_since_restore",
+    }
+)
+
+
+def _is_metric(key: str, value: Any) -> bool:
+    return key not in _TUNE_KEYS and not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _error_message(trial: Any) -> str:
+    path = trial.error_file
+    if path and os.path.exists(path):
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:2000]
+    return "trial failed (no error file)"
+
+
+def _read_test_metrics(trial: Any) -> dict[str, float]:
+    checkpoint = trial.checkpoint
+    return {} if checkpoint is None else read_test_metrics(checkpoint.filesystem, checkpoint.path)
+
+
+def front_summary(front: pd.DataFrame, most: int = 4) -> str:
+    """``acc 0.912 / gap 0.041 (hybrid) | …`` for the first ``most`` members of a front table."""
+    members = [
+        f"acc {row['val/acc']:.3f} / gap {row['val/max_acc_gap']:.3f} ({row.get('param/method', '?')})"
+        for _, row in front.head(most).iterrows()
+    ]
+    more = f" (+{len(front) - most} more)" if len(front) > most else ""
+    return " | ".join(members) + more if members else "none yet"
