@@ -87,7 +87,7 @@ def default_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
 def test_synthetic_round_trip_equals_written_files(tmp_path: Path) -> None:
     root = write_synthetic(tmp_path / "syn", n=96, seed=5, image_size=32)
     splits = load_fairvlmed(root)
-    assert [len(splits[s]) for s in SPLITS] == [48, 24, 24]
+    assert [len(splits[s]) for s in SPLITS] == [20, 38, 38]  # 1200:2300:2300
     table = pd.read_csv(root / "data_summary.csv", dtype=str).set_index("filename")
     for split in splits.values():
         assert all(p.parent.name == FOLDERS[split.name] for p in split.paths)
@@ -131,10 +131,10 @@ def test_synthetic_is_deterministic_per_seed(tmp_path: Path) -> None:
     assert fingerprints[0] == fingerprints[1] != fingerprints[2]
 
 
-def test_default_synthetic_groups_imbalance_and_appearance(default_synthetic: Path) -> None:
-    assert default_synthetic.name == "n2400-s0-px112-v2"
+def test_default_synthetic_groups_imbalance_and_split_sizes(default_synthetic: Path) -> None:
+    assert default_synthetic.name == "n5800-s0-px112-v3"
     splits = load_fairvlmed(default_synthetic)
-    assert [len(splits[s]) for s in SPLITS] == [1200, 600, 600]
+    assert [len(splits[s]) for s in SPLITS] == [1200, 2300, 2300]
     for split in splits.values():
         ethnicity = split.attributes["ethnicity"]
         assert 19 <= np.sum(ethnicity == 0) / np.sum(ethnicity == 1) <= 23
@@ -146,21 +146,52 @@ def test_default_synthetic_groups_imbalance_and_appearance(default_synthetic: Pa
             for code in ATTRIBUTE_VALUES[attribute]:
                 labels = split.labels[split.attributes[attribute] == code]
                 assert abs(labels.sum() - len(labels) / 2) <= 3, (split.name, attribute, code)
+    # the minority is evaluated on more than 100 images in each of validation and test
+    assert [int(np.sum(splits[s].attributes["ethnicity"] == 1)) for s in SPLITS] == [52, 101, 101]
     train = splits["train"]
     for attribute, values in ATTRIBUTE_VALUES.items():
         assert all(np.any(train.attributes[attribute] == code) for code in values), attribute
-    centre = slice(28, 84)  # the retina, away from the dark surround
-    brightness = np.array([train.image(i)[centre, centre, 0].mean() for i in range(len(train))])
-    ethnicity, race = train.attributes["ethnicity"], train.attributes["race"]
-    white_majority = (ethnicity == 0) & (race == 2)
-    assert brightness[ethnicity == 1].mean() < 0.85 * brightness[ethnicity == 0].mean()
-    assert brightness[(ethnicity == 0) & (race == 1)].mean() < 0.95 * brightness[white_majority].mean()
-    # The label is visible: glaucoma (large bright cup) images hold more bright pixels.
-    bright = np.array([(train.image(i)[:, :, 0] > 200).mean() for i in range(len(train))])
-    assert (
-        bright[white_majority & (train.labels == 1)].mean()
-        > 2 * bright[white_majority & (train.labels == 0)].mean()
-    )
+
+
+def _box_blur(image: np.ndarray) -> np.ndarray:
+    """3×3 mean of a 2-D image (edges padded by reflection)."""
+    padded = np.pad(image, 1, mode="reflect")
+    h, w = image.shape
+    return sum(padded[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9.0
+
+
+def test_default_synthetic_minority_is_visible_and_its_cup_reads_smaller(default_synthetic: Path) -> None:
+    """The group shift the fair methods are meant to handle is in the written files: the minority's
+    retina carries a fine mosaic (not a darker fundus), and its glaucomatous cups are smaller."""
+    train = load_fairvlmed(default_synthetic)["train"]
+    images = np.stack([train.image(i)[:, :, 0] for i in range(len(train))]).astype(np.float64)
+    ethnicity, race, labels = train.attributes["ethnicity"], train.attributes["race"], train.labels
+    hispanic, majority = ethnicity == 1, (ethnicity == 0) & (race == 2)
+    axis = (np.arange(112) + 0.5) / 112 * 2 - 1
+    radius = np.hypot(*np.meshgrid(axis, axis, indexing="ij"))
+    ring = (radius > 0.65) & (radius < 0.85)  # retina outside every disc, inside the field
+    # fine texture: the retina's high-pass residual (pixel noise, plus the mosaic) separates the groups
+    texture = np.array([np.std((image - _box_blur(image))[ring]) for image in images])
+    assert texture[hispanic].min() > texture[majority].max()
+    assert np.median(texture[hispanic]) > 1.2 * np.median(texture[majority])
+    # ...but the same brightness: not a darker fundus
+    retina = images[:, ring].mean(axis=1)
+    assert abs(retina[hispanic].mean() / retina[majority].mean() - 1) < 0.03
+    # the disease sign: bright cup pixels grow with the label in both groups, less so in the minority
+    cup_area = (images > 200).mean(axis=(1, 2))
+    mean_area = {
+        (group, label): cup_area[mask & (labels == label)].mean()
+        for group, mask in (("minority", hispanic), ("majority", majority))
+        for label in (0, 1)
+    }
+    assert mean_area["majority", 1] > 2 * mean_area["majority", 0]
+    assert mean_area["minority", 1] > 2 * mean_area["minority", 0]
+    assert mean_area["minority", 1] < 0.75 * mean_area["majority", 1]
+    # and Black subjects' fundus is darker than White ones' (the race shift)
+    black = (ethnicity == 0) & (race == 1)
+    centre = slice(28, 84)
+    brightness = images[:, centre, centre].mean(axis=(1, 2))
+    assert brightness[black].mean() < 0.95 * brightness[majority].mean()
 
 
 def test_builtin_synthetic_is_cached_and_made_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,8 +213,8 @@ def test_builtin_synthetic_is_cached_and_made_once(tmp_path: Path, monkeypatch: 
     for thread in threads:
         thread.join()
     assert len(calls) == 1 and len(set(results)) == 1 and len(results) == 4
-    assert results[0] == tmp_path / "synthetic" / "n48-s1-px24-v2"
-    assert len(load_fairvlmed(results[0])["train"]) == 24
+    assert results[0] == tmp_path / "synthetic" / "n48-s1-px24-v3"
+    assert len(load_fairvlmed(results[0])["train"]) == 10
     assert builtin_synthetic(48, 1, 24) == results[0] and len(calls) == 1
 
 
@@ -207,7 +238,7 @@ def test_write_synthetic_refuses_bad_arguments(tmp_path: Path) -> None:
     (tmp_path / "full" / "x.txt").write_text("keep me")
     with pytest.raises(FairsearchError, match=r"full: already exists and is not an empty folder"):
         write_synthetic(tmp_path / "full", n=48)
-    with pytest.raises(FairsearchError, match=r"n=10, image_size=112; need n >= 24"):
+    with pytest.raises(FairsearchError, match=r"n=10, image_size=112; need n >= 30"):
         write_synthetic(tmp_path / "small", n=10)
 
 
