@@ -66,3 +66,15 @@ def read_test_metrics(fs: Any, path: str) -> dict[str, float]:
         return {k: float(v) for k, v in _read_json(fs, path, TEST_METRICS_FILE).items()}
     except (OSError, ValueError, AttributeError):
         return {}
+
+
+def read_test_metrics_at(location: str) -> dict[str, float]:
+    """The test metrics in the checkpoint at a path or URI (``trials.parquet``'s ``checkpoint``); empty
+    when it holds none."""
+    import pyarrow.fs
+
+    if "://" in location:
+        fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    else:
+        fs, path = pyarrow.fs.LocalFileSystem(), location
+    return read_test_metrics(fs, path)

@@ -11,13 +11,17 @@ newest *complete* checkpoint on storage (see :func:`fairsearch.checkpoint.comple
 Tune's view of the trial (its iteration count, its last result) brought up to that checkpoint's epoch.
 The report of that epoch died with the driver, so Tune's ``result.json`` lacks it, and MO-ASHA judges the
 trial by its next report instead. The same window in reverse (Tune logged a report, then the sweep was
-interrupted before it registered the report's checkpoint) is repaired too: the trial goes on from that
-checkpoint rather than training and reporting the epoch again.
+interrupted before it registered the report's checkpoint, or before its snapshot caught up with its log)
+is repaired too: the trial goes on from that checkpoint rather than training and reporting the epoch
+again. Whether Tune saw a report is judged from the snapshot's last result *and* the trial's own
+``result.json``, which Tune appends to as each report arrives.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 from typing import Any
 
@@ -29,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 _CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")  # Ray's StorageContext._make_checkpoint_dir_name
 _STATE_VERSION = 1
+RESULT_FILE = "result.json"  # ray.tune's JsonLoggerCallback (EXPR_RESULT_FILE)
 
 
 class CheckpointRepair(tune.Callback):
@@ -79,7 +84,9 @@ def repair_trial(trial: Any) -> bool:
     fs = trial.storage.storage_filesystem
     named_exists = named is not None and _exists(fs, named.path)
     last = dict(trial.last_result or {})
-    reported = float(last.get("epoch", 0.0) or 0.0)
+    # The snapshot can lag behind Tune's log of the reports (result.json) after a SIGKILL: an epoch that
+    # is in the log reached Tune, and its checkpoint was on storage before its report was sent.
+    reported = max(float(last.get("epoch", 0.0) or 0.0), _logged_epoch(trial, fs))
     from ray.train._internal.session import _TrainingResult
 
     for index, path in _checkpoint_dirs(fs, trial.storage.trial_fs_path):
@@ -124,6 +131,32 @@ def repair_trial(trial: Any) -> bool:
         trial.storage.trial_fs_path,
     )
     return False
+
+
+def _logged_epoch(trial: Any, fs: Any) -> float:
+    """The last epoch in the trial's ``result.json``, Tune's log of the reports it received (0 when none).
+
+    Read from the driver's local copy when there is one, else from storage; a line cut short by the
+    kill ends the log.
+    """
+    texts = []
+    local = os.path.join(str(getattr(trial, "local_path", "") or ""), RESULT_FILE)
+    if os.path.isfile(local):
+        with open(local, "rb") as f:
+            texts.append(f.read())
+    try:
+        with fs.open_input_stream(f"{trial.storage.trial_fs_path}/{RESULT_FILE}") as f:
+            texts.append(f.readall())
+    except OSError:
+        pass
+    epoch = 0.0
+    for text in texts:
+        for line in text.decode("utf-8", "replace").splitlines():
+            try:
+                epoch = max(epoch, float(json.loads(line).get("epoch", 0.0) or 0.0))
+            except (ValueError, AttributeError, TypeError):
+                break
+    return epoch
 
 
 def _checkpoint_dirs(fs: Any, trial_path: str) -> list[tuple[int, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -241,3 +242,60 @@ def test_driver_killed_after_tune_deleted_the_named_checkpoint_resumes_from_the_
     (rows,) = tune_reports(results / ".tune" / "stale").values()
     assert [int(r["epoch"]) for r in rows] == ([1, 3] if epochs == 3 else [1])  # epoch 2's report was lost
     assert [int(r["training_iteration"]) for r in rows] == [int(r["epoch"]) for r in rows]
+
+
+# Run as the driver: killed (with its Ray) the moment Tune has logged epoch 2's report to result.json,
+# before its experiment snapshot (saved between steps) has seen that report: the snapshot lags the log.
+_KILL_AFTER_LOG = """
+import os, signal, sys
+from ray.tune.logger import JsonLoggerCallback
+from fairsearch import cli
+
+original = JsonLoggerCallback.on_trial_result
+
+def on_trial_result(self, iteration, trials, trial, result, **info):
+    original(self, iteration, trials, trial, result, **info)
+    if result.get("epoch") == 2:
+        os.killpg(0, signal.SIGKILL)
+
+JsonLoggerCallback.on_trial_result = on_trial_result
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_driver_killed_after_tune_logged_a_report_its_snapshot_missed_does_not_train_it_again(
+    tmp_path: Path,
+) -> None:
+    space = write_space(tmp_path, "lag", 1, fixed={"epochs": 3})
+    results = tmp_path / "results"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER_LOG, *run_command(space, results)[3:]],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (trial_dir,) = (results / ".tune" / "lag").glob("tune_trainable_*")
+    # Tune logs to the driver's copy and uploads it in the background, so storage's result.json can be
+    # ahead of its snapshot: do the upload the kill cut off, as it may have raced ahead of the snapshot.
+    pattern = f"session_*/artifacts/*/lag/driver_artifacts/{trial_dir.name}/result.json"
+    (logged,) = {p.resolve() for p in Path("/tmp/ray").glob(pattern)}  # session_latest links to the session
+    shutil.copyfile(logged, trial_dir / "result.json")
+    (rows,) = tune_reports(results / ".tune" / "lag").values()
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # logged, though the snapshot has not seen epoch 2
+    assert sorted(p.name for p in trial_dir.glob("checkpoint_*")) == [
+        "checkpoint_000000",
+        "checkpoint_000001",
+    ]
+
+    resumed = subprocess.run(
+        run_command(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (rows,) = tune_reports(results / ".tune" / "lag").values()
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # epoch 2 neither trained nor reported again
+    assert_each_epoch_trained_once(results / ".tune" / "lag", 3, driver_killed=False)
+    after = pd.read_parquet(results / "lag" / "trials.parquet")
+    assert after["status"].tolist() == ["completed"] and after["epochs_done"].tolist() == [3]
