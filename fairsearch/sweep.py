@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -123,8 +126,11 @@ def run_sweep(
     experiment = f"{storage_root.rstrip('/')}/{spec.name}"
     optuna_url = optuna_storage or spec.optuna_storage or f"sqlite:///{results_dir / 'optuna.db'}"
 
-    _check_inputs(spec)
-    _check_results_folder(results_dir)
+    # Every input is checked before anything is written: a refused run leaves no folder and no file.
+    _check_results_folder(results_dir, spec, restart)
+    _check_inputs(
+        spec, address=address, storage=storage, optuna_storage=optuna_storage, results_dir=results_dir
+    )
     resuming = _prepare_folder(spec, results_dir, experiment, restart)
     if restart:
         _remove_experiment(_confirm_experiment(storage_root, spec.name))
@@ -295,8 +301,33 @@ def _renamed(spec: SweepSpec, name: str) -> SweepSpec:
     return replace(spec, name=name)
 
 
-def _check_inputs(spec: SweepSpec) -> None:
-    """Fails fast, on the driver, on a data folder that is missing or malformed."""
+def _check_inputs(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    storage: str | None = None,
+    optuna_storage: str | None = None,
+    results_dir: Path | None = None,
+) -> None:
+    """Fails fast, on the driver and before anything is written, on a bad Ray address, an Optuna URL or
+    Tune storage that is unknown or unreachable, a data folder that is missing or malformed (or lacks
+    training samples of a group it evaluates), and a model that is not here.
+
+    Args:
+        spec: the space.
+        address: ``--address``.
+        storage: ``--storage``.
+        optuna_storage: ``--optuna-storage``.
+        results_dir: ``results/<name>``, where the default Optuna database lives.
+    """
+    _check_address(address)
+    if optuna_storage is not None:
+        _check_optuna_url(optuna_storage, "--optuna-storage")
+    elif spec.optuna_storage is not None:
+        _check_optuna_url(spec.optuna_storage, f"{spec.source}: optuna_storage:")
+    elif results_dir is not None:  # the default, made in the results folder: only an existing file is checked
+        _check_sqlite_file(results_dir / "optuna.db", "")
+    _check_storage(storage)
     data = spec.fixed.get("data")
     if data is None:
         logger.info(
@@ -306,29 +337,258 @@ def _check_inputs(spec: SweepSpec) -> None:
     elif "://" not in str(data):
         from fairsearch.data import load_fairvlmed
 
-        load_fairvlmed(data)
+        splits = load_fairvlmed(data)
+        _check_groups(
+            splits, spec.group_by, bool(spec.fixed.get("exclude_unknown", TrialConfig.exclude_unknown))
+        )
     model = spec.fixed.get("model", TrialConfig.model)
     if model == "tiny":
         logger.info("model: the built-in tiny random Qwen2.5-VL (set 'model:' to a hub id or a folder)")
     else:  # a folder that is not there, or a hub id not in the local cache: refused before anything runs
         from fairsearch.model.backbone import resolve_model_folder
 
-        resolve_model_folder(str(model))
+        _check_model_config(resolve_model_folder(str(model)))
 
 
-def _check_results_folder(results_dir: Path) -> None:
-    """Refuses a results folder that is a file, or lies under one, before anything is written."""
-    for path in (results_dir, *results_dir.parents):
+PROBE_TIMEOUT_S = 12
+"""How long one check of remote storage or of a database server may take (a run makes two at most:
+under 30 s together) before the run is refused."""
+_STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+"""URI schemes of the filesystems pyarrow, and so Ray Tune, reads (``file://`` is a local folder)."""
+_STORAGE_PROBE = """
+import sys, pyarrow.fs
+fs, path = pyarrow.fs.FileSystem.from_uri(sys.argv[1])
+print(fs.get_file_info(path).type.name)
+"""
+_DATABASE_PROBE = """
+import sys, sqlalchemy
+sqlalchemy.create_engine(sys.argv[1]).connect().close()
+"""
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _short(value: object, limit: int = 120) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_address(address: str | None) -> None:
+    """``--address``: ``auto``, ``local``, ``ray://host[:port]`` or ``host:port``."""
+    if address is None or address in ("auto", "local"):
+        return
+    match = re.fullmatch(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(?::(\d{1,5}))?", address)
+    if match is None or (match[3] is None and not match[1]) or (match[3] and not 0 < int(match[3]) < 65536):
+        raise FairsearchError(
+            f"--address {_short(address)!r}: expected 'auto', 'local', ray://host:port or host:port "
+            "(the address of a running Ray cluster)"
+        )
+
+
+def _check_folder_path(folder: Path, flag: str) -> None:
+    """Refuses a folder that is a file, or lies under one, or that this user cannot make."""
+    for path in (folder, *folder.parents):
         if path.exists() and not path.is_dir():
-            raise FairsearchError(f"--results: {path} is a file, not a folder; give a folder for the results")
+            raise FairsearchError(f"{flag}: {path} is a file, not a folder; give a folder")
         if path.is_dir():
             if not os.access(path, os.W_OK | os.X_OK):
-                raise FairsearchError(f"--results: cannot write in {path}")
+                raise FairsearchError(f"{flag}: cannot write in {path}")
             return
 
 
+def _check_storage(storage: str | None) -> None:
+    """``--storage``: a folder that can be made, or a URI of a filesystem Ray Tune reads that answers
+    within :data:`PROBE_TIMEOUT_S` (the check only looks: it creates nothing)."""
+    if storage is None:
+        return
+    scheme, sep, rest = storage.partition("://")
+    if not sep or scheme == "file":
+        _check_folder_path(Path(rest if sep else storage).expanduser().resolve(), "--storage")
+        return
+    if scheme.lower() not in _STORAGE_SCHEMES:
+        raise FairsearchError(
+            f"--storage {_short(storage)}: unknown scheme {_short(scheme)!r}; give a folder or a URI of "
+            f"{', '.join(f'{s}://' for s in _STORAGE_SCHEMES)}"
+        )
+    kind = _probe(_STORAGE_PROBE, storage, f"--storage {_short(storage)}")
+    if kind == "File":
+        raise FairsearchError(f"--storage {_short(storage)}: is a file, not a folder")
+
+
+def _check_optuna_url(url: str, where: str) -> None:
+    """An Optuna storage URL: a SQLAlchemy URL of a known dialect whose driver is installed; a SQLite
+    file that is a SQLite database or can be made in an existing folder; any other database answering
+    within :data:`PROBE_TIMEOUT_S`. Nothing is created while checking."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise FairsearchError(
+            f"{where} {_short(url)}: not a database URL; give e.g. sqlite:///results/optuna.db or "
+            "postgresql://user@host/database"
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise FairsearchError(
+            f"{where} {_short(shown)}: unknown database {_short(parsed.drivername)!r}; Optuna stores studies "
+            "in SQLAlchemy databases: sqlite, postgresql, mysql, oracle, mssql"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return
+        path = Path(database).expanduser()
+        _check_sqlite_file(path, f"{where} {_short(shown)}: ")
+        if not path.exists():
+            if path.parent.exists() and not path.parent.is_dir():
+                raise FairsearchError(f"{where} {_short(shown)}: {path.parent} is a file, not a folder")
+            if not path.parent.is_dir():
+                raise FairsearchError(
+                    f"{where} {_short(shown)}: folder {path.parent} does not exist; create it first"
+                )
+            if not os.access(path.parent, os.W_OK | os.X_OK):
+                raise FairsearchError(f"{where} {_short(shown)}: cannot create a file in {path.parent}")
+        return
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        raise FairsearchError(
+            f"{where} {_short(shown)}: the {parsed.drivername} driver is not installed ({err}); install it "
+            "in this environment, or use sqlite:///path/optuna.db"
+        ) from None
+    _probe(_DATABASE_PROBE, url, f"{where} {_short(shown)}")
+
+
+def _check_sqlite_file(path: Path, where: str) -> None:
+    """An existing SQLite path must be a readable, writable SQLite database (or an empty file);
+    ``where`` starts the message (``--optuna-storage sqlite:///x.db: ``)."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not path.is_file():
+        raise FairsearchError(f"{where}{path} is not a file, so not a SQLite database")
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except OSError as err:
+        raise FairsearchError(f"{where}cannot read {path} ({err.strerror or err})") from None
+    if header and header != _SQLITE_HEADER:
+        raise FairsearchError(
+            f"{where}{path} is not a SQLite database; give the study's database or a new file"
+        )
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise FairsearchError(f"{where}cannot write {path}")
+
+
+def _probe(code: str, target: str, where: str) -> str:
+    """Runs ``code`` with ``target`` in a child Python killed after :data:`PROBE_TIMEOUT_S` (a network
+    client's retries cannot be cut short from inside); returns its output, or refuses with its error."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, target],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise FairsearchError(
+            f"{where}: no answer within {PROBE_TIMEOUT_S} s; check the network, the address and the "
+            "credentials"
+        ) from None
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {proc.returncode}"
+        raise FairsearchError(f"{where}: cannot reach it ({_short(reason, 300)})")
+    return proc.stdout.strip()
+
+
+def _check_groups(splits: Mapping[str, Any], group_by: str, exclude_unknown: bool) -> None:
+    """Every ``group_by`` group with validation or test samples has training samples, and validation
+    holds two groups or more (else MaxAccGap, the objective minimised, is always 0)."""
+    from fairsearch.data import ATTRIBUTE_VALUES
+    from fairsearch.fairness import encode_groups
+
+    groupings = {
+        name: encode_groups(split.attributes, group_by, ATTRIBUTE_VALUES, exclude_unknown=exclude_unknown)
+        for name, split in splits.items()
+    }
+    train = groupings["train"].counts()
+    for name in ("val", "test"):
+        counts = groupings[name].counts()
+        missing = [groupings[name].names[g] for g in range(len(counts)) if counts[g] > 0 and train[g] == 0]
+        if missing:
+            raise FairsearchError(
+                f"group_by {group_by!r}: groups {missing} have {name} samples but no training samples; "
+                "choose another grouping or set exclude_unknown"
+            )
+    counts = groupings["val"].counts()
+    present = [groupings["val"].names[g] for g in range(len(counts)) if counts[g] > 0]
+    if len(present) < 2:
+        raise FairsearchError(
+            f"group_by {group_by!r}: the validation split holds samples of {len(present)} group(s) "
+            f"{present}; MaxAccGap, the objective minimised, needs two or more: choose another grouping"
+        )
+
+
+def _check_model_config(folder: Path) -> None:
+    """A model folder's ``config.json`` is a JSON object with a ``model_type``."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_bytes()[: 1 << 24].decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        raise FairsearchError(
+            f"model folder '{folder}': config.json is not readable JSON ({_short(str(err))}); "
+            "copy the model folder again"
+        ) from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise FairsearchError(
+            f"model folder '{folder}': config.json has no 'model_type', so it is not a Hugging Face "
+            "model config; copy the model folder again"
+        )
+
+
+def _check_results_folder(results_dir: Path, spec: SweepSpec | None = None, restart: bool = False) -> None:
+    """Refuses a results folder that is a file, or lies under one, and (unless ``restart``) one whose
+    ``space.json`` is damaged or belongs to another space, before anything is written."""
+    _check_folder_path(results_dir, "--results")
+    marker = results_dir / SPACE_FILE
+    if spec is None or restart or not (marker.exists() or marker.is_symlink()):
+        return
+    saved = _read_marker(marker)
+    if saved.get("digest") != spec.digest:
+        raise FairsearchError(
+            f"{results_dir} holds a sweep made from a different space file "
+            f"({_short(saved.get('source'))}, digest {_short(saved.get('digest'))}; {spec.source} has digest "
+            f"{spec.digest}). "
+            f"Run with --restart to discard it and start over, or --name to start a sweep beside it."
+        )
+
+
+def _read_marker(marker: Path) -> dict[str, Any]:
+    """``space.json``: which space a results folder was made from."""
+    again = (
+        f"run with --restart to discard {marker.parent} and start over, or --name to start a sweep beside it"
+    )
+    try:
+        with marker.open("rb") as f:
+            data = f.read(1 << 24)
+        saved = json.loads(data.decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else _short(str(err), 80)
+        raise FairsearchError(
+            f"{marker}: damaged, so the space this sweep was made from is unknown ({reason}); {again}"
+        ) from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("digest"), str):
+        raise FairsearchError(f"{marker}: not a space record of fairsearch (no 'digest'); {again}")
+    return saved
+
+
 def _prepare_folder(spec: SweepSpec, results_dir: Path, experiment: str, restart: bool) -> bool:
-    """Creates the results folder, or checks that an existing one belongs to this space.
+    """Creates the results folder, or keeps an existing one of this space (checked by
+    :func:`_check_results_folder`).
 
     Returns:
         True when an existing experiment is resumed.
@@ -340,16 +600,8 @@ def _prepare_folder(spec: SweepSpec, results_dir: Path, experiment: str, restart
         shutil.rmtree(results_dir)
         _remove_experiment(experiment)
         exists = False
-    if exists:
-        saved = json.loads(marker.read_text())
-        if saved.get("digest") != spec.digest:
-            raise FairsearchError(
-                f"{results_dir} holds a sweep made from a different space file "
-                f"({saved.get('source')}, digest {saved.get('digest')}; {spec.source} has digest {spec.digest}). "
-                f"Run with --restart to discard it and start over, or --name to start a sweep beside it."
-            )
-        if tune.Tuner.can_restore(experiment):
-            return True
+    if exists and tune.Tuner.can_restore(experiment):
+        return True
     results_dir.mkdir(parents=True, exist_ok=True)
     payload = json.dumps({"digest": spec.digest, "source": str(spec.source), "space": spec.raw}, default=str)
     with tempfile.NamedTemporaryFile("w", dir=results_dir, delete=False, suffix=".tmp") as f:
