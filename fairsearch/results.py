@@ -298,7 +298,7 @@ def write_parquet_atomic(
         # mkstemp makes the file private (0600); give it the mode an ordinary write would have
         os.chmod(tmp_name, path.stat().st_mode & 0o777 if path.exists() else _NEW_FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle)
+            pq.write_table(table, handle, write_page_checksum=True)  # read_results verifies them
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -388,11 +388,78 @@ def write_results(
     return trials_path, pareto_path
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A results table read whole, with the checksums of its pages verified (files written since
+    :func:`write_parquet_atomic` writes them), and its key-value metadata.
+
+    Raises:
+        FairsearchError: the file is unreadable or damaged (a cut or changed byte).
+    """
+    if not path.is_file():
+        raise FairsearchError(f"cannot read {path}: it is a folder, not a Parquet file")
     try:
-        return pd.read_parquet(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise FairsearchError(f"cannot read {path}: {exc}") from exc
+        table = pq.read_table(path, page_checksum_verification=True)
+        metadata = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        return table.to_pandas(), metadata
+    except Exception as exc:  # anything pyarrow or pandas meets in a damaged file
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        reason = reason if len(reason) <= 200 else reason[:199] + "…"
+        raise FairsearchError(
+            f"cannot read {path}: the file is damaged or not a Parquet file ({reason}); "
+            "results are not shown from a damaged file"
+        ) from None
+
+
+def _check_table(path: Path, df: pd.DataFrame, metadata: Mapping[str, str], *, trials: bool) -> None:
+    """Refuses a results table of another schema: ``trials.parquet`` needs fairsearch's schema version,
+    and both need ``trial_id``, an integer ``number``, known statuses and numeric objectives."""
+    problems = []
+    version = metadata.get("fairsearch_schema")
+    if trials and version != SCHEMA_VERSION:
+        problems.append(
+            "no fairsearch_schema in its metadata"
+            if version is None
+            else f"schema {version[:20]!r}, and this fairsearch reads schema {SCHEMA_VERSION!r}"
+        )
+    missing = [c for c in ("trial_id", "number", "status") if c not in df]
+    if missing:
+        problems.append(f"no column(s) {missing}")
+    if "number" in df and not pd.api.types.is_integer_dtype(df["number"]):
+        problems.append(f"column 'number' is {df['number'].dtype}, not integer")
+    if "status" in df:
+        unknown = sorted({str(s) for s in df["status"].dropna().unique()} - set(STATUSES))
+        if unknown or df["status"].isna().any():
+            problems.append(f"unknown status(es) {[s[:20] for s in unknown[:5]]}; allowed {list(STATUSES)}")
+    if len(_completed(df)):
+        for key in OBJECTIVES:
+            if key not in df or not pd.api.types.is_float_dtype(df[key]):
+                problems.append(f"column {key!r} missing or not float, though trials completed")
+    if problems:
+        raise FairsearchError(
+            f"{path}: not a fairsearch results table ({'; '.join(problems)}); it is damaged or of "
+            f"another schema (docs/ARCHITECTURE.md, 'Results files')"
+        )
+
+
+def _check_front_in_trials(
+    pareto_path: Path, front: pd.DataFrame, trials_path: Path, trials: pd.DataFrame
+) -> None:
+    """Every front row is a completed trial of ``trials.parquet`` with the same objective values (a
+    completed trial's are final, so this holds while a sweep is between its two writes too)."""
+    completed = _completed(trials).drop_duplicates("trial_id").set_index("trial_id")
+    strangers = [str(t) for t in front["trial_id"] if t not in completed.index]
+    if not strangers:
+        keys = [k for k in OBJECTIVES if k in front and k in completed]
+        mine = front[keys].to_numpy(dtype=np.float64)
+        theirs = completed.loc[front["trial_id"], keys].to_numpy(dtype=np.float64)
+        same = ((mine == theirs) | (np.isnan(mine) & np.isnan(theirs))).all(axis=1)
+        strangers = [str(t) for t, ok in zip(front["trial_id"], same, strict=True) if not ok]
+    if strangers:
+        shown = ", ".join(t[:40] for t in strangers[:5])
+        raise FairsearchError(
+            f"{pareto_path}: its front holds trial(s) {shown} that {trials_path} does not hold as completed "
+            "with the same objectives; one of the two files is damaged or from another sweep"
+        )
 
 
 def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -408,19 +475,24 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         trials, without test metrics.
 
     Raises:
-        FairsearchError: If ``trials.parquet`` is missing or unreadable.
+        FairsearchError: If ``trials.parquet`` is missing, or either file is unreadable, damaged (a page
+            whose checksum fails), of another schema, or the front names trials the trials file lacks.
     """
     folder = Path(folder)
     trials_path = folder / TRIALS_FILE
-    if not trials_path.is_file():
+    if not trials_path.exists():
         raise FairsearchError(f"no results in {folder}: run `fairsearch run --space ...` first")
-    trials_df = _read_table(trials_path)
+    trials_df, metadata = _read_table(trials_path)
+    _check_table(trials_path, trials_df, metadata, trials=True)
     pareto_path = folder / PARETO_FILE
     state = "missing"
-    if pareto_path.is_file():
-        pareto_df = _read_table(pareto_path)
+    if pareto_path.exists():
+        pareto_df, metadata = _read_table(pareto_path)
         if "front" in pareto_df:
-            pareto_df = search_rows(pareto_df, read_parquet_metadata(pareto_path).get("search_columns"))
+            pareto_df = search_rows(pareto_df, metadata.get("search_columns"))
+        if len(pareto_df):
+            _check_table(pareto_path, pareto_df, metadata, trials=False)
+            _check_front_in_trials(pareto_path, pareto_df, trials_path, trials_df)
         if len(pareto_df) or _completed(trials_df).empty:
             return trials_df, pareto_df
         state = "empty, older than the trials' completed ones"
