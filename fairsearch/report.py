@@ -21,8 +21,10 @@ import base64
 import html
 import io
 import logging
+import os
 import re
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -433,13 +435,17 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
         The path of the HTML file.
 
     Raises:
-        FairsearchError: If the folder has no results, no trials, or no completed trial.
+        FairsearchError: If the folder has no results, no trials, or no completed trial; or ``out`` is not
+            an ``.html`` path, is a folder, lies under a file or in a folder this user cannot write.
+            Nothing is written then.
     """
     folder = Path(results_folder)
+    if out is not None:  # a bad --out is refused before the results are read
+        _check_out(Path(out))
     trials, front = read_results(folder)
     _check_reportable(folder, trials)
     out = Path(out) if out is not None else folder / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_out(out)
     progress = _hypervolume_progress(trials)
     figures: list[tuple[str, str, Figure]] = [
         (
@@ -461,18 +467,52 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
     _, confirmed = read_confirmed(folder)
     if len(confirmed):
         figures.append(("confirmed_front", CONFIRMED_CAPTION, _confirmed_figure(confirmed)))
-    images = []
-    for key, caption, fig in figures:
-        name = f"{out.stem}-{key}.png"
-        data = _png(fig)
-        (out.parent / name).write_bytes(data)
-        images.append(_figure_html(data, name, caption))
+    pngs = [(f"{out.stem}-{key}.png", _png(fig), caption) for key, caption, fig in figures]
+    images = [_figure_html(data, name, caption) for name, data, caption in pngs]
     page = _page(folder, trials, front, members, images[: len(images) - bool(len(confirmed))])
     if len(confirmed):
         page = page.replace("</body>", _confirmed_html(confirmed, images[-1]) + "\n</body>")
-    out.write_text(page, encoding="utf-8")
+    for name, _, _ in pngs:
+        if (out.parent / name).is_dir():
+            raise FairsearchError(
+                f"--out {out}: {out.parent / name} is a folder; the report writes a PNG there"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name, data, _ in pngs:
+        _write_atomic(out.parent / name, data)
+    _write_atomic(out, page.encode("utf-8"))
     logger.info("wrote %s and %d figure(s) beside it", out, len(images))
     return out
+
+
+def _check_out(out: Path) -> None:
+    """The report's path: an ``.html`` file, not a folder, whose folder exists (or can be made) and is
+    writable."""
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise FairsearchError(f"--out {out}: give an .html file to write (its PNGs are written beside it)")
+    if out.is_dir():
+        raise FairsearchError(
+            f"--out {out}: is a folder; give the HTML file to write, e.g. {out / 'report.html'}"
+        )
+    for path in out.parents:
+        if path.exists() and not path.is_dir():
+            raise FairsearchError(f"--out {out}: {path} is a file, not a folder")
+        if path.is_dir():
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise FairsearchError(f"--out {out}: cannot write in {path}")
+            return
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Readers see the old file or the new one, never a part (the mode is an ordinary write's)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _confirmed_figure(confirmed: pd.DataFrame) -> Figure:
