@@ -26,6 +26,10 @@ from fairsearch.errors import FairsearchError
 logger = logging.getLogger("fairsearch")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+SYNTH_MAX_N = 100_000
+SYNTH_MAX_SIZE = 1024
+SYNTH_MAX_BYTES = 2 << 30
+"""``data synth`` writes (and holds a split of) ``n × size²`` bytes of images: at most 2 GiB."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,17 +166,18 @@ def _train(args: argparse.Namespace) -> int:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            raise FairsearchError(f"--set {item!r}: expected KEY=VALUE, e.g. method=gr")
+            raise FairsearchError(f"--set {_short(item)}: expected KEY=VALUE, e.g. method=gr")
         overrides[key] = value
     config = trial_config(load_space(args.space), overrides)
     out = Path(args.out)
+    _check_folder(out, "--out")
     checkpoint = out / "checkpoint"
     if args.resume and not checkpoint.is_dir():
         raise FairsearchError(f"--resume: no checkpoint in {checkpoint}")
-    out.mkdir(parents=True, exist_ok=True)
     logger.info("trial config: %s", json.dumps(config.__dict__, default=str))
 
     def report(metrics: dict[str, float], folder: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)  # at the first report: a trial refused early leaves nothing
         staging = out / "checkpoint.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(folder, staging)
@@ -193,11 +198,42 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "inspect":
         print(format_summary(summarize(load_fairvlmed(args.path))))
     else:
+        from fairsearch.data.synthetic import MIN_SAMPLES
+
+        _check_bounds("--n", args.n, MIN_SAMPLES, SYNTH_MAX_N)
+        _check_bounds("--size", args.size, 16, SYNTH_MAX_SIZE)
+        _check_bounds("--seed", args.seed, 0, 2**32 - 1)
+        if args.n * args.size**2 > SYNTH_MAX_BYTES:
+            raise FairsearchError(
+                f"--n {args.n} --size {args.size}: {args.n * args.size**2 / 2**30:.1f} GiB of images; "
+                f"at most {SYNTH_MAX_BYTES >> 30} GiB (n × size² bytes): lower --n or --size"
+            )
         out = Path(args.out)
-        if out.exists():
+        if out.exists() or out.is_symlink():
             raise FairsearchError(f"{out}: already exists; give a new folder")
+        _check_folder(out, "data synth")
         print(write_synthetic(out, n=args.n, seed=args.seed, image_size=args.size))
     return 0
+
+
+def _check_bounds(flag: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise FairsearchError(f"{flag} {value}: must be an integer from {low} to {high}")
+
+
+def _check_folder(folder: Path, flag: str) -> None:
+    """A folder to write in: no file at it or above it, and its nearest existing folder writable."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            raise FairsearchError(f"{flag} {folder}: {path} is a file, not a folder")
+        if path.is_dir():
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise FairsearchError(f"{flag} {folder}: cannot write in {path}")
+            return
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return repr(text) if len(text) <= limit else repr(text[: limit - 1]) + "…"
 
 
 if __name__ == "__main__":
