@@ -108,8 +108,7 @@ class Split:
         labels: int64 ``[N]``, 1 = glaucoma.
         attributes: int64 codes ``[N]`` per attribute in :data:`ATTRIBUTES` (see :data:`ATTRIBUTE_VALUES`).
         age: float64 ``[N]``; NaN where the file or CSV gives none.
-        fingerprint: Stable hash of the files (names relative to the dataset root, sizes, CRC-32 of each
-            image as stored in the zip directory), for cache keys; unchanged when the folder moves.
+        root: The dataset folder; :attr:`fingerprint` names the files relative to it.
     """
 
     name: str
@@ -117,7 +116,8 @@ class Split:
     labels: np.ndarray
     attributes: dict[str, np.ndarray]
     age: np.ndarray
-    fingerprint: str = field(default="")
+    root: Path = field(default=Path("."))
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         """Number of samples."""
@@ -125,7 +125,19 @@ class Split:
 
     def __repr__(self) -> str:
         """A one-line summary (never the arrays)."""
-        return f"Split(name={self.name!r}, n={len(self)}, positives={int(self.labels.sum())}, fingerprint={self.fingerprint!r})"
+        return f"Split(name={self.name!r}, n={len(self)}, positives={int(self.labels.sum())})"
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the split's files, for cache keys (the vision cache's): their names relative to the
+        dataset root and the sha256 of their bytes. Any changed byte changes it, even one the zip
+        directory does not see (an image corrupted in place); moving the folder does not. Computed on
+        first use, since it reads every file (0.12 s for the 2,400 default synthetic images, 0.31 s for
+        6,000, from the page cache).
+        """
+        if self._fingerprint is None:
+            self._fingerprint = _fingerprint(self.root, self.paths)
+        return self._fingerprint
 
     def image(self, i: int) -> np.ndarray:
         """Read sample ``i``'s image from disk.
@@ -202,13 +214,12 @@ class _Record:
     label: int
     codes: dict[str, int]
     age: float
-    image_crc: int = 0
 
 
 def _read_record(path: Path) -> _Record:
     """Label, attributes and age of one npz-variant file; checks the image header, reads no pixels."""
     with open_npz(path) as npz:
-        image_crc = npz.crc(image_key(npz))
+        image_key(npz)
         if LABEL_KEY not in npz.keys:
             raise FairsearchError(f"{path}: no label key 'glaucoma'; the file has keys {sorted(npz.keys)}")
         label = _parse_label(npz.scalar(LABEL_KEY), f"{path}: key 'glaucoma'")
@@ -222,7 +233,7 @@ def _read_record(path: Path) -> _Record:
                 )
             codes[attribute] = _parse_code(npz.scalar(key), attribute, f"{path}: key {key!r}")
         age = _parse_age(npz.scalar("age")) if "age" in npz.keys else math.nan
-    return _Record(path, label, codes, age, image_crc)
+    return _Record(path, label, codes, age)
 
 
 def _split_folders(root: Path) -> dict[str, Path]:
@@ -314,21 +325,25 @@ def _records_from_csv(root: Path, csv_path: Path) -> dict[str, list[_Record]]:
     for split_records in records.values():
         for record in split_records:
             with open_npz(record.path) as npz:
-                record.image_crc = npz.crc(image_key(npz))
+                image_key(npz)
     return records
 
 
-def _fingerprint(root: Path, records: list[_Record]) -> str:
-    """sha256 over ``relative name, size, image CRC-32`` of every file; 16 hex digits.
+def _fingerprint(root: Path, paths: list[Path]) -> str:
+    """sha256 over ``relative name, sha256 of the bytes`` of every file; 16 hex digits.
 
-    The CRC-32 of the image member comes from the zip directory, so it costs no pixel reads, yet two
-    datasets with the same names and sizes (e.g. synthetic sets of two seeds) get different fingerprints.
+    Raises:
+        FairsearchError: a file can no longer be read.
     """
     digest = hashlib.sha256()
-    for r in records:
-        digest.update(
-            f"{r.path.relative_to(root).as_posix()}\t{r.path.stat().st_size}\t{r.image_crc:08x}\n".encode()
-        )
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                content = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as err:
+            raise FairsearchError(f"{path}: cannot read this .npz file ({err.strerror or err})") from None
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        digest.update(f"{name}\t{content}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -342,7 +357,7 @@ def _make_split(name: str, root: Path, records: list[_Record]) -> Split:
         labels=np.array([r.label for r in records], dtype=np.int64),
         attributes={a: np.array([r.codes[a] for r in records], dtype=np.int64) for a in ATTRIBUTES},
         age=np.array([r.age for r in records], dtype=np.float64),
-        fingerprint=_fingerprint(root, records),
+        root=root,
     )
 
 

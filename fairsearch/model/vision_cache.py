@@ -50,7 +50,9 @@ class ImageSplit(Protocol):
 
     @property
     def fingerprint(self) -> str:
-        """Stable hash of the split's files."""
+        """Hash of the split's images that changes when any of their bytes change (`fairsearch.data.Split`
+        hashes every file's bytes), so an image corrupted or replaced in place never gets the cached
+        embeddings of the old one."""
         ...
 
     def __len__(self) -> int: ...
@@ -122,7 +124,8 @@ class VisionCache:
         self.root = Path(root) if root is not None else default_cache_root()
 
     def key(self, backbone: Backbone, builder: InputBuilder, split: ImageSplit) -> str:
-        """The entry name: a hash of the backbone fingerprint and dtype, image settings and split fingerprint."""
+        """The entry name: a hash of the backbone fingerprint and dtype, image settings and the split's
+        fingerprint (of its files' bytes: any changed byte gives a new entry)."""
         return _digest(self._key_parts(backbone, builder, split))
 
     def embeddings(
