@@ -194,7 +194,9 @@ class TrialConfig:
             of treating ``unknown`` as a group of its own.
         model: ``tiny`` (the built-in random Qwen2.5-VL), a hub id in the local cache, or a folder.
         data: a Harvard-FairVLMed folder, or ``None`` for the built-in synthetic set.
-        synthetic_n: size of the built-in synthetic set (all splits).
+        synthetic_n: size of the built-in synthetic set (all splits, split in its proportions); ``None``:
+            its own size, 5,800 (1,200 / 2,300 / 2,300, so that 101 minority images are in validation and
+            test; ``fairsearch.data.synthetic.RECIPE``).
         max_pixels: image size cap in pixels; sets the number of image tokens. ``None``: the model's own.
         vision_cache: compute the frozen vision tower's image embeddings once and reuse them.
         eval_batch_size: samples per forward pass when evaluating.
@@ -220,7 +222,7 @@ class TrialConfig:
     exclude_unknown: bool = False
     model: str = "tiny"
     data: str | None = None
-    synthetic_n: int = 2400
+    synthetic_n: int | None = None
     max_pixels: int | None = None
     vision_cache: bool = True
     eval_batch_size: int = 64

@@ -304,8 +304,11 @@ def fairness_loss(
 
     - ``vanilla``: mean cross-entropy.
     - ``fr``: mean CE + λ · ``soft_max_acc_gap``.
-    - ``gr``: mean over the batch of w_i · CE_i, w_i = ``weights[groups[i]]`` (not normalised by the sum
-      of weights, so the weights also scale the step size); samples with group −1 get weight 1.
+    - ``gr``: the weighted mean Σ w_i · CE_i / Σ w_i over the batch, w_i = ``weights[groups[i]]``;
+      samples with group −1 get weight 1. Normalised by the batch's weights (as ``F.cross_entropy``'s
+      ``weight=`` is), so ``w_max`` sets how much the groups count relative to each other and not also
+      the step size: unnormalised, a batch holding minority samples took steps up to ``w_max`` times
+      larger, and at w_max 10–20 trials lost 10–30 points of accuracy (see ``search_spaces/``).
     - ``hybrid``: the ``gr`` loss + λ · ``soft_max_acc_gap``.
 
     Args:
@@ -341,7 +344,7 @@ def fairness_loss(
         if int(groups.max()) >= table.numel():
             raise ValueError(f"group id {int(groups.max())} has no weight (table has {table.numel()})")
         w = torch.where(groups >= 0, table[groups.clamp(min=0).long()], torch.ones_like(ce))
-        base = (w * ce).mean()
+        base = (w * ce).sum() / w.sum()
     else:
         base = ce.mean()
     if spec.uses_lam:

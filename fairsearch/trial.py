@@ -104,7 +104,9 @@ class SplitFeeder:
 
 def load_splits(config: TrialConfig) -> dict[str, Split]:
     """The data a config names: a FairVLMed folder, or the built-in synthetic set."""
-    root = config.data if config.data is not None else builtin_synthetic(n=config.synthetic_n, seed=0)
+    if config.data is not None:
+        return load_fairvlmed(config.data)
+    root = builtin_synthetic(seed=0) if config.synthetic_n is None else builtin_synthetic(config.synthetic_n)
     return load_fairvlmed(root)
 
 

@@ -62,9 +62,8 @@ def ref_loss(
     method: str, logits: list[list[float]], labels: list[int], groups: list[int], lam: float, w: list[float]
 ) -> float:
     ce = [-math.log(ref_softmax(row)[y]) for row, y in zip(logits, labels, strict=True)]
-    if method in ("gr", "hybrid"):
-        ce = [c * (w[g] if g >= 0 else 1.0) for c, g in zip(ce, groups, strict=True)]
-    base = sum(ce) / len(ce)
+    weight = [w[g] if g >= 0 and method in ("gr", "hybrid") else 1.0 for g in groups]
+    base = sum(c * v for c, v in zip(ce, weight, strict=True)) / sum(weight)  # the weighted mean
     return base + lam * ref_soft_gap(logits, labels, groups) if method in ("fr", "hybrid") else base
 
 
@@ -314,6 +313,14 @@ def test_fairness_loss_identities_and_backward() -> None:
     assert gap.item() > 0
     assert hybrid.item() == pytest.approx(gr.item() + 0.7 * gap.item(), rel=1e-6)
     assert gr.item() != pytest.approx(vanilla.item())
+    # normalised by the weights: scaling every group's weight leaves the loss (and the step size) unchanged
+    known = groups.clamp(min=0)  # (an excluded sample keeps weight 1, whatever the table)
+    assert fairness_loss("gr", logits, labels, known, weights=3 * w).item() == pytest.approx(
+        fairness_loss("gr", logits, labels, known, weights=w).item()
+    )
+    assert fairness_loss("gr", logits, labels, groups, weights=torch.ones(3)).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, labels).item()
+    )
     hybrid.backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all() and (logits.grad != 0).any()
 
