@@ -39,6 +39,7 @@ from fairsearch.confirm import (
     refresh_confirmed,
     write_plan,
 )
+from fairsearch.data.synthetic import RECIPE
 from fairsearch.errors import FairsearchError
 from fairsearch.results import read_results
 from fairsearch.resume import CheckpointRepair
@@ -331,8 +332,8 @@ def _check_inputs(
     data = spec.fixed.get("data")
     if data is None:
         logger.info(
-            "data: the built-in synthetic fundus set (%d images; set 'data:' to a FairVLMed folder)",
-            int(spec.fixed.get("synthetic_n", TrialConfig.synthetic_n)),
+            "data: the built-in synthetic fundus set (%s images; set 'data:' to a FairVLMed folder)",
+            spec.fixed.get("synthetic_n") or RECIPE.default_n,
         )
     elif "://" not in str(data):
         from fairsearch.data import load_fairvlmed
