@@ -30,7 +30,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
-from fairsearch.checkpoint import read_test_metrics
+from fairsearch.checkpoint import read_test_metrics_at
 from fairsearch.config import SAMPLERS, TrialConfig, objective_directions, objective_keys
 from fairsearch.confirm import (
     make_plan,
@@ -212,7 +212,7 @@ def _confirm(
     plan = read_plan(results_dir)
     if plan is None:  # made once: a resumed sweep confirms the same candidates
         trials, _ = read_results(results_dir)
-        plan = make_plan(trials, spec.confirm_seeds, spec.confirm_max_trials, _checkpoint_test_metrics)
+        plan = make_plan(trials, spec.confirm_seeds, spec.confirm_max_trials, read_test_metrics_at)
         write_plan(results_dir, plan)
         logger.info(
             "confirming %d candidate(s) (trials %s) with %d more seed(s) each: %d runs",
@@ -256,17 +256,6 @@ def _confirm(
 def _confirm_experiment(storage_root: str, name: str) -> str:
     """``<storage>/.confirm/<name>``: a sweep's name cannot start with a dot, so no sweep is there."""
     return f"{storage_root.rstrip('/')}/.confirm/{name}"
-
-
-def _checkpoint_test_metrics(location: str) -> dict[str, float]:
-    """The test metrics in the checkpoint at a path or URI (``trials.parquet``'s ``checkpoint``)."""
-    import pyarrow.fs
-
-    if "://" in location:
-        fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    else:
-        fs, path = pyarrow.fs.LocalFileSystem(), location
-    return read_test_metrics(fs, path)
 
 
 def _fail_orphans(study_name: str, url: str) -> None:
