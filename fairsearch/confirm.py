@@ -41,6 +41,7 @@ from fairsearch.pareto import hypervolume, pareto_mask
 from fairsearch.results import (
     PARETO_FILE,
     TrialRecord,
+    aligned_rows,
     read_parquet_metadata,
     read_results,
     trials_frame,
@@ -428,16 +429,15 @@ def format_confirmed(front: pd.DataFrame) -> str:
                 f"{_pct(row.get('val/max_acc_gap'))} → {_pct(row.get('test/max_acc_gap'))}",
             ]
         )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    table = aligned_rows(header, rows)
     lines = [
         f"Confirmed front: {len(front)} configuration(s), hypervolume {hv:.4f} — means over seeds with "
         "95 % across-seed intervals (t), in %",
-        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-        "  ".join("-" * w for w in widths),
+        *table[:2],
     ]
     vanillas = front[front.get("param/method", pd.Series(dtype=str)) == "vanilla"]
-    for (_, row), cells in zip(front.iterrows(), rows, strict=True):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+    for (_, row), line in zip(front.iterrows(), table[2:], strict=True):
+        lines.append(line)
         note = f"    test groups: {group_summary(row)}"
         if len(vanillas) and row.get("param/method") != "vanilla":
             note += f"; vs vanilla #{vanillas.iloc[0]['number']}: {verdict(row, vanillas.iloc[0])}"

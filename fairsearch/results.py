@@ -60,6 +60,7 @@ __all__ = [
     "STATUSES",
     "TRIALS_FILE",
     "TrialRecord",
+    "aligned_rows",
     "fmt_ci",
     "fmt_pct",
     "format_front",
@@ -588,12 +589,19 @@ def format_front(pareto_df: pd.DataFrame) -> str:
                 fmt_ci(row, "test/max_acc_gap"),
             ]
         )
+    title = (
+        f"Pareto front: {len(pareto_df)} trial(s), hypervolume {hv:.4f} "
+        "(val acc max, val MaxAccGap min; accuracies and gaps in %)"
+    )
+    return "\n".join([title, *aligned_rows(header, rows)])
+
+
+def aligned_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A text table's lines: the header, a rule, then one line per row, columns padded to one width."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
-        f"Pareto front: {len(pareto_df)} trial(s), hypervolume {hv:.4f} "
-        "(val acc max, val MaxAccGap min; accuracies and gaps in %)",
         "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
         "  ".join("-" * w for w in widths),
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    return [line.rstrip() for line in lines]

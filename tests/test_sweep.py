@@ -203,6 +203,19 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+def _run_killing_driver(script: str, space: Path, results: Path, tmp_path: Path) -> None:
+    """Runs ``fairsearch run`` under ``script``, a driver that SIGKILLs itself and its Ray at some point."""
+    killed = subprocess.run(
+        [sys.executable, "-c", script, *run_command(space, results)[3:]],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+
+
 @pytest.mark.parametrize("epochs", [3, 2], ids=["mid-trial", "final-epoch"])
 def test_driver_killed_after_tune_deleted_the_named_checkpoint_resumes_from_the_newer(
     tmp_path: Path, epochs: int
@@ -211,15 +224,7 @@ def test_driver_killed_after_tune_deleted_the_named_checkpoint_resumes_from_the_
     # nothing left to train, and its results must still be those of epoch 2, whose report was lost
     space = write_space(tmp_path, "stale", 1, fixed={"epochs": epochs})
     results = tmp_path / "results"
-    killed = subprocess.run(
-        [sys.executable, "-c", _KILL_AFTER_DELETE, *run_command(space, results)[3:]],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        start_new_session=True,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    _run_killing_driver(_KILL_AFTER_DELETE, space, results, tmp_path)
     (trial_dir,) = (results / ".tune" / "stale").glob("tune_trainable_*")
     assert sorted(p.name for p in trial_dir.glob("checkpoint_*")) == ["checkpoint_000001"]
 
@@ -268,15 +273,7 @@ def test_driver_killed_after_tune_logged_a_report_its_snapshot_missed_does_not_t
 ) -> None:
     space = write_space(tmp_path, "lag", 1, fixed={"epochs": 3})
     results = tmp_path / "results"
-    killed = subprocess.run(
-        [sys.executable, "-c", _KILL_AFTER_LOG, *run_command(space, results)[3:]],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        start_new_session=True,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    _run_killing_driver(_KILL_AFTER_LOG, space, results, tmp_path)
     (trial_dir,) = (results / ".tune" / "lag").glob("tune_trainable_*")
     # Tune logs to the driver's copy and uploads it in the background, so storage's result.json can be
     # ahead of its snapshot: do the upload the kill cut off, as it may have raced ahead of the snapshot.
