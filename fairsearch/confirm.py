@@ -4,8 +4,8 @@ The search's front is the non-dominated set of single-seed validation estimates,
 trials whose seed and validation draw were lucky (the winner's curse). With ``confirm: {seeds: K}`` in a
 space file, when the search has ended fairsearch picks the *candidates*: every member of the front,
 then every other completed trial that its MaxAccGap interval could put on the front (the point
-(accuracy, lower end of its gap interval) is not dominated by any member), the most accurate first, at
-most ``max_trials`` of them. Each candidate is trained again with seeds ``seed + 1 … seed + K`` as
+(accuracy, lower end of its gap interval) is not dominated by any member), at most ``max_trials`` of them
+(a longer front is sampled evenly along its length, so its fairest end is confirmed too). Each candidate is trained again with seeds ``seed + 1 … seed + K`` as
 ordinary Ray trials of a second experiment, which resumes like the search's. The *confirmed front* is
 the non-dominated set of the candidates' means over all their seeds (the search's run included), each
 with a 95 % across-seed interval (mean ± t·s/√n) and the number of seeds behind it.
@@ -100,8 +100,9 @@ def _points(df: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
 
 
 def candidates(trials: pd.DataFrame, max_trials: int) -> list[int]:
-    """The trials worth confirming: the front's members, then the trials their gap interval could put on
-    the front, each set the most accurate first; at most ``max_trials``.
+    """The trials worth confirming: the front's members (evenly spread along it, both ends included, when
+    there are more than ``max_trials``), then the trials their gap interval could put on the front, the
+    most accurate first; at most ``max_trials`` in all.
 
     Args:
         trials: a ``trials.parquet`` table (only ``completed`` rows count).
@@ -115,7 +116,11 @@ def candidates(trials: pd.DataFrame, max_trials: int) -> list[int]:
     points = _points(done, (acc, gap))
     on_front = pareto_mask(points, objective_directions())
     order = np.argsort(-points[:, 0], kind="stable")
-    chosen = [int(done["number"].iloc[i]) for i in order if on_front[i]]
+    members = [int(done["number"].iloc[i]) for i in order if on_front[i]]
+    if len(members) > max_trials:  # evenly along the front, both ends included
+        picks = np.unique(np.round(np.linspace(0, len(members) - 1, max_trials)).astype(int))
+        members = [members[k] for k in picks]
+    chosen = list(members)
     low = f"{gap}_ci_low"
     if low in done:
         front_points = points[on_front]

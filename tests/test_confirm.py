@@ -72,6 +72,13 @@ def test_candidates_are_the_front_then_trials_whose_gap_interval_reaches_it() ->
     assert candidates(failed, max_trials=10) == [4, 1, 2]  # without #0, #4 is on the front
 
 
+def test_a_long_front_is_confirmed_evenly_along_its_length_both_ends_included() -> None:
+    trials = _trials([(0.95 - 0.01 * i, 0.30 - 0.05 * i, 0.0) for i in range(5)])  # all on the front
+    assert candidates(trials, max_trials=3) == [0, 2, 4]
+    assert candidates(trials, max_trials=2) == [0, 4]
+    assert candidates(trials, max_trials=1) == [0]
+
+
 def test_a_plan_repeats_each_candidate_with_the_next_seeds_and_keeps_its_settings(tmp_path: Path) -> None:
     trials = _trials([(0.9, 0.2, 0.1), (0.8, 0.05, 0.0), (0.7, 0.5, 0.4)])
     read = {"/ckpt/0": {"acc": 0.91}, "/ckpt/1": {"acc": 0.79}}
