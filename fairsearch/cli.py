@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", help="a Harvard-FairVLMed folder")
     synth = data_sub.add_parser("synth", help="write the built-in synthetic fundus set in FairVLMed layout")
     synth.add_argument("out", help="output folder (must not exist)")
-    synth.add_argument("--n", type=int, default=2400, help="images in all splits (default 2400)")
+    synth.add_argument(
+        "--n", type=int, default=None, help="images in all splits (default: the built-in set's, 5800)"
+    )
     synth.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     synth.add_argument("--size", type=int, default=112, help="image side in pixels (default 112)")
     return parser
@@ -198,7 +200,9 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "inspect":
         print(format_summary(summarize(load_fairvlmed(args.path))))
     else:
-        from fairsearch.data.synthetic import MIN_SAMPLES
+        from fairsearch.data.synthetic import MIN_SAMPLES, RECIPE
+
+        args.n = RECIPE.default_n if args.n is None else args.n
 
         _check_bounds("--n", args.n, MIN_SAMPLES, SYNTH_MAX_N)
         _check_bounds("--size", args.size, 16, SYNTH_MAX_SIZE)
