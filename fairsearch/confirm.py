@@ -346,7 +346,8 @@ def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame()
     try:
-        return pd.read_parquet(path)
+        with open(path, "rb") as f:  # one handle: a path opened twice could straddle an atomic replace
+            return pd.read_parquet(f)
     except (OSError, pa.ArrowException) as err:
         raise FairsearchError(f"cannot read {path}: {err}") from None
 

@@ -399,7 +399,8 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     if not path.is_file():
         raise FairsearchError(f"cannot read {path}: it is a folder, not a Parquet file")
     try:
-        table = pq.read_table(path, page_checksum_verification=True)
+        with open(path, "rb") as f:  # one handle: a path opened twice could straddle an atomic replace
+            table = pq.read_table(f, page_checksum_verification=True)
         metadata = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
         return table.to_pandas(), metadata
     except Exception as exc:  # anything pyarrow or pandas meets in a damaged file

@@ -161,6 +161,13 @@ def _assert_exits(pid: int, timeout: float) -> None:
     raise AssertionError(f"process {pid} still runs after {timeout} s")
 
 
+def _read_while_written(path: Path) -> pd.DataFrame:
+    """A results file the sweep may be replacing right now, read through one handle (a path opened twice
+    could straddle the atomic replace)."""
+    with open(path, "rb") as f:
+        return pd.read_parquet(f)
+
+
 def _assert_all_completed(results: Path, name: str, trials: int, epochs: int) -> pd.DataFrame:
     """Every trial completed all its epochs, once: in trials.parquet and in the Optuna study."""
     frame = pd.read_parquet(results / name / "trials.parquet")
@@ -250,7 +257,7 @@ def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
             path = results / name / "trials.parquet"
             if not path.exists():
                 return None
-            frame = pd.read_parquet(path)
+            frame = _read_while_written(path)
             done = set(frame.loc[frame["status"] == "completed", "trial_id"])
             for trial_id, rows in tune_reports(storage / name).items():
                 if done and trial_id not in done and 1 <= int(rows[-1]["epoch"]) < EPOCHS:
@@ -300,7 +307,7 @@ def test_storage_uri_holds_experiment_state_and_checkpoints_and_resumes(
 
         def one_completed() -> pd.DataFrame | None:
             path = results / name / "trials.parquet"
-            frame = pd.read_parquet(path) if path.exists() else None
+            frame = _read_while_written(path) if path.exists() else None
             return frame if frame is not None and (frame["status"] == "completed").any() else None
 
         before = _wait_for("a completed trial", one_completed, proc, 300)

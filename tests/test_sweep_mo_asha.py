@@ -239,7 +239,7 @@ def _wait_for_stopped(path: Path, proc: subprocess.Popen[str], timeout: float) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the sweep ended before MO-ASHA stopped a trial"
-        if path.exists() and (pd.read_parquet(path)["status"] == "stopped").any():
+        if path.exists() and (_read_one_handle(path)["status"] == "stopped").any():
             return
         time.sleep(0.5)
     raise AssertionError(f"no stopped trial in {path} after {timeout} s")
@@ -322,3 +322,9 @@ def test_interrupted_trials_are_not_labelled_stopped(interrupted: Interrupted) -
         "labelled 'stopped' after SIGINT but not stopped by MO-ASHA (they resumed): "
         f"{before[before['trial_id'].isin(stopped - by_scheduler)][['trial_id', 'status', 'epochs_done']]}"
     )
+
+
+def _read_one_handle(path: Path) -> pd.DataFrame:
+    """A results file the sweep may be replacing, read through one handle (not a path opened twice)."""
+    with open(path, "rb") as f:
+        return pd.read_parquet(f)
