@@ -211,13 +211,14 @@ def read_plan(folder: Path) -> ConfirmPlan | None:
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
-    """95 % t-interval of the mean of ``values`` (NaN for fewer than two)."""
+    """95 % t-interval of the mean of ``values`` (NaN for fewer than two), within [0, 1], where every
+    summarised metric lies (with 3 seeds t is 4.3, so the raw interval can pass 0 or 1)."""
     values = values[np.isfinite(values)]
     if values.size < 2:
         return math.nan, math.nan
     mean, half = float(values.mean()), float(stats.t.ppf(0.975, values.size - 1))
     half *= float(values.std(ddof=1)) / math.sqrt(values.size)
-    return mean - half, mean + half
+    return max(mean - half, 0.0), min(mean + half, 1.0)
 
 
 def confirmed_front(trials: pd.DataFrame, runs: pd.DataFrame, plan: ConfirmPlan) -> pd.DataFrame:

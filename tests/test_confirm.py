@@ -134,6 +134,9 @@ def test_the_confirmed_front_is_the_front_of_seed_means_with_t_intervals() -> No
     assert row["hypervolume"] == pytest.approx(0.85 * (1 - 0.10))
     # a run that failed or is still running is not a seed
     unfinished = runs.assign(status=["completed", "failed", "running", "completed"])
+    spread = confirmed_front(trials, _runs([(1, 1, 0.99, 0.0), (1, 2, 0.99, 0.4)]), plan).set_index("number")
+    low, high = spread.loc[1, ["val/max_acc_gap_seeds_low", "val/max_acc_gap_seeds_high"]]
+    assert low == 0.0 and high < 1.0 and spread.loc[1, "val/acc_seeds_high"] == 1.0  # clipped to [0, 1]
     partly = confirmed_front(trials, unfinished, plan)  # #0: (0.85, 0.11) beats #1: (0.845, 0.11)
     assert partly["number"].tolist() == [0] and partly["n_seeds"].tolist() == [2]
     one = confirmed_front(trials, runs.iloc[:0], plan)
