@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from fairsearch.errors import FairsearchError
+from fairsearch.folders import check_writable_folder
 
 logger = logging.getLogger("fairsearch")
 EXIT_USER_ERROR = 2
@@ -172,7 +173,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides[key] = value
     config = trial_config(load_space(args.space), overrides)
     out = Path(args.out)
-    _check_folder(out, "--out")
+    check_writable_folder(out, f"--out {out}")
     checkpoint = out / "checkpoint"
     if args.resume and not checkpoint.is_dir():
         raise FairsearchError(f"--resume: no checkpoint in {checkpoint}")
@@ -215,7 +216,7 @@ def _data(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.exists() or out.is_symlink():
             raise FairsearchError(f"{out}: already exists; give a new folder")
-        _check_folder(out, "data synth")
+        check_writable_folder(out, f"data synth {out}")
         print(write_synthetic(out, n=args.n, seed=args.seed, image_size=args.size))
     return 0
 
@@ -223,17 +224,6 @@ def _data(args: argparse.Namespace) -> int:
 def _check_bounds(flag: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise FairsearchError(f"{flag} {value}: must be an integer from {low} to {high}")
-
-
-def _check_folder(folder: Path, flag: str) -> None:
-    """A folder to write in: no file at it or above it, and its nearest existing folder writable."""
-    for path in (folder, *folder.parents):
-        if path.exists() and not path.is_dir():
-            raise FairsearchError(f"{flag} {folder}: {path} is a file, not a folder")
-        if path.is_dir():
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise FairsearchError(f"{flag} {folder}: cannot write in {path}")
-            return
 
 
 def _short(text: str, limit: int = 80) -> str:

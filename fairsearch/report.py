@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from fairsearch.config import METHODS
 from fairsearch.confirm import group_summary, read_confirmed, verdict
 from fairsearch.errors import FairsearchError
+from fairsearch.folders import check_writable_folder
 from fairsearch.pareto import hypervolume
 from fairsearch.results import DIRECTIONS, OBJECTIVES, REFERENCE, fmt_ci, fmt_pct, read_results
 
@@ -494,13 +495,7 @@ def _check_out(out: Path) -> None:
         raise FairsearchError(
             f"--out {out}: is a folder; give the HTML file to write, e.g. {out / 'report.html'}"
         )
-    for path in out.parents:
-        if path.exists() and not path.is_dir():
-            raise FairsearchError(f"--out {out}: {path} is a file, not a folder")
-        if path.is_dir():
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise FairsearchError(f"--out {out}: cannot write in {path}")
-            return
+    check_writable_folder(out.parent, f"--out {out}")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

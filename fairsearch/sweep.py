@@ -41,6 +41,7 @@ from fairsearch.confirm import (
 )
 from fairsearch.data.synthetic import RECIPE
 from fairsearch.errors import FairsearchError
+from fairsearch.folders import check_writable_folder
 from fairsearch.results import read_results
 from fairsearch.resume import CheckpointRepair
 from fairsearch.scheduler import scheduler_from_settings
@@ -374,17 +375,6 @@ def _check_address(address: str | None) -> None:
         )
 
 
-def _check_folder_path(folder: Path, flag: str) -> None:
-    """Refuses a folder that is a file, or lies under one, or that this user cannot make."""
-    for path in (folder, *folder.parents):
-        if path.exists() and not path.is_dir():
-            raise FairsearchError(f"{flag}: {path} is a file, not a folder; give a folder")
-        if path.is_dir():
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise FairsearchError(f"{flag}: cannot write in {path}")
-            return
-
-
 def _check_storage(storage: str | None) -> None:
     """``--storage``: a folder that can be made, or a URI of a filesystem Ray Tune reads that answers
     within :data:`PROBE_TIMEOUT_S` (the check only looks: it creates nothing)."""
@@ -392,7 +382,7 @@ def _check_storage(storage: str | None) -> None:
         return
     scheme, sep, rest = storage.partition("://")
     if not sep or scheme == "file":
-        _check_folder_path(Path(rest if sep else storage).expanduser().resolve(), "--storage")
+        check_writable_folder(Path(rest if sep else storage).expanduser().resolve(), "--storage")
         return
     if scheme.lower() not in _STORAGE_SCHEMES:
         raise FairsearchError(
@@ -543,7 +533,7 @@ def _check_model_config(folder: Path) -> None:
 def _check_results_folder(results_dir: Path, spec: SweepSpec | None = None, restart: bool = False) -> None:
     """Refuses a results folder that is a file, or lies under one, and (unless ``restart``) one whose
     ``space.json`` is damaged or belongs to another space, before anything is written."""
-    _check_folder_path(results_dir, "--results")
+    check_writable_folder(results_dir, "--results")
     marker = results_dir / SPACE_FILE
     if spec is None or restart or not (marker.exists() or marker.is_symlink()):
         return
