@@ -5,9 +5,10 @@ checked against what the trials really reported: Ray's per-trial ``result.json``
 the scheduler's rung records, which :class:`~fairsearch.scheduler.MOASHAStateCallback` saves with Tune's
 experiment checkpoint (``callback-states-*.pkl``).
 
-Why these settings: ``synthetic_n`` is 800, not 240, because on 60 validation images the tiny models
-that still predict one class after an epoch all score exactly the same ``(acc, max_acc_gap)``; a rung full
-of ties stops no one (ties favour the newcomer), and the test would show nothing. The random sampler makes the nine
+Why these settings: ``synthetic_n`` is 800 (166 to train on, 317 to validate), not the helpers' 580,
+because on few validation images the tiny models that still predict one class after an epoch all score
+exactly the same ``(acc, max_acc_gap)``; a rung full of ties stops no one (ties favour the newcomer), and
+the test would show nothing. The random sampler makes the nine
 configurations the same in every run, whatever the timing of the two concurrent trials.
 """
 
