@@ -19,6 +19,10 @@ STATE_FILE = "state.json"
 TEST_METRICS_FILE = "test_metrics.json"
 """The test split's flat metrics, in the checkpoint of a trial's last report only (the test split is
 evaluated once per trial); read for the Pareto front only, never reported to Tune."""
+SCORES_FILE = "scores.npz"
+"""Per-sample scores of the validation and test splits, with labels and groups, in the checkpoint of a
+trial's last report only: what post-processing (per-group decision thresholds) needs. Read with
+``allow_pickle=False``."""
 MANIFEST_FILE = "manifest.json"
 """Written last: each other file's name and size, so that a copy cut short (a driver or node killed
 while Ray persisted the folder) is told apart from a complete checkpoint."""
