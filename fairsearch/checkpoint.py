@@ -1,15 +1,19 @@
 """A trial's checkpoint folder: the names of its files, its manifest, and reading it on any filesystem.
 
 :mod:`fairsearch.trial` writes the folder (``trainable.pt``, ``optimizer.pt``, ``rng.pt`` and the files
-named here; ``docs/ARCHITECTURE.md`` lists them). The sweep's driver reads the test metrics of the
-front's members, and :mod:`fairsearch.resume` asks whether a folder is complete, on whatever pyarrow
-filesystem the sweep's storage is (local, S3, GCS). This module needs no torch, so the driver does not
-import it.
+named here; ``docs/ARCHITECTURE.md`` lists them). In a sweep each trial keeps its checkpoints in its own
+:class:`TrialStore` and resumes from the newest complete one; the driver reads the test metrics of the
+front's members, on whatever pyarrow filesystem the sweep's storage is (local, S3, GCS). This module
+needs no torch, so the driver does not import it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any, cast
 
@@ -75,10 +79,116 @@ def read_test_metrics(fs: Any, path: str) -> dict[str, float]:
 def read_test_metrics_at(location: str) -> dict[str, float]:
     """The test metrics in the checkpoint at a path or URI (``trials.parquet``'s ``checkpoint``); empty
     when it holds none."""
+    return read_test_metrics(*filesystem_of(location))
+
+
+def filesystem_of(location: str) -> tuple[Any, str]:
+    """The ``pyarrow.fs`` filesystem and path of a local path or a URI (``s3://bucket/…``)."""
     import pyarrow.fs
 
     if "://" in location:
         fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    else:
-        fs, path = pyarrow.fs.LocalFileSystem(), location
-    return read_test_metrics(fs, path)
+        return fs, path.rstrip("/")
+    return pyarrow.fs.LocalFileSystem(), str(Path(location).resolve())
+
+
+REPORT_FOLDER = re.compile(r"^report-(\d{6})-([0-9a-f]{12})$")
+"""A saved checkpoint: ``report-<report number, from 1>-<token of the process that wrote it>``."""
+TRAINED_LOG = "trained"
+"""A folder of empty files ``<report number>-<token>``, one per part of an epoch trained to its end and
+saved: the trial's record of work done, never pruned. Two files for one report number mean that part was
+trained twice (two processes ran the trial at once, e.g. a worker outliving its killed driver)."""
+
+
+class TrialStore:
+    """A trial's own checkpoints, in a folder named by its stable identity: ``<root>/<key>/``.
+
+    Ray Tune is given no checkpoint. Each report's checkpoint is copied here before the report is sent,
+    file by file with the manifest last, into a folder of its own (``report-000004-<token>``), and the
+    trial always goes on from its newest *complete* folder, whatever Tune restarts it with: after a
+    Ctrl-C, a driver or worker killed at any moment, a retry, or a lost node. A folder cut short by a kill
+    has no manifest, or files shorter than it says, and is passed over. Nothing Tune writes or deletes is
+    read, so Tune's snapshot can lag behind the trial without an epoch being lost or trained twice.
+
+    Older folders are removed only after a newer one is complete; every writer uses its own token, so two
+    processes running one trial at once never write into the same folder.
+
+    Args:
+        root: folder or URI holding every trial's store (``<storage>/<experiment>/trials``).
+        key: the trial's identity, stable across restarts (``trial-00007`` for Optuna trial 7).
+    """
+
+    def __init__(self, root: str, key: str) -> None:
+        self.fs, root_path = filesystem_of(root)
+        self.scheme = "" if "://" not in root else root.split("://", 1)[0]
+        self.path = f"{root_path}/{key}"
+        self.token = uuid.uuid4().hex[:12]
+
+    def location(self, path: str) -> str:
+        """A folder's path as the results files name it: with the scheme on remote storage."""
+        return f"{self.scheme}://{path}" if self.scheme else path
+
+    def folders(self) -> list[tuple[int, str]]:
+        """``(report number, path)`` of the saved folders, complete or not, newest first."""
+        import pyarrow.fs
+
+        try:
+            infos = self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, allow_not_found=True))
+        except OSError:
+            return []
+        found = [
+            (int(match.group(1)), info.path)
+            for info in infos
+            if info.type == pyarrow.fs.FileType.Directory and (match := REPORT_FOLDER.match(info.base_name))
+        ]
+        return sorted(found, reverse=True)
+
+    def newest(self) -> tuple[str, dict[str, Any]] | None:
+        """The newest complete checkpoint's path and state (:func:`complete_checkpoint_state`), or None."""
+        for _, path in self.folders():
+            state = complete_checkpoint_state(self.fs, path)
+            if state is not None:
+                return path, state
+        return None
+
+    def save(self, folder: Path, report: int) -> str:
+        """Copies a checkpoint folder written by :mod:`fairsearch.trial` (manifest included) as report
+        number ``report``; then logs the part as trained and removes older folders.
+
+        Returns:
+            The saved folder's location (path, or URI on remote storage).
+        """
+        target = f"{self.path}/report-{report:06d}-{self.token}"
+        self.fs.create_dir(target, recursive=True)
+        names = sorted(p.name for p in folder.iterdir() if p.is_file())
+        for name in [n for n in names if n != MANIFEST_FILE] + [MANIFEST_FILE]:  # the manifest last
+            with (folder / name).open("rb") as src, self.fs.open_output_stream(f"{target}/{name}") as dst:
+                shutil.copyfileobj(src, dst, length=8 << 20)
+        self.fs.create_dir(f"{self.path}/{TRAINED_LOG}", recursive=True)
+        with self.fs.open_output_stream(f"{self.path}/{TRAINED_LOG}/{report:06d}-{self.token}"):
+            pass
+        for number, path in self.folders():
+            if number < report:
+                with contextlib.suppress(OSError):  # another process may be removing it too
+                    self.fs.delete_dir(path)
+        return self.location(target)
+
+    def fetch(self, path: str, local: Path) -> Path:
+        """A saved folder on local disk: itself on a local filesystem, else copied into ``local``."""
+        import pyarrow.fs
+
+        if isinstance(self.fs, pyarrow.fs.LocalFileSystem):
+            return Path(path)
+        pyarrow.fs.copy_files(path, str(local), source_filesystem=self.fs)
+        return local
+
+    def trained(self) -> list[int]:
+        """The report numbers logged as trained, once per time each was trained, ascending."""
+        import pyarrow.fs
+
+        selector = pyarrow.fs.FileSelector(f"{self.path}/{TRAINED_LOG}", allow_not_found=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError:
+            return []
+        return sorted(int(i.base_name.split("-", 1)[0]) for i in infos if i.base_name[:6].isdigit())
