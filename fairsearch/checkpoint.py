@@ -192,3 +192,44 @@ class TrialStore:
         except OSError:
             return []
         return sorted(int(i.base_name.split("-", 1)[0]) for i in infos if i.base_name[:6].isdigit())
+
+
+def read_scores_at(location: str) -> dict[str, Any] | None:
+    """The per-sample scores (:data:`SCORES_FILE`) in the checkpoint at a path or URI, as plain numpy
+    arrays by name (``fairsearch.thresholds.TrialScores.from_arrays`` checks what they hold).
+
+    Args:
+        location: the checkpoint folder's path or URI (``trials.parquet``'s ``checkpoint``).
+
+    Returns:
+        The arrays, or None when the checkpoint holds no scores file (a trial's earlier reports, or a
+        checkpoint written before the file existed).
+
+    Raises:
+        FairsearchError: the file is there but cannot be read as an ``.npz`` of plain (non-object) arrays.
+    """
+    import io
+
+    import numpy as np
+    import pyarrow.fs
+
+    from fairsearch.errors import FairsearchError
+
+    if "://" in location:
+        fs, path = pyarrow.fs.FileSystem.from_uri(location)
+    else:
+        fs, path = pyarrow.fs.LocalFileSystem(), location
+    name = f"{path.rstrip('/')}/{SCORES_FILE}"
+    try:
+        if fs.get_file_info(name).type == pyarrow.fs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(name) as f:
+            data = f.readall()
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except Exception as exc:  # anything numpy, zipfile or the filesystem meets in a damaged file
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise FairsearchError(
+            f"cannot read {location.rstrip('/')}/{SCORES_FILE}: damaged or not an .npz of plain arrays "
+            f"({reason})"
+        ) from None
