@@ -907,7 +907,7 @@ URLS: list[tuple[str, list[str], str]] = [
     ),
     (
         "optuna-postgres-driver",
-        ["--optuna-storage", "postgresql+pg8000://u@127.0.0.1:1/db"],  # psycopg2 is a dev dependency
+        ["--optuna-storage", "postgresql+pg8000://u@127.0.0.1:1/db"],  # psycopg is a dev dependency
         "the postgresql+pg8000 driver is not installed",
     ),
     (
