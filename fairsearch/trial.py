@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from fairsearch.checkpoint import STATE_FILE, TEST_METRICS_FILE, write_manifest
+from fairsearch.checkpoint import SCORES_FILE, STATE_FILE, TEST_METRICS_FILE, write_manifest
 from fairsearch.config import TrialConfig
 from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
 from fairsearch.errors import FairsearchError
@@ -41,6 +41,7 @@ from fairsearch.model import (
     load_backbone,
     parameter_counts,
 )
+from fairsearch.thresholds import SplitScores, TrialScores
 
 logger = logging.getLogger(__name__)
 
@@ -237,10 +238,14 @@ def run_trial(
 
         t0 = time.perf_counter()
         progress_epochs = epoch + (part + 1) / parts
-        val = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
+        val, val_prob = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
         val.update(epoch=float(progress_epochs), train_loss=train_loss)
+        scores = None
         if done == config.epochs * parts - 1:  # the test split once, at the report that ends the trial
-            test = _evaluate(model, feeders["test"], labels["test"], groupings["test"], config, dev)
+            test, test_prob = _evaluate(
+                model, feeders["test"], labels["test"], groupings["test"], config, dev
+            )
+            scores = _trial_scores(splits, groupings, config.group_by, {"val": val_prob, "test": test_prob})
         times.evaluate += time.perf_counter() - t0
         history.append(val)
         logger.info(
@@ -256,7 +261,9 @@ def run_trial(
         t0 = time.perf_counter()
         folder = Path(tempfile.mkdtemp(prefix="fairsearch-ckpt-"))
         try:
-            _save_checkpoint(folder, model, optimizer, schedule, progress_epochs, history, test, config)
+            _save_checkpoint(
+                folder, model, optimizer, schedule, progress_epochs, history, test, config, scores
+            )
             times.checkpoint += time.perf_counter() - t0
             report(val, folder)
         finally:
@@ -356,8 +363,9 @@ def _evaluate(
     groupings: Mapping[str, Grouping],
     config: TrialConfig,
     device: torch.device,
-) -> dict[str, float]:
-    """Flat metrics of one split (``fairsearch.fairness`` keys) plus the mean cross-entropy ``loss``."""
+) -> tuple[dict[str, float], np.ndarray]:
+    """Flat metrics of one split (``fairsearch.fairness`` keys) plus the mean cross-entropy ``loss``, and
+    each sample's p(positive) that they were measured from."""
     model.eval()
     probs, losses = [], []
     for idx in _batches(len(feeder), config.eval_batch_size):
@@ -372,7 +380,7 @@ def _evaluate(
         prob, labels.numpy(), groupings, primary=config.group_by, n_boot=config.n_boot, seed=config.seed
     ).flat()
     metrics["loss"] = sum(losses) / len(feeder)
-    return metrics
+    return metrics, prob
 
 
 def _save_checkpoint(
@@ -384,6 +392,7 @@ def _save_checkpoint(
     history: list[dict[str, float]],
     test: Mapping[str, float],
     config: TrialConfig,
+    scores: TrialScores | None = None,
 ) -> None:
     torch.save(model.trainable_state_dict(), folder / "trainable.pt")
     torch.save(
@@ -404,7 +413,25 @@ def _save_checkpoint(
     (folder / STATE_FILE).write_text(json.dumps(state, default=str))
     if test:
         (folder / TEST_METRICS_FILE).write_text(json.dumps(dict(test)))
+    if scores is not None:
+        scores.save(folder / SCORES_FILE)
     write_manifest(folder)
+
+
+def _trial_scores(
+    splits: Mapping[str, Split],
+    groupings: Mapping[str, Mapping[str, Grouping]],
+    group_by: str,
+    probs: Mapping[str, np.ndarray],
+) -> TrialScores:
+    """The validation and test scores for the checkpoint's ``scores.npz``, grouped as the objective is."""
+    per_split = {
+        name: SplitScores(
+            prob.astype(np.float64), splits[name].labels.astype(np.int64), groupings[name][group_by].ids
+        )
+        for name, prob in probs.items()
+    }
+    return TrialScores(group_by, groupings["val"][group_by].names, per_split["val"], per_split["test"])
 
 
 def _load_checkpoint(

@@ -9,10 +9,18 @@ import pytest
 import torch
 
 import fairsearch.trial as trial_module
-from fairsearch.checkpoint import MANIFEST_FILE, STATE_FILE, TEST_METRICS_FILE, complete_checkpoint_state
+from fairsearch.checkpoint import (
+    MANIFEST_FILE,
+    STATE_FILE,
+    TEST_METRICS_FILE,
+    complete_checkpoint_state,
+    read_scores_at,
+)
 from fairsearch.cli import main
 from fairsearch.config import TrialConfig
 from fairsearch.errors import FairsearchError
+from fairsearch.fairness import max_acc_gap
+from fairsearch.thresholds import TrialScores
 from fairsearch.trial import run_trial
 
 SMALL = {"synthetic_n": 160, "batch_size": 16, "n_boot": 20, "eval_batch_size": 40}
@@ -60,6 +68,18 @@ def test_resumed_trial_matches_uninterrupted_run(tmp_path: Path) -> None:
         assert resumed.metrics[0][key] == pytest.approx(straight.metrics[1][key], abs=1e-5), key
     test = json.loads((tmp_path / "straight" / TEST_METRICS_FILE).read_text())
     assert test == result.test and 0 <= test["acc"] <= 1
+    # the last checkpoint's scores give its metrics again at threshold 0.5; earlier ones hold none
+    assert read_scores_at(str(tmp_path / "ckpt")) is None
+    arrays = read_scores_at(str(tmp_path / "straight"))
+    assert arrays is not None
+    scores = TrialScores.from_arrays(arrays, "straight")
+    assert scores.group_by == config.group_by and "Hispanic" in scores.group_names
+    for split, metrics in ((scores.test, test), (scores.val, straight.metrics[-1])):
+        pred = split.score >= 0.5
+        assert (pred == split.label).mean() == pytest.approx(metrics["acc"], abs=1e-12)
+        assert max_acc_gap(pred, split.label, split.group).gap == pytest.approx(
+            metrics["max_acc_gap"], abs=1e-12
+        )
     resumed_test = json.loads((tmp_path / "resumed" / TEST_METRICS_FILE).read_text())
     assert resumed_test["acc"] == pytest.approx(test["acc"], abs=1e-9)
 
