@@ -4,7 +4,7 @@ Examples::
 
     fairsearch run --space search_spaces/hybrid.yaml              # run, or resume, a sweep
     fairsearch run --space hybrid.yaml --address auto --storage s3://bucket/sweeps
-    fairsearch pareto results/hybrid                              # the Pareto front as a table
+    fairsearch pareto results/hybrid                              # the fronts: trained, thresholded, both
     fairsearch report results/hybrid                              # HTML report with plots
     fairsearch train --space search_spaces/hybrid.yaml --set method=gr lora_rank=16
     fairsearch data inspect /data/FairVLMed                       # group sizes per split and label
@@ -63,8 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/train", help="folder for metrics.jsonl and the checkpoint")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
-    pareto = sub.add_parser("pareto", help="print a sweep's Pareto front")
+    pareto = sub.add_parser(
+        "pareto", help="print a sweep's Pareto front, and the fronts of thresholding its trials' scores"
+    )
     pareto.add_argument("folder", help="results/<name>")
+    pareto.add_argument(
+        "--kind",
+        choices=["trained", "threshold", "group_thresholds"],
+        help="list only the thresholded fronts' members of this kind",
+    )
 
     report = sub.add_parser("report", help="write an HTML report with Pareto plots and per-group views")
     report.add_argument("folder", help="results/<name>")
@@ -98,10 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "pareto":
             from fairsearch.confirm import format_confirmed, read_confirmed
-            from fairsearch.results import format_front, read_results
+            from fairsearch.results import format_front
+            from fairsearch.threshold_fronts import format_threshold_fronts, read_threshold_fronts
 
-            _, front = read_results(Path(args.folder))
-            print(format_front(front))
+            fronts = read_threshold_fronts(Path(args.folder))
+            print(format_front(fronts["search"]))
+            print("\n" + format_threshold_fronts(fronts, args.kind))
             runs, confirmed = read_confirmed(Path(args.folder))
             if len(runs):
                 print("\n" + format_confirmed(confirmed))
@@ -137,6 +146,13 @@ def _run(args: argparse.Namespace) -> int:
         optuna_storage=args.optuna_storage,
     )
     print(format_front(outcome.front))
+    if outcome.completed:
+        from fairsearch.threshold_fronts import format_threshold_fronts, read_threshold_fronts
+
+        try:  # the sweep has ended either way: its exit code does not hang on this table
+            print("\n" + format_threshold_fronts(read_threshold_fronts(outcome.results_dir)))
+        except FairsearchError as err:
+            logger.warning("threshold fronts not shown: %s", err)
     if len(outcome.confirmed):
         print("\n" + format_confirmed(outcome.confirmed))
     print(

@@ -15,8 +15,9 @@ Pure pandas/numpy: the Ray side is in :mod:`fairsearch.sweep`. Files, in the swe
 - ``confirm.json``: the plan (candidates and seeds), written once, so a resumed sweep confirms the same.
 - ``confirm.parquet``: one row per confirmation run, the columns of ``trials.parquet`` (``number`` is
   the Optuna trial it repeats, ``param/seed`` its seed) and then its ``test/<metric>`` columns.
-- ``pareto.parquet``: the search's front (``front == "search"``) and below it the confirmed front
-  (``front == "confirmed"``), see :func:`confirmed_front`.
+- ``pareto.parquet``: the search's front (``front == "search"``), the thresholded fronts
+  (:mod:`fairsearch.threshold_fronts`) and below them the confirmed front (``front == "confirmed"``),
+  see :func:`confirmed_front`.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ from fairsearch.results import (
     PARETO_FILE,
     TrialRecord,
     aligned_rows,
+    read_front,
     read_parquet_metadata,
     read_results,
     trials_frame,
     write_parquet_atomic,
 )
+from fairsearch.threshold_fronts import THRESHOLD_FRONTS
 
 __all__ = [
     "CONFIRMED_FRONT",
@@ -321,7 +324,9 @@ def _write_front(folder: Path, runs: pd.DataFrame, plan: ConfirmPlan) -> pd.Data
     front = confirmed_front(trials, runs, plan)
     common = read_parquet_metadata(folder / PARETO_FILE) if (folder / PARETO_FILE).is_file() else {}
     hv = float(front["hypervolume"].iloc[0]) if len(front) else 0.0
-    both = pd.concat([search, front], ignore_index=True) if len(front) else search
+    thresholded = [read_front(folder, name) for name in THRESHOLD_FRONTS]  # kept as the search wrote them
+    parts = [rows for rows in [search, *thresholded, front] if len(rows)]
+    both = pd.concat(parts, ignore_index=True) if len(parts) > 1 else search
     common |= {"confirmed_hypervolume": json.dumps(hv), "search_columns": json.dumps(list(search.columns))}
     write_parquet_atomic(both, folder / PARETO_FILE, common)
     return front

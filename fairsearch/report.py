@@ -9,7 +9,10 @@ works on a finished sweep, one still running, and one that was interrupted. It h
 3. per front member, the accuracy of every group of every grouping, with the group sizes;
 4. the front as a table with its parameters;
 5. the comparison the paper makes: the most accurate vanilla trial against the fair methods' trials
-   with the lowest gap at equal-or-better accuracy (within one point), and the gap reduction in percent.
+   with the lowest gap at equal-or-better accuracy (within one point), and the gap reduction in percent;
+6. did a fair method beat thresholding? The trained front, the front of thresholded vanilla trials and
+   the combined front side by side, with test intervals (:mod:`fairsearch.threshold_fronts`), when the
+   trials saved their scores.
 
 Images are PNGs drawn with matplotlib's Agg canvas, embedded as base64 data URIs (the page needs no
 network) and also written beside the HTML file.
@@ -40,7 +43,17 @@ from fairsearch.confirm import group_summary, read_confirmed, verdict
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
 from fairsearch.pareto import hypervolume
-from fairsearch.results import DIRECTIONS, OBJECTIVES, REFERENCE, fmt_ci, fmt_pct, read_results
+from fairsearch.results import DIRECTIONS, OBJECTIVES, REFERENCE, SEARCH_FRONT, fmt_ci, fmt_pct, read_results
+from fairsearch.threshold_fronts import (
+    COMPARISON_HEADER,
+    FRONT_TITLES,
+    GROUPS_AT_INFERENCE,
+    MEMBER_HEADER,
+    THRESHOLD_FRONTS,
+    front_comparison,
+    member_rows,
+    read_threshold_fronts,
+)
 
 __all__ = ["ACC_TOLERANCE", "Comparison", "compare_to_vanilla", "write_report"]
 
@@ -445,6 +458,8 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
         _check_out(Path(out))
     trials, front = read_results(folder)
     _check_reportable(folder, trials)
+    fronts = read_threshold_fronts(folder)
+    thresholded = any(len(fronts[name]) for name in THRESHOLD_FRONTS)
     out = Path(out) if out is not None else folder / "report.html"
     _check_out(out)
     progress = _hypervolume_progress(trials)
@@ -465,12 +480,17 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", grouping)
         caption = f"Validation accuracy per {grouping} group (n = validation samples) for the front members"
         figures.append((f"groups-{safe}", caption, _group_figure(members, grouping, groups)))
+    if thresholded:
+        figures.append(("threshold_fronts", THRESHOLD_CAPTION, _threshold_figure(fronts)))
     _, confirmed = read_confirmed(folder)
     if len(confirmed):
         figures.append(("confirmed_front", CONFIRMED_CAPTION, _confirmed_figure(confirmed)))
     pngs = [(f"{out.stem}-{key}.png", _png(fig), caption) for key, caption, fig in figures]
     images = [_figure_html(data, name, caption) for name, data, caption in pngs]
-    page = _page(folder, trials, front, members, images[: len(images) - bool(len(confirmed))])
+    extra = int(thresholded) + int(len(confirmed) > 0)
+    page = _page(folder, trials, front, members, images[: len(images) - extra])
+    if thresholded:
+        page = page.replace("</body>", _threshold_html(fronts, images[len(images) - extra]) + "\n</body>")
     if len(confirmed):
         page = page.replace("</body>", _confirmed_html(confirmed, images[-1]) + "\n</body>")
     for name, _, _ in pngs:
@@ -484,6 +504,58 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
     _write_atomic(out, page.encode("utf-8"))
     logger.info("wrote %s and %d figure(s) beside it", out, len(images))
     return out
+
+
+THRESHOLD_CAPTION = (
+    "The trained front, the front of thresholded vanilla trials and the combined front: validation "
+    "staircases (circles) and each member's test-split point with 95 % intervals (diamonds)"
+)
+_FRONT_COLOURS = {SEARCH_FRONT: "black", THRESHOLD_FRONTS[0]: "#1f77b4", THRESHOLD_FRONTS[1]: "#d62728"}
+
+
+def _threshold_figure(fronts: dict[str, pd.DataFrame]) -> Figure:
+    """The three fronts' validation staircases and their members' test points with 95 % intervals."""
+    fig = Figure(figsize=(7.5, 5.2))
+    ax = fig.add_subplot()
+    right = 100 * max(float(f[GAP].max()) for f in fronts.values() if len(f)) * 1.05 + 0.5
+    for name, front in fronts.items():
+        if front.empty:
+            continue
+        colour, ordered = _FRONT_COLOURS[name], front.sort_values([GAP, ACC], ascending=[True, False])
+        gaps, accs = 100 * ordered[GAP].to_numpy(float), 100 * ordered[ACC].to_numpy(float)
+        ax.step(np.append(gaps, right), np.append(accs, accs[-1]), where="post", color=colour, lw=1.2)
+        ax.scatter(
+            gaps, accs, s=40, facecolors="none", edgecolors=colour, label=f"{FRONT_TITLES[name]} (val)"
+        )
+        for _, row in ordered.iterrows():
+            _test_point(ax, row, colour)
+    ax.set_xlabel("MaxAccGap (%)  ← fairer")
+    ax.set_ylabel("accuracy (%)  ↑ better")
+    ax.set_title("Trained vs. thresholded: validation fronts (circles), test split (diamonds)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def _threshold_html(fronts: dict[str, pd.DataFrame], image: str) -> str:
+    parts = [
+        "<h2>Did a fair method beat thresholding?</h2>",
+        "<p>The post-processing baseline: each trial's decision threshold chosen again on validation, one for "
+        "everyone (<em>threshold</em>) or one per group for each of a ladder of gap limits "
+        "(<em>group_thresholds</em>), then applied to the test split. Side by side: the trained front, the "
+        "front of the thresholded vanilla trials and the front of everything together, with each front's "
+        "member of the smallest validation gap and its most accurate one on test (%, 95 % intervals).</p>",
+        f'<p class="note" id="groups-at-inference">{html.escape(GROUPS_AT_INFERENCE)}</p>',
+        image,
+        _table(COMPARISON_HEADER, front_comparison(fronts), "threshold-comparison"),
+    ]
+    for name in THRESHOLD_FRONTS:
+        parts.append(f"<h3>{html.escape(FRONT_TITLES[name].capitalize())} front</h3>")
+        if fronts[name].empty:
+            parts.append("<p>No points: no completed vanilla trial saved its scores.</p>")
+        else:
+            parts.append(_table(MEMBER_HEADER, member_rows(fronts[name]), f"front-{name}"))
+    return "\n".join(parts)
 
 
 def _check_out(out: Path) -> None:

@@ -24,9 +24,13 @@ The schema is the contract in ``docs/ARCHITECTURE.md`` ("Results files"); in sho
 ``pareto.parquet``: the non-dominated completed trials on (``val/acc`` max, ``val/max_acc_gap`` min),
 sorted by ``val/acc`` descending; the columns of ``trials.parquet``, then ``test/<metric>`` (float64,
 from the trial's checkpoint on the test split), then ``hypervolume`` (of the validation front against
-``(0, 1)``, the same on every row) and ``front`` (``search``; the seed-confirmed front's rows, written by
-:mod:`fairsearch.confirm`, follow with ``confirmed``). Its key-value metadata holds ``hypervolume``,
-``objectives``, ``directions`` and ``reference`` (JSON). Both files are written atomically (:func:`write_parquet_atomic`).
+``(0, 1)``, the same on every row), ``front`` (``search``) and ``kind`` (``trained``). The thresholded
+fronts follow (:mod:`fairsearch.threshold_fronts`): ``front`` = ``vanilla_thresholds`` and ``combined``,
+rows of ``kind`` ``threshold`` or ``group_thresholds`` (and ``trained`` in ``combined``) with their
+``thresholds`` (JSON) and ``gap_limit``; each front's own ``hypervolume``. The seed-confirmed front's rows,
+written by :mod:`fairsearch.confirm`, follow with ``confirmed``. Its key-value metadata holds
+``hypervolume`` (the search front's), ``objectives``, ``directions``, ``reference`` and ``search_columns``
+(JSON; the search rows' columns). Both files are written atomically (:func:`write_parquet_atomic`).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ __all__ = [
     "REFERENCE",
     "SEARCH_FRONT",
     "STATUSES",
+    "TRAINED_KIND",
     "TRIALS_FILE",
     "TrialRecord",
     "aligned_rows",
@@ -66,6 +71,7 @@ __all__ = [
     "format_front",
     "front_hypervolume",
     "pareto_frame",
+    "read_front",
     "read_parquet_metadata",
     "read_results",
     "search_rows",
@@ -87,8 +93,11 @@ DIRECTIONS = objective_directions()
 REFERENCE = objective_reference()
 SCHEMA_VERSION = "1"
 SEARCH_FRONT = "search"
-"""``front`` of the search's own rows in ``pareto.parquet``; ``confirmed`` rows (:mod:`fairsearch.confirm`)
-follow them when the space asks for seed confirmation."""
+"""``front`` of the search's own rows in ``pareto.parquet``; the thresholded fronts' rows
+(:mod:`fairsearch.threshold_fronts`) and ``confirmed`` rows (:mod:`fairsearch.confirm`) follow them."""
+TRAINED_KIND = "trained"
+"""``kind`` of a row that is a trained model at its own threshold (0.5); :mod:`fairsearch.thresholds` names
+the thresholded kinds."""
 
 _TAIL_DTYPES = {
     "epochs_done": "float64",
@@ -239,7 +248,8 @@ def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str
     Returns:
         The non-dominated completed rows (duplicates of a front point included) sorted by ``val/acc``
         descending, then ``val/max_acc_gap`` ascending and ``number``; the trials columns, then
-        ``test/<metric>`` float64 columns, then ``hypervolume`` and ``front`` (:data:`SEARCH_FRONT`).
+        ``test/<metric>`` float64 columns, then ``hypervolume``, ``front`` (:data:`SEARCH_FRONT`) and
+        ``kind`` (:data:`TRAINED_KIND`).
     """
     completed = _completed(trials_df)
     points = _objective_points(completed)
@@ -256,6 +266,7 @@ def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str
     hv = hypervolume(points, DIRECTIONS, REFERENCE)  # front_hypervolume, from the points at hand
     columns["hypervolume"] = pd.Series(hv, index=front.index, dtype="float64")
     columns["front"] = pd.Series(SEARCH_FRONT, index=front.index, dtype="str")
+    columns["kind"] = pd.Series(TRAINED_KIND, index=front.index, dtype="str")
     front = pd.concat(
         [front, pd.DataFrame(columns, index=front.index)], axis=1
     )  # one insert: no fragmentation
@@ -356,6 +367,10 @@ def write_results(
 ) -> tuple[Path, Path]:
     """Write ``trials.parquet`` and ``pareto.parquet`` of a sweep, each atomically.
 
+    ``pareto.parquet`` holds the search's front and the thresholded fronts of
+    :func:`fairsearch.threshold_fronts.threshold_front_rows` (each trial's scores are read and searched
+    once per process; a damaged scores file leaves its trial out with a logged warning).
+
     Args:
         folder: The sweep's results folder (``results/<name>``); created if missing.
         records: Every trial so far, whatever its status.
@@ -368,16 +383,24 @@ def write_results(
     folder.mkdir(parents=True, exist_ok=True)
     trials_df = trials_frame(records)
     pareto_df = pareto_frame(trials_df, test_metrics)
+    from fairsearch.threshold_fronts import threshold_front_rows  # it reads this module's helpers
+
+    thresholded = threshold_front_rows(trials_df, pareto_df)
+    search_columns = list(pareto_df.columns)
+    if len(thresholded):
+        pareto_df = pd.concat([pareto_df, thresholded], ignore_index=True)
     common = {
         "fairsearch_schema": SCHEMA_VERSION,
         "objectives": json.dumps(list(OBJECTIVES)),
         "directions": json.dumps(list(DIRECTIONS)),
         "reference": json.dumps(list(REFERENCE)),
     }
-    hv = float(pareto_df["hypervolume"].iloc[0]) if len(pareto_df) else front_hypervolume(trials_df)
+    hv = front_hypervolume(trials_df)
     trials_path = write_parquet_atomic(trials_df, folder / TRIALS_FILE, common)
     pareto_path = write_parquet_atomic(
-        pareto_df, folder / PARETO_FILE, {**common, "hypervolume": json.dumps(hv)}
+        pareto_df,
+        folder / PARETO_FILE,
+        {**common, "hypervolume": json.dumps(hv), "search_columns": json.dumps(search_columns)},
     )
     logger.debug(
         "wrote %d trials, %d on the front (hypervolume %.4f) to %s",
@@ -502,6 +525,22 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         "%s is %s; recomputing the front from %s without test metrics", pareto_path, state, trials_path
     )
     return trials_df, pareto_frame(trials_df, {})
+
+
+def read_front(folder: str | Path, front: str) -> pd.DataFrame:
+    """The rows of one front of a sweep's ``pareto.parquet`` (its ``front`` column), read with the page
+    checksums verified; empty when the file or the front is missing.
+
+    Raises:
+        FairsearchError: the file is unreadable or damaged.
+    """
+    path = Path(folder) / PARETO_FILE
+    if not path.exists():
+        return pd.DataFrame()
+    df, _ = _read_table(path)
+    if "front" not in df:
+        return df.iloc[:0]
+    return df[df["front"] == front].reset_index(drop=True)
 
 
 def search_rows(pareto_df: pd.DataFrame, columns: str | None = None) -> pd.DataFrame:

@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scored_sweeps import write_scored_sweep
 
+from fairsearch.confirm import ConfirmPlan, read_confirmed, write_confirmation
 from fairsearch.errors import FairsearchError
 from fairsearch.report import _hypervolume_progress, compare_to_vanilla, write_report
 from fairsearch.results import TrialRecord, front_hypervolume, read_results, trials_frame, write_results
+from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, read_threshold_fronts
 
 GROUPS = {
     "race": {"Asian": 80, "Black": 150, "White": 770},
@@ -270,3 +273,36 @@ def test_front_recomputed_when_pareto_file_is_missing(tmp_path: Path) -> None:
     parser.feed(out.read_text(encoding="utf-8"))
     assert [r[0] for r in parser.tables["front"][1:]] == ["6", "12", "7"]
     assert pd.isna(read_results(tmp_path / "s")[1].get("test/acc", pd.Series([np.nan]))).all()
+
+
+def test_report_shows_the_threshold_fronts_beside_the_trained_one(tmp_path: Path) -> None:
+    records, test, _ = write_scored_sweep(tmp_path / "ckpts", seed=3)
+    write_results(tmp_path / "s", records, test)
+    before = read_threshold_fronts(tmp_path / "s")
+    # the confirmation writer rewrites pareto.parquet: the thresholded fronts stay as they were
+    run = TrialRecord("c0", 0, "completed", {**records[0].params, "seed": 1}, records[0].val_metrics, 3.0)
+    write_confirmation(tmp_path / "s", [run], {"c0": test["t0"]}, ConfirmPlan((0,), (), {0: test["t0"]}))
+    after = read_threshold_fronts(tmp_path / "s")
+    assert len(read_confirmed(tmp_path / "s")[1]) == 1
+    for name in ("vanilla_thresholds", "combined"):
+        pd.testing.assert_frame_equal(after[name][before[name].columns], before[name], check_dtype=False)
+
+    out = write_report(tmp_path / "s")
+    parser = ReportParser()
+    parser.feed(out.read_text())
+    assert parser.texts["groups-at-inference"] == GROUPS_AT_INFERENCE
+    header, *rows = parser.tables["threshold-comparison"]
+    assert header[:4] == ["front", "members", "hypervolume", "smallest val gap"]
+    assert [r[0] for r in rows] == ["trained", "thresholded vanilla", "combined"]
+    for row, name in zip(rows, ("search", "vanilla_thresholds", "combined"), strict=True):
+        assert row[1] == str(len(after[name])) and "[" in row[header.index("test acc [CI]")]
+    combined = parser.tables["front-combined"]
+    assert len(combined) == 1 + len(after["combined"])
+    assert {r[2] for r in combined[1:]} <= {"trained", "threshold", "group_thresholds"}
+    assert len(parser.tables["front-vanilla_thresholds"]) == 1 + len(after["vanilla_thresholds"])
+    assert (out.parent / "report-threshold_fronts.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_without_scores_has_no_threshold_section(report: tuple[Path, Path, ReportParser]) -> None:
+    *_, parser = report
+    assert "threshold-comparison" not in parser.tables and "groups-at-inference" not in parser.ids

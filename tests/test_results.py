@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from scored_sweeps import GROUP_NAMES, write_scored_sweep
 
+from fairsearch.checkpoint import SCORES_FILE
+from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import hypervolume
 from fairsearch.results import (
@@ -27,6 +30,8 @@ from fairsearch.results import (
     write_parquet_atomic,
     write_results,
 )
+from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, format_threshold_fronts, read_threshold_fronts
+from fairsearch.thresholds import threshold_points
 
 FIXED = ["trial_id", "number", "status"]
 TAIL = ["epochs_done", "wall_time_s", "error", "checkpoint", "finished_at"]
@@ -150,8 +155,9 @@ def test_pareto_frame_against_brute_force(records: list[TrialRecord]) -> None:
         "test/acc_ci_high",
         "hypervolume",
         "front",
+        "kind",
     ]
-    assert (front["front"] == "search").all()
+    assert (front["front"] == "search").all() and (front["kind"] == "trained").all()
     assert front["test/acc"].tolist()[1] == 0.84 and np.isnan(front["test/acc"].tolist()[0])
     hv = 0.8 * 0.95 + 0.05 * 0.9 + 0.05 * 0.7  # staircase over (0.8, .05), (0.85, .1), (0.9, .3)
     assert front["hypervolume"].tolist() == pytest.approx([hv] * 4)
@@ -322,3 +328,116 @@ def test_format_front(records: list[TrialRecord]) -> None:
         "12.0",
     ]
     assert lines[6].split() == ["3", "hybrid", "8", "1.5", "5.0", "4.0e-04", "80.0", "5.0", "-", "-"]
+
+
+# --------------------------------------------------------------------------------------------- thresholds
+def _objectives(df: pd.DataFrame) -> list[tuple[float, float]]:
+    return sorted(zip(df["val/acc"].round(12), df["val/max_acc_gap"].round(12), strict=True))
+
+
+def test_threshold_fronts_against_brute_force(tmp_path: Path) -> None:
+    records, test, scores = write_scored_sweep(tmp_path / "ckpts")
+    write_results(tmp_path / "s", records, test)
+    trials, search = read_results(tmp_path / "s")
+    pd.testing.assert_frame_equal(search, pareto_frame(trials, test))  # the search's rows as before
+    assert (search["kind"] == "trained").all()
+    meta = read_parquet_metadata(tmp_path / "s" / PARETO_FILE)
+    assert json.loads(meta["search_columns"]) == list(search.columns)
+    fronts = read_threshold_fronts(tmp_path / "s")
+    assert list(fronts) == ["search", "vanilla_thresholds", "combined"]
+
+    # every candidate, computed here from each trial's scores; fronts by pairwise dominance
+    points = {tid: threshold_points(s) for tid, s in scores.items()}
+    vanilla_pool = [(p.val["acc"], p.val["max_acc_gap"]) for r in records[:5] if r.params["method"] == "vanilla" for p in points[r.trial_id]]  # fmt: skip
+    trained_pool = [(r.val_metrics["acc"], r.val_metrics["max_acc_gap"]) for r in records[:5]]
+    combined_pool = trained_pool + [
+        (p.val["acc"], p.val["max_acc_gap"]) for ps in points.values() for p in ps
+    ]
+    for name, pool in (("vanilla_thresholds", vanilla_pool), ("combined", combined_pool)):
+        front = fronts[name]
+        expected = sorted((round(pool[i][0], 12), round(pool[i][1], 12)) for i in brute_front(pool))
+        assert _objectives(front) == expected, name
+        assert front["hypervolume"].tolist() == pytest.approx(
+            [hypervolume(pool, ("max", "min"), (0, 1))] * len(front)
+        )
+        assert list(front["val/acc"]) == sorted(front["val/acc"], reverse=True)
+    vanilla = fronts["vanilla_thresholds"]
+    assert set(vanilla["param/method"]) == {"vanilla"} and set(vanilla["kind"]) <= {
+        "threshold",
+        "group_thresholds",
+    }
+    assert "group_thresholds" in set(fronts["combined"]["kind"])
+
+    # each row's stored thresholds give its test figures again; its number is its base trial's
+    for _, row in pd.concat([vanilla, fronts["combined"]]).iterrows():
+        assert records[int(row["number"])].trial_id == row["trial_id"]
+        if row["kind"] == "trained":
+            assert row["test/acc"] == test[row["trial_id"]]["acc"]
+            continue
+        split = scores[row["trial_id"]].test
+        thresholds = json.loads(row["thresholds"])
+        if row["kind"] == "threshold":
+            assert list(thresholds) == ["all"] and np.isnan(row["gap_limit"])
+            pred = split.score >= thresholds["all"]
+        else:
+            assert row["val/max_acc_gap"] <= row["gap_limit"] + 1e-12
+            pred = split.score >= np.array([thresholds[n] for n in GROUP_NAMES])[split.group]
+        assert row["test/acc"] == pytest.approx((pred == split.label).mean(), abs=1e-12)
+        assert row["test/acc_ci_low"] <= row["test/acc"] <= row["test/acc_ci_high"]
+        assert row["test/max_acc_gap_ci_low"] <= row["test/max_acc_gap"] <= row["test/max_acc_gap_ci_high"]
+    # readable by DuckDB too, thresholds as JSON
+    con = duckdb.connect()
+    kinds = con.execute(
+        f"SELECT front, kind, count(*) FROM '{tmp_path / 's' / PARETO_FILE}' GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    assert {(f, k) for f, k, _ in kinds} >= {("search", "trained"), ("vanilla_thresholds", "threshold")}
+
+
+def test_damaged_scores_leave_the_trial_out_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    records, test, _ = write_scored_sweep(tmp_path / "ckpts", seed=1)
+    (Path(str(records[0].checkpoint)) / SCORES_FILE).write_bytes(b"not a zip")
+    with caplog.at_level("WARNING", logger="fairsearch.threshold_fronts"):
+        write_results(tmp_path / "s", records, test)
+        write_results(tmp_path / "s", records, test)  # a sweep writes every few seconds: warned once
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("trial #0 is left out of the threshold fronts: cannot read ")
+    assert "scores.npz: damaged or not an .npz of plain arrays" in warnings[0]
+    fronts = read_threshold_fronts(tmp_path / "s")
+    assert "t0" not in set(fronts["vanilla_thresholds"]["trial_id"]) and len(fronts["vanilla_thresholds"])
+
+
+def test_pareto_command_shows_the_three_fronts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records, test, _ = write_scored_sweep(tmp_path / "ckpts", seed=2)
+    write_results(tmp_path / "s", records, test)
+    assert main(["pareto", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "Did a fair method beat thresholding?" in out and GROUPS_AT_INFERENCE in out
+    lines = out.splitlines()
+    table = lines[lines.index(next(x for x in lines if x.startswith("front "))) + 2 :][:3]
+    assert [row.split("  ")[0] for row in table] == ["trained", "thresholded vanilla", "combined"]
+    assert all("[" in row for row in table)  # test figures with intervals
+    assert "Thresholded vanilla front:" in out and "Combined front:" in out
+    assert main(["pareto", str(tmp_path / "s"), "--kind", "group_thresholds"]) == 0
+    listed = capsys.readouterr().out.split(GROUPS_AT_INFERENCE)[1]
+    assert "group_thresholds" in listed and "  threshold  " not in listed and " trained " not in listed
+
+    # a thresholded row of a trial the trials file does not hold: one message, exit 2
+    pareto = pd.read_parquet(tmp_path / "s" / PARETO_FILE)
+    pareto.loc[pareto["front"] == "combined", "trial_id"] = "stranger"
+    write_parquet_atomic(
+        pareto, tmp_path / "s" / PARETO_FILE, read_parquet_metadata(tmp_path / "s" / PARETO_FILE)
+    )
+    assert main(["pareto", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "its combined front holds trial(s) ['stranger']" in err
+    assert "Traceback" not in err
+
+
+def test_sweep_without_scores_says_so(tmp_path: Path, records: list[TrialRecord]) -> None:
+    write_results(tmp_path / "s", records, {})
+    fronts = read_threshold_fronts(tmp_path / "s")
+    assert fronts["vanilla_thresholds"].empty and fronts["combined"].empty
+    assert format_threshold_fronts(fronts).startswith("Threshold fronts: none yet")

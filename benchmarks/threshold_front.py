@@ -1,0 +1,98 @@
+"""Did a fair method beat thresholding? The trained front, thresholded vanilla and the combined front.
+
+Runs ``search_spaces/hybrid.yaml`` (the main command's sweep) once per sampler seed, or reads sweeps that
+have run, and prints per sweep the three validation fronts of ``pareto.parquet``
+(:mod:`fairsearch.threshold_fronts`) side by side: the trained trials' own front, the front of the
+vanilla trials with their decision thresholds chosen again on validation (one threshold for everyone, or
+one per group for each gap limit of a ladder), and the front of everything together. For each front: the
+smallest validation MaxAccGap it reaches, that member's test accuracy and test gap, and the most
+accurate member's, all with exact 95 % intervals (``fairsearch.intervals``). Every choice is made on
+validation; the test split is only measured.
+
+    .venv/bin/python benchmarks/threshold_front.py --out /tmp/threshold_front          # seed 0, ~4 min idle
+    .venv/bin/python benchmarks/threshold_front.py --out /tmp/tf --seeds 0 1 2
+    .venv/bin/python benchmarks/threshold_front.py results/hybrid                      # a sweep that has run
+
+Per-group thresholds need each patient's group at inference time; the output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from fairsearch.errors import FairsearchError
+from fairsearch.results import aligned_rows
+from fairsearch.threshold_fronts import (
+    COMPARISON_HEADER,
+    GROUPS_AT_INFERENCE,
+    front_comparison,
+    read_threshold_fronts,
+)
+
+logger = logging.getLogger("threshold_front")
+
+
+def _seeded_space(space: Path, seed: int, out: Path) -> Path:
+    doc = yaml.safe_load(space.read_text())
+    doc["sampler"] = {**(doc.get("sampler") or {}), "seed": seed}
+    doc["name"] = f"{doc.get('name', space.stem)}-s{seed}"
+    path = out / f"{doc['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run_seed(space: Path, seed: int, out: Path) -> Path:
+    """Runs (or resumes) the space with sampler seed ``seed``; returns its results folder."""
+    from fairsearch.sweep import run_sweep
+
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    outcome = run_sweep(_seeded_space(space, seed, out), results_root=out / "results")
+    logger.info("seed %d: %d trials in %.0f s", seed, outcome.completed, time.perf_counter() - start)
+    return outcome.results_dir
+
+
+def table(folders: dict[str, Path]) -> str:
+    """The three fronts of each sweep, one row per (sweep, front)."""
+    rows = []
+    for label, folder in folders.items():
+        rows += [[label, *row] for row in front_comparison(read_threshold_fronts(folder))]
+    header = ["sweep", *COMPARISON_HEADER]
+    return "\n".join(
+        [
+            f"{len(folders)} sweep(s). Test accuracy and MaxAccGap in %, exact 95 % intervals; 'smallest val gap' is "
+            "the lowest validation MaxAccGap on the front, the test figures are that member's.",
+            *aligned_rows(header, rows),
+            GROUPS_AT_INFERENCE,
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="*", type=Path, help="results folders of sweeps that have run")
+    parser.add_argument("--space", type=Path, default=Path("search_spaces/hybrid.yaml"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampler seeds to run")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/threshold_front"), help="where sweeps go")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.folders:
+            folders = {str(f): f for f in args.folders}
+        else:
+            folders = {f"seed {s}": run_seed(args.space, s, args.out / f"seed{s}") for s in args.seeds}
+        print(table(folders))
+    except FairsearchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""Did a fair method beat thresholding? The thresholded fronts of ``pareto.parquet``.
+
+For every completed trial whose checkpoint holds its scores (:data:`fairsearch.checkpoint.SCORES_FILE`),
+:func:`fairsearch.thresholds.threshold_points` gives its single-threshold curve (kind ``threshold``) and
+its per-group thresholds for a ladder of gap limits (kind ``group_thresholds``), chosen on validation and
+measured on test. ``pareto.parquet`` then holds three fronts on (``val/acc`` ↑, ``val/max_acc_gap`` ↓),
+told apart by its ``front`` column:
+
+- ``search``: the trained trials' own front (kind ``trained``, the model's 0.5 threshold), as before.
+- ``vanilla_thresholds``: the front of the thresholded points of the vanilla trials only: the
+  post-processing baseline.
+- ``combined``: the front of the trained trials and every thresholded point of any trial: it may mix
+  kinds.
+
+A thresholded row is its base trial's row (``trial_id``, ``number``, ``param/``, ``checkpoint`` …) with
+the point's own ``val/`` and ``test/`` metrics (the ``group_by`` grouping only, no AUC), ``kind``,
+``thresholds`` (JSON: ``{"all": t}`` or ``{group: t}``; positive when p(positive) ≥ t) and
+``gap_limit`` (the validation gap limit that chose per-group thresholds, else null).
+
+:func:`threshold_front_rows` is called by :func:`fairsearch.results.write_results` on every write of a
+sweep (every few seconds): each trial's points are computed once per (trial, checkpoint) and kept in
+memory. A trial whose scores file is damaged is skipped with a logged warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairsearch.checkpoint import SCORES_FILE, read_scores_at
+from fairsearch.config import METHODS
+from fairsearch.errors import FairsearchError
+from fairsearch.pareto import hypervolume, pareto_mask
+from fairsearch.results import (
+    DIRECTIONS,
+    OBJECTIVES,
+    REFERENCE,
+    SEARCH_FRONT,
+    TRAINED_KIND,
+    aligned_rows,
+    fmt_ci,
+    fmt_pct,
+    read_front,
+    read_results,
+)
+from fairsearch.thresholds import ABOVE_ALL, POINT_KINDS, ThresholdPoint, TrialScores, threshold_points
+
+__all__ = [
+    "COMBINED_FRONT",
+    "COMPARISON_HEADER",
+    "FRONT_TITLES",
+    "GROUPS_AT_INFERENCE",
+    "KINDS",
+    "MEMBER_HEADER",
+    "THRESHOLD_FRONTS",
+    "VANILLA_THRESHOLDS_FRONT",
+    "format_threshold_fronts",
+    "format_thresholds",
+    "front_comparison",
+    "member_rows",
+    "read_threshold_fronts",
+    "threshold_front_rows",
+    "threshold_rows",
+]
+
+logger = logging.getLogger(__name__)
+
+VANILLA_THRESHOLDS_FRONT = "vanilla_thresholds"
+COMBINED_FRONT = "combined"
+THRESHOLD_FRONTS = (VANILLA_THRESHOLDS_FRONT, COMBINED_FRONT)
+"""The ``front`` values of the thresholded fronts' rows, in the order they follow the search's."""
+KINDS = (TRAINED_KIND, *POINT_KINDS)
+FRONT_TITLES = {
+    SEARCH_FRONT: "trained",
+    VANILLA_THRESHOLDS_FRONT: "thresholded vanilla",
+    COMBINED_FRONT: "combined",
+}
+GROUPS_AT_INFERENCE = (
+    "Per-group thresholds (kind group_thresholds) need each patient's group at inference time; "
+    "a single threshold (kind threshold) and the trained models (kind trained) do not."
+)
+_points: dict[tuple[str, str], list[ThresholdPoint] | None] = {}
+"""Each trial's points by (trial id, checkpoint location): a completed trial's scores never change."""
+
+
+def _trial_points(trial_id: str, checkpoint: str, number: int) -> list[ThresholdPoint] | None:
+    key = (trial_id, checkpoint)
+    if key not in _points:
+        points = None
+        try:
+            arrays = read_scores_at(checkpoint)
+            if arrays is None:
+                logger.info(
+                    "trial #%d: its checkpoint holds no %s; it has no threshold points", number, SCORES_FILE
+                )
+            else:
+                scores = TrialScores.from_arrays(arrays, f"{checkpoint.rstrip('/')}/{SCORES_FILE}")
+                points = threshold_points(scores)
+        except (FairsearchError, ValueError) as err:
+            logger.warning("trial #%d is left out of the threshold fronts: %s", number, err)
+        _points[key] = points
+    return _points[key]
+
+
+def threshold_rows(trials_df: pd.DataFrame) -> pd.DataFrame:
+    """Every thresholded point of every completed trial that has scores, as ``pareto.parquet`` rows
+    (without ``front`` and ``hypervolume``).
+
+    Args:
+        trials_df: a ``trials.parquet`` table.
+
+    Returns:
+        The base trial's columns but its ``val/`` ones, then the point's ``val/`` and ``test/`` metrics,
+        ``kind``, ``thresholds`` and ``gap_limit``; no rows when no trial has scores.
+    """
+    completed = trials_df[(trials_df["status"] == "completed") & trials_df["checkpoint"].notna()]
+    base_columns = [c for c in trials_df.columns if not str(c).startswith("val/")]
+    frames = []
+    for index, row in completed.iterrows():
+        points = _trial_points(str(row["trial_id"]), str(row["checkpoint"]), int(row["number"]))
+        if not points:
+            continue
+        base = completed.loc[[index] * len(points), base_columns].reset_index(drop=True)
+        metrics = pd.DataFrame(
+            [
+                {**{f"val/{k}": v for k, v in p.val.items()}, **{f"test/{k}": v for k, v in p.test.items()}}
+                for p in points
+            ],
+            dtype="float64",
+        )
+        extra = pd.DataFrame(
+            {
+                "kind": pd.Series([p.kind for p in points], dtype="str"),
+                "thresholds": pd.Series([json.dumps(p.thresholds) for p in points], dtype="str"),
+                "gap_limit": pd.Series(
+                    [np.nan if p.gap_limit is None else p.gap_limit for p in points], dtype="float64"
+                ),
+            }
+        )
+        frames.append(pd.concat([base, metrics, extra], axis=1))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _front(pool: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The non-dominated rows of ``pool`` on the objectives, sorted as the search's front, with their
+    ``hypervolume`` and ``front`` = ``name``."""
+    points = pool[list(OBJECTIVES)].to_numpy(dtype=np.float64)
+    front = pool[pareto_mask(points, DIRECTIONS)].copy()
+    front["hypervolume"] = hypervolume(points, DIRECTIONS, REFERENCE)
+    front["front"] = name
+    ascending = [d == "min" for d in DIRECTIONS]
+    return front.sort_values([*OBJECTIVES, "number"], ascending=[*ascending, True], kind="stable")
+
+
+def threshold_front_rows(trials_df: pd.DataFrame, search_front: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the thresholded-vanilla and the combined front.
+
+    Args:
+        trials_df: a ``trials.parquet`` table.
+        search_front: its search front (:func:`fairsearch.results.pareto_frame`, with test metrics): the
+            trained points of the combined front, which no other trained trial can be on.
+
+    Returns:
+        The two fronts' rows, ``vanilla_thresholds`` first; no rows when no trial has scores.
+    """
+    candidates = threshold_rows(trials_df)
+    if candidates.empty:
+        return candidates
+    vanilla = candidates["param/method"].map(lambda m: m in METHODS and not METHODS[m].is_fair).astype(bool)
+    trained = search_front.drop(columns=["hypervolume", "front"])
+    fronts = []
+    if vanilla.any():
+        fronts.append(_front(candidates[vanilla], VANILLA_THRESHOLDS_FRONT))
+    fronts.append(
+        _front(
+            pd.concat([trained, candidates], ignore_index=True) if len(trained) else candidates,
+            COMBINED_FRONT,
+        )
+    )
+    return pd.concat(fronts, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------- reading
+def read_threshold_fronts(folder: str | Path) -> dict[str, pd.DataFrame]:
+    """A sweep's three fronts, by ``front``: ``search`` (trained), ``vanilla_thresholds``, ``combined``;
+    the thresholded ones are empty when no trial has scores.
+
+    Raises:
+        FairsearchError: a results file is missing, damaged or of another schema, or a thresholded row
+            names a trial that ``trials.parquet`` does not hold as completed, or an unknown kind.
+    """
+    trials, search = read_results(folder)
+    fronts = {SEARCH_FRONT: search}
+    completed = set(trials.loc[trials["status"] == "completed", "trial_id"])
+    for name in THRESHOLD_FRONTS:
+        rows = read_front(folder, name)
+        problems = []
+        if len(rows):
+            unknown = sorted({str(k) for k in rows.get("kind", pd.Series([None])).unique()} - set(KINDS))
+            strangers = sorted({str(t) for t in rows["trial_id"]} - completed)
+            if unknown:
+                problems.append(f"kind(s) {unknown[:3]}, allowed {list(KINDS)}")
+            if strangers:
+                problems.append(f"trial(s) {strangers[:3]} that trials.parquet does not hold as completed")
+            if any(k not in rows or not pd.api.types.is_float_dtype(rows[k]) for k in OBJECTIVES):
+                problems.append(f"objectives {list(OBJECTIVES)} missing or not float")
+        if problems:
+            raise FairsearchError(
+                f"{Path(folder) / 'pareto.parquet'}: its {name} front holds {'; '.join(problems)}; "
+                "the file is damaged or from another sweep"
+            )
+        fronts[name] = rows
+    return fronts
+
+
+# ------------------------------------------------------------------------------------------- output
+def _kind(row: pd.Series) -> str:
+    kind = row.get("kind")
+    return TRAINED_KIND if kind is None or (isinstance(kind, float) and np.isnan(kind)) else str(kind)
+
+
+def format_thresholds(row: pd.Series) -> str:
+    """A row's thresholds for a table: ``0.42`` or ``Non-Hispanic 0.43, Hispanic 0.21``; ``0.5`` for a
+    trained row. 0 puts everyone in the positive class, ∞ no one."""
+    raw = row.get("thresholds")
+    if not isinstance(raw, str):
+        return "0.5"
+    shown = {k: "∞" if v >= ABOVE_ALL else f"{v:.3g}" for k, v in json.loads(raw).items()}
+    return shown["all"] if list(shown) == ["all"] else ", ".join(f"{k} {v}" for k, v in shown.items())
+
+
+COMPARISON_HEADER = [
+    "front",
+    "members",
+    "hypervolume",
+    "smallest val gap",
+    "trial",
+    "kind",
+    "test acc [CI]",
+    "test gap [CI]",
+    "most accurate: test acc [CI]",
+    "its test gap [CI]",
+]
+
+
+def front_comparison(fronts: Mapping[str, pd.DataFrame]) -> list[list[str]]:
+    """The three fronts side by side (rows under :data:`COMPARISON_HEADER`): per front its size and
+    hypervolume, the smallest validation gap it reaches with that member's trial, kind and test accuracy
+    and gap, and its most accurate member's test accuracy and gap; in %, with 95 % intervals.
+
+    Args:
+        fronts: :func:`read_threshold_fronts`'s fronts.
+    """
+    rows = []
+    for name, title in FRONT_TITLES.items():
+        front = fronts.get(name, pd.DataFrame())
+        if front.empty:
+            rows.append([title, "0", *["-"] * (len(COMPARISON_HEADER) - 2)])
+            continue
+        fair = front.sort_values(list(OBJECTIVES[::-1]), ascending=[True, False], kind="stable").iloc[0]
+        top = front.sort_values(list(OBJECTIVES), ascending=[False, True], kind="stable").iloc[0]
+        rows.append(
+            [
+                title,
+                str(len(front)),
+                f"{float(front['hypervolume'].iloc[0]):.4f}",
+                fmt_pct(fair[OBJECTIVES[1]]),
+                f"#{fair['number']} {fair.get('param/method', '')}".strip(),
+                _kind(fair),
+                fmt_ci(fair, "test/acc"),
+                fmt_ci(fair, "test/max_acc_gap"),
+                fmt_ci(top, "test/acc"),
+                fmt_ci(top, "test/max_acc_gap"),
+            ]
+        )
+    return rows
+
+
+MEMBER_HEADER = [
+    "trial",
+    "method",
+    "kind",
+    "thresholds",
+    "val acc",
+    "val gap",
+    "test acc [CI]",
+    "test gap [CI]",
+]
+
+
+def member_rows(front: pd.DataFrame) -> list[list[str]]:
+    """A front's members as display rows under :data:`MEMBER_HEADER` (accuracies and gaps in %)."""
+    return [
+        [
+            str(row["number"]),
+            str(row.get("param/method", "-")),
+            _kind(row),
+            format_thresholds(row),
+            fmt_pct(row[OBJECTIVES[0]]),
+            fmt_pct(row[OBJECTIVES[1]]),
+            fmt_ci(row, "test/acc"),
+            fmt_ci(row, "test/max_acc_gap"),
+        ]
+        for _, row in front.iterrows()
+    ]
+
+
+MEMBER_HEADER = [
+    "trial",
+    "method",
+    "kind",
+    "thresholds",
+    "val acc",
+    "val gap",
+    "test acc [CI]",
+    "test gap [CI]",
+]
+
+
+def format_threshold_fronts(fronts: Mapping[str, pd.DataFrame], kind: str | None = None) -> str:
+    """The three fronts side by side, then the thresholded fronts' members, and the sentence on groups at
+    inference time.
+
+    Args:
+        fronts: :func:`read_threshold_fronts`'s fronts.
+        kind: list only the members of this kind (the side-by-side table stays whole).
+    """
+    if all(fronts.get(name, pd.DataFrame()).empty for name in THRESHOLD_FRONTS):
+        return (
+            "Threshold fronts: none yet (no completed trial's checkpoint holds scores.npz; trials run "
+            "before fairsearch wrote it have none)."
+        )
+    lines = [
+        "Did a fair method beat thresholding? Three validation fronts side by side; test figures of the member "
+        "with the smallest validation gap and of the most accurate one (%, 95 % intervals):",
+        *aligned_rows(COMPARISON_HEADER, front_comparison(fronts)),
+        GROUPS_AT_INFERENCE,
+    ]
+    for name in THRESHOLD_FRONTS:
+        front = fronts.get(name, pd.DataFrame())
+        shown = front if kind is None or front.empty else front[front["kind"].fillna(TRAINED_KIND) == kind]
+        title = f"{FRONT_TITLES[name].capitalize()} front: {len(front)} point(s)"
+        if len(shown) < len(front):
+            title += f", {len(shown)} of kind {kind}"
+        lines += [
+            "",
+            title + (":" if len(shown) else "."),
+            *(aligned_rows(MEMBER_HEADER, member_rows(shown)) if len(shown) else []),
+        ]
+    return "\n".join(lines)
