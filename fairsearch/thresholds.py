@@ -36,7 +36,7 @@ split and measures both splits with :func:`fairsearch.metrics.evaluate_split` (t
 accuracy, MaxAccGap and their 95 % intervals), on predictions, so AUCs are left out: thresholds do not
 change a ranking.
 
-Pure numpy.
+Pure numpy (the metrics, and with them torch, are imported only when points are measured).
 """
 
 from __future__ import annotations
@@ -50,8 +50,6 @@ from typing import Any
 import numpy as np
 
 from fairsearch.errors import FairsearchError
-from fairsearch.fairness import Grouping
-from fairsearch.metrics import evaluate_split
 from fairsearch.pareto import pareto_mask
 
 __all__ = [
@@ -326,6 +324,10 @@ class ThresholdPoint:
 
 
 def _metrics(scores: TrialScores, split: SplitScores, pred: np.ndarray) -> dict[str, float]:
+    # imported here: fairness imports torch, which readers of the fronts (``fairsearch pareto``) never need
+    from fairsearch.fairness import Grouping
+    from fairsearch.metrics import evaluate_split
+
     grouping = Grouping(scores.group_by, split.group, scores.group_names)
     flat = evaluate_split(
         pred.astype(np.float64), split.label, {scores.group_by: grouping}, primary=scores.group_by
