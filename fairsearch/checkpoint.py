@@ -179,6 +179,7 @@ class TrialStore:
 
         if isinstance(self.fs, pyarrow.fs.LocalFileSystem):
             return Path(path)
+        local.mkdir(parents=True, exist_ok=True)
         pyarrow.fs.copy_files(path, str(local), source_filesystem=self.fs)
         return local
 

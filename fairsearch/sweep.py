@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,10 +44,10 @@ from fairsearch.data.synthetic import RECIPE
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
 from fairsearch.results import read_results
-from fairsearch.resume import CheckpointRepair
 from fairsearch.scheduler import scheduler_from_settings
 from fairsearch.space import SweepSpec, load_space
 from fairsearch.tune_trials import (
+    STATE_FOLDER,
     ConfirmCallback,
     ResultsCallback,
     confirm_trainable,
@@ -133,18 +134,14 @@ def run_sweep(
     _check_inputs(
         spec, address=address, storage=storage, optuna_storage=optuna_storage, results_dir=results_dir
     )
-    resuming = _prepare_folder(spec, results_dir, experiment, restart)
-    if restart:
-        _remove_experiment(_confirm_experiment(storage_root, spec.name))
-
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's automatic TensorBoard logger rejects group names with spaces; JSON and CSV loggers are added
-    # explicitly below. Snapshots are forced by num_to_keep=1 on purpose (checkpoints and experiment
-    # state stay consistent for resume), so Tune's warning about them is noise.
+    # explicitly below.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if address is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray is started (or joined) before anything is written: an unreachable --address, or GPUs asked of a
+    # cluster without them, is refused with the results folder untouched.
     if not ray.is_initialized():
         try:
             # "local": a sweep without --address starts its own Ray, never joining one already running on
@@ -158,7 +155,15 @@ def run_sweep(
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise FairsearchError(f"--address {address}: cannot connect to the Ray cluster ({err})") from None
     gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)), joined=address is not None)
-    trainable = tune.with_resources(tune_trainable, {"cpu": spec.cpus, "gpu": gpus})
+    resuming = _prepare_folder(spec, results_dir, experiment, restart)
+    if restart:
+        _remove_experiment(_confirm_experiment(storage_root, spec.name))
+
+    # Trials keep their checkpoints in <experiment>/trials/<key>, not in Tune's bookkeeping.
+    state_root = f"{experiment}/{STATE_FOLDER}"
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trainable, state_root=state_root), {"cpu": spec.cpus, "gpu": gpus}
+    )
 
     if resuming:
         logger.info("resuming sweep %r from %s", spec.name, experiment)
@@ -169,7 +174,6 @@ def run_sweep(
             ResultsCallback(str(results_dir)),
             JsonLoggerCallback(),
             CSVLoggerCallback(),
-            CheckpointRepair(),  # on resume after a driver kill: each trial from its newest checkpoint
         ]
         if scheduler is not None:
             callbacks.append(scheduler.state_callback())  # Tune saves callbacks' state, not the scheduler's
@@ -186,7 +190,6 @@ def run_sweep(
                 name=spec.name,
                 storage_path=storage_root,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=callbacks,
                 verbose=0,
             ),
@@ -225,7 +228,9 @@ def _confirm(
     if not plan.runs:
         return outcome
     experiment = _confirm_experiment(storage_root, spec.name)
-    trainable = tune.with_resources(confirm_trainable, dict(resources))
+    trainable = tune.with_resources(
+        tune.with_parameters(confirm_trainable, state_root=f"{experiment}/{STATE_FOLDER}"), dict(resources)
+    )
     if tune.Tuner.can_restore(experiment):
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
@@ -237,13 +242,7 @@ def _confirm(
                 name=spec.name,
                 storage_path=experiment.rsplit("/", 1)[0],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[
-                    ConfirmCallback(str(results_dir)),
-                    JsonLoggerCallback(),
-                    CSVLoggerCallback(),
-                    CheckpointRepair(),
-                ],
+                callbacks=[ConfirmCallback(str(results_dir)), JsonLoggerCallback(), CSVLoggerCallback()],
                 verbose=0,
             ),
         )
@@ -342,8 +341,13 @@ def _check_inputs(
 
 
 PROBE_TIMEOUT_S = 12
-"""How long one check of remote storage or of a database server may take (a run makes two at most:
-under 30 s together) before the run is refused."""
+"""How long one check of remote storage or of a database server may take (a run makes two at most)
+before the run is refused."""
+ADDRESS_TIMEOUT_S = 5.0
+"""How long the Ray head named by ``--address`` may take to accept a connection: with two probes of
+:data:`PROBE_TIMEOUT_S`, a run is refused within 30 s whatever does not answer."""
+RAY_CLIENT_PORT = 10001
+"""Ray Client's port on the head node, when ``ray://host`` names none."""
 _STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 """URI schemes of the filesystems pyarrow, and so Ray Tune, reads (``file://`` is a local folder)."""
 _STORAGE_PROBE = """
@@ -353,7 +357,10 @@ print(fs.get_file_info(path).type.name)
 """
 _DATABASE_PROBE = """
 import sys, sqlalchemy
-sqlalchemy.create_engine(sys.argv[1]).connect().close()
+try:
+    sqlalchemy.create_engine(sys.argv[1]).connect().close()
+except sqlalchemy.exc.SQLAlchemyError as err:  # the driver's reason, on one line (not SQLAlchemy's link)
+    sys.exit(" ".join(str(getattr(err, "orig", None) or err).split()))
 """
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -364,7 +371,9 @@ def _short(value: object, limit: int = 120) -> str:
 
 
 def _check_address(address: str | None) -> None:
-    """``--address``: ``auto``, ``local``, ``ray://host[:port]`` or ``host:port``."""
+    """``--address``: ``auto``, ``local``, ``ray://host[:port]`` or ``host:port``, whose port accepts a
+    connection within :data:`ADDRESS_TIMEOUT_S` (Ray's own connect waits minutes for a head that is not
+    there)."""
     if address is None or address in ("auto", "local"):
         return
     match = re.fullmatch(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(?::(\d{1,5}))?", address)
@@ -373,6 +382,15 @@ def _check_address(address: str | None) -> None:
             f"--address {_short(address)!r}: expected 'auto', 'local', ray://host:port or host:port "
             "(the address of a running Ray cluster)"
         )
+    host, port = match[2].strip("[]"), int(match[3] or RAY_CLIENT_PORT)
+    try:
+        socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as err:
+        reason = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise FairsearchError(
+            f"--address {address}: nothing accepts connections at {host}:{port} ({reason} within "
+            f"{ADDRESS_TIMEOUT_S:g} s); start the cluster's head node (ray start --head) or give its address"
+        ) from None
 
 
 def _check_storage(storage: str | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from fairsearch.checkpoint import read_test_metrics
+from fairsearch.checkpoint import TrialStore, read_test_metrics_at
 from fairsearch.config import TrialConfig
 from fairsearch.confirm import read_plan, write_confirmation
 from fairsearch.results import TrialRecord, pareto_frame, trials_frame, write_results
@@ -27,12 +28,15 @@ from fairsearch.space import OPTUNA_NUMBER
 logger = logging.getLogger("fairsearch.sweep")  # the status line is the sweep's
 
 __all__ = [
+    "CHECKPOINT",
+    "REPORT",
+    "STATE_FOLDER",
     "STATUS",
     "ConfirmCallback",
     "ResultsCallback",
-    "checkpoint_uri",
     "confirm_trainable",
     "front_summary",
+    "trial_key",
     "trial_record",
     "tune_trainable",
 ]
@@ -46,22 +50,60 @@ STATUS = {
 }
 
 
-def tune_trainable(config: dict[str, Any]) -> None:
-    """Ray Tune's function trainable: one trial, resumed from its checkpoint when Tune has one."""
+REPORT = "report"
+"""Result key: the report's number within its trial, from 1 (``epoch × reports_per_epoch``). A resumed
+trial sends its earlier reports again, so Tune may see one twice; every reader keys on (trial, report)."""
+CHECKPOINT = "checkpoint"
+"""Result key: the location of the checkpoint saved with the report (absent from re-sent earlier ones)."""
+STATE_FOLDER = "trials"
+"""``<storage>/<experiment>/trials/<key>``: each trial's :class:`~fairsearch.checkpoint.TrialStore`."""
+
+
+def trial_key(config: Mapping[str, Any]) -> str:
+    """A trial's identity, stable across Tune's restarts and reorderings: its Optuna number in the search,
+    the trial it confirms and its seed in a confirmation run."""
+    if "confirms" in config:
+        return f"confirm-{int(config['confirms']):05d}-seed-{int(config['seed'])}"
+    if OPTUNA_NUMBER in config:
+        return f"trial-{int(config[OPTUNA_NUMBER]):05d}"
+    return f"tune-{tune.get_context().get_trial_id()}"  # a trial of a sweep made before numbers were kept
+
+
+def tune_trainable(config: dict[str, Any], state_root: str) -> None:
+    """Ray Tune's function trainable: one trial, resumed from the newest complete checkpoint in its own
+    :class:`~fairsearch.checkpoint.TrialStore`, whatever Tune restarted it with.
+
+    A resumed trial first sends the reports its checkpoint's history holds (Tune, the scheduler and the
+    results writer may have missed the last ones when the sweep was interrupted: a report in flight when
+    the driver was killed, an epoch finished while Ctrl-C shut the trial down); then it trains the parts
+    after it. No part that was saved is trained again.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # workers on other machines do not get the driver's env
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from fairsearch.trial import run_trial
 
-    def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
-
     trial_config = TrialConfig.from_dict(config)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
+    store = TrialStore(state_root, trial_key(config))
+    parts = trial_config.reports_per_epoch
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        number = round(float(metrics["epoch"]) * parts)
+        location = store.save(checkpoint_dir, number)
+        tune.report({**metrics, REPORT: number, CHECKPOINT: location})
+
+    newest = store.newest()
+    if newest is None:
         run_trial(trial_config, report=report)
         return
-    with checkpoint.as_directory() as folder:
-        run_trial(trial_config, report=report, resume_from=Path(folder))
+    path, state = newest
+    history = state["history"]
+    for number, metrics in enumerate(history, start=1):
+        extra = {CHECKPOINT: store.location(path)} if number == len(history) else {}
+        tune.report({**metrics, REPORT: number, **extra})
+    if len(history) >= trial_config.epochs * parts:
+        return  # it had ended: its last report is sent again, nothing is trained
+    with tempfile.TemporaryDirectory(prefix="fairsearch-resume-") as local:
+        run_trial(trial_config, report=report, resume_from=store.fetch(path, Path(local)))
 
 
 class ResultsCallback(tune.Callback):
@@ -222,9 +264,9 @@ _NOT_SETTINGS = frozenset({OPTUNA_NUMBER, "confirms"})
 """Config keys that are bookkeeping, not trial settings: left out of the ``param/`` columns."""
 
 
-def confirm_trainable(config: dict[str, Any]) -> None:
+def confirm_trainable(config: dict[str, Any], state_root: str) -> None:
     """Ray Tune's trainable of a confirmation run: the candidate's settings are under ``run``."""
-    tune_trainable(dict(config["run"]))
+    tune_trainable(dict(config["run"]), state_root)
 
 
 def trial_record(
@@ -252,7 +294,7 @@ def trial_record(
     epochs = float(result.get("epoch", 0.0) or 0.0)  # fractional with reports_per_epoch > 1
     if status == "completed" and epochs < int(config.get("epochs", TrialConfig.epochs)) - 1e-9:
         status = "stopped"  # stopped early by the scheduler
-    checkpoint = trial.checkpoint
+    checkpoint = result.get(CHECKPOINT)
     return TrialRecord(
         trial_id=str(trial.trial_id),
         number=number,
@@ -262,18 +304,11 @@ def trial_record(
         epochs_done=epochs,
         wall_time_s=float(result.get("time_total_s", 0.0) or 0.0),
         error=_error_message(trial) if status == "failed" else None,
-        checkpoint=None if checkpoint is None else checkpoint_uri(checkpoint),
+        checkpoint=checkpoint if isinstance(checkpoint, str) else None,
         finished_at=float(result["timestamp"])
         if status in ("completed", "stopped", "failed") and "timestamp" in result
         else None,
     )
-
-
-def checkpoint_uri(checkpoint: Any) -> str:
-    """A checkpoint's location with its scheme (``s3://bucket/…``); a plain path on local disk."""
-    scheme = getattr(checkpoint.filesystem, "type_name", "local")
-    path = str(checkpoint.path)
-    return path if scheme == "local" else f"{'gs' if scheme == 'gcs' else scheme}://{path}"
 
 
 _TUNE_KEYS = frozenset(
@@ -297,6 +332,7 @@ _TUNE_KEYS = frozenset(
         "timesteps_total",
         "episodes_total",
         "timesteps_since_restore",
+        REPORT,
     }
 )
 
@@ -315,8 +351,8 @@ def _error_message(trial: Any) -> str:
 
 
 def _read_test_metrics(trial: Any) -> dict[str, float]:
-    checkpoint = trial.checkpoint
-    return {} if checkpoint is None else read_test_metrics(checkpoint.filesystem, checkpoint.path)
+    checkpoint = (trial.last_result or {}).get(CHECKPOINT)
+    return read_test_metrics_at(checkpoint) if isinstance(checkpoint, str) else {}
 
 
 def front_summary(front: pd.DataFrame, most: int = 4) -> str:

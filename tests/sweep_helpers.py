@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 
@@ -96,33 +97,63 @@ def tune_reports(experiment: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def assert_reported_once(trial_id: str, reported: list[int], epochs: int, *, driver_killed: bool) -> None:
-    """A trial's reported epochs are 1..``epochs``, each once and in order; after a driver kill one of
-    them may be missing (see :func:`assert_each_epoch_trained_once`)."""
-    if driver_killed:
-        lost = set(range(1, epochs + 1)) - set(reported)
-        assert reported == sorted(set(reported)) and len(lost) <= 1, (trial_id, reported)
-    else:
-        assert reported == list(range(1, epochs + 1)), (trial_id, reported)
+def distinct_reports(trial_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A trial's Tune rows, each report once, in order of report number; a report seen twice (sent again
+    by a resumed trial, see :func:`fairsearch.tune_trials.tune_trainable`) must carry the same metrics
+    both times."""
+    seen: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        first = seen.setdefault(int(row["report"]), row)
+        same = ("acc", "max_acc_gap", "epoch")
+        assert [first[k] for k in same] == [row[k] for k in same], (trial_id, row["report"])
+    return [seen[n] for n in sorted(seen)]
 
 
-def assert_each_epoch_trained_once(experiment: Path, epochs: int, *, driver_killed: bool) -> None:
-    """Every trial of a finished sweep trained epochs 1..``epochs`` once each, in order.
+def assert_reports_reached_tune(trial_id: str, rows: list[dict[str, Any]], reports: int) -> None:
+    """Every report of a trial, 1..``reports``, reached Tune (a repeated one with the same metrics)."""
+    numbers = [int(r["report"]) for r in distinct_reports(trial_id, rows)]
+    assert numbers == list(range(1, reports + 1)), (trial_id, [int(r["report"]) for r in rows])
 
-    Tune's ``result.json`` shows no epoch reported twice. After a driver kill it may lack the one report
-    that was in flight (the driver died before logging it, and the trial resumed from that report's
-    checkpoint: see :mod:`fairsearch.resume`), the final one included, so there the trial's final
-    checkpoint, whose history holds one entry per epoch trained, shows that none was skipped.
+
+def trained_parts(experiment: Path) -> dict[str, list[int]]:
+    """Each trial's log of the parts it trained to their end (by report number, one entry per time it
+    was trained), from its :class:`fairsearch.checkpoint.TrialStore`, by the trial's key."""
+    from fairsearch.checkpoint import TrialStore
+    from fairsearch.tune_trials import STATE_FOLDER
+
+    root = experiment / STATE_FOLDER
+    return {d.name: TrialStore(str(root), d.name).trained() for d in sorted(root.iterdir()) if d.is_dir()}
+
+
+def assert_each_epoch_trained_once(experiment: Path, epochs: int, *, reports_per_epoch: int = 1) -> None:
+    """Every trial of a finished sweep trained each part of each epoch once, in order, and every report
+    reached Tune.
+
+    - Each Tune trial's own log of trained parts (:func:`trained_parts`) is 1..K, each once. (A store
+      with no Tune trial belongs to a trial created after Tune's last snapshot before a driver kill:
+      Tune never heard of it, and its Optuna trial is marked FAIL when the sweep ends.)
+    - Its newest complete checkpoint holds K reports, the last at ``epochs``.
+    - Tune's ``result.json`` holds each report 1..K, a repeated one with the same metrics.
 
     Args:
         experiment: the experiment folder, ``<storage>/<name>``.
         epochs: epochs of a full trial (no early stopping).
-        driver_killed: the sweep was resumed after a SIGKILL of its driver.
+        reports_per_epoch: reports per epoch.
     """
-    for trial_id, rows in tune_reports(experiment).items():
-        assert_reported_once(trial_id, [int(r["epoch"]) for r in rows], epochs, driver_killed=driver_killed)
-    finals = sorted(experiment.glob("*/checkpoint_*"))
-    assert finals, f"no checkpoint under {experiment}"
-    for folder in finals:
-        history = json.loads((folder / "state.json").read_text())["history"]
-        assert [int(h["epoch"]) for h in history] == list(range(1, epochs + 1)), folder
+    from fairsearch.checkpoint import TrialStore
+    from fairsearch.tune_trials import STATE_FOLDER, trial_key
+
+    reports = epochs * reports_per_epoch
+    trained = trained_parts(experiment)
+    tune_rows = tune_reports(experiment)
+    assert tune_rows, f"no trial reported under {experiment}"
+    for trial_id, rows in tune_rows.items():
+        assert_reports_reached_tune(trial_id, rows, reports)
+        config = rows[0]["config"]
+        key = trial_key(config.get("run", config))  # a confirmation run's settings are under "run"
+        assert trained.get(key) == list(range(1, reports + 1)), (trial_id, key, trained.get(key))
+        newest = TrialStore(str(experiment / STATE_FOLDER), key).newest()
+        assert newest is not None, key
+        assert [h["epoch"] for h in newest[1]["history"]] == pytest.approx(
+            [(i + 1) / reports_per_epoch for i in range(reports)]
+        ), key

@@ -26,12 +26,14 @@ import psutil
 import pytest
 from sweep_helpers import (
     assert_each_epoch_trained_once,
-    assert_reported_once,
+    assert_reports_reached_tune,
     run_command,
     start_sweep,
     tune_reports,
     write_space,
 )
+
+from fairsearch.tune_trials import STATE_FOLDER
 
 pytestmark = pytest.mark.slow
 
@@ -184,24 +186,20 @@ def _assert_all_completed(results: Path, name: str, trials: int, epochs: int) ->
 
 
 def _restart(rows: list[dict[str, Any]]) -> int | None:
-    """Index of the first report after a restart from a checkpoint (a fresh run reports epoch 1 first)."""
+    """Index of the first report after a restart (Tune counts ``iterations_since_restore`` from 1 again)."""
     return next((i for i, r in enumerate(rows) if i > 0 and int(r["iterations_since_restore"]) == 1), None)
 
 
-def _assert_resumed(rows: list[dict[str, Any]], old_pid: int, *, driver_killed: bool = False) -> None:
-    """The trial reported every epoch once, and continued in a new process from its last checkpoint.
-
-    After a driver kill the report in flight may be missing (see ``assert_each_epoch_trained_once``); when
-    that was the final epoch's, the trial resumed with nothing left to train and reported nothing more.
+def _assert_resumed(rows: list[dict[str, Any]], old_pid: int) -> None:
+    """The trial reached every report, and went on in a new process from its own last checkpoint: it
+    sent the reports that checkpoint holds again (:func:`fairsearch.tune_trials.tune_trainable`), then
+    trained the rest (that no part was trained twice is :func:`assert_each_epoch_trained_once`'s check).
     """
-    epochs = [int(r["epoch"]) for r in rows]
-    assert_reported_once(rows[0]["trial_id"], epochs, EPOCHS, driver_killed=driver_killed)
-    if driver_killed and EPOCHS not in epochs and _restart(rows) is None:
-        return  # its training is checked on its checkpoint by assert_each_epoch_trained_once
+    assert_reports_reached_tune(rows[0]["trial_id"], rows, EPOCHS)
     restart = _restart(rows)
-    assert restart is not None, f"no restart from a checkpoint: {rows}"
-    assert int(rows[restart]["training_iteration"]) == int(rows[restart]["epoch"]) > 1, rows
-    assert driver_killed or int(rows[restart]["epoch"]) == restart + 1, rows
+    assert restart is not None, f"no restart: {rows}"
+    resent = [int(r["report"]) for r in rows[restart:]]
+    assert resent == list(range(1, EPOCHS + 1)), rows  # from its checkpoint's first report to the end
     assert all(int(r["pid"]) != old_pid for r in rows[restart:]), rows
 
 
@@ -289,8 +287,8 @@ def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
     ).all()
     reported = tune_reports(storage / name)
     assert sorted(reported) == sorted(after["trial_id"])
-    _assert_resumed(reported[victim], victim_pid, driver_killed=True)
-    assert_each_epoch_trained_once(storage / name, EPOCHS, driver_killed=True)
+    _assert_resumed(reported[victim], victim_pid)
+    assert_each_epoch_trained_once(storage / name, EPOCHS)
 
 
 def test_storage_uri_holds_experiment_state_and_checkpoints_and_resumes(
@@ -328,15 +326,14 @@ def test_storage_uri_holds_experiment_state_and_checkpoints_and_resumes(
     assert set(before.loc[before["status"] == "completed", "trial_id"]) <= set(after["trial_id"])
     assert not (results / ".tune").exists()
 
-    trial_dirs = sorted(d for d in (remote / name).iterdir() if d.is_dir())
-    assert len(trial_dirs) == trials
-    assert_each_epoch_trained_once(remote / name, epochs, driver_killed=True)
-    for folder in trial_dirs:
-        checkpoints = list(folder.glob("checkpoint_*"))
-        assert len(checkpoints) == 1 and (checkpoints[0] / "test_metrics.json").is_file(), checkpoints
-    for checkpoint in after["checkpoint"]:  # Tune gives the path within the URI's filesystem
+    trial_dirs = sorted(d for d in (remote / name).iterdir() if d.is_dir() and d.name != STATE_FOLDER)
+    assert len(trial_dirs) == trials  # Tune's, beside the trials' own stores
+    assert_each_epoch_trained_once(remote / name, epochs)
+    for checkpoint in after["checkpoint"]:  # each trial's own store, named with the storage's scheme
+        assert str(checkpoint).startswith("file:///"), checkpoint
         local = Path(str(checkpoint).removeprefix("file://"))
-        assert local.is_dir() and local.is_relative_to(remote / name), checkpoint
+        assert local.is_dir() and local.is_relative_to(remote / name / "trials"), checkpoint
+        assert (local / "test_metrics.json").is_file() and len(list(local.parent.glob("report-*"))) == 1
     front = pd.read_parquet(results / name / "pareto.parquet")
     assert len(front) >= 1 and front["test/acc"].notna().all()  # read from checkpoints in the URI storage
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +16,14 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from sweep_helpers import assert_each_epoch_trained_once, run_command, start_sweep, tune_reports, write_space
+from sweep_helpers import (
+    assert_each_epoch_trained_once,
+    run_command,
+    start_sweep,
+    trained_parts,
+    tune_reports,
+    write_space,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -183,22 +189,22 @@ def test_interrupted_sweep_resumes_without_losing_or_repeating_trials(
     ].to_string()
     done_before = set(before.loc[before["status"] == "completed", "trial_id"])
     assert done_before <= set(after["trial_id"])  # finished trials kept
-    assert_each_epoch_trained_once(results / ".tune" / "resume", EPOCHS, driver_killed=how == signal.SIGKILL)
+    assert_each_epoch_trained_once(results / ".tune" / "resume", EPOCHS)
     assert np.isfinite(after["val/acc"]).all()
 
 
-# Run as the driver: the sweep's CLI, killed (with the Ray it started) the moment Tune has registered a
-# trial's second checkpoint, which deletes its first, and before Tune snapshots the experiment again:
-# the snapshot on storage then names a checkpoint that is gone.
-_KILL_AFTER_DELETE = """
+# Run as the driver: the sweep's CLI, killed (with the Ray it started) the moment a report of epoch 2
+# reaches it, before any callback has seen it: the trial saved that epoch's checkpoint, and neither Tune's
+# log nor its snapshot nor the results files know of it.
+_KILL_AT_REPORT = """
 import os, signal, sys
 from fairsearch import cli, tune_trials
 
-def on_trial_save(self, iteration, trials, trial, **info):
-    if trial.checkpoint is not None and trial.checkpoint.path.endswith("checkpoint_000001"):
+def on_trial_result(self, iteration, trials, trial, result, **info):
+    if result.get("epoch") == 2:
         os.killpg(0, signal.SIGKILL)
 
-tune_trials.ResultsCallback.on_trial_save = on_trial_save
+tune_trials.ResultsCallback.on_trial_result = on_trial_result
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -217,82 +223,34 @@ def _run_killing_driver(script: str, space: Path, results: Path, tmp_path: Path)
 
 
 @pytest.mark.parametrize("epochs", [3, 2], ids=["mid-trial", "final-epoch"])
-def test_driver_killed_after_tune_deleted_the_named_checkpoint_resumes_from_the_newer(
+def test_driver_killed_with_a_report_in_flight_neither_loses_it_nor_trains_it_again(
     tmp_path: Path, epochs: int
 ) -> None:
-    # killed at epoch 2's checkpoint: with 3 epochs the trial trains epoch 3 on resume; with 2 it has
-    # nothing left to train, and its results must still be those of epoch 2, whose report was lost
-    space = write_space(tmp_path, "stale", 1, fixed={"epochs": epochs})
+    # With 3 epochs the trial trains epoch 3 on resume; with 2 it has nothing left to train, and its
+    # results must still be those of epoch 2, whose report died with the driver.
+    space = write_space(tmp_path, "inflight", 1, fixed={"epochs": epochs})
     results = tmp_path / "results"
-    _run_killing_driver(_KILL_AFTER_DELETE, space, results, tmp_path)
-    (trial_dir,) = (results / ".tune" / "stale").glob("tune_trainable_*")
-    assert sorted(p.name for p in trial_dir.glob("checkpoint_*")) == ["checkpoint_000001"]
+    _run_killing_driver(_KILL_AT_REPORT, space, results, tmp_path)
+    experiment = results / ".tune" / "inflight"
+    (trained,) = trained_parts(experiment).values()
+    assert trained == [1, 2]  # epoch 2's checkpoint was saved before its report was sent
 
     resumed = subprocess.run(
         run_command(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumes from" in resumed.stderr and "checkpoint_000001 (epoch 2)" in resumed.stderr
-    after = pd.read_parquet(results / "stale" / "trials.parquet")
+    after = pd.read_parquet(results / "inflight" / "trials.parquet")
     assert after["status"].tolist() == ["completed"], after[["status", "error"]].to_string()
     assert after["epochs_done"].tolist() == [epochs]
-    # the row holds the final epoch's validation metrics, from the checkpoint when its report was lost
-    (final,) = sorted(trial_dir.glob("checkpoint_*"))
+    # the row holds the final epoch's validation metrics, and names the checkpoint that holds them
+    final = Path(after["checkpoint"].iloc[0])
+    assert final.is_relative_to(experiment / "trials")
     last = json.loads((final / "state.json").read_text())["history"][-1]
     assert last["epoch"] == epochs
     assert after["val/acc"].iloc[0] == pytest.approx(last["acc"])
     assert after["val/max_acc_gap"].iloc[0] == pytest.approx(last["max_acc_gap"])
-    # every epoch trained once, in order, from the checkpoint of the one before
-    assert_each_epoch_trained_once(results / ".tune" / "stale", epochs, driver_killed=True)
-    (rows,) = tune_reports(results / ".tune" / "stale").values()
-    assert [int(r["epoch"]) for r in rows] == ([1, 3] if epochs == 3 else [1])  # epoch 2's report was lost
-    assert [int(r["training_iteration"]) for r in rows] == [int(r["epoch"]) for r in rows]
-
-
-# Run as the driver: killed (with its Ray) the moment Tune has logged epoch 2's report to result.json,
-# before its experiment snapshot (saved between steps) has seen that report: the snapshot lags the log.
-_KILL_AFTER_LOG = """
-import os, signal, sys
-from ray.tune.logger import JsonLoggerCallback
-from fairsearch import cli
-
-original = JsonLoggerCallback.on_trial_result
-
-def on_trial_result(self, iteration, trials, trial, result, **info):
-    original(self, iteration, trials, trial, result, **info)
-    if result.get("epoch") == 2:
-        os.killpg(0, signal.SIGKILL)
-
-JsonLoggerCallback.on_trial_result = on_trial_result
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
-
-def test_driver_killed_after_tune_logged_a_report_its_snapshot_missed_does_not_train_it_again(
-    tmp_path: Path,
-) -> None:
-    space = write_space(tmp_path, "lag", 1, fixed={"epochs": 3})
-    results = tmp_path / "results"
-    _run_killing_driver(_KILL_AFTER_LOG, space, results, tmp_path)
-    (trial_dir,) = (results / ".tune" / "lag").glob("tune_trainable_*")
-    # Tune logs to the driver's copy and uploads it in the background, so storage's result.json can be
-    # ahead of its snapshot: do the upload the kill cut off, as it may have raced ahead of the snapshot.
-    pattern = f"session_*/artifacts/*/lag/driver_artifacts/{trial_dir.name}/result.json"
-    (logged,) = {p.resolve() for p in Path("/tmp/ray").glob(pattern)}  # session_latest links to the session
-    shutil.copyfile(logged, trial_dir / "result.json")
-    (rows,) = tune_reports(results / ".tune" / "lag").values()
-    assert [int(r["epoch"]) for r in rows] == [1, 2]  # logged, though the snapshot has not seen epoch 2
-    assert sorted(p.name for p in trial_dir.glob("checkpoint_*")) == [
-        "checkpoint_000000",
-        "checkpoint_000001",
-    ]
-
-    resumed = subprocess.run(
-        run_command(space, results), env=_env(tmp_path), capture_output=True, text=True, timeout=600
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    (rows,) = tune_reports(results / ".tune" / "lag").values()
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # epoch 2 neither trained nor reported again
-    assert_each_epoch_trained_once(results / ".tune" / "lag", 3, driver_killed=False)
-    after = pd.read_parquet(results / "lag" / "trials.parquet")
-    assert after["status"].tolist() == ["completed"] and after["epochs_done"].tolist() == [3]
+    # the resumed trial sent epochs 1 and 2 again from its checkpoint, then trained only what was left
+    (rows,) = tune_reports(experiment).values()
+    assert [int(r["report"]) for r in rows][-epochs:] == list(range(1, epochs + 1))
+    assert int(rows[-epochs]["iterations_since_restore"]) == 1
+    assert_each_epoch_trained_once(experiment, epochs)

@@ -45,17 +45,13 @@ def test_every_offered_sampler_is_seeded(name: str) -> None:
     assert values[0] == values[1]
 
 
-def test_checkpoint_uri_keeps_the_scheme() -> None:
-    from types import SimpleNamespace
+def test_a_trial_is_known_by_its_optuna_number_or_the_trial_and_seed_it_confirms() -> None:
+    from fairsearch.space import OPTUNA_NUMBER
+    from fairsearch.tune_trials import trial_key
 
-    from fairsearch.tune_trials import checkpoint_uri
-
-    local = SimpleNamespace(filesystem=SimpleNamespace(type_name="local"), path="/r/ckpt")
-    s3 = SimpleNamespace(filesystem=SimpleNamespace(type_name="s3"), path="bucket/sweeps/ckpt")
-    gcs = SimpleNamespace(filesystem=SimpleNamespace(type_name="gcs"), path="bucket/ckpt")
-    assert checkpoint_uri(local) == "/r/ckpt"
-    assert checkpoint_uri(s3) == "s3://bucket/sweeps/ckpt"
-    assert checkpoint_uri(gcs) == "gs://bucket/ckpt"
+    assert trial_key({"method": "fr", OPTUNA_NUMBER: 7}) == "trial-00007"
+    assert trial_key({"method": "fr", OPTUNA_NUMBER: 7, "confirms": 7, "seed": 12}) == "confirm-00007-seed-12"
+    assert trial_key({OPTUNA_NUMBER: 3}) != trial_key({OPTUNA_NUMBER: 30})
 
 
 def test_callback_pickled_without_newer_fields_still_works(tmp_path: object) -> None:
