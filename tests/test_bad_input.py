@@ -370,6 +370,11 @@ FLAGS: list[tuple[str, list[str], str]] = [
         "--address 'not an address':",
     ),
     ("run-address-port", ["run", "--space", "s.yaml", "--address", "head:99999"], "--address 'head:99999':"),
+    (  # a closed port: refused at once (Ray's own connect would wait minutes), before anything is written
+        "run-address-closed",
+        ["run", "--space", "s.yaml", "--address", "127.0.0.1:1"],
+        "--address 127.0.0.1:1: nothing accepts connections at 127.0.0.1:1",
+    ),
     (
         "run-results-file",
         ["run", "--space", "s.yaml", "--results", "a_file"],
