@@ -136,15 +136,19 @@ def _run(args: argparse.Namespace) -> int:
     from fairsearch.results import format_front
     from fairsearch.sweep import run_sweep
 
-    outcome = run_sweep(
-        args.space,
-        results_root=args.results,
-        storage=args.storage,
-        address=args.address,
-        name=args.name,
-        restart=args.restart,
-        optuna_storage=args.optuna_storage,
-    )
+    try:
+        outcome = run_sweep(
+            args.space,
+            results_root=args.results,
+            storage=args.storage,
+            address=args.address,
+            name=args.name,
+            restart=args.restart,
+            optuna_storage=args.optuna_storage,
+        )
+    except KeyboardInterrupt:  # before Tune ran (starting Ray, checking inputs) or while it shut down
+        print(f"interrupted; resume with: {shlex.join(_resume_command(args))}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(format_front(outcome.front))
     if outcome.completed:
         from fairsearch.threshold_fronts import format_threshold_fronts, read_threshold_fronts
@@ -160,19 +164,24 @@ def _run(args: argparse.Namespace) -> int:
         f"results in {outcome.results_dir}/trials.parquet and pareto.parquet"
     )
     if outcome.unfinished or outcome.unconfirmed:
-        resume = ["fairsearch", "run", "--space", str(args.space)]
-        for flag in ("results", "storage", "address", "name", "optuna_storage"):
-            value = getattr(args, flag)
-            if value is not None and not (flag == "results" and value == "results"):
-                resume += [f"--{flag.replace('_', '-')}", str(value)]
         left = (
             f"{outcome.unfinished} trials"
             if outcome.unfinished
             else f"{outcome.unconfirmed} confirmation runs"
         )
-        print(f"{left} unfinished; resume with: {shlex.join(resume)}", file=sys.stderr)
+        print(f"{left} unfinished; resume with: {shlex.join(_resume_command(args))}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _resume_command(args: argparse.Namespace) -> list[str]:
+    """The ``fairsearch run`` command that resumes this sweep (``--restart`` left out)."""
+    resume = ["fairsearch", "run", "--space", str(args.space)]
+    for flag in ("results", "storage", "address", "name", "optuna_storage"):
+        value = getattr(args, flag)
+        if value is not None and not (flag == "results" and value == "results"):
+            resume += [f"--{flag.replace('_', '-')}", str(value)]
+    return resume
 
 
 def _train(args: argparse.Namespace) -> int:

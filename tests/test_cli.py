@@ -106,3 +106,19 @@ def test_run_refuses_bad_input_before_writing_anything(
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert _tree(tmp_path) == before  # nothing written: no results folder, no space.json, no optuna.db
+
+
+def test_ctrl_c_before_tune_runs_still_prints_the_resume_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fairsearch.sweep
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # e.g. while Ray starts, in the first seconds
+
+    monkeypatch.setattr(fairsearch.sweep, "run_sweep", interrupted)
+    results = tmp_path / "r"
+    code = main(["run", "--space", "s.yaml", "--results", str(results), "--name", "n1"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert f"resume with: fairsearch run --space s.yaml --results {results} --name n1" in err
