@@ -208,7 +208,8 @@ def _acquire(
         StudyClaimedError: the claim in force is alive, or other drivers kept winning the race.
     """
     unwritten: tuple[int, float] | None = None  # a generation seen without a holder, since when
-    for _ in range(_MAX_ROUNDS):
+    lost = 0  # races lost at steps 2 and 3
+    while lost < _MAX_ROUNDS:
         generations = _generations(storage, study_name)
         newest = max(generations, default=-1)
         holder = generations.get(newest)
@@ -232,6 +233,7 @@ def _acquire(
                     [StudyDirection.MINIMIZE], _claim_name(study_name, generation)
                 )
         except DuplicatedStudyError:  # another driver created it first
+            lost += 1
             continue
         mine = _this_driver(token, time.time())
         storage.set_study_user_attr(study_id, _HOLDER_KEY, asdict(mine))
@@ -239,6 +241,7 @@ def _acquire(
         if max(after) > generation:  # others moved past the state read at step 1
             with contextlib.suppress(KeyError):
                 storage.delete_study(study_id)
+            lost += 1
             continue
         for older in after:
             if older < generation:

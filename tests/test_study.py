@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -186,12 +187,26 @@ def test_a_driver_whose_claim_was_taken_over_knows_it(url: str, caplog: pytest.L
     assert holder is not None and holder.released and holder.token != slow.holder.token  # type: ignore[union-attr]
 
 
-def test_a_claim_being_written_is_waited_for_and_taken_over_when_never_written(url: str) -> None:
+def test_a_claim_being_written_is_waited_for(url: str) -> None:
+    _write_holder(url, "s", 0, None)  # its creator is between creating the claim and writing its holder
+    storage = optuna.storages.RDBStorage(url)
+    study_id = storage.get_study_id_from_name(f"{CLAIM_PREFIX}s/0")
+    holder = asdict(_elsewhere(heartbeat_age_s=0))
+    writer = threading.Timer(1.0, lambda: storage.set_study_user_attr(study_id, "holder", holder))
+    writer.start()
+    try:
+        with pytest.raises(StudyClaimedError, match="pid 4242 on node-7"):
+            claim_study(url, "s", stale_after_s=30.0)
+    finally:
+        writer.join()
+
+
+def test_a_claim_never_written_is_taken_over_once_stale(url: str) -> None:
     _write_holder(url, "s", 0, None)  # its creator died between creating the claim and writing it
     started = time.monotonic()
-    with claim_study(url, "s", stale_after_s=1.0) as claim:
+    with claim_study(url, "s", stale_after_s=5.0) as claim:
         assert claim.generation == 1
-    assert time.monotonic() - started >= 1.0
+    assert time.monotonic() - started >= 5.0
 
 
 def test_a_driver_that_read_a_superseded_state_loses_the_race(
