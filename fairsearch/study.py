@@ -24,15 +24,17 @@ constraint on study names lets exactly one ``create_new_study`` of a name succee
    that others had moved past, so it deletes ``g + 1`` and starts again;
 4. deletes the generations older than its own.
 
-A generation is deleted only while a newer one exists (steps 3 and 4), so the newest is never deleted.
-Now let A hold generation ``a``. A generation ``b > a`` that outlives A's check at step 3 was created
-after it (before it, the newest would have been ``≥ b``, and still been there), and generation ``a + 1``
-could only be created (before or after) by a driver that read ``a`` as the newest: A's own (had an
-earlier ``a`` been deleted, something newer would have stayed), alive, so that driver refused. Every
-``b > a`` needs ``a + 1`` first. So while A's claim is alive nobody else gets one; it ends only when A
-releases it or its heartbeat goes stale. The heartbeat compares wall clocks of different machines: their
-clocks must agree to well within ``stale_after_s - heartbeat_s`` (NTP does). A driver whose claim was
-taken over (its heartbeats stalled for a minute) logs an error at its next heartbeat.
+A generation is deleted only while a newer one exists (steps 3 and 4), so the newest one never is, and
+once a generation above ``k`` exists one always will. Let A win generation ``a``: at its re-read (step 3)
+no generation above ``a`` existed, so none had before. A later one needs ``a + 1`` first, made by a
+driver that read ``a`` as the newest at step 1. That ``a`` was A's own (an earlier ``a`` could only have
+gone while a newer generation existed, which would be there still), so that driver saw A's holder alive,
+at once or after waiting for it, and refused. So while A's claim is alive no other driver even creates a
+newer generation; A's claim ends only when A releases it or its heartbeat goes stale.
+
+Staleness compares the wall clocks of different machines: they must agree to well within
+``stale_after_s - heartbeat_s`` (NTP does). A driver whose claim was taken over all the same (its
+heartbeats stalled for a minute) logs an error at its next heartbeat.
 
 Only Optuna's public storage API is used, so any Optuna storage (SQLite, PostgreSQL, MySQL) works.
 """
@@ -69,6 +71,7 @@ STALE_AFTER_S = 60.0
 """A claim whose last heartbeat is older than this is taken over (its driver is gone)."""
 _HOLDER_KEY = "holder"
 _MAX_ROUNDS = 20
+_SCHEMA_ATTEMPTS = 5
 
 
 class StudyClaimedError(FairsearchError):
@@ -256,7 +259,8 @@ def _acquire(
 
 def _storage(url: str) -> RDBStorage:
     """The storage of ``url``; a SQLite file's folder is made first (the default one lives in the results
-    folder, which a new sweep has not made yet)."""
+    folder, which a new sweep has not made yet). Optuna makes a new database's tables on first use, and
+    drivers that start together race at that: the losers try again and find the tables made."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -267,7 +271,16 @@ def _storage(url: str) -> RDBStorage:
         and not database.startswith("file:")
     ):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return RDBStorage(url)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            return RDBStorage(url)
+        except SQLAlchemyError:  # drivers making a new database's tables at once: one wins, the rest see them
+            if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class StudyClaim:
