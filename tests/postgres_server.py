@@ -84,7 +84,8 @@ class PostgresServer:
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         command = [str(self.bindir / args[0]), *args[1:]]
         if self.user is not None:
-            command = ["runuser", "-u", self.user, "--", *command]
+            runuser = shutil.which("runuser") or "/usr/sbin/runuser"  # util-linux; /usr/sbin may be off PATH
+            command = [runuser, "-u", self.user, "--", *command]
         return subprocess.run(
             command, capture_output=True, text=True, timeout=START_TIMEOUT_S, stdin=subprocess.DEVNULL
         )
