@@ -46,6 +46,7 @@ from fairsearch.folders import check_writable_folder
 from fairsearch.results import read_results
 from fairsearch.scheduler import scheduler_from_settings
 from fairsearch.space import SweepSpec, load_space
+from fairsearch.study import claim_study
 from fairsearch.tune_trials import (
     STATE_FOLDER,
     ConfirmCallback,
@@ -155,8 +156,10 @@ def run_sweep(
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise FairsearchError(f"--address {address}: cannot connect to the Ray cluster ({err})") from None
     gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)), joined=address is not None)
+    claim = claim_study(optuna_url, spec.name)  # one driver per study: a second one is refused
     resuming = _prepare_folder(spec, results_dir, experiment, restart)
     if restart:
+        claim.renew()  # --restart removed the results folder, and the default database with the claim
         _remove_experiment(_confirm_experiment(storage_root, spec.name))
 
     # Trials keep their checkpoints in <experiment>/trials/<key>, not in Tune's bookkeeping.
@@ -197,10 +200,12 @@ def run_sweep(
     tuner.fit()
     outcome = _outcome(results_dir, spec)
     if outcome.unfinished:
+        claim.release()
         return outcome
     _fail_orphans(spec.name, optuna_url)
     if spec.confirm_seeds:
         outcome = _confirm(spec, results_dir, storage_root, {"cpu": spec.cpus, "gpu": gpus}, outcome)
+    claim.release()
     return outcome
 
 
