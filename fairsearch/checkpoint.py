@@ -27,6 +27,10 @@ SCORES_FILE = "scores.npz"
 """Per-sample scores of the validation and test splits, with labels and groups, in the checkpoint of a
 trial's last report only: what post-processing (per-group decision thresholds) needs. Read with
 ``allow_pickle=False``."""
+REPORT_FILE = "report.json"
+"""In a sweep's checkpoint: ``reported_at`` (unix time its report was first sent) and ``trial_time_s``
+(seconds the trial had run by then, over all its restarts), so that a report sent again by a resumed
+trial carries the first sending's times."""
 MANIFEST_FILE = "manifest.json"
 """Written last: each other file's name and size, so that a copy cut short (a driver or node killed
 while Ray persisted the folder) is told apart from a complete checkpoint."""
@@ -73,6 +77,14 @@ def read_test_metrics(fs: Any, path: str) -> dict[str, float]:
     try:
         return {k: float(v) for k, v in _read_json(fs, path, TEST_METRICS_FILE).items()}
     except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def read_report_info(fs: Any, path: str) -> dict[str, float]:
+    """A checkpoint's :data:`REPORT_FILE`; empty when it has none (written by ``fairsearch train``)."""
+    try:
+        return {k: float(v) for k, v in _read_json(fs, path, REPORT_FILE).items()}
+    except (OSError, ValueError, AttributeError, TypeError):
         return {}
 
 

@@ -7,6 +7,7 @@ Everything that reads Tune's ``Trial`` objects is here, so a change of Ray touch
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -19,7 +20,13 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from fairsearch.checkpoint import TrialStore, read_test_metrics_at
+from fairsearch.checkpoint import (
+    REPORT_FILE,
+    TrialStore,
+    read_report_info,
+    read_test_metrics_at,
+    write_manifest,
+)
 from fairsearch.config import TrialConfig
 from fairsearch.confirm import read_plan, write_confirmation
 from fairsearch.results import TrialRecord, pareto_frame, trials_frame, write_results
@@ -30,8 +37,10 @@ logger = logging.getLogger("fairsearch.sweep")  # the status line is the sweep's
 __all__ = [
     "CHECKPOINT",
     "REPORT",
+    "REPORTED_AT",
     "STATE_FOLDER",
     "STATUS",
+    "TRIAL_TIME",
     "ConfirmCallback",
     "ResultsCallback",
     "confirm_trainable",
@@ -53,6 +62,11 @@ STATUS = {
 REPORT = "report"
 """Result key: the report's number within its trial, from 1 (``epoch × reports_per_epoch``). A resumed
 trial sends its earlier reports again, so Tune may see one twice; every reader keys on (trial, report)."""
+REPORTED_AT = "reported_at"
+"""Result key: unix time the report was first sent (a re-sent one keeps it); a trial's last one is when
+it finished."""
+TRIAL_TIME = "trial_time_s"
+"""Result key: seconds the trial had run when the report was first sent, over all its restarts."""
 CHECKPOINT = "checkpoint"
 """Result key: the location of the checkpoint saved with the report (absent from re-sent earlier ones)."""
 STATE_FOLDER = "trials"
@@ -82,23 +96,29 @@ def tune_trainable(config: dict[str, Any], state_root: str) -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from fairsearch.trial import run_trial
 
+    started = time.monotonic()
     trial_config = TrialConfig.from_dict(config)
     store = TrialStore(state_root, trial_key(config))
     parts = trial_config.reports_per_epoch
+    newest = store.newest()
+    info = {} if newest is None else read_report_info(store.fs, newest[0])
+    spent_before = info.get(TRIAL_TIME, 0.0)  # by the checkpoint it resumes from
 
     def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
         number = round(float(metrics["epoch"]) * parts)
+        times = {REPORTED_AT: time.time(), TRIAL_TIME: spent_before + time.monotonic() - started}
+        (checkpoint_dir / REPORT_FILE).write_text(json.dumps(times))
+        write_manifest(checkpoint_dir)  # anew, with the report's times
         location = store.save(checkpoint_dir, number)
-        tune.report({**metrics, REPORT: number, CHECKPOINT: location})
+        tune.report({**metrics, REPORT: number, **times, CHECKPOINT: location})
 
-    newest = store.newest()
     if newest is None:
         run_trial(trial_config, report=report)
         return
     path, state = newest
     history = state["history"]
     for number, metrics in enumerate(history, start=1):
-        extra = {CHECKPOINT: store.location(path)} if number == len(history) else {}
+        extra = {**info, CHECKPOINT: store.location(path)} if number == len(history) else {}
         tune.report({**metrics, REPORT: number, **extra})
     if len(history) >= trial_config.epochs * parts:
         return  # it had ended: its last report is sent again, nothing is trained
@@ -295,6 +315,7 @@ def trial_record(
     if status == "completed" and epochs < int(config.get("epochs", TrialConfig.epochs)) - 1e-9:
         status = "stopped"  # stopped early by the scheduler
     checkpoint = result.get(CHECKPOINT)
+    ended = result.get(REPORTED_AT, result.get("timestamp"))  # a re-sent report keeps its first time
     return TrialRecord(
         trial_id=str(trial.trial_id),
         number=number,
@@ -302,11 +323,11 @@ def trial_record(
         params={k: v for k, v in config.items() if not isinstance(v, dict) and k not in _NOT_SETTINGS},
         val_metrics={k: float(v) for k, v in result.items() if _is_metric(k, v)},
         epochs_done=epochs,
-        wall_time_s=float(result.get("time_total_s", 0.0) or 0.0),
+        wall_time_s=float(result.get(TRIAL_TIME, result.get("time_total_s", 0.0)) or 0.0),
         error=_error_message(trial) if status == "failed" else None,
         checkpoint=checkpoint if isinstance(checkpoint, str) else None,
-        finished_at=float(result["timestamp"])
-        if status in ("completed", "stopped", "failed") and "timestamp" in result
+        finished_at=float(ended)
+        if status in ("completed", "stopped", "failed") and ended is not None
         else None,
     )
 
@@ -333,6 +354,8 @@ _TUNE_KEYS = frozenset(
         "episodes_total",
         "timesteps_since_restore",
         REPORT,
+        REPORTED_AT,
+        TRIAL_TIME,
     }
 )
 

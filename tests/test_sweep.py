@@ -187,8 +187,12 @@ def test_interrupted_sweep_resumes_without_losing_or_repeating_trials(
     assert (after["status"] == "completed").all() and (after["epochs_done"] == EPOCHS).all(), after[
         ["trial_id", "status", "epochs_done", "error"]
     ].to_string()
-    done_before = set(before.loc[before["status"] == "completed", "trial_id"])
-    assert done_before <= set(after["trial_id"])  # finished trials kept
+    done_before = before.loc[before["status"] == "completed"].set_index("trial_id")
+    assert set(done_before.index) <= set(after["trial_id"])  # finished trials kept
+    # as they were, even one Tune's snapshot had not yet seen end, which it runs again (re-sending only)
+    kept = after.set_index("trial_id").loc[done_before.index]
+    for column in ("finished_at", "wall_time_s", "val/acc", "val/max_acc_gap", "checkpoint"):
+        assert (kept[column] == done_before[column]).all(), column
     assert_each_epoch_trained_once(results / ".tune" / "resume", EPOCHS)
     assert np.isfinite(after["val/acc"]).all()
 
