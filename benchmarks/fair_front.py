@@ -45,7 +45,8 @@ ACC_SLACK = 0.02
 logger = logging.getLogger("fair_front")
 
 
-def _seeded_space(space: Path, seed: int, out: Path) -> Path:
+def seeded_space(space: Path, seed: int, out: Path) -> Path:
+    """A copy of a space file in ``out`` with its sampler seeded ``seed`` and its name ending ``-s<seed>``."""
     doc = yaml.safe_load(space.read_text())
     doc["sampler"] = {**(doc.get("sampler") or {}), "seed": seed}
     doc["name"] = f"{doc.get('name', space.stem)}-s{seed}"
@@ -98,7 +99,7 @@ def one_seed(space: Path, seed: int, out: Path) -> dict[str, Any]:
     folder = out / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    outcome = run_sweep(_seeded_space(space, seed, folder), results_root=folder / "results")
+    outcome = run_sweep(seeded_space(space, seed, folder), results_root=folder / "results")
     wall = time.perf_counter() - started
     trials = pd.read_parquet(outcome.results_dir / "trials.parquet")
     done = trials[trials["status"] == "completed"]

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
+from fair_front import seeded_space  # this folder is sys.path[0] when run as a script
 
 from fairsearch.errors import FairsearchError
 from fairsearch.results import OBJECTIVES, SEARCH_FRONT, aligned_rows, fmt_ci, fmt_pct
@@ -40,22 +40,13 @@ from fairsearch.threshold_fronts import (
 logger = logging.getLogger("threshold_front")
 
 
-def _seeded_space(space: Path, seed: int, out: Path) -> Path:
-    doc = yaml.safe_load(space.read_text())
-    doc["sampler"] = {**(doc.get("sampler") or {}), "seed": seed}
-    doc["name"] = f"{doc.get('name', space.stem)}-s{seed}"
-    path = out / f"{doc['name']}.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
 def run_seed(space: Path, seed: int, out: Path) -> Path:
     """Runs (or resumes) the space with sampler seed ``seed``; returns its results folder."""
     from fairsearch.sweep import run_sweep
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    outcome = run_sweep(_seeded_space(space, seed, out), results_root=out / "results")
+    outcome = run_sweep(seeded_space(space, seed, out), results_root=out / "results")
     logger.info("seed %d: %d trials in %.0f s", seed, outcome.completed, time.perf_counter() - start)
     return outcome.results_dir
 

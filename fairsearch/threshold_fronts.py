@@ -310,18 +310,6 @@ def member_rows(front: pd.DataFrame) -> list[list[str]]:
     ]
 
 
-MEMBER_HEADER = [
-    "trial",
-    "method",
-    "kind",
-    "thresholds",
-    "val acc",
-    "val gap",
-    "test acc [CI]",
-    "test gap [CI]",
-]
-
-
 def format_threshold_fronts(fronts: Mapping[str, pd.DataFrame], kind: str | None = None) -> str:
     """The three fronts side by side, then the thresholded fronts' members, and the sentence on groups at
     inference time.
