@@ -12,6 +12,14 @@ application to fairness", 2021):
   rung are ordered by non-domination rank, then by crowding distance within their front (larger first),
   and the trial continues when fewer than ``ceil(n / reduction_factor)`` (at least one) recorded trials
   are strictly ahead of it. Ties therefore favour the newcomer, as ASHA's ``reward < cutoff`` does.
+* Identical records are not ties. Trials stuck at chance all report one point (one class for everyone),
+  and the first records of a task are often nearly all that point; ranked equal, every one of them
+  would continue and push the trials that learned (whose points are less extreme, so less crowded)
+  out of the best ``1/η``. So the ``k``-th record of a point that is already recorded ranks ``k``
+  fronts behind the point's best record, the repeats ordered by ``repeat_metric`` (validation AUC by
+  default: threshold-free, it rises while accuracy still sits at chance) and then by arrival. The
+  first trials at chance thus compete among themselves as in ASHA on AUC, and never with a trial
+  whose point is its own.
 * The newcomer's *own* rank decides. A trial that dominates every other trial recorded at its rung is
   alone in the first front, nobody is ahead of it, and it always continues. (Syne Tune's MOASHA can stop
   it: its non-dominated sort returns the trials' indices in sorted order, which it then reads as
@@ -45,6 +53,7 @@ if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
 __all__ = [
+    "REPEAT_METRICS",
     "SCHEDULER_NAMES",
     "TIE_BREAKS",
     "MOASHAScheduler",
@@ -59,6 +68,10 @@ SCHEDULER_NAMES = ("none", "mo_asha")
 
 TIE_BREAKS = ("crowding",)
 """Spread measures that order trials inside one front. ``crowding``: NSGA-II crowding distance."""
+
+REPEAT_METRICS: Mapping[str, Direction | None] = {"auc": "max", "loss": "min", "none": None}
+"""Result keys that order the repeats of one point (see the module docstring), with their direction;
+``none``: by arrival only."""
 
 _STATE_VERSION = 1
 
@@ -81,6 +94,8 @@ class MOASHAScheduler(FIFOScheduler):
         min_trials_per_rung: Trials recorded at a rung before it stops anyone; the first ones continue
             for lack of company.
         tie_break: Spread measure inside a front, one of :data:`TIE_BREAKS`.
+        repeat_metric: Result key that orders records of one identical point, one of
+            :data:`REPEAT_METRICS` (``auc``: validation AUC, higher first; ``none``: by arrival).
 
     Raises:
         ValueError: If an argument is out of range or the metrics and modes do not match.
@@ -96,6 +111,7 @@ class MOASHAScheduler(FIFOScheduler):
         reduction_factor: float = 3,
         min_trials_per_rung: int = 3,
         tie_break: str = "crowding",
+        repeat_metric: str = "auc",
     ) -> None:
         if isinstance(metrics, str) or isinstance(modes, str):
             raise ValueError(
@@ -116,6 +132,8 @@ class MOASHAScheduler(FIFOScheduler):
             raise ValueError(f"min_trials_per_rung: {min_trials_per_rung!r} must be >= 1")
         if tie_break not in TIE_BREAKS:
             raise ValueError(f"tie_break: {tie_break!r} is not one of {list(TIE_BREAKS)}")
+        if repeat_metric not in REPEAT_METRICS:
+            raise ValueError(f"repeat_metric: {repeat_metric!r} is not one of {list(REPEAT_METRICS)}")
         super().__init__()
         self._metrics: tuple[str, ...] = metrics
         self._modes = cast("tuple[Direction, ...]", modes)  # checked above
@@ -125,6 +143,7 @@ class MOASHAScheduler(FIFOScheduler):
         self._reduction_factor = reduction_factor
         self._min_trials = int(min_trials_per_rung)
         self._tie_break = tie_break
+        self._repeat_metric = repeat_metric
         milestones = []
         k = 0
         while grace_period * reduction_factor**k < max_t:
@@ -133,6 +152,8 @@ class MOASHAScheduler(FIFOScheduler):
         self._milestones: tuple[float, ...] = tuple(milestones)
         # milestone -> trial_id -> objective values, in the order they were recorded
         self._records: dict[float, dict[str, tuple[float, ...]]] = {m: {} for m in milestones}
+        # milestone -> trial_id -> the repeat metric's value (NaN when not reported)
+        self._repeat_values: dict[float, dict[str, float]] = {m: {} for m in milestones}
         self._stopped_at: dict[str, float] = {}  # trial_id -> milestone where it was stopped
         self._warned_missing: set[str] = set()
 
@@ -223,7 +244,7 @@ class MOASHAScheduler(FIFOScheduler):
         values = self._values(result)
         if values is None:
             return TrialScheduler.CONTINUE
-        self._records[milestone][trial_id] = values
+        self._record(milestone, trial_id, values, result)
         if self._keeps(milestone, trial_id):
             return TrialScheduler.CONTINUE
         self._stopped_at[trial_id] = milestone
@@ -252,7 +273,7 @@ class MOASHAScheduler(FIFOScheduler):
             return
         values = self._values(result)
         if values is not None:
-            self._records[milestone][trial.trial_id] = values
+            self._record(milestone, trial.trial_id, values, result)
 
     def debug_string(self) -> str:
         """One line for Tune's status output: trials recorded at each rung and how many were stopped."""
@@ -273,6 +294,7 @@ class MOASHAScheduler(FIFOScheduler):
             "modes": self._modes,
             "time_attr": self._time_attr,
             "records": {m: dict(r) for m, r in self._records.items()},
+            "repeat_values": {m: dict(r) for m, r in self._repeat_values.items()},
             "stopped_at": dict(self._stopped_at),
         }
 
@@ -298,6 +320,8 @@ class MOASHAScheduler(FIFOScheduler):
         if dropped:
             logger.warning("MO-ASHA: dropping saved records at rungs %s, not rungs of %s", dropped, self)
         self._records = {m: dict(state["records"].get(m, {})) for m in self._milestones}
+        saved_repeats = state.get("repeat_values", {})  # absent in states saved before it was kept
+        self._repeat_values = {m: dict(saved_repeats.get(m, {})) for m in self._milestones}
         self._stopped_at = dict(state["stopped_at"])
         logger.info(
             "MO-ASHA restored %d rung records, %d trials stopped",
@@ -335,7 +359,8 @@ class MOASHAScheduler(FIFOScheduler):
         return (
             f"MOASHAScheduler(metrics={self._metrics}, modes={self._modes}, time_attr={self._time_attr!r}, "
             f"max_t={self._max_t}, milestones={self._milestones}, reduction_factor={self._reduction_factor}, "
-            f"min_trials_per_rung={self._min_trials}, tie_break={self._tie_break!r})"
+            f"min_trials_per_rung={self._min_trials}, tie_break={self._tie_break!r}, "
+            f"repeat_metric={self._repeat_metric!r})"
         )
 
     # ----------------------------------------------------------------------------- internals
@@ -357,6 +382,13 @@ class MOASHAScheduler(FIFOScheduler):
             values.append(float(value))  # NaN is kept: fairsearch.pareto ranks it after every valid row
         return tuple(values)
 
+    def _record(
+        self, milestone: float, trial_id: str, values: tuple[float, ...], result: Mapping[str, Any]
+    ) -> None:
+        self._records[milestone][trial_id] = values
+        value = result.get(self._repeat_metric) if REPEAT_METRICS[self._repeat_metric] else None
+        self._repeat_values[milestone][trial_id] = math.nan if value is None else float(value)
+
     def _warn_missing(self, key: str) -> None:
         if key not in self._warned_missing:
             self._warned_missing.add(key)
@@ -375,7 +407,11 @@ class MOASHAScheduler(FIFOScheduler):
             return True
         ids = list(records)
         points = np.array([records[i] for i in ids], dtype=np.float64)
-        ranks = nondominated_ranks(points, self._modes)
+        direction = REPEAT_METRICS[self._repeat_metric]
+        repeat_values = self._repeat_values[milestone]
+        order = np.array([repeat_values.get(i, math.nan) for i in ids], dtype=np.float64)
+        order = np.full(n, np.nan) if direction is None else (-order if direction == "max" else order)
+        ranks = _ranks_behind_repeats(points, self._modes, order)
         spread = np.zeros(n, dtype=np.float64)
         for rank in np.unique(ranks):
             front = ranks == rank
@@ -415,7 +451,15 @@ class MOASHAStateCallback(Callback):
         self.scheduler.set_state(state)
 
 
-_SETTINGS_KEYS = ("name", "grace_period", "reduction_factor", "min_trials_per_rung", "tie_break", "time_attr")
+_SETTINGS_KEYS = (
+    "name",
+    "grace_period",
+    "reduction_factor",
+    "min_trials_per_rung",
+    "tie_break",
+    "repeat_metric",
+    "time_attr",
+)
 
 
 def scheduler_from_settings(
@@ -431,6 +475,7 @@ def scheduler_from_settings(
           reduction_factor: 3     # η >= 2: rungs at 1, 3, 9, ... epochs; the best 1/η continue
           min_trials_per_rung: 3  # a rung stops no one until this many trials reached it
           tie_break: crowding     # order inside a Pareto front (NSGA-II crowding distance)
+          repeat_metric: auc      # orders trials that report the very same point (auc, loss, none)
           time_attr: epoch        # progress in epochs, as the trial reports it (0.5, 1.0, ... with
                                   # reports_per_epoch: 2, so rungs may sit at fractions of an epoch)
 
@@ -475,6 +520,9 @@ def scheduler_from_settings(
     tie_break = block.get("tie_break", "crowding")
     if tie_break not in TIE_BREAKS:
         problems.append(f"scheduler.tie_break: {tie_break!r} is not one of {list(TIE_BREAKS)}")
+    repeat_metric = block.get("repeat_metric", "auc")
+    if repeat_metric not in REPEAT_METRICS:
+        problems.append(f"scheduler.repeat_metric: {repeat_metric!r} is not one of {list(REPEAT_METRICS)}")
     time_attr = block.get("time_attr", "epoch")
     if not isinstance(time_attr, str) or not time_attr:
         problems.append(
@@ -493,7 +541,46 @@ def scheduler_from_settings(
         reduction_factor=eta,
         min_trials_per_rung=min_trials,
         tie_break=tie_break,
+        repeat_metric=repeat_metric,
     )
+
+
+def _ranks_behind_repeats(
+    points: np.ndarray, modes: Sequence[Direction], repeat_order: np.ndarray
+) -> np.ndarray:
+    """Non-domination ranks of the records at a rung where the ``k``-th record of one identical point
+    ranks ``k`` fronts behind the point's first (see the module docstring); other records keep their
+    plain ranks.
+
+    Args:
+        points: Objective values ``[N, D]``, earliest record first.
+        modes: ``"max"`` or ``"min"`` per column.
+        repeat_order: ``[N]`` the order among records of one point, smaller first; NaN after any
+            number; equal values by arrival.
+
+    Returns:
+        Int64 ranks ``[N]`` (0 is the front); rows holding a NaN rank after every valid row.
+    """
+    ranks = nondominated_ranks(points, modes)
+    valid = ~np.isnan(points).any(axis=1)
+    if not valid.any():
+        return ranks
+    _, first, group = np.unique(points[valid], axis=0, return_index=True, return_inverse=True)
+    if len(first) == int(valid.sum()):
+        return ranks  # no repeats: the plain ranks
+    # Rank the distinct points, then give the k-th record of a point k fronts more than its first.
+    rows = np.flatnonzero(valid)
+    key = np.where(np.isnan(repeat_order[rows]), np.inf, repeat_order[rows])
+    repeat = np.zeros(len(points), dtype=np.int64)
+    seen: dict[int, int] = {}
+    for row in rows[np.lexsort((rows, key))]:  # by the order key, then by arrival
+        g = int(group.ravel()[np.searchsorted(rows, row)])
+        repeat[row] = seen.get(g, 0)
+        seen[g] = repeat[row] + 1
+    out = ranks.copy()
+    out[valid] = ranks[valid] + repeat[valid]
+    out[~valid] = out[valid].max() + 1
+    return out
 
 
 def _is_number(value: Any) -> bool:

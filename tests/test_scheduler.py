@@ -129,6 +129,46 @@ def test_crowding_keeps_the_extremes_of_a_front_over_its_crowded_middle() -> Non
         assert _report(sched, _trial("new"), *newcomer) == expected, newcomer
 
 
+def test_repeats_of_a_recorded_point_rank_behind_its_first_record() -> None:
+    # Trials stuck at chance all report one point (one class for everyone): its first record holds its
+    # place at the front's low-gap end, each repeat ranks one front further back and is stopped.
+    chance = (0.5, 0.02)
+    sched = MOASHAScheduler(max_t=9, min_trials_per_rung=3)
+    assert _feed(sched, [(0.8, 0.2), (0.85, 0.25), chance, chance, chance, chance]) == [C, C, C, S, S, S]
+    assert sched.stopped_early == {"t3": 1, "t4": 1, "t5": 1}
+    # A distinct point next to the repeats is ranked as before: it dominates them all but the first
+    assert _report(sched, _trial("near"), 0.55, 0.02) == C
+
+
+def test_repeats_count_once_among_the_trials_ahead() -> None:
+    # Three records of one point, then a trial that point dominates. Plainly four records are ahead of
+    # it (keep 3 of 5: stop); the repeats rank behind the point's first record, so two are ahead.
+    sched = MOASHAScheduler(max_t=9, min_trials_per_rung=1, reduction_factor=2)
+    assert _feed(sched, [(0.9, 0.1), (0.7, 0.3), (0.7, 0.3), (0.7, 0.3)]) == [C, S, S, S]
+    assert sched.rung_records(1)["t3"] == (0.7, 0.3)
+    assert _report(sched, _trial("worse"), 0.6, 0.4) == C
+
+
+def test_repeats_are_ordered_by_auc_then_by_arrival() -> None:
+    # Nine trials all at chance: among repeats the one with the higher AUC is ahead, as in ASHA on AUC.
+    chance = {"training_iteration": 1, "acc": 0.5, "max_acc_gap": 0.02}
+    aucs = [0.55, 0.60, 0.50, 0.70, 0.52, 0.80, 0.51, 0.65, 0.90]
+    sched = MOASHAScheduler(max_t=9, min_trials_per_rung=3)
+    decisions = [
+        sched.on_trial_result(None, _trial(f"t{i}"), {**chance, "auc": auc}) for i, auc in enumerate(aucs)
+    ]
+    # continue while fewer than ceil(n/3) earlier records have a higher AUC
+    assert decisions == [C, C, S, C, S, C, S, C, C]
+    by_arrival = MOASHAScheduler(max_t=9, min_trials_per_rung=3, repeat_metric="none")
+    decisions = [
+        by_arrival.on_trial_result(None, _trial(f"t{i}"), {**chance, "auc": auc})
+        for i, auc in enumerate(aucs)
+    ]
+    assert decisions == [C, C, S, S, S, S, S, S, S]  # every earlier record of the point is ahead
+    # a trial that reports no AUC ranks after every repeat that does
+    assert sched.on_trial_result(None, _trial("no_auc"), chance) == S
+
+
 def test_directions_are_the_schedulers_business_not_the_users() -> None:
     rng = np.random.default_rng(1)
     points = rng.uniform([0.5, 0.0], [0.9, 0.5], size=(30, 2))
@@ -207,6 +247,19 @@ def test_save_restore_round_trip_gives_the_same_later_decisions(tmp_path: Path) 
     assert resumed.stopped_early == running.stopped_early
 
 
+def test_repeat_values_survive_a_restore_and_older_states_still_load() -> None:
+    chance = {"training_iteration": 1, "acc": 0.5, "max_acc_gap": 0.02}
+    sched = MOASHAScheduler(max_t=9, min_trials_per_rung=1)
+    assert sched.on_trial_result(None, _trial("a"), {**chance, "auc": 0.9}) == C
+    state = sched.get_state()
+    resumed = MOASHAScheduler(max_t=9, min_trials_per_rung=1)
+    resumed.set_state(state)
+    assert resumed.on_trial_result(None, _trial("b"), {**chance, "auc": 0.8}) == S  # a's 0.9 is ahead
+    older = MOASHAScheduler(max_t=9, min_trials_per_rung=1)
+    older.set_state({k: v for k, v in state.items() if k != "repeat_values"})  # saved before they were kept
+    assert older.on_trial_result(None, _trial("b"), {**chance, "auc": 0.8}) == C  # a's AUC unknown: last
+
+
 def test_state_callback_and_incompatible_state() -> None:
     sched = MOASHAScheduler(max_t=9)
     _feed(sched, [(0.8, 0.1), (0.7, 0.2)])
@@ -278,7 +331,7 @@ def test_settings_build_the_scheduler_or_none() -> None:
         (
             {"name": "mo_asha", "brackets": 2},
             "scheduler: unknown key 'brackets'; allowed: ['name', 'grace_period', 'reduction_factor', "
-            "'min_trials_per_rung', 'tie_break', 'time_attr']",
+            "'min_trials_per_rung', 'tie_break', 'repeat_metric', 'time_attr']",
         ),
         ({"name": "mo_asha", "grace_period": -1}, "scheduler.grace_period: -1 must be a number > 0"),
         (
@@ -290,6 +343,10 @@ def test_settings_build_the_scheduler_or_none() -> None:
             "scheduler.min_trials_per_rung: 2.5 must be an integer >= 1",
         ),
         ({"name": "mo_asha", "tie_break": "eps"}, "scheduler.tie_break: 'eps' is not one of ['crowding']"),
+        (
+            {"name": "mo_asha", "repeat_metric": "acc"},
+            "scheduler.repeat_metric: 'acc' is not one of ['auc', 'loss', 'none']",
+        ),
         (
             {"name": "mo_asha", "time_attr": ""},
             "scheduler.time_attr: '' must be a result key such as 'training_iteration'",
@@ -307,7 +364,7 @@ def test_settings_report_every_problem_at_once() -> None:
         scheduler_from_settings({"name": "asha", "reduction_factor": True, "foo": 1}, max_epochs=4)
     assert str(err.value).splitlines() == [
         "scheduler: unknown key 'foo'; allowed: ['name', 'grace_period', 'reduction_factor', "
-        "'min_trials_per_rung', 'tie_break', 'time_attr']",
+        "'min_trials_per_rung', 'tie_break', 'repeat_metric', 'time_attr']",
         "scheduler.name: 'asha' is not one of ['none', 'mo_asha']",
         "scheduler.reduction_factor: True must be >= 2",
     ]

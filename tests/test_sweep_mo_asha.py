@@ -121,14 +121,20 @@ def _ranks(points: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _expected_stop(records: list[tuple[str, tuple[float, ...]]], eta: float = ETA) -> bool:
+def _expected_stop(records: list[tuple[str, tuple[float, ...]]], aucs: list[float], eta: float = ETA) -> bool:
     """The MO-ASHA rule for the last of ``records`` (those at one rung, in the order recorded): stop when
-    at least ``max(1, ceil(n / eta))`` records are in a better front, or in its front and more spread."""
+    at least ``max(1, ceil(n / eta))`` records are in a better front, or in its front and more spread.
+    The k-th record of one identical point (by validation AUC, higher first, then by arrival) is k fronts
+    behind the point's first."""
     n = len(records)
     if n < MIN_TRIALS:
         return False
     points = np.array([values for _, values in records], dtype=np.float64)
     ranks = _ranks(points)
+    for i in range(n):
+        same = [j for j in range(n) if tuple(points[j]) == tuple(points[i])]
+        same.sort(key=lambda j: (-aucs[j] if not math.isnan(aucs[j]) else math.inf, j))
+        ranks[i] += same.index(i)
     spread = np.zeros(n)
     for rank in np.unique(ranks):
         members = ranks == rank
@@ -160,10 +166,12 @@ def _check_decisions(
         assert {tid for tid, _ in records} == reached, (
             f"rung {rung}: records differ from trials that got there"
         )
+        aucs = [state["repeat_values"][rung][trial_id] for trial_id, _ in records]
         for k, (trial_id, values) in enumerate(records):
             row = next(r for r in reports[trial_id] if r["epoch"] == rung)
             assert values == pytest.approx((row["acc"], row["max_acc_gap"])), (rung, trial_id)
-            stopped = _expected_stop(records[: k + 1], eta)
+            assert aucs[k] == pytest.approx(row["auc"]), (rung, trial_id)
+            stopped = _expected_stop(records[: k + 1], aucs[: k + 1], eta)
             assert (stopped_at.get(trial_id) == rung) == stopped, (
                 f"rung {rung}: trial {trial_id} {'should' if stopped else 'should not'} have been stopped "
                 f"after {records[: k + 1]}"
