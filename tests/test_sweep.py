@@ -25,6 +25,9 @@ from sweep_helpers import (
     write_space,
 )
 
+from fairsearch.results import search_rows
+from fairsearch.threshold_fronts import COMBINED_FRONT, VANILLA_THRESHOLDS_FRONT
+
 pytestmark = pytest.mark.slow
 
 EPOCHS = 2
@@ -78,8 +81,14 @@ def test_small_sweep_writes_trials_front_and_study(tmp_path: Path) -> None:
     assert trials.loc[vanilla, "param/lam"].isna().all()
     assert trials.loc[~vanilla, "param/lam"].notna().all()
 
-    front = pd.read_parquet(results / "small" / "pareto.parquet")
+    written = pd.read_parquet(results / "small" / "pareto.parquet")
+    front = search_rows(written)  # the trained front; the threshold fronts follow it
     assert set(front["trial_id"]) == _brute_force_front(trials)
+    # thresholded vanilla: points of the vanilla trials only; the combined front mixes kinds
+    thresholded = written[written["front"] == VANILLA_THRESHOLDS_FRONT]
+    assert len(thresholded) and set(thresholded["trial_id"]) <= set(trials.loc[vanilla, "trial_id"])
+    assert set(thresholded["kind"]) <= {"threshold", "group_thresholds"}
+    assert len(written[written["front"] == COMBINED_FRONT])
     for column in (
         "test/acc",
         "test/max_acc_gap",
