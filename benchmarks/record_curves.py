@@ -26,6 +26,7 @@ column              type     meaning
 ``acc``             float64  validation accuracy
 ``max_acc_gap``     float64  validation MaxAccGap of the space's ``group_by``
 ``auc``             float64  validation AUC
+``loss``            float64  validation cross-entropy
 ``worst_group_acc`` float64  validation accuracy of the worst group
 ``train_loss``      float64  mean training loss since the previous report
 ``wall_time_s``     float64  the trial's whole wall time (start-up included)
@@ -52,7 +53,7 @@ import pyarrow.parquet as pq
 
 logger = logging.getLogger("record_curves")
 
-REPORT_METRICS = ("epoch", "acc", "max_acc_gap", "auc", "worst_group_acc", "train_loss")
+REPORT_METRICS = ("epoch", "acc", "max_acc_gap", "auc", "loss", "worst_group_acc", "train_loss")
 """Keys of a ``history`` entry kept per report."""
 DEFAULT_SPACE = Path(__file__).parent / "spaces" / "curves.yaml"
 DEFAULT_OUT = Path(__file__).parent / "data" / "curves.parquet"
