@@ -324,7 +324,6 @@ def test_the_replay_table_runs_every_scheduler_on_hand_made_curves(improving: An
 
 
 def test_syne_tune_moasha_is_driven_as_its_tuner_drives_it(mixed: Any) -> None:
-    pytest.importorskip("syne_tune", reason="Syne Tune comes with the bench extra: pip install -e '.[bench]'")
     make = replay.scheduler_rows(mixed, {"grace_period": 1, "reduction_factor": 3}, random_budget=None)
     driver = make["Syne Tune MOASHA"](0)
     r = simulate(mixed, driver, workers=3, seed=0)
