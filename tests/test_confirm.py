@@ -3,7 +3,6 @@ means, the levelling-down verdict, the files, and a confirmation stage that resu
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sweep_helpers import run_command, start_sweep, write_space
+from sweep_helpers import assert_each_epoch_trained_once, run_command, start_sweep, trained_parts, write_space
 
 from fairsearch.confirm import (
     CONFIRM_FILE,
@@ -32,6 +31,7 @@ from fairsearch.confirm import (
 from fairsearch.errors import FairsearchError
 from fairsearch.report import write_report
 from fairsearch.results import TrialRecord, read_results, write_results
+from fairsearch.tune_trials import STATE_FOLDER
 
 GROUPS = "param/group_by"
 
@@ -211,7 +211,7 @@ def test_confirmation_runs_after_the_search_and_resume_after_a_driver_kill(tmp_p
     proc = start_sweep(run_command(space, results), env)
     confirm_dir = results / ".tune" / ".confirm" / "conf"
     deadline = time.monotonic() + 500
-    while time.monotonic() < deadline and not list(confirm_dir.glob("*/checkpoint_*")):
+    while time.monotonic() < deadline and not list(confirm_dir.glob(f"{STATE_FOLDER}/*/report-*")):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # mid-confirmation: the driver and its Ray, no clean-up
@@ -233,10 +233,9 @@ def test_confirmation_runs_after_the_search_and_resume_after_a_driver_kill(tmp_p
     assert runs["test/acc"].notna().all()
     trials = pd.read_parquet(results / "conf" / "trials.parquet")
     assert len(trials) == 3 and "param/seed" not in trials  # the search ran the default seed, 0
-    # each confirmation run trained each epoch once: one checkpoint history per run, epochs 1..2
-    for folder in confirm_dir.glob("*/checkpoint_*"):
-        history = json.loads((folder / "state.json").read_text())["history"]
-        assert [int(h["epoch"]) for h in history] == [1, 2], folder
+    # each confirmation run trained each epoch once, in its own store, and every report reached Tune
+    assert len(trained_parts(confirm_dir)) == len(plan.runs)
+    assert_each_epoch_trained_once(confirm_dir, 2)
     _, confirmed = read_confirmed(results / "conf")
     assert len(confirmed) >= 1 and (confirmed["n_seeds"] == 2).all()
     assert set(confirmed["number"]) <= set(plan.candidates)
