@@ -10,6 +10,7 @@ elsewhere on the machine never joins a test cluster by accident.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -29,11 +30,12 @@ from sweep_helpers import (
     assert_reports_reached_tune,
     run_command,
     start_sweep,
+    trained_parts,
     tune_reports,
     write_space,
 )
 
-from fairsearch.tune_trials import STATE_FOLDER
+from fairsearch.tune_trials import STATE_FOLDER, trial_key
 
 pytestmark = pytest.mark.slow
 
@@ -203,6 +205,40 @@ def _assert_resumed(rows: list[dict[str, Any]], old_pid: int) -> None:
     assert all(int(r["pid"]) != old_pid for r in rows[restart:]), rows
 
 
+def _live_reports(ray_env: dict[str, str], storage: Path, name: str) -> dict[str, list[dict[str, Any]]]:
+    """Each trial's reports as the driver logs them now: Tune writes ``result.json`` in the driver's
+    session folder as each report arrives, and copies it to storage only now and then (trials write
+    no checkpoint of Tune's to hurry it); storage's copy where the driver's has fewer rows."""
+    reports = tune_reports(storage / name)
+    pattern = f"**/session_*/artifacts/*/{name}/driver_artifacts/*/result.json"
+    for path in Path(ray_env["RAY_TMPDIR"]).glob(pattern):
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line still being written
+        if rows and len(rows) > len(reports.get(rows[0]["trial_id"], [])):
+            reports[rows[0]["trial_id"]] = rows
+    return reports
+
+
+def _frozen_unfinished(experiment: Path, rows: list[dict[str, Any]], pid: int) -> bool:
+    """Freezes (SIGSTOP) a trial's process and tells whether the trial is still unfinished, by its own log
+    of trained parts (written before each report is sent); if it has ended, thaws it and says no.
+
+    The candidates come from Tune's ``result.json``, which can lag a trial by seconds, and an epoch of the
+    tiny model takes well under one: a trial seen "between two epochs" there may have ended, and Tune
+    seen it end, by the time the test strikes.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    config = rows[0]["config"]
+    if len(trained_parts(experiment).get(trial_key(config), [])) < EPOCHS:
+        return True
+    os.kill(pid, signal.SIGCONT)
+    return False
+
+
 def test_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(
     tmp_path: Path, ray_env: dict[str, str], cluster: Any
 ) -> None:
@@ -213,17 +249,17 @@ def test_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(
     try:
 
         def mid_trial() -> tuple[str, int, Any] | None:
-            for trial_id, rows in tune_reports(storage / name).items():
+            for trial_id, rows in _live_reports(ray_env, storage, name).items():
                 if 1 <= int(rows[-1]["epoch"]) < EPOCHS:
-                    node = _node_of(cluster, int(rows[-1]["pid"]))
-                    if node is not None:
-                        return trial_id, int(rows[-1]["pid"]), node
+                    pid = int(rows[-1]["pid"])
+                    node = _node_of(cluster, pid)
+                    if node is not None and _frozen_unfinished(storage / name, rows, pid):
+                        return trial_id, pid, node
             return None
 
+        # A node dies all at once: the trial is frozen where it is (mid_trial), then the node's raylet and
+        # agents are SIGKILLed, then the trial process itself.
         victim, victim_pid, node = _wait_for("a trial between two epochs", mid_trial, proc, 300)
-        # A node dies all at once: freeze the trial where it is (an epoch lasts well under a second),
-        # SIGKILL the node's raylet and agents, then the trial process itself.
-        os.kill(victim_pid, signal.SIGSTOP)
         cluster.remove_node(node, allow_graceful=False)
         os.kill(victim_pid, signal.SIGKILL)
         _assert_exits(victim_pid, timeout=30)
@@ -257,9 +293,11 @@ def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
                 return None
             frame = _read_while_written(path)
             done = set(frame.loc[frame["status"] == "completed", "trial_id"])
-            for trial_id, rows in tune_reports(storage / name).items():
+            for trial_id, rows in _live_reports(ray_env, storage, name).items():
                 if done and trial_id not in done and 1 <= int(rows[-1]["epoch"]) < EPOCHS:
-                    return frame, trial_id, int(rows[-1]["pid"])
+                    pid = int(rows[-1]["pid"])
+                    if _frozen_unfinished(storage / name, rows, pid):
+                        return frame, trial_id, pid
             return None
 
         before, victim, victim_pid = _wait_for(
@@ -267,6 +305,7 @@ def test_killed_driver_rejoins_the_cluster_and_finishes_every_trial_once(
         )
         proc.send_signal(signal.SIGKILL)  # the driver alone: it joined the cluster and started no Ray process
         proc.communicate(timeout=60)
+        os.kill(victim_pid, signal.SIGCONT)  # thawed once its driver is dead: Tune cannot see it end
     finally:
         if proc.poll() is None:
             proc.kill()
