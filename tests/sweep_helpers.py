@@ -86,15 +86,21 @@ def tune_reports(experiment: Path) -> dict[str, list[dict[str, Any]]]:
     """
     out: dict[str, list[dict[str, Any]]] = {}
     for path in experiment.glob("*/result.json"):
-        rows = []
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line still being written
+        rows = result_rows(path)
         if rows:
             out[rows[0]["trial_id"]] = rows
     return out
+
+
+def result_rows(path: Path) -> list[dict[str, Any]]:
+    """The reports in one of Tune's ``result.json`` files (one JSON line each), up to a line being written."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line still being written
+    return rows
 
 
 def distinct_reports(trial_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ elsewhere on the machine never joins a test cluster by accident.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -28,6 +27,7 @@ import pytest
 from sweep_helpers import (
     assert_each_epoch_trained_once,
     assert_reports_reached_tune,
+    result_rows,
     run_command,
     start_sweep,
     trained_parts,
@@ -212,12 +212,7 @@ def _live_reports(ray_env: dict[str, str], storage: Path, name: str) -> dict[str
     reports = tune_reports(storage / name)
     pattern = f"**/session_*/artifacts/*/{name}/driver_artifacts/*/result.json"
     for path in Path(ray_env["RAY_TMPDIR"]).glob(pattern):
-        rows = []
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line still being written
+        rows = result_rows(path)
         if rows and len(rows) > len(reports.get(rows[0]["trial_id"], [])):
             reports[rows[0]["trial_id"]] = rows
     return reports
