@@ -20,9 +20,13 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
+
+if TYPE_CHECKING:
+    from fairsearch.config import Objectives
 
 logger = logging.getLogger("fairsearch")
 EXIT_USER_ERROR = 2
@@ -68,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pareto.add_argument("folder", help="results/<name>")
     pareto.add_argument(
+        "--feasible",
+        action="store_true",
+        help="show the front of the trials that meet the space's constraints instead of the search's",
+    )
+    pareto.add_argument(
         "--kind",
         choices=["trained", "threshold", "group_thresholds"],
         help="list only the thresholded fronts' members of this kind",
@@ -104,17 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _train(args)
         if args.command == "pareto":
-            from fairsearch.confirm import format_confirmed, read_confirmed
-            from fairsearch.results import format_front
-            from fairsearch.threshold_fronts import format_threshold_fronts, read_threshold_fronts
-
-            fronts = read_threshold_fronts(Path(args.folder))
-            print(format_front(fronts["search"]))
-            print("\n" + format_threshold_fronts(fronts, args.kind))
-            runs, confirmed = read_confirmed(Path(args.folder))
-            if len(runs):
-                print("\n" + format_confirmed(confirmed))
-            return 0
+            return _pareto(args)
         if args.command == "report":
             from fairsearch.report import write_report
 
@@ -128,6 +127,40 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return 0
+
+
+def _pareto(args: argparse.Namespace) -> int:
+    from fairsearch.confirm import format_confirmed, read_confirmed
+    from fairsearch.results import (
+        FEASIBLE_FRONT,
+        constraint_lines,
+        format_front,
+        read_front,
+        read_results,
+        read_sweep_goals,
+    )
+    from fairsearch.threshold_fronts import read_threshold_fronts
+
+    folder = Path(args.folder)
+    fronts = read_threshold_fronts(folder)
+    objectives, constraints = read_sweep_goals(folder)
+    if args.feasible:
+        if not constraints:
+            raise FairsearchError(
+                f"--feasible: {folder} is a sweep without constraints; add e.g. "
+                "'constraints: {max_acc_gap: 0.02}' to its space file"
+            )
+        print(format_front(read_front(folder, FEASIBLE_FRONT), objectives, "Feasible front"))
+    else:
+        print(format_front(fronts["search"], objectives))
+    trials, _ = read_results(folder)
+    for line in constraint_lines(trials, constraints):
+        print(line)
+    print("\n" + _thresholded(fronts, objectives, args.kind))
+    runs, confirmed = read_confirmed(folder)
+    if len(runs):
+        print("\n" + format_confirmed(confirmed))
     return 0
 
 
@@ -149,12 +182,14 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # before Tune ran (starting Ray, checking inputs) or while it shut down
         print(f"interrupted; resume with: {shlex.join(_resume_command(args))}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(format_front(outcome.front))
+    print(format_front(outcome.front, outcome.objectives))
+    if outcome.constraints:
+        print("\n" + format_front(outcome.feasible, outcome.objectives, "Feasible front"))
     if outcome.completed:
-        from fairsearch.threshold_fronts import format_threshold_fronts, read_threshold_fronts
+        from fairsearch.threshold_fronts import read_threshold_fronts
 
         try:  # the sweep has ended either way: its exit code does not hang on this table
-            print("\n" + format_threshold_fronts(read_threshold_fronts(outcome.results_dir)))
+            print("\n" + _thresholded(read_threshold_fronts(outcome.results_dir), outcome.objectives))
         except FairsearchError as err:
             logger.warning("threshold fronts not shown: %s", err)
     if len(outcome.confirmed):
@@ -163,6 +198,8 @@ def _run(args: argparse.Namespace) -> int:
         f"{outcome.completed} trials completed, {outcome.failed} failed; "
         f"results in {outcome.results_dir}/trials.parquet and pareto.parquet"
     )
+    for line in outcome.constraint_report:
+        print(line)
     if outcome.unfinished or outcome.unconfirmed:
         left = (
             f"{outcome.unfinished} trials"
@@ -172,6 +209,18 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{left} unfinished; resume with: {shlex.join(_resume_command(args))}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _thresholded(fronts: dict[str, Any], objectives: Objectives, kind: str | None = None) -> str:
+    """The thresholded fronts' table, or why a sweep has none (they trace accuracy against MaxAccGap)."""
+    from fairsearch.threshold_fronts import format_threshold_fronts
+
+    if not {"acc", "max_acc_gap"} <= {o.key for o in objectives}:
+        return (
+            "Thresholded fronts: not built, since accuracy and MaxAccGap are not both objectives of this "
+            "sweep (they trace one against the other)"
+        )
+    return format_threshold_fronts(fronts, kind)
 
 
 def _resume_command(args: argparse.Namespace) -> list[str]:

@@ -3,7 +3,8 @@
 Every other module reads these facts from here, and this module imports nothing of fairsearch's but its
 error type, so it sits below them all:
 
-- :data:`OBJECTIVES`: what a sweep optimises, in which direction, and the hypervolume reference point.
+- :data:`METRICS`: the metrics a sweep may optimise or constrain, each with its direction and worst value
+  (the hypervolume's reference); :data:`OBJECTIVES` the default pair, :class:`Constraint` a requirement.
 - :data:`METHODS`: each training method by name, with the parameters it uses (``lam``, ``w_max``). The
   sampler, the trial, the loss and the report read it, so a fifth method is one entry here plus its
   loss term in :func:`fairsearch.fairness.fairness_loss`.
@@ -18,25 +19,34 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from fairsearch.errors import FairsearchError
 
 __all__ = [
+    "MAX_OBJECTIVES",
     "METHODS",
+    "METRICS",
+    "MIN_OBJECTIVES",
     "OBJECTIVES",
     "SAMPLERS",
     "SETTINGS",
+    "Constraint",
+    "Constraints",
     "MethodSpec",
     "Objective",
+    "Objectives",
     "TrialConfig",
     "check_setting",
+    "is_feasible",
     "method_spec",
     "objective_directions",
     "objective_keys",
     "objective_reference",
+    "objectives_named",
+    "violations",
 ]
 
 Direction = Literal["max", "min"]
@@ -45,11 +55,11 @@ Direction = Literal["max", "min"]
 # --------------------------------------------------------------------------------------------- objectives
 @dataclass(frozen=True)
 class Objective:
-    """One objective of the search.
+    """One metric a sweep may optimise or constrain (validation split, the space's ``group_by``).
 
     Attributes:
         key: the flat metric key a trial reports (``acc``); ``val/<key>`` in ``trials.parquet``.
-        direction: ``max`` or ``min``.
+        direction: ``max`` or ``min``: the better side.
         reference: the worst value it can take: the hypervolume's reference coordinate.
         label: how the report and the CLI name it.
     """
@@ -59,27 +69,112 @@ class Objective:
     reference: float
     label: str
 
-
-OBJECTIVES: tuple[Objective, ...] = (
-    Objective("acc", "max", 0.0, "accuracy"),
-    Objective("max_acc_gap", "min", 1.0, "MaxAccGap"),
-)
-"""Validation accuracy up, validation MaxAccGap (of the space's ``group_by``) down."""
+    @property
+    def column(self) -> str:
+        """``val/<key>``: its column in ``trials.parquet``."""
+        return f"val/{self.key}"
 
 
-def objective_keys(prefix: str = "") -> tuple[str, ...]:
+METRICS: Mapping[str, Objective] = {
+    o.key: o
+    for o in (
+        Objective("acc", "max", 0.0, "accuracy"),
+        Objective("auc", "max", 0.0, "AUC"),
+        Objective("worst_group_acc", "max", 0.0, "worst-group accuracy"),
+        Objective("es_auc", "max", 0.0, "ES-AUC"),
+        Objective("max_acc_gap", "min", 1.0, "MaxAccGap"),
+    )
+}
+"""The metrics a space file may name as objectives (``objectives: {maximize: [...], minimize: [...]}``)
+or constraints, each with the one direction that makes sense for it. All are fractions in [0, 1]."""
+
+OBJECTIVES: tuple[Objective, ...] = (METRICS["acc"], METRICS["max_acc_gap"])
+"""The default objectives: validation accuracy up, validation MaxAccGap (of ``group_by``) down."""
+
+MIN_OBJECTIVES, MAX_OBJECTIVES = 2, 3
+"""How many objectives a sweep may have."""
+
+Objectives = tuple[Objective, ...]
+
+
+def objectives_named(keys: Sequence[str]) -> Objectives:
+    """The registry entries of metric keys, in order (as written in ``trials.parquet``'s metadata).
+
+    Raises:
+        FairsearchError: a key that is not in :data:`METRICS`.
+    """
+    unknown = [k for k in keys if k not in METRICS]
+    if unknown:
+        raise FairsearchError(f"objectives {unknown} are not among {list(METRICS)}")
+    return tuple(METRICS[k] for k in keys)
+
+
+def objective_keys(prefix: str = "", objectives: Objectives = OBJECTIVES) -> tuple[str, ...]:
     """The objectives' metric keys, each with ``prefix`` (``"val/"`` gives the Parquet columns)."""
-    return tuple(prefix + o.key for o in OBJECTIVES)
+    return tuple(prefix + o.key for o in objectives)
 
 
-def objective_directions() -> tuple[Direction, ...]:
-    """``("max", "min")``: one direction per objective."""
-    return tuple(o.direction for o in OBJECTIVES)
+def objective_directions(objectives: Objectives = OBJECTIVES) -> tuple[Direction, ...]:
+    """One direction per objective: ``("max", "min")`` for the default ones."""
+    return tuple(o.direction for o in objectives)
 
 
-def objective_reference() -> tuple[float, ...]:
-    """The hypervolume reference point, the worst value of each objective: ``(0.0, 1.0)``."""
-    return tuple(o.reference for o in OBJECTIVES)
+def objective_reference(objectives: Objectives = OBJECTIVES) -> tuple[float, ...]:
+    """The hypervolume reference point, the worst value of each objective: ``(0.0, 1.0)`` by default."""
+    return tuple(o.reference for o in objectives)
+
+
+# --------------------------------------------------------------------------------------------- constraints
+@dataclass(frozen=True)
+class Constraint:
+    """A requirement on one validation metric: ``max_acc_gap <= 0.02`` or ``worst_group_acc >= 0.7``.
+
+    Attributes:
+        key: a key of :data:`METRICS`.
+        bound: the limit, a fraction in [0, 1].
+        side: ``max``: the metric must be at most ``bound``; ``min``: at least ``bound``.
+    """
+
+    key: str
+    bound: float
+    side: Literal["max", "min"]
+
+    @property
+    def column(self) -> str:
+        """``val/<key>``: the column it is checked on."""
+        return f"val/{self.key}"
+
+    @property
+    def label(self) -> str:
+        """``MaxAccGap <= 2.0 %``."""
+        return f"{METRICS[self.key].label} {'<=' if self.side == 'max' else '>='} {100 * self.bound:.1f} %"
+
+    def violation(self, value: Any) -> float:
+        """How far ``value`` is on the wrong side of the bound (Optuna's convention: ``<= 0`` is met).
+
+        A missing or non-finite value (a metric a trial could not compute) counts as the largest
+        violation a fraction can have, 1.0, so that it is never taken as met.
+        """
+        if value is None or not _is_real(value) or not math.isfinite(float(value)):
+            return 1.0
+        return float(value) - self.bound if self.side == "max" else self.bound - float(value)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"key": ..., "bound": ..., "side": ...}``, as kept in the results files' metadata."""
+        return dataclasses.asdict(self)
+
+
+Constraints = tuple[Constraint, ...]
+
+
+def violations(constraints: Constraints, metrics: Mapping[str, Any]) -> tuple[float, ...]:
+    """Each constraint's violation (``<= 0``: met) for flat metric keys (``max_acc_gap``)."""
+    return tuple(c.violation(metrics.get(c.key)) for c in constraints)
+
+
+def is_feasible(constraints: Constraints, metrics: Mapping[str, Any]) -> bool:
+    """Whether flat metrics meet every constraint (always, without constraints)."""
+    return all(v <= 0 for v in violations(constraints, metrics))
 
 
 # --------------------------------------------------------------------------------------------- methods
@@ -136,33 +231,46 @@ def method_spec(name: Any) -> MethodSpec:
 
 
 # --------------------------------------------------------------------------------------------- samplers
-def _tpe(seed: int) -> Any:
+ConstraintsFunc = Callable[[Any], Sequence[float]]
+"""Optuna's ``constraints_func``: a finished trial's constraint values, ``<= 0`` where met."""
+
+
+def _tpe(seed: int, constraints_func: ConstraintsFunc | None) -> Any:
     import optuna
 
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    return optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, group=True, constant_liar=True, constraints_func=constraints_func
+    )
 
 
-def _nsgaii(seed: int) -> Any:
+def _nsgaii(seed: int, constraints_func: ConstraintsFunc | None) -> Any:
     import optuna
 
-    return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func)
 
 
-def _gp(seed: int) -> Any:
+def _gp(seed: int, constraints_func: ConstraintsFunc | None) -> Any:
     import optuna
 
-    return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints_func)
 
 
-def _random(seed: int) -> Any:
+def _random(seed: int, constraints_func: ConstraintsFunc | None) -> Any:
     import optuna
 
-    return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)  # samples blindly: constraints change nothing
 
 
-SAMPLERS: Mapping[str, Callable[[int], Any]] = {"tpe": _tpe, "nsgaii": _nsgaii, "gp": _gp, "random": _random}
-"""Optuna sampler factories by the name a space file gives (``sampler: {name: tpe, seed: 0}``); TPE is
-multivariate, grouped over the conditional parameters, and lies constantly about running trials."""
+SAMPLERS: Mapping[str, Callable[[int, ConstraintsFunc | None], Any]] = {
+    "tpe": _tpe,
+    "nsgaii": _nsgaii,
+    "gp": _gp,
+    "random": _random,
+}
+"""Optuna sampler factories by the name a space file gives (``sampler: {name: tpe, seed: 0}``), called
+with the seed and the sweep's ``constraints_func`` (``None`` without constraints). TPE is multivariate,
+grouped over the conditional parameters, and lies constantly about running trials; TPE, NSGA-II and GP
+steer towards trials that meet the constraints, random ignores them."""
 
 
 # --------------------------------------------------------------------------------------------- trial

@@ -36,16 +36,24 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
-from fairsearch.config import objective_directions, objective_keys, objective_reference
+from fairsearch.config import (
+    OBJECTIVES,
+    Objectives,
+    objective_directions,
+    objective_keys,
+    objective_reference,
+)
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import hypervolume, pareto_mask
 from fairsearch.results import (
+    FEASIBLE_FRONT,
     PARETO_FILE,
     TrialRecord,
     aligned_rows,
     read_front,
     read_parquet_metadata,
     read_results,
+    read_sweep_goals,
     trials_frame,
     write_parquet_atomic,
 )
@@ -72,7 +80,7 @@ CONFIRMED_FRONT = "confirmed"
 """``front`` of the confirmed rows in ``pareto.parquet``."""
 SEED_SUFFIXES = ("_seeds_low", "_seeds_high")
 """``<split>/<metric>_seeds_low`` / ``_seeds_high``: the across-seed 95 % interval of a mean."""
-SUMMARISED = ("acc", "max_acc_gap", "worst_group_acc", "auc")
+SUMMARISED = ("acc", "max_acc_gap", "worst_group_acc", "auc", "es_auc")
 """Metrics whose across-seed interval the confirmed front carries (every metric gets its mean)."""
 
 
@@ -102,39 +110,50 @@ def _points(df: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
     return np.stack(cols, axis=1) if len(df) else np.empty((0, len(keys)))
 
 
-def candidates(trials: pd.DataFrame, max_trials: int) -> list[int]:
-    """The trials worth confirming: the front's members (evenly spread along it, both ends included, when
-    there are more than ``max_trials``), then the trials their gap interval could put on the front, the
-    most accurate first; at most ``max_trials`` in all.
+_OPTIMISTIC = {"max_acc_gap": "_ci_low", "worst_group_acc": "_ci_high"}
+"""The group metrics whose 95 % interval (wide, as small groups make it) may carry a trial that is off
+the front onto it: the end of the interval that is better."""
+
+
+def candidates(trials: pd.DataFrame, max_trials: int, objectives: Objectives = OBJECTIVES) -> list[int]:
+    """The trials worth confirming: the front's members (evenly spread along it in the first objective,
+    both ends included, when there are more than ``max_trials``), then the trials that the better end of
+    their MaxAccGap or worst-group interval could put on the front, best first in the first objective;
+    at most ``max_trials`` in all.
 
     Args:
         trials: a ``trials.parquet`` table (only ``completed`` rows count).
         max_trials: the most candidates.
+        objectives: the sweep's objectives.
 
     Returns:
         Optuna trial numbers.
     """
     done = _completed(trials)
-    acc, gap = objective_keys("val/")
-    points = _points(done, (acc, gap))
-    on_front = pareto_mask(points, objective_directions())
-    order = np.argsort(-points[:, 0], kind="stable")
+    keys = objective_keys("val/", objectives)
+    directions = objective_directions(objectives)
+    points = _points(done, keys)
+    on_front = pareto_mask(points, directions)
+    first = points[:, 0] if directions[0] == "min" else -points[:, 0]
+    order = np.argsort(first, kind="stable")
     members = [int(done["number"].iloc[i]) for i in order if on_front[i]]
     if len(members) > max_trials:  # evenly along the front, both ends included
         picks = np.unique(np.round(np.linspace(0, len(members) - 1, max_trials)).astype(int))
         members = [members[k] for k in picks]
     chosen = list(members)
-    low = f"{gap}_ci_low"
-    if low in done:
+    hopeful = points.copy()
+    for j, objective in enumerate(objectives):
+        end = f"{keys[j]}{_OPTIMISTIC.get(objective.key, '')}"
+        if objective.key in _OPTIMISTIC and end in done:
+            hopeful[:, j] = done[end].to_numpy(np.float64)
+    if not np.array_equal(hopeful, points, equal_nan=True):
         front_points = points[on_front]
         for i in order:
-            if on_front[i] or not np.isfinite(done[low].iloc[i]):
+            if on_front[i] or np.isnan(hopeful[i]).any():
                 continue
-            hopeful = np.array([points[i, 0], float(done[low].iloc[i])])
-            # dominated by a member: at least as accurate and at most as unfair, better in one
-            beaten = (front_points[:, 0] >= hopeful[0]) & (front_points[:, 1] <= hopeful[1])
-            beaten &= (front_points[:, 0] > hopeful[0]) | (front_points[:, 1] < hopeful[1])
-            if not beaten.any():
+            # off the front even at its best: some member is as good in every objective, better in one
+            both = np.vstack([front_points, hopeful[i]])
+            if pareto_mask(both, directions)[-1]:
                 chosen.append(int(done["number"].iloc[i]))
     return chosen[:max_trials]
 
@@ -156,6 +175,7 @@ def make_plan(
     seeds: int,
     max_trials: int,
     read_test: Callable[[str], Mapping[str, float]],
+    objectives: Objectives = OBJECTIVES,
 ) -> ConfirmPlan:
     """The candidates of a finished search and one run per (candidate, extra seed).
 
@@ -164,8 +184,9 @@ def make_plan(
         seeds: K, further seeds per candidate; the run for the k-th uses the candidate's seed + k.
         max_trials: the most candidates.
         read_test: a checkpoint's test metrics from its path or URI (``trials.parquet``'s ``checkpoint``).
+        objectives: the sweep's objectives.
     """
-    numbers = candidates(trials, max_trials)
+    numbers = candidates(trials, max_trials, objectives)
     rows = trials.set_index("number")
     runs, tests = [], {}
     for number in numbers:
@@ -224,13 +245,16 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return max(mean - half, 0.0), min(mean + half, 1.0)
 
 
-def confirmed_front(trials: pd.DataFrame, runs: pd.DataFrame, plan: ConfirmPlan) -> pd.DataFrame:
+def confirmed_front(
+    trials: pd.DataFrame, runs: pd.DataFrame, plan: ConfirmPlan, objectives: Objectives = OBJECTIVES
+) -> pd.DataFrame:
     """The non-dominated candidates on their validation means over seeds.
 
     Args:
         trials: the search's ``trials.parquet`` table (each candidate's first seed).
         runs: ``confirm.parquet`` (other statuses than ``completed`` are ignored); ``test/`` columns too.
         plan: the confirmation plan.
+        objectives: the sweep's objectives.
 
     Returns:
         One row per member, sorted by mean ``val/acc`` descending: ``trial_id`` and ``number`` of the
@@ -268,19 +292,18 @@ def confirmed_front(trials: pd.DataFrame, runs: pd.DataFrame, plan: ConfirmPlan)
                 if key in table:
                     low, high = _interval(table[key].to_numpy(np.float64))
                     row[key + SEED_SUFFIXES[0]], row[key + SEED_SUFFIXES[1]] = low, high
-        for metric in objective_keys():
+        for metric in {*objective_keys(), *objective_keys(objectives=objectives)}:
             row[f"shift/{metric}"] = row.get(f"test/{metric}", math.nan) - row.get(f"val/{metric}", math.nan)
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=["trial_id", "number", "front", "n_seeds", "hypervolume"])
     means = pd.DataFrame(rows)
-    points = _points(means, objective_keys("val/"))
-    front = means[pareto_mask(points, objective_directions())].copy()
-    front["hypervolume"] = hypervolume(points, objective_directions(), objective_reference())
-    ascending = [d == "min" for d in objective_directions()]
-    front = front.sort_values(
-        [*objective_keys("val/"), "number"], ascending=[*ascending, True], kind="stable"
-    )
+    keys, directions = objective_keys("val/", objectives), objective_directions(objectives)
+    points = _points(means, keys)
+    front = means[pareto_mask(points, directions)].copy()
+    front["hypervolume"] = hypervolume(points, directions, objective_reference(objectives))
+    ascending = [d == "min" for d in directions]
+    front = front.sort_values([*keys, "number"], ascending=[*ascending, True], kind="stable")
     return front.reset_index(drop=True)
 
 
@@ -321,10 +344,12 @@ def refresh_confirmed(folder: Path, plan: ConfirmPlan) -> pd.DataFrame:
 
 def _write_front(folder: Path, runs: pd.DataFrame, plan: ConfirmPlan) -> pd.DataFrame:
     trials, search = read_results(folder)
-    front = confirmed_front(trials, runs, plan)
+    objectives, _ = read_sweep_goals(folder)
+    front = confirmed_front(trials, runs, plan, objectives)
     common = read_parquet_metadata(folder / PARETO_FILE) if (folder / PARETO_FILE).is_file() else {}
     hv = float(front["hypervolume"].iloc[0]) if len(front) else 0.0
-    thresholded = [read_front(folder, name) for name in THRESHOLD_FRONTS]  # kept as the search wrote them
+    # the other fronts are kept as the search wrote them
+    thresholded = [read_front(folder, name) for name in (FEASIBLE_FRONT, *THRESHOLD_FRONTS)]
     parts = [rows for rows in [search, *thresholded, front] if len(rows)]
     both = pd.concat(parts, ignore_index=True) if len(parts) > 1 else search
     common |= {"confirmed_hypervolume": json.dumps(hv), "search_columns": json.dumps(list(search.columns))}

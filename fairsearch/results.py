@@ -21,16 +21,20 @@ The schema is the contract in ``docs/ARCHITECTURE.md`` ("Results files"); in sho
 ``finished_at``     float64          unix time the trial ended (NaN while it runs)
 ==================  ===============  ==========================================================
 
-``pareto.parquet``: the non-dominated completed trials on (``val/acc`` max, ``val/max_acc_gap`` min),
-sorted by ``val/acc`` descending; the columns of ``trials.parquet``, then ``test/<metric>`` (float64,
-from the trial's checkpoint on the test split), then ``hypervolume`` (of the validation front against
-``(0, 1)``, the same on every row), ``front`` (``search``) and ``kind`` (``trained``). The thresholded
+``pareto.parquet``: the non-dominated completed trials on the sweep's objectives (by default ``val/acc``
+max, ``val/max_acc_gap`` min), sorted by the first objective, best first; the columns of
+``trials.parquet``, then ``test/<metric>`` (float64, from the trial's checkpoint on the test split), then
+``hypervolume`` (of the validation front against the objectives' worst corner, ``(0, 1)`` by default,
+the same on every row), ``front`` (``search``) and ``kind`` (``trained``). A sweep with ``constraints:``
+adds a boolean ``feasible`` column to both files (null for a trial not completed) and the ``feasible``
+front: the trials non-dominated among those meeting every constraint. The thresholded
 fronts follow (:mod:`fairsearch.threshold_fronts`): ``front`` = ``vanilla_thresholds`` and ``combined``,
 rows of ``kind`` ``threshold`` or ``group_thresholds`` (and ``trained`` in ``combined``) with their
 ``thresholds`` (JSON) and ``gap_limit``; each front's own ``hypervolume``. The seed-confirmed front's rows,
 written by :mod:`fairsearch.confirm`, follow with ``confirmed``. Its key-value metadata holds
 ``hypervolume`` (the search front's), ``objectives``, ``directions``, ``reference`` and ``search_columns``
-(JSON; the search rows' columns). Both files are written atomically (:func:`write_parquet_atomic`).
+(JSON; the search rows' columns); both files' metadata holds ``objectives`` (columns), ``directions``,
+``reference`` and ``constraints`` (JSON, :func:`read_sweep_goals` reads them). Both files are written atomically (:func:`write_parquet_atomic`).
 """
 
 from __future__ import annotations
@@ -51,12 +55,24 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fairsearch.config import objective_directions, objective_keys, objective_reference
+from fairsearch.config import (
+    OBJECTIVES as DEFAULT_OBJECTIVES,
+)
+from fairsearch.config import (
+    Constraint,
+    Constraints,
+    Objectives,
+    objective_directions,
+    objective_keys,
+    objective_reference,
+    objectives_named,
+)
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import hypervolume, pareto_mask
 
 __all__ = [
     "DIRECTIONS",
+    "FEASIBLE_FRONT",
     "OBJECTIVES",
     "PARETO_FILE",
     "REFERENCE",
@@ -66,6 +82,8 @@ __all__ = [
     "TRIALS_FILE",
     "TrialRecord",
     "aligned_rows",
+    "constraint_lines",
+    "feasible_mask",
     "fmt_ci",
     "fmt_pct",
     "format_front",
@@ -74,6 +92,7 @@ __all__ = [
     "read_front",
     "read_parquet_metadata",
     "read_results",
+    "read_sweep_goals",
     "search_rows",
     "trials_frame",
     "write_parquet_atomic",
@@ -88,10 +107,15 @@ STATUSES = ("completed", "stopped", "failed", "running", "pending", "interrupted
 """``stopped``: ended early by the scheduler (MO-ASHA); its metrics are those of its last epoch.
 ``interrupted``: it was running when the sweep was interrupted (Ctrl-C); resuming the sweep continues it."""
 OBJECTIVES = objective_keys("val/")
-"""The objectives' columns (``val/acc``, ``val/max_acc_gap``), from :data:`fairsearch.config.OBJECTIVES`."""
+"""The default objectives' columns (``val/acc``, ``val/max_acc_gap``), from
+:data:`fairsearch.config.OBJECTIVES`; a sweep's own are in its files' metadata (:func:`read_sweep_goals`)."""
 DIRECTIONS = objective_directions()
 REFERENCE = objective_reference()
 SCHEMA_VERSION = "1"
+FEASIBLE_FRONT = "feasible"
+"""``front`` of the rows that are non-dominated among the trials meeting every constraint (written only
+for a sweep with ``constraints:``; the search front itself spans every completed trial and marks each row
+``feasible``)."""
 SEARCH_FRONT = "search"
 """``front`` of the search's own rows in ``pareto.parquet``; the thresholded fronts' rows
 (:mod:`fairsearch.threshold_fronts`) and ``confirmed`` rows (:mod:`fairsearch.confirm`) follow them."""
@@ -216,44 +240,74 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _objective_points(df: pd.DataFrame) -> np.ndarray:
-    """``[N, D]`` objective columns (:data:`OBJECTIVES`) of ``df``; NaN where a column is absent."""
-    cols = [df[c].to_numpy(dtype=np.float64) if c in df else np.full(len(df), np.nan) for c in OBJECTIVES]
-    return np.stack(cols, axis=1) if len(df) else np.empty((0, len(OBJECTIVES)))
+def _objective_points(df: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIVES) -> np.ndarray:
+    """``[N, D]`` objective columns of ``df``; NaN where a column is absent."""
+    columns = objective_keys("val/", objectives)
+    cols = [df[c].to_numpy(dtype=np.float64) if c in df else np.full(len(df), np.nan) for c in columns]
+    return np.stack(cols, axis=1) if len(df) else np.empty((0, len(columns)))
+
+
+def feasible_mask(df: pd.DataFrame, constraints: Constraints) -> np.ndarray:
+    """Bool ``[N]``: the rows whose validation metrics (``val/<key>``) meet every constraint; a missing
+    column or value counts as not met (:meth:`fairsearch.config.Constraint.violation`)."""
+    ok = np.ones(len(df), dtype=bool)
+    for c in constraints:
+        values = df[c.column].to_numpy(dtype=np.float64) if c.column in df else np.full(len(df), np.nan)
+        ok &= np.array([c.violation(v) <= 0 for v in values], dtype=bool)
+    return ok
 
 
 def _completed(trials_df: pd.DataFrame) -> pd.DataFrame:
     return trials_df[trials_df["status"] == "completed"] if "status" in trials_df else trials_df.iloc[:0]
 
 
-def front_hypervolume(trials_df: pd.DataFrame) -> float:
-    """Hypervolume of the completed trials' validation front against the reference ``(0, 1)``.
+def front_hypervolume(trials_df: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIVES) -> float:
+    """Hypervolume of the completed trials' validation front against the objectives' worst corner
+    (``(0, 1)`` for accuracy and MaxAccGap).
 
     Args:
         trials_df: A ``trials.parquet`` table (other statuses are ignored).
+        objectives: the sweep's objectives.
 
     Returns:
-        The hypervolume in (acc, max_acc_gap) space, ``0.0`` without completed trials.
+        The hypervolume in objective space, ``0.0`` without completed trials.
     """
-    return hypervolume(_objective_points(_completed(trials_df)), DIRECTIONS, REFERENCE)
+    return hypervolume(
+        _objective_points(_completed(trials_df), objectives),
+        objective_directions(objectives),
+        objective_reference(objectives),
+    )
 
 
-def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
-    """Build the ``pareto.parquet`` table: the completed trials nobody beats on both objectives.
+def pareto_frame(
+    trials_df: pd.DataFrame,
+    test_metrics: Mapping[str, Mapping[str, float]],
+    objectives: Objectives = DEFAULT_OBJECTIVES,
+    constraints: Constraints = (),
+    *,
+    front_name: str = SEARCH_FRONT,
+) -> pd.DataFrame:
+    """Build the ``pareto.parquet`` table: the completed trials nobody beats on every objective.
 
     Args:
         trials_df: A ``trials.parquet`` table, e.g. from :func:`trials_frame`.
         test_metrics: Test-split metrics (flat keys) by ``trial_id``; front members missing here get NaN.
+        objectives: the sweep's objectives (2 or 3).
+        constraints: the sweep's constraints; with any, each row gets a ``feasible`` column, and
+            ``front_name=FEASIBLE_FRONT`` builds the front of the trials that meet them all.
+        front_name: :data:`SEARCH_FRONT` (every completed trial) or :data:`FEASIBLE_FRONT`.
 
     Returns:
-        The non-dominated completed rows (duplicates of a front point included) sorted by ``val/acc``
-        descending, then ``val/max_acc_gap`` ascending and ``number``; the trials columns, then
-        ``test/<metric>`` float64 columns, then ``hypervolume``, ``front`` (:data:`SEARCH_FRONT`) and
-        ``kind`` (:data:`TRAINED_KIND`).
+        The non-dominated rows (duplicates of a front point included) sorted by the objectives (best
+        first, in order) and ``number``; the trials columns, then ``test/<metric>`` float64 columns, then
+        ``hypervolume``, ``front`` and ``kind`` (:data:`TRAINED_KIND`).
     """
+    directions = objective_directions(objectives)
     completed = _completed(trials_df)
-    points = _objective_points(completed)
-    front = completed[pareto_mask(points, DIRECTIONS)].copy()
+    if front_name == FEASIBLE_FRONT:
+        completed = completed[feasible_mask(completed, constraints)]
+    points = _objective_points(completed, objectives)
+    front = completed[pareto_mask(points, directions)].copy()
     keys = _metric_order(k for tid in front["trial_id"] for k in test_metrics.get(tid, {}))
     columns = {
         f"test/{key}": pd.Series(
@@ -263,16 +317,18 @@ def pareto_frame(trials_df: pd.DataFrame, test_metrics: Mapping[str, Mapping[str
         )
         for key in keys
     }
-    hv = hypervolume(points, DIRECTIONS, REFERENCE)  # front_hypervolume, from the points at hand
+    hv = hypervolume(points, directions, objective_reference(objectives))  # from the points at hand
     columns["hypervolume"] = pd.Series(hv, index=front.index, dtype="float64")
-    columns["front"] = pd.Series(SEARCH_FRONT, index=front.index, dtype="str")
+    columns["front"] = pd.Series(front_name, index=front.index, dtype="str")
     columns["kind"] = pd.Series(TRAINED_KIND, index=front.index, dtype="str")
     front = pd.concat(
         [front, pd.DataFrame(columns, index=front.index)], axis=1
     )  # one insert: no fragmentation
     if len(front):
-        ascending = [d == "min" for d in DIRECTIONS]
-        front = front.sort_values([*OBJECTIVES, "number"], ascending=[*ascending, True], kind="stable")
+        ascending = [d == "min" for d in directions]
+        front = front.sort_values(
+            [*objective_keys("val/", objectives), "number"], ascending=[*ascending, True], kind="stable"
+        )
     return front.reset_index(drop=True)
 
 
@@ -360,42 +416,112 @@ def read_parquet_metadata(path: str | Path) -> dict[str, str]:
     return {k: v for k, v in pairs.items() if k != "pandas" and not k.startswith("ARROW:")}
 
 
+def with_feasible(trials_df: pd.DataFrame, constraints: Constraints) -> pd.DataFrame:
+    """``trials_df`` with a boolean ``feasible`` column before ``epochs_done`` (null for a trial not yet
+    completed); unchanged without constraints."""
+    if not constraints:
+        return trials_df
+    done = (trials_df["status"] == "completed").to_numpy(dtype=bool)
+    values = pd.array(np.where(done, feasible_mask(trials_df, constraints), False), dtype="boolean")
+    values[~done] = pd.NA
+    out = trials_df.drop(columns="feasible", errors="ignore")
+    out.insert(list(out.columns).index("epochs_done"), "feasible", values)
+    return out
+
+
+def goals_metadata(objectives: Objectives, constraints: Constraints) -> dict[str, str]:
+    """The results files' metadata naming the sweep's objectives and constraints (read back by
+    :func:`read_sweep_goals`)."""
+    return {
+        "objectives": json.dumps(list(objective_keys("val/", objectives))),
+        "directions": json.dumps(list(objective_directions(objectives))),
+        "reference": json.dumps(list(objective_reference(objectives))),
+        "constraints": json.dumps([c.as_dict() for c in constraints]),
+    }
+
+
+def sweep_goals(metadata: Mapping[str, str], path: Path | str = "") -> tuple[Objectives, Constraints]:
+    """A results file's objectives and constraints from its metadata (the defaults for a file written
+    before either was kept).
+
+    Raises:
+        FairsearchError: the metadata names metrics or constraints this fairsearch does not know.
+    """
+    try:
+        columns = json.loads(metadata.get("objectives", "null")) or list(OBJECTIVES)
+        objectives = objectives_named([str(c).removeprefix("val/") for c in columns])
+        constraints = tuple(
+            Constraint(str(c["key"]), float(c["bound"]), c["side"])
+            for c in json.loads(metadata.get("constraints", "[]"))
+        )
+        objectives_named([c.key for c in constraints])
+        if any(c.side not in ("min", "max") for c in constraints):
+            raise ValueError("a constraint's side is neither min nor max")
+    except (ValueError, TypeError, KeyError, FairsearchError, RecursionError) as err:
+        raise FairsearchError(
+            f"{path}: its metadata names objectives or constraints this fairsearch does not read ({err}); "
+            "it is damaged or of another version"
+        ) from None
+    return objectives, constraints
+
+
+def read_sweep_goals(folder: str | Path) -> tuple[Objectives, Constraints]:
+    """The objectives and constraints a sweep's ``trials.parquet`` was written with.
+
+    Raises:
+        FairsearchError: the file is missing or unreadable, or its metadata is damaged.
+    """
+    path = Path(folder) / TRIALS_FILE
+    try:
+        metadata = read_parquet_metadata(path)
+    except (OSError, pa.ArrowException) as err:
+        raise FairsearchError(f"cannot read {path}: {' '.join(str(err).split())[:200]}") from None
+    return sweep_goals(metadata, path)
+
+
 def write_results(
     folder: str | Path,
     records: Sequence[TrialRecord],
     test_metrics: Mapping[str, Mapping[str, float]],
+    objectives: Objectives = DEFAULT_OBJECTIVES,
+    constraints: Constraints = (),
 ) -> tuple[Path, Path]:
     """Write ``trials.parquet`` and ``pareto.parquet`` of a sweep, each atomically.
 
-    ``pareto.parquet`` holds the search's front and the thresholded fronts of
-    :func:`fairsearch.threshold_fronts.threshold_front_rows` (each trial's scores are read and searched
+    ``pareto.parquet`` holds the search's front, the front of the trials meeting every constraint (with
+    constraints), and the thresholded fronts of :func:`fairsearch.threshold_fronts.threshold_front_rows`
+    when accuracy and MaxAccGap are among the objectives (each trial's scores are read and searched
     once per process; a damaged scores file leaves its trial out with a logged warning).
 
     Args:
         folder: The sweep's results folder (``results/<name>``); created if missing.
         records: Every trial so far, whatever its status.
-        test_metrics: Test-split metrics by ``trial_id`` for (at least) the front members.
+        test_metrics: Test-split metrics by ``trial_id`` for (at least) the fronts' members.
+        objectives: the sweep's objectives.
+        constraints: the sweep's constraints.
 
     Returns:
         ``(trials_path, pareto_path)``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    trials_df = trials_frame(records)
-    pareto_df = pareto_frame(trials_df, test_metrics)
-    from fairsearch.threshold_fronts import threshold_front_rows  # it reads this module's helpers
-
-    thresholded = threshold_front_rows(trials_df, pareto_df)
+    trials_df = with_feasible(trials_frame(records), constraints)
+    pareto_df = pareto_frame(trials_df, test_metrics, objectives, constraints)
     search_columns = list(pareto_df.columns)
-    if len(thresholded):
-        pareto_df = pd.concat([pareto_df, thresholded], ignore_index=True)
-    common = {
-        "fairsearch_schema": SCHEMA_VERSION,
-        "objectives": json.dumps(list(OBJECTIVES)),
-        "directions": json.dumps(list(DIRECTIONS)),
-        "reference": json.dumps(list(REFERENCE)),
-    }
-    hv = front_hypervolume(trials_df)
+    parts = [pareto_df]
+    if constraints:
+        parts.append(
+            pareto_frame(trials_df, test_metrics, objectives, constraints, front_name=FEASIBLE_FRONT)
+        )
+    if {"acc", "max_acc_gap"} <= {o.key for o in objectives}:
+        from fairsearch.threshold_fronts import threshold_front_rows  # it reads this module's helpers
+
+        parts.append(_marked(threshold_front_rows(trials_df, pareto_df), trials_df, constraints))
+    parts = [p for p in parts[1:] if len(p)]
+    if parts:
+        pareto_df = pd.concat([pareto_df, *parts], ignore_index=True)
+    common = {"fairsearch_schema": SCHEMA_VERSION, **goals_metadata(objectives, constraints)}
+    hv = front_hypervolume(trials_df, objectives)
     trials_path = write_parquet_atomic(trials_df, folder / TRIALS_FILE, common)
     pareto_path = write_parquet_atomic(
         pareto_df,
@@ -410,6 +536,22 @@ def write_results(
         folder,
     )
     return trials_path, pareto_path
+
+
+def _marked(rows: pd.DataFrame, trials_df: pd.DataFrame, constraints: Constraints) -> pd.DataFrame:
+    """Thresholded rows with their ``feasible`` column: their own validation metrics, and for a metric a
+    threshold does not change and they do not carry (AUC, ES-AUC: of the scores) their trial's."""
+    if not constraints or rows.empty:
+        return rows
+    own = rows.copy()
+    trial = trials_df.drop_duplicates("number").set_index("number")
+    for c in constraints:
+        theirs = trial[c.column].reindex(own["number"]).to_numpy() if c.column in trial else np.nan
+        mine = own[c.column] if c.column in own else pd.Series(np.nan, index=own.index)
+        own[c.column] = mine.where(mine.notna(), pd.Series(theirs, index=own.index)).astype("float64")
+    rows = rows.copy()
+    rows["feasible"] = pd.array(feasible_mask(own, constraints), dtype="boolean")
+    return rows
 
 
 def _read_table(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -455,8 +597,9 @@ def _check_table(path: Path, df: pd.DataFrame, metadata: Mapping[str, str], *, t
         unknown = sorted({str(s) for s in df["status"].dropna().unique()} - set(STATUSES))
         if unknown or df["status"].isna().any():
             problems.append(f"unknown status(es) {[s[:20] for s in unknown[:5]]}; allowed {list(STATUSES)}")
+    objectives, _ = sweep_goals(metadata, path)
     if len(_completed(df)):
-        for key in OBJECTIVES:
+        for key in objective_keys("val/", objectives):
             if key not in df or not pd.api.types.is_float_dtype(df[key]):
                 problems.append(f"column {key!r} missing or not float, though trials completed")
     if problems:
@@ -467,14 +610,14 @@ def _check_table(path: Path, df: pd.DataFrame, metadata: Mapping[str, str], *, t
 
 
 def _check_front_in_trials(
-    pareto_path: Path, front: pd.DataFrame, trials_path: Path, trials: pd.DataFrame
+    pareto_path: Path, front: pd.DataFrame, trials_path: Path, trials: pd.DataFrame, objectives: Objectives
 ) -> None:
     """Every front row is a completed trial of ``trials.parquet`` with the same objective values (a
     completed trial's are final, so this holds while a sweep is between its two writes too)."""
     completed = _completed(trials).drop_duplicates("trial_id").set_index("trial_id")
     strangers = [str(t) for t in front["trial_id"] if t not in completed.index]
     if not strangers:
-        keys = [k for k in OBJECTIVES if k in front and k in completed]
+        keys = [k for k in objective_keys("val/", objectives) if k in front and k in completed]
         mine = front[keys].to_numpy(dtype=np.float64)
         theirs = completed.loc[front["trial_id"], keys].to_numpy(dtype=np.float64)
         same = ((mine == theirs) | (np.isnan(mine) & np.isnan(theirs))).all(axis=1)
@@ -509,6 +652,7 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         raise FairsearchError(f"no results in {folder}: run `fairsearch run --space ...` first")
     trials_df, metadata = _read_table(trials_path)
     _check_table(trials_path, trials_df, metadata, trials=True)
+    objectives, constraints = sweep_goals(metadata, trials_path)
     pareto_path = folder / PARETO_FILE
     state = "missing"
     if pareto_path.exists():
@@ -517,14 +661,14 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             pareto_df = search_rows(pareto_df, metadata.get("search_columns"))
         if len(pareto_df):
             _check_table(pareto_path, pareto_df, metadata, trials=False)
-            _check_front_in_trials(pareto_path, pareto_df, trials_path, trials_df)
+            _check_front_in_trials(pareto_path, pareto_df, trials_path, trials_df, objectives)
         if len(pareto_df) or _completed(trials_df).empty:
             return trials_df, pareto_df
         state = "empty, older than the trials' completed ones"
     logger.warning(
         "%s is %s; recomputing the front from %s without test metrics", pareto_path, state, trials_path
     )
-    return trials_df, pareto_frame(trials_df, {})
+    return trials_df, pareto_frame(trials_df, {}, objectives, constraints)
 
 
 def read_front(folder: str | Path, front: str) -> pd.DataFrame:
@@ -588,18 +732,23 @@ def _fmt_param(value: Any, kind: str = "") -> str:
     return str(value)
 
 
-def format_front(pareto_df: pd.DataFrame) -> str:
+def format_front(
+    pareto_df: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIVES, title: str = "Pareto front"
+) -> str:
     """Render a ``pareto.parquet`` table as an aligned text table (accuracies in percent).
 
     Args:
         pareto_df: A front from :func:`pareto_frame` or :func:`read_results`.
+        objectives: the sweep's objectives (their validation values are shown).
+        title: what the first line calls the front.
 
     Returns:
         A title line with the front size and hypervolume, then one line per front member: trial number,
-        method, LoRA rank, λ, w_max, learning rate, val acc, val gap, test acc [95 % CI], test gap [CI].
+        method, LoRA rank, λ, w_max, learning rate, each objective on validation, whether it meets the
+        constraints (when the table says), test acc [95 % CI], test gap [CI].
     """
     if pareto_df.empty:
-        return "Pareto front: no completed trials yet."
+        return f"{title}: no completed trials yet."
     hv = float(pareto_df["hypervolume"].iloc[0]) if "hypervolume" in pareto_df else float("nan")
     header = [
         "trial",
@@ -608,8 +757,8 @@ def format_front(pareto_df: pd.DataFrame) -> str:
         "λ",
         "w_max",
         "lr",
-        "val acc",
-        "val gap",
+        *(f"val {_SHORT.get(o.key, o.key)}" for o in objectives),
+        *(["meets"] if "feasible" in pareto_df else []),
         "test acc [CI]",
         "test gap [CI]",
     ]
@@ -623,17 +772,60 @@ def format_front(pareto_df: pd.DataFrame) -> str:
                 _fmt_param(row.get("param/lam")),
                 _fmt_param(row.get("param/w_max")),
                 _fmt_param(row.get("param/lr"), "lr"),
-                fmt_pct(row.get("val/acc")),
-                fmt_pct(row.get("val/max_acc_gap")),
+                *(fmt_pct(row.get(o.column)) for o in objectives),
+                *([_fmt_feasible(row.get("feasible"))] if "feasible" in pareto_df else []),
                 fmt_ci(row, "test/acc"),
                 fmt_ci(row, "test/max_acc_gap"),
             ]
         )
-    title = (
-        f"Pareto front: {len(pareto_df)} trial(s), hypervolume {hv:.4f} "
-        "(val acc max, val MaxAccGap min; accuracies and gaps in %)"
+    goals = ", ".join(f"val {o.label} {o.direction}" for o in objectives)
+    line = f"{title}: {len(pareto_df)} trial(s), hypervolume {hv:.4f} ({goals}; in %)"
+    return "\n".join([line, *aligned_rows(header, rows)])
+
+
+def constraint_lines(trials_df: pd.DataFrame, constraints: Constraints) -> list[str]:
+    """What the end of a run and ``fairsearch pareto`` say of a sweep's constraints: how many completed
+    trials meet each and all of them, and, when none does, the nearest miss (never an empty front left
+    unexplained).
+
+    Args:
+        trials_df: a ``trials.parquet`` table.
+        constraints: the sweep's constraints.
+
+    Returns:
+        One line per constraint and one for all of them together; none without constraints.
+    """
+    if not constraints:
+        return []
+    done = _completed(trials_df)
+    lines = []
+    for c in constraints:
+        values = done[c.column].to_numpy(dtype=np.float64) if c.column in done else np.full(len(done), np.nan)
+        miss = np.array([c.violation(v) for v in values], dtype=np.float64)
+        met = int((miss <= 0).sum())
+        line = f"constraint {c.label}: met by {met} of {len(done)} completed trial(s)"
+        if met == 0 and len(done):
+            best = int(np.argmin(miss))
+            line += (
+                f"; NO trial meets it (nearest: trial #{int(done['number'].iloc[best])} at "
+                f"{fmt_pct(values[best])} %)"
+            )
+        lines.append(line)
+    together = int(feasible_mask(done, constraints).sum())
+    lines.append(
+        f"all constraints: met by {together} of {len(done)} completed trial(s)"
+        + ("; the feasible front is empty" if together == 0 else "")
     )
-    return "\n".join([title, *aligned_rows(header, rows)])
+    return lines
+
+
+_SHORT = {"acc": "acc", "max_acc_gap": "gap", "worst_group_acc": "worst", "auc": "auc", "es_auc": "es-auc"}
+"""Column headings of the objectives in :func:`format_front`."""
+
+
+def _fmt_feasible(value: Any) -> str:
+    """``yes``/``no`` for a row's ``feasible``; ``-`` when unknown."""
+    return "-" if value is None or pd.isna(value) else ("yes" if bool(value) else "no")
 
 
 def aligned_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -20,6 +20,11 @@ application to fairness", 2021):
   default: threshold-free, it rises while accuracy still sits at chance) and then by arrival. The
   first trials at chance thus compete among themselves as in ASHA on AUC, and never with a trial
   whose point is its own.
+* With constraints (a space file's ``constraints:``), feasible records come first, as in Deb's
+  constrained domination: the records meeting every constraint are ranked among themselves as above,
+  and every record that misses one ranks behind them all, ordered by its total violation (the sum of
+  how far it misses each bound), smallest first. A trial that meets the constraints is thus never
+  stopped for a trial that does not.
 * The newcomer's *own* rank decides. A trial that dominates every other trial recorded at its rung is
   alone in the first front, nobody is ahead of it, and it always continues. (Syne Tune's MOASHA can stop
   it: its non-dominated sort returns the trials' indices in sorted order, which it then reads as
@@ -45,7 +50,14 @@ import numpy as np
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from fairsearch.config import objective_directions, objective_keys
+from fairsearch.config import (
+    OBJECTIVES,
+    Constraint,
+    Objectives,
+    objective_directions,
+    objective_keys,
+    violations,
+)
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import Direction, crowding_distance, nondominated_ranks
 
@@ -96,6 +108,7 @@ class MOASHAScheduler(FIFOScheduler):
         tie_break: Spread measure inside a front, one of :data:`TIE_BREAKS`.
         repeat_metric: Result key that orders records of one identical point, one of
             :data:`REPEAT_METRICS` (``auc``: validation AUC, higher first; ``none``: by arrival).
+        constraints: requirements on result keys; records that meet them all rank first.
 
     Raises:
         ValueError: If an argument is out of range or the metrics and modes do not match.
@@ -112,6 +125,7 @@ class MOASHAScheduler(FIFOScheduler):
         min_trials_per_rung: int = 3,
         tie_break: str = "crowding",
         repeat_metric: str = "auc",
+        constraints: Sequence[Constraint] = (),
     ) -> None:
         if isinstance(metrics, str) or isinstance(modes, str):
             raise ValueError(
@@ -144,6 +158,7 @@ class MOASHAScheduler(FIFOScheduler):
         self._min_trials = int(min_trials_per_rung)
         self._tie_break = tie_break
         self._repeat_metric = repeat_metric
+        self._constraints = tuple(constraints)
         milestones = []
         k = 0
         while grace_period * reduction_factor**k < max_t:
@@ -154,6 +169,8 @@ class MOASHAScheduler(FIFOScheduler):
         self._records: dict[float, dict[str, tuple[float, ...]]] = {m: {} for m in milestones}
         # milestone -> trial_id -> the repeat metric's value (NaN when not reported)
         self._repeat_values: dict[float, dict[str, float]] = {m: {} for m in milestones}
+        # milestone -> trial_id -> total constraint violation (0 when every constraint is met)
+        self._violations: dict[float, dict[str, float]] = {m: {} for m in milestones}
         self._stopped_at: dict[str, float] = {}  # trial_id -> milestone where it was stopped
         self._warned_missing: set[str] = set()
 
@@ -295,6 +312,7 @@ class MOASHAScheduler(FIFOScheduler):
             "time_attr": self._time_attr,
             "records": {m: dict(r) for m, r in self._records.items()},
             "repeat_values": {m: dict(r) for m, r in self._repeat_values.items()},
+            "violations": {m: dict(r) for m, r in self._violations.items()},
             "stopped_at": dict(self._stopped_at),
         }
 
@@ -322,6 +340,8 @@ class MOASHAScheduler(FIFOScheduler):
         self._records = {m: dict(state["records"].get(m, {})) for m in self._milestones}
         saved_repeats = state.get("repeat_values", {})  # absent in states saved before it was kept
         self._repeat_values = {m: dict(saved_repeats.get(m, {})) for m in self._milestones}
+        saved_violations = state.get("violations", {})  # absent in states saved before constraints
+        self._violations = {m: dict(saved_violations.get(m, {})) for m in self._milestones}
         self._stopped_at = dict(state["stopped_at"])
         logger.info(
             "MO-ASHA restored %d rung records, %d trials stopped",
@@ -360,7 +380,7 @@ class MOASHAScheduler(FIFOScheduler):
             f"MOASHAScheduler(metrics={self._metrics}, modes={self._modes}, time_attr={self._time_attr!r}, "
             f"max_t={self._max_t}, milestones={self._milestones}, reduction_factor={self._reduction_factor}, "
             f"min_trials_per_rung={self._min_trials}, tie_break={self._tie_break!r}, "
-            f"repeat_metric={self._repeat_metric!r})"
+            f"repeat_metric={self._repeat_metric!r}, constraints={self._constraints})"
         )
 
     # ----------------------------------------------------------------------------- internals
@@ -388,6 +408,9 @@ class MOASHAScheduler(FIFOScheduler):
         self._records[milestone][trial_id] = values
         value = result.get(self._repeat_metric) if REPEAT_METRICS[self._repeat_metric] else None
         self._repeat_values[milestone][trial_id] = math.nan if value is None else float(value)
+        self._violations[milestone][trial_id] = sum(
+            max(v, 0.0) for v in violations(self._constraints, result)
+        )
 
     def _warn_missing(self, key: str) -> None:
         if key not in self._warned_missing:
@@ -411,7 +434,8 @@ class MOASHAScheduler(FIFOScheduler):
         repeat_values = self._repeat_values[milestone]
         order = np.array([repeat_values.get(i, math.nan) for i in ids], dtype=np.float64)
         order = np.full(n, np.nan) if direction is None else (-order if direction == "max" else order)
-        ranks = _ranks_behind_repeats(points, self._modes, order)
+        violation = np.array([self._violations[milestone].get(i, 0.0) for i in ids], dtype=np.float64)
+        ranks = _feasible_first(points, self._modes, order, violation)
         spread = np.zeros(n, dtype=np.float64)
         for rank in np.unique(ranks):
             front = ranks == rank
@@ -463,7 +487,11 @@ _SETTINGS_KEYS = (
 
 
 def scheduler_from_settings(
-    settings: Mapping[str, Any] | str | None, *, max_epochs: int
+    settings: Mapping[str, Any] | str | None,
+    *,
+    max_epochs: int,
+    objectives: Objectives = OBJECTIVES,
+    constraints: Sequence[Constraint] = (),
 ) -> MOASHAScheduler | None:
     """Build the scheduler a space file's ``scheduler:`` block asks for.
 
@@ -479,12 +507,14 @@ def scheduler_from_settings(
           time_attr: epoch        # progress in epochs, as the trial reports it (0.5, 1.0, ... with
                                   # reports_per_epoch: 2, so rungs may sit at fractions of an epoch)
 
-    The objectives are fairsearch's: ``acc`` (max) and ``max_acc_gap`` (min); ``max_t`` is
-    ``max_epochs``.
+    The objectives and constraints are the sweep's (by default ``acc`` max and ``max_acc_gap`` min, no
+    constraint); ``max_t`` is ``max_epochs``.
 
     Args:
         settings: The block: a mapping, ``None``/empty or ``"none"`` (off), or ``"mo_asha"`` (defaults).
         max_epochs: Epochs of the longest trial (the rungs lie below it).
+        objectives: the sweep's objectives.
+        constraints: the sweep's constraints: trials meeting them are promoted first.
 
     Returns:
         The scheduler, or ``None`` when early stopping is off.
@@ -533,8 +563,8 @@ def scheduler_from_settings(
     if name == "none":
         return None
     return MOASHAScheduler(
-        metrics=objective_keys(),
-        modes=objective_directions(),
+        metrics=objective_keys(objectives=objectives),
+        modes=objective_directions(objectives),
         time_attr=time_attr,
         max_t=max_epochs,
         grace_period=grace,
@@ -542,6 +572,7 @@ def scheduler_from_settings(
         min_trials_per_rung=min_trials,
         tie_break=tie_break,
         repeat_metric=repeat_metric,
+        constraints=constraints,
     )
 
 
@@ -581,6 +612,25 @@ def _ranks_behind_repeats(
     out[valid] = ranks[valid] + repeat[valid]
     out[~valid] = out[valid].max() + 1
     return out
+
+
+def _feasible_first(
+    points: np.ndarray, modes: Sequence[Direction], repeat_order: np.ndarray, violation: np.ndarray
+) -> np.ndarray:
+    """Ranks with the records that meet every constraint (``violation == 0``) first, ranked among
+    themselves by :func:`_ranks_behind_repeats`, then the others by their total violation, smallest
+    first (equal violations share a rank)."""
+    feasible = violation <= 0
+    if feasible.all():
+        return _ranks_behind_repeats(points, modes, repeat_order)
+    ranks = np.zeros(len(points), dtype=np.int64)
+    top = 0
+    if feasible.any():
+        ranks[feasible] = _ranks_behind_repeats(points[feasible], modes, repeat_order[feasible])
+        top = int(ranks[feasible].max()) + 1
+    _, dense = np.unique(violation[~feasible], return_inverse=True)
+    ranks[~feasible] = top + dense.ravel()
+    return ranks
 
 
 def _is_number(value: Any) -> bool:

@@ -22,11 +22,25 @@ import reprlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from fairsearch.config import METHODS, NUMERIC, SAMPLERS, SETTINGS, TrialConfig, check_setting
+from fairsearch.config import (
+    MAX_OBJECTIVES,
+    METHODS,
+    METRICS,
+    MIN_OBJECTIVES,
+    NUMERIC,
+    OBJECTIVES,
+    SAMPLERS,
+    SETTINGS,
+    Constraint,
+    Constraints,
+    Objectives,
+    TrialConfig,
+    check_setting,
+)
 from fairsearch.errors import FairsearchError
 
 SEARCHABLE = ("method", *NUMERIC)
@@ -47,6 +61,7 @@ _TOP_KEYS = (
     "data",
     "optuna_storage",
     "confirm",
+    "constraints",
 )
 CONFIRM_KEYS = {"seeds": (0, 20, 0), "max_trials": (1, 100, 8)}
 """``confirm.<key>``: (lowest, highest, default)."""
@@ -98,6 +113,9 @@ class SweepSpec:
         confirm_max_trials: the most candidates confirmed (``confirm: {max_trials: M}``, default 8).
         source: the file it was read from.
         digest: hash of the parsed content; a resumed sweep refuses a changed space.
+        objectives: what the search optimises (``objectives: {maximize: [...], minimize: [...]}``), 2 or 3
+            of :data:`fairsearch.config.METRICS`; default accuracy up and MaxAccGap down.
+        constraints: requirements a configuration must meet to count (``constraints:``); empty: none.
     """
 
     name: str
@@ -118,6 +136,8 @@ class SweepSpec:
     source: Path
     digest: str
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    objectives: Objectives = OBJECTIVES
+    constraints: Constraints = ()
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -443,7 +463,8 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
     if not isinstance(name, str) or not _NAME.match(name):
         problems.append(f"name: {_short(name)} must be 1-64 letters, digits, '_', '-' or '.'")
 
-    group_by = _objectives(raw.get("objectives"), problems)
+    group_by, objectives = _objectives(raw.get("objectives"), problems)
+    constraints = _constraints(raw.get("constraints"), problems)
     fixed = _fixed(raw, problems)
     search = _search(raw.get("search"), fixed, problems)
     trials = _positive_int(raw, "trials", 8, problems, most=100_000)
@@ -486,24 +507,30 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
         source=source,
         digest=hashlib.sha256(canonical.encode()).hexdigest()[:16],
         raw=raw,
+        objectives=objectives,
+        constraints=constraints,
     )
 
 
-def _objectives(block: Any, problems: list[str]) -> str:
+_OBJECTIVE_KEYS = ("group_by", "maximize", "minimize", "accuracy", "max_acc_gap")
+"""``objectives.<key>``; ``accuracy: max`` and ``max_acc_gap: min`` are the older spelling of the default."""
+
+
+def _objectives(block: Any, problems: list[str]) -> tuple[str, Objectives]:
+    """``objectives:``: the grouping, and the metrics maximised and minimised (2 or 3 in all)."""
     if block is None:
-        return TrialConfig.group_by
+        return TrialConfig.group_by, OBJECTIVES
     if not isinstance(block, dict):
         problems.append(f"objectives: {_short(block)} must be a mapping with 'group_by'")
-        return TrialConfig.group_by
+        return TrialConfig.group_by, OBJECTIVES
     for key in block:
-        if key not in ("group_by", "accuracy", "max_acc_gap"):
-            problems.append(
-                f"objectives.{_key(key)}: unknown key; allowed are ['group_by', 'accuracy', 'max_acc_gap']"
-            )
+        if key not in _OBJECTIVE_KEYS:
+            problems.append(f"objectives.{_key(key)}: unknown key; allowed are {list(_OBJECTIVE_KEYS)}")
     if block.get("accuracy", "max") != "max":
         problems.append(f"objectives.accuracy: {_short(block['accuracy'])} must be 'max'")
     if block.get("max_acc_gap", "min") != "min":
         problems.append(f"objectives.max_acc_gap: {_short(block['max_acc_gap'])} must be 'min'")
+    objectives = _objective_lists(block, problems)
     group_by = block.get("group_by", TrialConfig.group_by)
     if isinstance(group_by, list):
         group_by = "*".join(str(a) for a in group_by)
@@ -516,7 +543,83 @@ def _objectives(block: Any, problems: list[str]) -> str:
             f"objectives.group_by: {_short(group_by)} must be an attribute or attributes joined by '*' "
             f"(e.g. 'race*gender'), from {list(ATTRIBUTES)}"
         )
-    return str(group_by)
+    return str(group_by), objectives
+
+
+def _objective_lists(block: Mapping[str, Any], problems: list[str]) -> Objectives:
+    """``maximize: [acc]`` and ``minimize: [max_acc_gap]``: metric keys of the right direction, 2 or 3
+    in all, none twice; either list left out is the default's (``[acc]``, ``[max_acc_gap]``)."""
+    if "maximize" not in block and "minimize" not in block:
+        return OBJECTIVES
+    chosen: list[str] = []
+    before = len(problems)
+    for direction, verb in (("max", "maximize"), ("min", "minimize")):
+        default = [o.key for o in OBJECTIVES if o.direction == direction]
+        names = block.get(verb, default)
+        if isinstance(names, str):
+            names = [names]
+        allowed = [k for k, m in METRICS.items() if m.direction == direction]
+        if not isinstance(names, list):
+            problems.append(f"objectives.{verb}: {_short(names)} must be a list of metrics from {allowed}")
+            continue
+        for name in names:
+            if not isinstance(name, str) or name not in METRICS:
+                problems.append(f"objectives.{verb}: {_short(name)} is not a metric; allowed: {allowed}")
+            elif name not in allowed:
+                other = "maximized" if direction == "min" else "minimized"
+                problems.append(f"objectives.{verb}: {name!r} is {other}, not {verb}d; allowed: {allowed}")
+            elif name in chosen:
+                problems.append(f"objectives.{verb}: {name!r} is named twice")
+            else:
+                chosen.append(name)
+    if len(problems) == before and not MIN_OBJECTIVES <= len(chosen) <= MAX_OBJECTIVES:
+        problems.append(
+            f"objectives: {chosen} are {len(chosen)} objective(s); a sweep has {MIN_OBJECTIVES} or "
+            f"{MAX_OBJECTIVES} (maximize and minimize together)"
+        )
+    if len(problems) != before:
+        return OBJECTIVES
+    return tuple(METRICS[k] for k in chosen)
+
+
+def _constraints(block: Any, problems: list[str]) -> Constraints:
+    """``constraints:``: ``max_acc_gap: 0.02`` bounds a metric on its bad side (at most 0.02 for a
+    metric minimised, at least for one maximised); ``worst_group_acc: {min: 0.7}`` names the side."""
+    if block is None:
+        return ()
+    example = "{max_acc_gap: 0.02, worst_group_acc: {min: 0.7}}"
+    if not isinstance(block, dict) or not block:
+        problems.append(
+            f"constraints: {_short(block)} must be a mapping of metrics to bounds, e.g. {example}"
+        )
+        return ()
+    out: list[Constraint] = []
+    for key, value in block.items():
+        where = f"constraints.{_key(key)}"
+        if not isinstance(key, str) or key not in METRICS:
+            problems.append(f"{where}: unknown metric; allowed: {list(METRICS)}")
+            continue
+        sides: Mapping[Any, Any]
+        if isinstance(value, dict):
+            sides = value
+            for side in sides:
+                if side not in ("min", "max"):
+                    problems.append(f"{where}.{_key(side)}: unknown key; allowed are ['min', 'max']")
+            if not sides:
+                problems.append(f"{where}: {{}} names no bound; give {{min: x}} or {{max: x}}")
+        else:
+            sides = {"max" if METRICS[key].direction == "min" else "min": value}
+        bounds: tuple[Literal["min", "max"], ...] = ("min", "max")
+        for limit in bounds:
+            if limit not in sides:
+                continue
+            bound = sides[limit]
+            shown = where if not isinstance(value, dict) else f"{where}.{limit}"
+            if isinstance(bound, bool) or not isinstance(bound, int | float) or not 0 <= bound <= 1:
+                problems.append(f"{shown}: {_short(bound)} must be a fraction from 0 to 1 (0.02 is 2 %)")
+                continue
+            out.append(Constraint(key, float(bound), limit))
+    return tuple(out)
 
 
 def _fixed(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:

@@ -29,10 +29,18 @@ import pandas as pd
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.checkpoint import read_test_metrics_at
-from fairsearch.config import SAMPLERS, TrialConfig, objective_directions, objective_keys
+from fairsearch.config import (
+    OBJECTIVES,
+    SAMPLERS,
+    Constraints,
+    ConstraintsFunc,
+    Objectives,
+    TrialConfig,
+    objective_directions,
+    objective_keys,
+)
 from fairsearch.confirm import (
     make_plan,
     read_confirmed,
@@ -43,14 +51,16 @@ from fairsearch.confirm import (
 from fairsearch.data.synthetic import RECIPE
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
-from fairsearch.results import read_results
+from fairsearch.results import FEASIBLE_FRONT, constraint_lines, read_front, read_results
 from fairsearch.scheduler import scheduler_from_settings
 from fairsearch.space import SweepSpec, load_space
 from fairsearch.study import claim_study
 from fairsearch.tune_trials import (
     STATE_FOLDER,
     ConfirmCallback,
+    ConstraintValues,
     ResultsCallback,
+    SweepSearch,
     confirm_trainable,
     tune_trainable,
 )
@@ -72,6 +82,11 @@ class SweepOutcome:
         front: the validation Pareto front as written to ``pareto.parquet``.
         confirmed: the seed-confirmed front (empty without ``confirm:`` in the space).
         unconfirmed: confirmation runs left unfinished (an interrupted confirmation).
+        objectives: the sweep's objectives.
+        constraints: the sweep's constraints.
+        feasible: the front of the trials meeting every constraint (empty without constraints).
+        constraint_report: how many trials met each constraint, and the nearest miss of one no trial
+            met (:func:`fairsearch.results.constraint_lines`).
     """
 
     results_dir: Path
@@ -81,14 +96,19 @@ class SweepOutcome:
     front: pd.DataFrame
     confirmed: pd.DataFrame = field(default_factory=pd.DataFrame)
     unconfirmed: int = 0
+    objectives: Objectives = OBJECTIVES
+    constraints: Constraints = ()
+    feasible: pd.DataFrame = field(default_factory=pd.DataFrame)
+    constraint_report: tuple[str, ...] = ()
 
 
-def make_sampler(name: str, seed: int) -> Any:
-    """The Optuna sampler a space file names, seeded (:data:`fairsearch.config.SAMPLERS`)."""
+def make_sampler(name: str, seed: int, constraints_func: ConstraintsFunc | None = None) -> Any:
+    """The Optuna sampler a space file names, seeded, steered by ``constraints_func`` when it takes one
+    (:data:`fairsearch.config.SAMPLERS`)."""
     factory = SAMPLERS.get(name)
     if factory is None:
         raise FairsearchError(f"sampler.name: {name!r} is not one of {list(SAMPLERS)}")
-    return factory(seed)
+    return factory(seed, constraints_func)
 
 
 def run_sweep(
@@ -172,9 +192,14 @@ def run_sweep(
         logger.info("resuming sweep %r from %s", spec.name, experiment)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     else:
-        scheduler = scheduler_from_settings(spec.scheduler or {}, max_epochs=spec.max_epochs)
+        scheduler = scheduler_from_settings(
+            spec.scheduler or {},
+            max_epochs=spec.max_epochs,
+            objectives=spec.objectives,
+            constraints=spec.constraints,
+        )
         callbacks: list[tune.Callback] = [
-            ResultsCallback(str(results_dir)),
+            ResultsCallback(str(results_dir), objectives=spec.objectives, constraints=spec.constraints),
             JsonLoggerCallback(),
             CSVLoggerCallback(),
         ]
@@ -221,7 +246,9 @@ def _confirm(
     plan = read_plan(results_dir)
     if plan is None:  # made once: a resumed sweep confirms the same candidates
         trials, _ = read_results(results_dir)
-        plan = make_plan(trials, spec.confirm_seeds, spec.confirm_max_trials, read_test_metrics_at)
+        plan = make_plan(
+            trials, spec.confirm_seeds, spec.confirm_max_trials, read_test_metrics_at, spec.objectives
+        )
         write_plan(results_dir, plan)
         logger.info(
             "confirming %d candidate(s) (trials %s) with %d more seed(s) each: %d runs",
@@ -275,13 +302,16 @@ def _fail_orphans(study_name: str, url: str) -> None:
         logger.info("Optuna trial %d was suggested but never run (driver killed): marked FAIL", orphan.number)
 
 
-def _searcher(spec: SweepSpec, url: str) -> OptunaSearch:
-    """Optuna's multi-objective searcher over the space's define-by-run function, in durable storage."""
-    return OptunaSearch(
+def _searcher(spec: SweepSpec, url: str) -> SweepSearch:
+    """Optuna's multi-objective searcher over the space's define-by-run function, in durable storage,
+    its sampler told each trial's constraint values (a sweep with ``constraints:``)."""
+    values = ConstraintValues(spec.constraints) if spec.constraints else None
+    return SweepSearch(
+        constraint_values=values,
         space=spec.define_by_run(),
-        metric=list(objective_keys()),
-        mode=list(objective_directions()),
-        sampler=make_sampler(spec.sampler, spec.seed),
+        metric=list(objective_keys(objectives=spec.objectives)),
+        mode=list(objective_directions(spec.objectives)),
+        sampler=make_sampler(spec.sampler, spec.seed, values),
         study_name=spec.name,
         storage=optuna.storages.RDBStorage(url),
     )
@@ -645,4 +675,14 @@ def _outcome(results_dir: Path, spec: SweepSpec) -> SweepOutcome:
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     done = int(counts.get("completed", 0) + counts.get("stopped", 0))
     failed = int(counts.get("failed", 0))
-    return SweepOutcome(results_dir, done, failed, max(spec.trials - done - failed, 0), front)
+    return SweepOutcome(
+        results_dir,
+        done,
+        failed,
+        max(spec.trials - done - failed, 0),
+        front,
+        objectives=spec.objectives,
+        constraints=spec.constraints,
+        feasible=read_front(results_dir, FEASIBLE_FRONT) if spec.constraints else pd.DataFrame(),
+        constraint_report=tuple(constraint_lines(trials, spec.constraints)),
+    )

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 from ray import tune
+from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.checkpoint import (
     REPORT_FILE,
@@ -27,9 +28,16 @@ from fairsearch.checkpoint import (
     read_test_metrics_at,
     write_manifest,
 )
-from fairsearch.config import TrialConfig
+from fairsearch.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
 from fairsearch.confirm import read_plan, write_confirmation
-from fairsearch.results import TrialRecord, pareto_frame, trials_frame, write_results
+from fairsearch.results import (
+    FEASIBLE_FRONT,
+    TrialRecord,
+    pareto_frame,
+    trials_frame,
+    with_feasible,
+    write_results,
+)
 from fairsearch.space import OPTUNA_NUMBER
 
 logger = logging.getLogger("fairsearch.sweep")  # the status line is the sweep's
@@ -42,7 +50,9 @@ __all__ = [
     "STATUS",
     "TRIAL_TIME",
     "ConfirmCallback",
+    "ConstraintValues",
     "ResultsCallback",
+    "SweepSearch",
     "confirm_trainable",
     "front_summary",
     "trial_key",
@@ -71,6 +81,52 @@ CHECKPOINT = "checkpoint"
 """Result key: the location of the checkpoint saved with the report (absent from re-sent earlier ones)."""
 STATE_FOLDER = "trials"
 """``<storage>/<experiment>/trials/<key>``: each trial's :class:`~fairsearch.checkpoint.TrialStore`."""
+
+
+class ConstraintValues:
+    """Optuna's ``constraints_func`` for a sweep's constraints (TPE, NSGA-II and GP take one).
+
+    The sampler calls it when a trial is told, with the frozen trial, which holds the objectives but not
+    the other metrics a constraint may name (worst-group accuracy, AUC). :class:`SweepSearch` therefore
+    records each trial's violations from its last result just before it tells Optuna, in the same
+    thread; the sampler reads them back by trial number. A trial with no record (ended without a result)
+    counts as violating every constraint. Optuna keeps the values in the trial's system attributes
+    (``constraints``), where optuna-dashboard shows them.
+
+    Args:
+        constraints: the sweep's constraints.
+    """
+
+    def __init__(self, constraints: Constraints) -> None:
+        self.constraints = tuple(constraints)
+        self.pending: dict[int, tuple[float, ...]] = {}
+
+    def record(self, number: int, metrics: Mapping[str, Any]) -> None:
+        """Keeps trial ``number``'s violations (``<= 0``: met) computed from its flat metrics."""
+        self.pending[number] = violations(self.constraints, metrics)
+
+    def __call__(self, trial: Any) -> tuple[float, ...]:
+        return self.pending.pop(int(trial.number), (1.0,) * len(self.constraints))
+
+
+class SweepSearch(OptunaSearch):
+    """Ray Tune's ``OptunaSearch``, telling the sampler each trial's constraint values as it ends.
+
+    Args:
+        constraint_values: the ``constraints_func`` the sampler was built with, or ``None`` for a sweep
+            without constraints (then this is ``OptunaSearch`` as it is).
+        **kwargs: ``OptunaSearch``'s arguments.
+    """
+
+    def __init__(self, *, constraint_values: ConstraintValues | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.constraint_values = constraint_values
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = ((result or {}).get("config") or {}).get(OPTUNA_NUMBER)
+        if self.constraint_values is not None and result and number is not None:
+            self.constraint_values.record(int(number), result)
+        super().on_trial_complete(trial_id, result, error)
 
 
 def trial_key(config: Mapping[str, Any]) -> str:
@@ -139,11 +195,20 @@ class ResultsCallback(tune.Callback):
     _last_status = 0.0
     _front = "none yet"
     _ended: set[str] | None = None  # None: a callback saved before ended trials were tracked
+    objectives: Objectives = OBJECTIVES
+    constraints: Constraints = ()
 
     def __init__(
-        self, results_dir: str, min_interval_s: float = 10.0, status_interval_s: float = 30.0
+        self,
+        results_dir: str,
+        min_interval_s: float = 10.0,
+        status_interval_s: float = 30.0,
+        objectives: Objectives = OBJECTIVES,
+        constraints: Constraints = (),
     ) -> None:
         self.results_dir = results_dir
+        self.objectives = objectives
+        self.constraints = constraints
         self.min_interval_s = min_interval_s
         self.status_interval_s = status_interval_s
         self._last_write = 0.0
@@ -219,10 +284,14 @@ class ResultsCallback(tune.Callback):
             completed: a trial that has just completed but that Tune still marks RUNNING.
         """
         records = self.records(trials, completed)
-        front = pareto_frame(trials_frame(records), {})  # test metrics are read for its members only
-        front_ids = set(front["trial_id"])
-        test_metrics = {t.trial_id: _read_test_metrics(t) for t in trials if t.trial_id in front_ids}
-        write_results(Path(self.results_dir), records, test_metrics)
+        table = with_feasible(trials_frame(records), self.constraints)
+        front = pareto_frame(table, {}, self.objectives)  # test metrics are read for the fronts' members only
+        members = set(front["trial_id"])
+        if self.constraints:
+            feasible = pareto_frame(table, {}, self.objectives, self.constraints, front_name=FEASIBLE_FRONT)
+            members |= set(feasible["trial_id"])
+        test_metrics = {t.trial_id: _read_test_metrics(t) for t in trials if t.trial_id in members}
+        write_results(Path(self.results_dir), records, test_metrics, self.objectives, self.constraints)
         self._last_write = time.monotonic()
         self._front = front_summary(front)
 
