@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -232,27 +233,48 @@ def method_spec(name: Any) -> MethodSpec:
 
 # --------------------------------------------------------------------------------------------- samplers
 ConstraintsFunc = Callable[[Any], Sequence[float]]
-"""Optuna's ``constraints_func``: a finished trial's constraint values, ``<= 0`` where met."""
+"""Optuna's ``constraints_func``: a finished trial's constraint values, ``<= 0`` where met.
+
+Optuna 5.0 deprecates it (removal in 7.0) for ``Trial.set_constraint``, which needs the live trial object
+that Ray Tune's ``OptunaSearch`` keeps to itself (it hands the define-by-run function a wrapper that cannot
+be unpickled on resume). With Optuna pinned to 5.0 the function is the public way; its FutureWarning is
+silenced where the samplers are made, and only that one."""
+
+
+def _constrained(make: Callable[..., Any], constraints_func: ConstraintsFunc | None, **kwargs: Any) -> Any:
+    """A sampler given ``constraints_func`` when there is one (see :data:`ConstraintsFunc`)."""
+    if constraints_func is None:
+        return make(**kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`constraints_func` has been deprecated", category=FutureWarning
+        )
+        return make(constraints_func=constraints_func, **kwargs)
 
 
 def _tpe(seed: int, constraints_func: ConstraintsFunc | None) -> Any:
     import optuna
 
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, constant_liar=True, constraints_func=constraints_func
+    return _constrained(
+        optuna.samplers.TPESampler,
+        constraints_func,
+        seed=seed,
+        multivariate=True,
+        group=True,
+        constant_liar=True,
     )
 
 
 def _nsgaii(seed: int, constraints_func: ConstraintsFunc | None) -> Any:
     import optuna
 
-    return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func)
+    return _constrained(optuna.samplers.NSGAIISampler, constraints_func, seed=seed)
 
 
 def _gp(seed: int, constraints_func: ConstraintsFunc | None) -> Any:
     import optuna
 
-    return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints_func)
+    return _constrained(optuna.samplers.GPSampler, constraints_func, seed=seed)
 
 
 def _random(seed: int, constraints_func: ConstraintsFunc | None) -> Any:
