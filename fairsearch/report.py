@@ -1,18 +1,26 @@
-"""``fairsearch report``: a self-contained HTML report of a sweep's accuracy/fairness trade-off.
+"""``fairsearch report``: a self-contained HTML report of a sweep's trade-off between its objectives.
 
 The report reads only ``trials.parquet`` and ``pareto.parquet`` (see :mod:`fairsearch.results`), so it
-works on a finished sweep, one still running, and one that was interrupted. It holds:
+works on a finished sweep, one still running, and one that was interrupted. It follows the objectives and
+constraints the sweep was run with (:func:`fairsearch.results.read_sweep_goals`) and holds:
 
-1. the Pareto front: validation accuracy against validation MaxAccGap for every trial, the front as a
-   staircase, and the front members' test-split points with their 95 % intervals;
+1. the Pareto front: with the default objectives, validation accuracy against validation MaxAccGap for
+   every trial, the front as a staircase, and the front members' test-split points with their 95 %
+   intervals; with others, one such panel per pair of objectives. Trials that miss a constraint are
+   crossed out, and a constraint on a plotted metric is a dashed line at its bound;
 2. the hypervolume of the front of the trials finished so far, in the order they finished;
 3. per front member, the accuracy of every group of every grouping, with the group sizes;
-4. the front as a table with its parameters;
-5. the comparison the paper makes: the most accurate vanilla trial against the fair methods' trials
+4. the front as a table with its parameters, each objective on validation, whether it meets the
+   constraints, and the test split with intervals;
+5. with constraints: how many trials meet each, and the front of the trials that meet them all;
+6. the comparison the paper makes: the most accurate vanilla trial against the fair methods' trials
    with the lowest gap at equal-or-better accuracy (within one point), and the gap reduction in percent;
-6. did a fair method beat thresholding? The trained front, the front of thresholded vanilla trials and
+7. did a fair method beat thresholding? The trained front, the front of thresholded vanilla trials and
    the combined front side by side, with test intervals (:mod:`fairsearch.threshold_fronts`), when the
    trials saved their scores.
+
+Sections 3, 6 and 7 and the seed-confirmed front are about accuracy and MaxAccGap whatever the objectives:
+every trial reports both.
 
 Images are PNGs drawn with matplotlib's Agg canvas, embedded as base64 data URIs (the page needs no
 network) and also written beside the HTML file.
@@ -23,6 +31,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import logging
 import os
 import re
@@ -38,12 +47,31 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fairsearch.config import METHODS
+from fairsearch.config import (
+    METHODS,
+    METRICS,
+    Constraints,
+    Objective,
+    Objectives,
+    objective_directions,
+    objective_reference,
+)
 from fairsearch.confirm import group_summary, read_confirmed, verdict
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
 from fairsearch.pareto import hypervolume
-from fairsearch.results import DIRECTIONS, OBJECTIVES, REFERENCE, SEARCH_FRONT, fmt_ci, fmt_pct, read_results
+from fairsearch.results import (
+    FEASIBLE_FRONT,
+    SEARCH_FRONT,
+    constraint_lines,
+    feasible_mask,
+    fmt_ci,
+    fmt_pct,
+    pareto_frame,
+    read_front,
+    read_results,
+    read_sweep_goals,
+)
 from fairsearch.threshold_fronts import (
     COMPARISON_HEADER,
     FRONT_TITLES,
@@ -66,7 +94,22 @@ METHOD_COLOURS = {"vanilla": "#7f7f7f", "fr": "#1f77b4", "gr": "#ff7f0e", "hybri
 EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
 MAX_MEMBERS_PER_CHART = 8
 _GROUP_ACC = re.compile(r"^val/acc/(?P<grouping>[^/]+)/(?P<group>.+)$")
-ACC, GAP = OBJECTIVES
+ACC_METRIC, GAP_METRIC = METRICS["acc"], METRICS["max_acc_gap"]
+ACC, GAP = ACC_METRIC.column, GAP_METRIC.column
+"""``val/acc`` and ``val/max_acc_gap``: every trial reports both, so the comparison to vanilla, the
+per-group bars and the thresholded and confirmed fronts use them whatever the sweep's objectives; the
+sweep's own front and hypervolume use its objectives."""
+_SHORT = {
+    "acc": "acc",
+    "max_acc_gap": "gap",
+    "worst_group_acc": "worst group",
+    "auc": "AUC",
+    "es_auc": "ES-AUC",
+}
+"""How the tables' headings name a metric."""
+_TEST_KEYS = ("acc", "max_acc_gap", "worst_group_acc")
+"""The test-split columns every front table shows (each objective's follows when not among them)."""
+CONSTRAINT_COLOUR = "#d62728"
 CONFIRMED_CAPTION = (
     "Seed-confirmed front: each member's mean over its seeds on validation (circles) and test (diamonds), "
     "with across-seed 95 % intervals"
@@ -180,48 +223,178 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _front_figure(trials: pd.DataFrame, front: pd.DataFrame) -> Figure:
-    """Every trial with validation objectives, the front's staircase, and test points with 95 % CIs."""
-    fig = Figure(figsize=(7.5, 5.2))
-    ax = fig.add_subplot()
-    scored = trials[np.isfinite(trials.get(ACC, np.nan)) & np.isfinite(trials.get(GAP, np.nan))]
-    methods = sorted(scored["param/method"].astype(str).unique()) if "param/method" in scored else ["?"]
-    for method in methods:
-        rows = scored[scored["param/method"].astype(str) == method] if "param/method" in scored else scored
-        colour = _colour(method, methods)
-        done = rows[rows["status"] == "completed"]
-        other = rows[rows["status"] != "completed"]
-        ax.scatter(100 * done[GAP], 100 * done[ACC], s=28, color=colour, alpha=0.75, label=method)
-        ax.scatter(100 * other[GAP], 100 * other[ACC], s=28, facecolors="none", edgecolors=colour)
-    if (scored["status"] != "completed").any():
-        ax.scatter([], [], s=28, facecolors="none", edgecolors="0.3", label="not completed (latest epoch)")
-    if len(front):
-        ordered = front.sort_values([GAP, ACC], ascending=[True, False])
-        gaps, accs = 100 * ordered[GAP].to_numpy(float), 100 * ordered[ACC].to_numpy(float)
-        right = max(100 * float(np.nanmax(scored[GAP])), gaps[-1]) * 1.05 + 0.5
-        ax.step(np.append(gaps, right), np.append(accs, accs[-1]), where="post", color="black", lw=1.2)
-        ax.scatter(
-            gaps, accs, s=70, facecolors="none", edgecolors="black", lw=1.4, label="Pareto front (val)"
+def _front_figure(
+    trials: pd.DataFrame, front: pd.DataFrame, objectives: Objectives, constraints: Constraints
+) -> Figure:
+    """The sweep's objectives, one panel per pair (one panel for two objectives, three for three).
+
+    Each panel shows every trial's validation point by method (hollow: not completed), a grey × on each
+    completed trial that misses a constraint, the front members ringed and numbered with their test points
+    and 95 % intervals, and a constraint on either axis as a dashed line at its bound; with two objectives
+    the front is drawn as a staircase. The default objectives keep their accuracy-vs.-MaxAccGap titles.
+    """
+    pairs = [_axes_pair(a, b) for a, b in itertools.combinations(objectives, 2)]
+    single = len(pairs) == 1
+    fig = Figure(figsize=(7.5, 5.2) if single else (5.2 * len(pairs), 4.8))
+    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+    for ax, (x, y) in zip(axes, pairs, strict=True):
+        _panel(ax, trials, front, x, y, constraints)
+        if single:
+            _staircase(ax, front, trials, x, y)
+        ax.set_xlabel(_axis_label(x))
+        ax.set_ylabel(_axis_label(y))
+    if _accuracy_vs_gap(objectives):
+        axes[0].set_xlabel("MaxAccGap (%)  ← fairer")
+        axes[0].set_ylabel("accuracy (%)  ↑ better")
+        axes[0].set_title("Accuracy vs. MaxAccGap: validation (dots), test split (diamonds)")
+    elif single:
+        x, y = pairs[0]
+        axes[0].set_title(f"{y.label} vs. {x.label}: validation (dots), test split (diamonds)")
+    else:
+        fig.suptitle(
+            f"The {len(objectives)} objectives pair by pair: validation (dots), test split (diamonds)"
         )
-        for number, gap, acc in zip(ordered["number"], gaps, accs, strict=True):
-            ax.annotate(f"#{number}", (gap, acc), xytext=(4, 5), textcoords="offset points", fontsize=7)
-        if "test/acc" in front and "test/max_acc_gap" in front:
-            for _, row in front.iterrows():
-                _test_point(ax, row, _colour(_method(row), methods))
-            ax.errorbar(
-                [], [], xerr=[], yerr=[], fmt="D", color="0.3", ms=5, label="front on test split, 95 % CI"
-            )
-    ax.set_xlabel("MaxAccGap (%)  ← fairer")
-    ax.set_ylabel("accuracy (%)  ↑ better")
-    ax.set_title("Accuracy vs. MaxAccGap: validation (dots), test split (diamonds)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    if single:
+        axes[0].legend(loc="best", fontsize=8)
+    else:
+        _figure_legend(fig, axes)
     return fig
 
 
-def _test_point(ax: object, row: pd.Series, colour: str) -> None:
-    acc, gap = row.get("test/acc"), row.get("test/max_acc_gap")
-    if acc is None or gap is None or pd.isna(acc) or pd.isna(gap):
+def _accuracy_vs_gap(objectives: Objectives) -> bool:
+    """Whether the objectives are the default pair, accuracy and MaxAccGap (drawn as they always were)."""
+    return {o.key for o in objectives} == {ACC_METRIC.key, GAP_METRIC.key}
+
+
+def _axes_pair(a: Objective, b: Objective) -> tuple[Objective, Objective]:
+    """``(x, y)`` of a panel: a minimised objective against a maximised one goes on x (MaxAccGap across,
+    accuracy up, as in the default figure); otherwise the later objective goes on x."""
+    return (a, b) if a.direction == "min" and b.direction == "max" else (b, a)
+
+
+def _axis_label(objective: Objective) -> str:
+    """``worst-group accuracy (%) ↑``: the objective and its better direction."""
+    return f"{objective.label} (%) {_arrow(objective)}"
+
+
+def _arrow(objective: Objective) -> str:
+    return "↑" if objective.direction == "max" else "↓"
+
+
+def _goals(objectives: Objectives) -> str:
+    """``accuracy ↑, MaxAccGap ↓``."""
+    return ", ".join(f"{o.label} {_arrow(o)}" for o in objectives)
+
+
+def _values(df: pd.DataFrame, column: str) -> np.ndarray:
+    """``[N]`` floats of a column, NaN where it is absent."""
+    return df[column].to_numpy(dtype=float) if column in df else np.full(len(df), np.nan)
+
+
+def _methods(df: pd.DataFrame) -> list[str]:
+    return sorted(df["param/method"].astype(str).unique()) if "param/method" in df else ["?"]
+
+
+def _misses(df: pd.DataFrame) -> np.ndarray:
+    """Bool ``[N]``: the rows marked as missing a constraint (``feasible`` false; null is not a miss)."""
+    if "feasible" not in df:
+        return np.zeros(len(df), dtype=bool)
+    return df["feasible"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool)
+
+
+def _panel(
+    ax: Any, trials: pd.DataFrame, front: pd.DataFrame, x: Objective, y: Objective, constraints: Constraints
+) -> None:
+    """One pair of objectives in percent (see :func:`_front_figure`)."""
+    scored = trials[np.isfinite(_values(trials, x.column)) & np.isfinite(_values(trials, y.column))]
+    methods = _methods(scored)
+    for method in methods:
+        rows = scored[scored["param/method"].astype(str) == method] if "param/method" in scored else scored
+        colour = _colour(method, methods)
+        done, other = rows[rows["status"] == "completed"], rows[rows["status"] != "completed"]
+        ax.scatter(100 * done[x.column], 100 * done[y.column], s=28, color=colour, alpha=0.75, label=method)
+        ax.scatter(100 * other[x.column], 100 * other[y.column], s=28, facecolors="none", edgecolors=colour)
+    if (scored["status"] != "completed").any():
+        ax.scatter([], [], s=28, facecolors="none", edgecolors="0.3", label="not completed (latest epoch)")
+    missed = scored[_misses(scored)]
+    if len(missed):
+        ax.scatter(100 * missed[x.column], 100 * missed[y.column], s=46, marker="x", color="0.25", lw=1.3,
+                   label="misses a constraint")  # fmt: skip
+    for c in constraints:
+        if c.key in (x.key, y.key):
+            line = ax.axvline if c.key == x.key else ax.axhline
+            line(100 * c.bound, ls="--", lw=1.1, color=CONSTRAINT_COLOUR, label=f"constraint {c.label}")
+    _front_members(ax, front, x, y, methods)
+    ax.grid(alpha=0.3)
+
+
+def _front_members(ax: Any, front: pd.DataFrame, x: Objective, y: Objective, methods: Sequence[str]) -> None:
+    """The front members ringed and numbered, and their test-split points with 95 % intervals."""
+    if front.empty:
+        return
+    xs, ys = 100 * _values(front, x.column), 100 * _values(front, y.column)
+    ax.scatter(xs, ys, s=70, facecolors="none", edgecolors="black", lw=1.4, label="Pareto front (val)")
+    for number, px, py in zip(front["number"], xs, ys, strict=True):
+        ax.annotate(f"#{number}", (px, py), xytext=(4, 5), textcoords="offset points", fontsize=7)
+    if f"test/{x.key}" in front and f"test/{y.key}" in front:
+        for _, row in front.iterrows():
+            _test_point(ax, row, _colour(_method(row), methods), x, y)
+        ax.errorbar(
+            [], [], xerr=[], yerr=[], fmt="D", color="0.3", ms=5, label="front on test split, 95 % CI"
+        )
+
+
+def _staircase(ax: Any, front: pd.DataFrame, trials: pd.DataFrame, x: Objective, y: Objective) -> None:
+    """A two-objective front as the edge of the region its members dominate, out past the farthest trial
+    (rightwards when x is minimised, leftwards when it is maximised)."""
+    if front.empty:
+        return
+    ordered = front.sort_values([x.column, y.column], ascending=[True, y.direction == "min"])
+    xs, ys = 100 * _values(ordered, x.column), 100 * _values(ordered, y.column)
+    every = 100 * _values(trials, x.column)
+    if x.direction == "min":
+        edge = max(float(np.nanmax(every)), xs[-1]) * 1.05 + 0.5
+        ax.step(np.append(xs, edge), np.append(ys, ys[-1]), where="post", color="black", lw=1.2)
+    else:
+        edge = min(float(np.nanmin(every)), xs[0]) * 0.95 - 0.5
+        ax.step(np.insert(xs, 0, edge), np.insert(ys, 0, ys[0]), where="pre", color="black", lw=1.2)
+
+
+def _figure_legend(fig: Figure, axes: Sequence[Any]) -> None:
+    """One legend under the panels, each label once."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(entries), 4), fontsize=8)  # fmt: skip
+
+
+def _front_caption(objectives: Objectives, constraints: Constraints) -> str:
+    if _accuracy_vs_gap(objectives):
+        caption = FRONT_CAPTION
+    else:
+        caption = (
+            "Every trial's validation values of each pair of objectives ("
+            + _goals(objectives)
+            + "), coloured by method; the front members ringed and numbered, with their test-split results "
+            "as diamonds with 95 % intervals"
+        )
+    if len(objectives) > 2:
+        caption += (
+            f". A member of the {len(objectives)}-objective front may look dominated in a 2-D projection: "
+            "it is better on an objective the panel does not show"
+        )
+    if constraints:
+        caption += "; a grey × marks a trial that misses a constraint, a dashed line a constraint's bound"
+    return caption
+
+
+def _test_point(ax: Any, row: pd.Series, colour: str, x: Objective, y: Objective) -> None:
+    """A member's test-split point (diamond, 95 % intervals where the metric has them), dotted from its
+    validation point."""
+    tx, ty = row.get(f"test/{x.key}"), row.get(f"test/{y.key}")
+    if tx is None or ty is None or pd.isna(tx) or pd.isna(ty):
         return
 
     def err(key: str, centre: float) -> list[list[float]] | None:
@@ -230,33 +403,43 @@ def _test_point(ax: object, row: pd.Series, colour: str) -> None:
             return None
         return [[100 * max(centre - float(low), 0.0)], [100 * max(float(high) - centre, 0.0)]]
 
-    ax.plot(  # type: ignore[attr-defined]
-        [100 * float(row[GAP]), 100 * float(gap)],
-        [100 * float(row[ACC]), 100 * float(acc)],
-        ":",
-        color=colour,
-        lw=0.8,
-    )
-    ax.errorbar(  # type: ignore[attr-defined]
-        [100 * float(gap)], [100 * float(acc)], xerr=err("max_acc_gap", float(gap)), yerr=err("acc", float(acc)),
+    ax.plot([100 * float(row[x.column]), 100 * float(tx)], [100 * float(row[y.column]), 100 * float(ty)],
+            ":", color=colour, lw=0.8)  # fmt: skip
+    ax.errorbar(
+        [100 * float(tx)], [100 * float(ty)], xerr=err(x.key, float(tx)), yerr=err(y.key, float(ty)),
         fmt="D", color=colour, ms=5, elinewidth=1, capsize=2, alpha=0.9,
     )  # fmt: skip
 
 
-def _hypervolume_progress(trials: pd.DataFrame) -> pd.DataFrame:
-    """Finished trials in finishing order with the hypervolume of the front of those finished so far."""
+def _hypervolume_progress(trials: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
+    """Finished trials in finishing order with the hypervolume (on the sweep's objectives) of the front of
+    those finished so far."""
     finished = trials[trials["status"].isin(["completed", "failed"]) | trials["finished_at"].notna()]
     finished = finished.sort_values(["finished_at", "number"], na_position="last", kind="stable")
     ok = (finished["status"] == "completed").to_numpy()
-    points = np.stack(
-        [finished.get(c, pd.Series(np.nan, index=finished.index)).to_numpy(float) for c in OBJECTIVES], 1
-    )
+    points = np.stack([_values(finished, o.column) for o in objectives], 1)
     points[~ok] = np.nan
-    hv = [hypervolume(points[: k + 1], DIRECTIONS, REFERENCE) for k in range(len(finished))]
+    directions, reference = objective_directions(objectives), objective_reference(objectives)
+    hv = [hypervolume(points[: k + 1], directions, reference) for k in range(len(finished))]
     return pd.DataFrame({"number": finished["number"].to_numpy(), "hypervolume": hv, "failed": ~ok})
 
 
-def _hypervolume_figure(progress: pd.DataFrame) -> Figure:
+def _reference_text(objectives: Objectives) -> str:
+    """``acc 0, gap 1``: the hypervolume's reference point, each objective's worst value."""
+    return ", ".join(f"{_SHORT.get(o.key, o.key)} {o.reference:g}" for o in objectives)
+
+
+def _hypervolume_caption(objectives: Objectives, constraints: Constraints) -> str:
+    caption = (
+        f"Hypervolume of the front of the trials finished so far, on validation {_goals(objectives)}, against the "
+        f"reference point ({_reference_text(objectives)}): each objective's worst value"
+    )
+    return caption + (
+        "; over every completed trial, whether it meets the constraints or not" if constraints else ""
+    )
+
+
+def _hypervolume_figure(progress: pd.DataFrame, objectives: Objectives) -> Figure:
     fig = Figure(figsize=(7.5, 3.4))
     ax = fig.add_subplot()
     x = np.arange(1, len(progress) + 1)
@@ -267,7 +450,7 @@ def _hypervolume_figure(progress: pd.DataFrame) -> Figure:
         ax.plot(x[failed], hv[failed], "x", ms=7, color="#d62728", label="trial failed")
     ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("trials finished (in finishing order)")
-    ax.set_ylabel("hypervolume, ref. (acc 0, gap 1)")
+    ax.set_ylabel(f"hypervolume, ref. ({_reference_text(objectives)})")
     ax.set_title("Hypervolume of the validation front as the sweep progressed")
     ax.grid(alpha=0.3)
     return fig
@@ -360,23 +543,73 @@ def _numeric(cell: str) -> bool:
     return bool(re.match(r"^[-+]?[\d.]", cell)) or cell == "-"
 
 
-def _front_table(front: pd.DataFrame) -> str:
+def _front_table(
+    front: pd.DataFrame, objectives: Objectives, table_id: str = "front", *, meets: bool = True
+) -> str:
+    """A front's members: parameters, each objective on validation, whether it meets the constraints
+    (``meets`` and a ``feasible`` column), the test split with 95 % intervals, and epochs trained."""
     params = [c for c in front.columns if str(c).startswith("param/") and c != "param/method"]
-    header = ["trial", "method", *(c[len("param/") :] for c in params), "val acc %", "val gap %"]
-    header += ["test acc % [95 % CI]", "test gap % [95 % CI]", "test worst group % [95 % CI]", "epochs"]
+    tested = [*_TEST_KEYS, *(o.key for o in objectives if o.key not in _TEST_KEYS)]
+    meets = meets and "feasible" in front
+    header = ["trial", "method", *(c[len("param/") :] for c in params)]
+    header += [f"val {_SHORT.get(o.key, o.key)} %" for o in objectives] + (
+        ["meets constraints"] if meets else []
+    )
+    header += [f"test {_SHORT.get(k, k)} % [95 % CI]" for k in tested] + ["epochs"]
     rows = []
     for _, row in front.iterrows():
         cells = [str(row["number"]), _method(row), *(_param(row[c], c[len("param/") :]) for c in params)]
-        cells += [
-            fmt_pct(row[ACC]),
-            fmt_pct(row[GAP]),
-            _ci(row, "acc"),
-            _ci(row, "max_acc_gap"),
-            _ci(row, "worst_group_acc"),
-            f"{float(row['epochs_done']):g}",
-        ]
+        cells += [fmt_pct(row.get(o.column)) for o in objectives]
+        cells += [_yes_no(row.get("feasible"))] if meets else []
+        cells += [_ci(row, key) for key in tested] + [f"{float(row['epochs_done']):g}"]
         rows.append(cells)
-    return _table(header, rows, "front")
+    return _table(header, rows, table_id)
+
+
+def _yes_no(value: Any) -> str:
+    """``yes``/``no`` for a ``feasible`` value; ``-`` when unknown."""
+    return "-" if value is None or pd.isna(value) else ("yes" if bool(value) else "no")
+
+
+def _feasible_front(
+    folder: Path, trials: pd.DataFrame, objectives: Objectives, constraints: Constraints
+) -> pd.DataFrame:
+    """The front of the trials meeting every constraint, as ``pareto.parquet`` holds it; recomputed from
+    the trials (without test metrics) when the file lacks it though some completed trial meets them all."""
+    front = read_front(folder, FEASIBLE_FRONT)
+    done = trials[trials["status"] == "completed"]
+    if front.empty and feasible_mask(done, constraints).any():
+        logger.warning("%s has no feasible front; recomputing it without test metrics", folder)
+        front = pareto_frame(trials, {}, objectives, constraints, front_name=FEASIBLE_FRONT)
+    return front
+
+
+def _constraints_html(
+    trials: pd.DataFrame, feasible: pd.DataFrame, objectives: Objectives, constraints: Constraints
+) -> str:
+    """The constraints section: how many trials meet each, and the feasible front (or why it is empty)."""
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in constraint_lines(trials, constraints))
+    parts = [
+        "<h2>Constraints</h2>",
+        "<p>Each constraint is checked on the validation split. The Pareto front above spans every "
+        "completed trial; the feasible front below holds the trials that no other trial meeting every "
+        "constraint beats on all objectives.</p>",
+        f'<ul id="constraint-lines">{lines}</ul>',
+    ]
+    if feasible.empty:
+        parts.append(
+            '<p class="note" id="feasible-empty">No completed trial meets every constraint, so the feasible '
+            "front is empty: no trial of this sweep can be recommended under these constraints. Loosen "
+            "them, or search further.</p>"
+        )
+        return "\n".join(parts)
+    hv = float(feasible["hypervolume"].iloc[0])
+    parts.append(
+        f'<p id="feasible-summary">{len(feasible)} trial(s) on the feasible front, hypervolume {hv:.4f}; '
+        "test-split values with 95 % intervals.</p>"
+    )
+    parts.append(_front_table(feasible, objectives, "feasible-front", meets=False))
+    return "\n".join(parts)
 
 
 def _comparison_html(comparison: Comparison, front: pd.DataFrame) -> str:
@@ -458,21 +691,22 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
         _check_out(Path(out))
     trials, front = read_results(folder)
     _check_reportable(folder, trials)
+    objectives, constraints = read_sweep_goals(folder)
     fronts = read_threshold_fronts(folder)
     thresholded = any(len(fronts[name]) for name in THRESHOLD_FRONTS)
     out = Path(out) if out is not None else folder / "report.html"
     _check_out(out)
-    progress = _hypervolume_progress(trials)
+    progress = _hypervolume_progress(trials, objectives)
     figures: list[tuple[str, str, Figure]] = [
         (
             "pareto_front",
-            FRONT_CAPTION,
-            _front_figure(trials, front),
+            _front_caption(objectives, constraints),
+            _front_figure(trials, front, objectives, constraints),
         ),
         (
             "hypervolume",
-            "Hypervolume of the front of the trials finished so far",
-            _hypervolume_figure(progress),
+            _hypervolume_caption(objectives, constraints),
+            _hypervolume_figure(progress, objectives),
         ),
     ]
     members = _members(front)
@@ -488,7 +722,13 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
     pngs = [(f"{out.stem}-{key}.png", _png(fig), caption) for key, caption, fig in figures]
     images = [_figure_html(data, name, caption) for name, data, caption in pngs]
     extra = int(thresholded) + int(len(confirmed) > 0)
-    page = _page(folder, trials, front, members, images[: len(images) - extra])
+    section = ""
+    if constraints:
+        feasible = _feasible_front(folder, trials, objectives, constraints)
+        section = _constraints_html(trials, feasible, objectives, constraints)
+    page = _page(
+        folder, trials, front, members, images[: len(images) - extra], (objectives, constraints), section
+    )
     if thresholded:
         page = page.replace("</body>", _threshold_html(fronts, images[len(images) - extra]) + "\n</body>")
     if len(confirmed):
@@ -528,7 +768,7 @@ def _threshold_figure(fronts: dict[str, pd.DataFrame]) -> Figure:
             gaps, accs, s=40, facecolors="none", edgecolors=colour, label=f"{FRONT_TITLES[name]} (val)"
         )
         for _, row in ordered.iterrows():
-            _test_point(ax, row, colour)
+            _test_point(ax, row, colour, GAP_METRIC, ACC_METRIC)
     ax.set_xlabel("MaxAccGap (%)  ← fairer")
     ax.set_ylabel("accuracy (%)  ↑ better")
     ax.set_title("Trained vs. thresholded: validation fronts (circles), test split (diamonds)")
@@ -658,8 +898,15 @@ def _confirmed_html(confirmed: pd.DataFrame, image: str) -> str:
 
 
 def _page(
-    folder: Path, trials: pd.DataFrame, front: pd.DataFrame, members: pd.DataFrame, images: list[str]
+    folder: Path,
+    trials: pd.DataFrame,
+    front: pd.DataFrame,
+    members: pd.DataFrame,
+    images: list[str],
+    goals: tuple[Objectives, Constraints],
+    constraints_section: str,
 ) -> str:
+    objectives, constraints = goals
     counts = trials["status"].value_counts()
     status = ", ".join(f"{n} {s}" for s, n in counts.sort_index().items())
     unfinished = int(sum(counts.get(s, 0) for s in ("running", "pending", "interrupted")))
@@ -668,12 +915,18 @@ def _page(
     title = f"fairsearch report: {folder.name}"
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{len(trials)} trials ({html.escape(status)}); {len(front)} on the "
             f"validation Pareto front, hypervolume {hv:.4f}. Generated {stamp} from {html.escape(str(folder))}.</p>"]  # fmt: skip
+    body.append(f'<p id="goals">{html.escape(_goals_sentence(objectives, constraints))}</p>')
     if unfinished:
         body.append(
             f'<p class="note">{unfinished} trial(s) not finished: the sweep is still running or was interrupted. '
             "This report shows the trials recorded so far; run it again later for the rest.</p>"
         )
-    body += ["<h2>Accuracy vs. fairness</h2>", images[0], "<h2>Search progress</h2>", images[1]]
+    default = _accuracy_vs_gap(objectives)
+    body += [
+        "<h2>Accuracy vs. fairness</h2>" if default else "<h2>The objectives, pair by pair</h2>",
+        images[0],
+    ]
+    body += ["<h2>Search progress</h2>", images[1]]
     body.append("<h2>Accuracy per group, front members</h2>")
     if len(images) == 2:
         body.append("<p>The front members reported no per-group metrics.</p>")
@@ -682,9 +935,16 @@ def _page(
             f"<p>{len(members)} of the {len(front)} front members are shown, evenly spaced along the front.</p>"
         )
     body += images[2:]
-    body += ["<h2>The Pareto front</h2>", _front_table(front)]
+    body += ["<h2>The Pareto front</h2>", _front_table(front, objectives)]
+    body += [constraints_section] if constraints_section else []
     body += ["<h2>Vanilla vs. fair methods</h2>", _comparison_html(compare_to_vanilla(trials), front)]
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+def _goals_sentence(objectives: Objectives, constraints: Constraints) -> str:
+    """``Objectives (validation): accuracy ↑, MaxAccGap ↓. Constraints: none.``"""
+    bounds = ", ".join(c.label for c in constraints) or "none"
+    return f"Objectives (validation): {_goals(objectives)}. Constraints: {bounds}."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,10 +12,26 @@ import pandas as pd
 import pytest
 from scored_sweeps import write_scored_sweep
 
+from fairsearch.config import OBJECTIVES, Constraint, objectives_named
 from fairsearch.confirm import ConfirmPlan, read_confirmed, write_confirmation
 from fairsearch.errors import FairsearchError
-from fairsearch.report import _hypervolume_progress, compare_to_vanilla, write_report
-from fairsearch.results import TrialRecord, front_hypervolume, read_results, trials_frame, write_results
+from fairsearch.report import (
+    FRONT_CAPTION,
+    _front_figure,
+    _hypervolume_progress,
+    compare_to_vanilla,
+    write_report,
+)
+from fairsearch.results import (
+    FEASIBLE_FRONT,
+    TrialRecord,
+    front_hypervolume,
+    pareto_frame,
+    read_front,
+    read_results,
+    trials_frame,
+    write_results,
+)
 from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, read_threshold_fronts
 
 GROUPS = {
@@ -55,6 +72,9 @@ def split_metrics(acc: float, gap: float, rng: np.random.Generator) -> dict[str,
             metrics[f"acc/{grouping}/{group}"] = float(np.clip(acc + offset, 0, 1))
             metrics[f"n/{grouping}/{group}"] = float(n)
         metrics[f"max_acc_gap/{grouping}"] = float(offsets[-1] - offsets[0])
+    worst = min(metrics[f"acc/race/{group}"] for group in GROUPS["race"])  # race's worst group is the lowest
+    metrics |= {"worst_group_acc": worst, "worst_group_acc_ci_low": worst - 0.04}
+    metrics |= {"worst_group_acc_ci_high": min(worst + 0.03, 1.0)}
     return metrics
 
 
@@ -230,7 +250,7 @@ def test_compare_to_vanilla_plain_sentences() -> None:
 def test_hypervolume_progress_follows_finishing_order() -> None:
     records, _ = sweep_records()
     trials = trials_frame(records)
-    progress = _hypervolume_progress(trials)
+    progress = _hypervolume_progress(trials, OBJECTIVES)
     assert progress["number"].tolist() == FINISH_ORDER
     hv = progress["hypervolume"].to_numpy()
     assert np.all(np.diff(hv) >= -1e-12)
@@ -306,3 +326,181 @@ def test_report_shows_the_threshold_fronts_beside_the_trained_one(tmp_path: Path
 def test_report_without_scores_has_no_threshold_section(report: tuple[Path, Path, ReportParser]) -> None:
     *_, parser = report
     assert "threshold-comparison" not in parser.tables and "groups-at-inference" not in parser.ids
+
+
+# ------------------------------------------------------------------------ objectives and constraints
+THREE = objectives_named(["acc", "worst_group_acc", "max_acc_gap"])
+
+
+def nondominated(points: np.ndarray, maximise: list[bool]) -> np.ndarray:
+    """Bool ``[N]``, by brute force: no other row is at least as good everywhere and better somewhere."""
+    signed = np.where(maximise, points, -points)
+    better_eq = (signed[None, :, :] >= signed[:, None, :]).all(axis=2)
+    strictly = (signed[None, :, :] > signed[:, None, :]).any(axis=2)
+    return ~(better_eq & strictly).any(axis=1)
+
+
+def completed_frame() -> pd.DataFrame:
+    records, _ = sweep_records()
+    trials = trials_frame(records)
+    return trials[trials["status"] == "completed"].reset_index(drop=True)
+
+
+def parse(out: Path) -> tuple[str, ReportParser]:
+    text = out.read_text(encoding="utf-8")
+    parser = ReportParser()
+    parser.feed(text)
+    return text, parser
+
+
+@pytest.fixture(scope="module")
+def three_objectives(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, ReportParser]:
+    folder = tmp_path_factory.mktemp("results") / "three"
+    records, test = sweep_records()
+    write_results(folder, records, test, THREE)
+    out = write_report(folder)
+    return folder, *parse(out)
+
+
+def test_three_objectives_are_drawn_pair_by_pair(three_objectives: tuple[Path, str, ReportParser]) -> None:
+    folder, text, parser = three_objectives
+    trials, front = read_results(folder)
+    fig = _front_figure(trials, front, THREE, (Constraint("worst_group_acc", 0.8, "min"),))
+    labels = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes]
+    assert labels == [
+        ("worst-group accuracy (%) ↑", "accuracy (%) ↑"),
+        ("MaxAccGap (%) ↓", "accuracy (%) ↑"),
+        ("MaxAccGap (%) ↓", "worst-group accuracy (%) ↑"),
+    ]
+    dashed = [[line.get_xdata(), line.get_ydata()] for ax in fig.axes for line in ax.get_lines()
+              if line.get_linestyle() == "--"]  # fmt: skip
+    assert len(dashed) == 2  # the bound on worst-group accuracy: across in panel 1, up in panel 3
+    assert [len([ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]) for ax in fig.axes] == [1, 0, 1]
+    names = ["pareto_front", "hypervolume", "groups-race", "groups-gender", "groups-ethnicity"]
+    assert sorted(p.name for p in folder.glob("*.png")) == sorted(f"report-{n}.png" for n in names)
+    caption = "of each pair of objectives (accuracy ↑, worst-group accuracy ↑, MaxAccGap ↓)"
+    assert caption in text and "may look dominated in a 2-D projection" in text
+    assert "<h2>The objectives, pair by pair</h2>" in text and "<h2>Accuracy vs. fairness</h2>" not in text
+    assert parser.texts["goals"] == (
+        "Objectives (validation): accuracy ↑, worst-group accuracy ↑, MaxAccGap ↓. Constraints: none."
+    )
+
+
+def test_three_objective_front_table_and_hypervolume(
+    three_objectives: tuple[Path, str, ReportParser],
+) -> None:
+    folder, text, parser = three_objectives
+    header, *rows = parser.tables["front"]
+    assert [h for h in header if h.startswith("val ")] == ["val acc %", "val worst group %", "val gap %"]
+    assert "meets constraints" not in header and "Constraints</h2>" not in text
+    done = completed_frame()
+    points = done[["val/acc", "val/worst_group_acc", "val/max_acc_gap"]].to_numpy()
+    expected = done["number"][nondominated(points, [True, True, False])]
+    assert sorted(int(r[0]) for r in rows) == sorted(expected)
+    col = header.index("test worst group % [95 % CI]")
+    assert all(r[col].count("[") == 1 for r in rows)  # the test split keeps its intervals
+    trials, _ = read_results(folder)
+    progress = _hypervolume_progress(trials, THREE)
+    assert progress["hypervolume"].iloc[-1] == pytest.approx(front_hypervolume(trials, THREE))
+    assert progress["hypervolume"].iloc[-1] != pytest.approx(front_hypervolume(trials))
+    assert "against the reference point (acc 0, worst group 0, gap 1)" in text
+
+
+def test_two_other_objectives_get_one_panel_with_a_staircase() -> None:
+    records, _ = sweep_records()
+    trials = trials_frame(records)
+    objectives = objectives_named(["acc", "worst_group_acc"])
+    front = pareto_frame(trials, {}, objectives)
+    (ax,) = _front_figure(trials, front, objectives, ()).axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("worst-group accuracy (%) ↑", "accuracy (%) ↑")
+    (stairs,) = [ln for ln in ax.get_lines() if ln.get_drawstyle().startswith("steps")]
+    # both maximised: the dominated region lies left and below, so the staircase runs out to the left
+    assert stairs.get_drawstyle() == "steps-pre"
+    xs, ys = np.asarray(stairs.get_xdata()), np.asarray(stairs.get_ydata())
+    assert xs[0] < 100 * np.nanmin(trials["val/worst_group_acc"]) and ys[0] == ys[1]
+    np.testing.assert_allclose(sorted(xs[1:]), sorted(100 * front["val/worst_group_acc"]))
+
+
+CONSTRAINTS = (Constraint("max_acc_gap", 0.09, "max"), Constraint("acc", 0.85, "min"))
+
+
+def test_constraints_mark_the_front_and_show_the_feasible_front(tmp_path: Path) -> None:
+    records, test = sweep_records()
+    write_results(tmp_path / "s", records, test, OBJECTIVES, CONSTRAINTS)
+    text, parser = parse(write_report(tmp_path / "s"))
+    done = completed_frame()
+    meets = (done["val/max_acc_gap"] <= 0.09) & (done["val/acc"] >= 0.85)  # from the val columns alone
+    feasible = dict(zip(done["number"], meets, strict=True))
+    header, *rows = parser.tables["front"]
+    col = header.index("meets constraints")
+    assert {int(r[0]): r[col] for r in rows} == {n: "yes" if feasible[n] else "no" for n in (6, 12, 7)}
+    assert "no" in {r[col] for r in rows}  # trial 6 (gap 10 %) is on the front and misses one
+    for line in (
+        "constraint MaxAccGap <= 9.0 %: met by 4 of 10 completed trial(s)",
+        "constraint accuracy >= 85.0 %: met by 9 of 10 completed trial(s)",
+        "all constraints: met by 3 of 10 completed trial(s)",
+    ):
+        assert f"<li>{html.escape(line)}</li>" in text
+    ok = done[meets]
+    expected = ok["number"][nondominated(ok[["val/acc", "val/max_acc_gap"]].to_numpy(), [True, False])]
+    header, *rows = parser.tables["feasible-front"]
+    assert sorted(int(r[0]) for r in rows) == sorted(expected) == [7, 12]
+    assert "meets constraints" not in header and all(
+        "[" in r[header.index("test acc % [95 % CI]")] for r in rows
+    )
+    assert [int(r[0]) for r in rows] == read_front(tmp_path / "s", FEASIBLE_FRONT)["number"].tolist()
+    assert "feasible-empty" not in parser.ids
+    assert "a grey × marks a trial that misses a constraint" in text
+    assert parser.texts["goals"].endswith("Constraints: MaxAccGap <= 9.0 %, accuracy >= 85.0 %.")
+
+
+def test_front_figure_crosses_out_trials_that_miss_a_constraint(tmp_path: Path) -> None:
+    records, test = sweep_records()
+    write_results(tmp_path / "s", records, test, OBJECTIVES, CONSTRAINTS)
+    trials, front = read_results(tmp_path / "s")
+    (ax,) = _front_figure(trials, front, OBJECTIVES, CONSTRAINTS).axes
+    crossed = [c for c in ax.collections if c.get_label() == "misses a constraint"]
+    assert len(crossed) == 1
+    done = completed_frame()
+    missed = done[(done["val/max_acc_gap"] > 0.09) | (done["val/acc"] < 0.85)]
+    expected = sorted(zip(100 * missed["val/max_acc_gap"], 100 * missed["val/acc"], strict=True))
+    np.testing.assert_allclose(sorted(map(tuple, crossed[0].get_offsets().tolist())), expected)
+    bounds = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.get_lines()
+              if ln.get_linestyle() == "--"}  # fmt: skip
+    assert bounds["constraint MaxAccGap <= 9.0 %"][0] == pytest.approx([9.0, 9.0])
+    assert bounds["constraint accuracy >= 85.0 %"][1] == pytest.approx([85.0, 85.0])
+    assert "misses a constraint" in ax.get_legend_handles_labels()[1]
+
+
+def test_feasible_front_recomputed_when_pareto_file_is_missing(tmp_path: Path) -> None:
+    records, test = sweep_records()
+    write_results(tmp_path / "s", records, test, OBJECTIVES, CONSTRAINTS)
+    (tmp_path / "s" / "pareto.parquet").unlink()
+    _, parser = parse(write_report(tmp_path / "s"))
+    header, *rows = parser.tables["feasible-front"]
+    assert [int(r[0]) for r in rows] == [12, 7]
+    assert {r[header.index("test acc % [95 % CI]")] for r in rows} == {"-"}  # no test metrics: none shown
+
+
+def test_a_constraint_no_trial_meets_says_so(tmp_path: Path) -> None:
+    records, test = sweep_records()
+    write_results(tmp_path / "s", records, test, OBJECTIVES, (Constraint("max_acc_gap", 0.01, "max"),))
+    _, parser = parse(write_report(tmp_path / "s"))
+    assert "feasible-front" not in parser.tables
+    assert parser.texts["feasible-empty"].startswith("No completed trial meets every constraint")
+    lines = parser.texts["constraint-lines"]
+    assert "met by 0 of 10 completed trial(s); NO trial meets it (nearest: trial #7 at 2.0 %)" in lines
+    assert "the feasible front is empty" in lines
+    header, *rows = parser.tables["front"]
+    assert {r[header.index("meets constraints")] for r in rows} == {"no"}
+
+
+def test_default_report_keeps_its_sections(report: tuple[Path, Path, ReportParser]) -> None:
+    _, out, parser = report
+    text = out.read_text(encoding="utf-8")
+    assert "<h2>Accuracy vs. fairness</h2>" in text and "Constraints</h2>" not in text
+    assert f"<figcaption>{html.escape(FRONT_CAPTION)} (" in text
+    assert "meets constraints" not in parser.tables["front"][0]
+    assert parser.texts["goals"] == "Objectives (validation): accuracy ↑, MaxAccGap ↓. Constraints: none."
+    assert "hypervolume, ref." not in text  # the axis label stays in the PNG; the caption names the point
+    assert "against the reference point (acc 0, gap 1)" in text
