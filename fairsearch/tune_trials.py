@@ -121,11 +121,18 @@ class SweepSearch(OptunaSearch):
     def __init__(self, *, constraint_values: ConstraintValues | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.constraint_values = constraint_values
+        self.numbers: dict[str, int] = {}  # Tune's trial id -> Optuna's trial number, kept with the searcher
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if isinstance(config, dict) and OPTUNA_NUMBER in config:
+            self.numbers[trial_id] = int(config[OPTUNA_NUMBER])
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        number = ((result or {}).get("config") or {}).get(OPTUNA_NUMBER)
+        number = getattr(self, "numbers", {}).get(trial_id)  # a searcher saved before numbers were kept: none
         if self.constraint_values is not None and result and number is not None:
-            self.constraint_values.record(int(number), result)
+            self.constraint_values.record(number, result)
         super().on_trial_complete(trial_id, result, error)
 
 

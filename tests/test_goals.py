@@ -294,7 +294,7 @@ def test_the_sampler_is_told_each_trials_constraint_values(tmp_path: Path, sampl
     for k, metrics in enumerate(results):
         config = search.suggest(f"t{k}")
         assert config is not None
-        search.on_trial_complete(f"t{k}", {**metrics, "config": config})
+        search.on_trial_complete(f"t{k}", metrics)
     told = sorted(optuna.load_study(study_name="c", storage=url).get_trials(), key=lambda t: t.number)
     assert [t.state for t in told] == [optuna.trial.TrialState.COMPLETE] * 3
     assert [t.values for t in told] == [[0.9, 0.7, 0.03], [0.8, 0.5, 0.09], [0.7, 0.6, 0.01]]
@@ -382,3 +382,79 @@ def test_every_metric_a_space_may_name_is_a_flat_key_a_trial_reports() -> None:
     flat = evaluate_split(prob, label, {"ethnicity": grouping}, primary="ethnicity").flat()
     for key in METRICS:
         assert np.isfinite(flat[key]), key
+
+
+# ------------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_a_constrained_three_objective_sweep_agrees_with_optuna_and_brute_force(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from sweep_helpers import run_command, write_space
+
+    bound = 0.15
+    space = write_space(
+        tmp_path,
+        "goals",
+        4,
+        fixed={"epochs": 1, "n_boot": 20},
+        objectives={
+            "group_by": "ethnicity",
+            "maximize": ["acc", "worst_group_acc"],
+            "minimize": ["max_acc_gap"],
+        },
+        constraints={"max_acc_gap": bound},
+    )
+    results = tmp_path / "results"
+    env = {**os.environ, "FAIRSEARCH_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run(run_command(space, results), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = results / "goals"
+    trials, front = read_results(folder)
+    done = trials[trials["status"] == "completed"]
+    assert len(done) == 4
+    keys = ["val/acc", "val/worst_group_acc", "val/max_acc_gap"]
+    points = done[keys].to_numpy(dtype=np.float64)
+    assert set(front["number"]) == {
+        int(done["number"].iloc[i]) for i in _brute_front(points, ["max", "max", "min"])
+    }
+    meets = done["val/max_acc_gap"].to_numpy() <= bound
+    assert done["feasible"].tolist() == meets.tolist()
+    feasible = read_front(folder, FEASIBLE_FRONT)
+    pool = np.flatnonzero(meets)
+    expected = {int(done["number"].iloc[pool[i]]) for i in _brute_front(points[pool], ["max", "max", "min"])}
+    assert set(feasible["number"]) == expected
+    assert feasible["test/acc"].notna().all() if len(feasible) else True
+    # Optuna's study: three objectives, each trial's values and constraint values those of its row
+    study = optuna.load_study(study_name="goals", storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert len(study.directions) == 3
+    rows = done.set_index("number")
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        assert trial.values == pytest.approx(rows.loc[trial.number, keys].tolist())
+        assert list(trial.constraints.values()) == pytest.approx(
+            [rows.loc[trial.number, "val/max_acc_gap"] - bound]
+        )
+    # what the run printed and `fairsearch pareto --feasible` prints
+    met = int(meets.sum())
+    assert f"constraint MaxAccGap <= 15.0 %: met by {met} of 4 completed trial(s)" in proc.stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "fairsearch.cli", "pareto", str(folder), "--feasible"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("Feasible front" if met else "Feasible front: no completed trials yet.")
+    assert "val worst" in shown.stdout or not met
+    report = subprocess.run(
+        [sys.executable, "-m", "fairsearch.cli", "report", str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    page = (folder / "report.html").read_text()
+    assert "Constraints" in page and "worst-group accuracy (%)" in page
