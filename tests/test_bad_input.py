@@ -10,6 +10,7 @@ starting a sweep. Memory bombs run in a child process under a memory limit.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import struct
@@ -209,6 +210,36 @@ SPACES: list[tuple[str, str | bytes, str]] = [
     ("objectives-direction", "objectives: {accuracy: min}\n", "objectives.accuracy: 'min' must be 'max'"),
     ("group-by-unknown", "objectives: {group_by: race*shoe}\n", "objectives.group_by: 'race*shoe' must be"),
     ("group-by-repeated", "objectives: {group_by: race*race}\n", "objectives.group_by: 'race*race' must be"),
+    (
+        "objective-wrong-way",
+        "objectives: {minimize: [acc]}\n",
+        "objectives.minimize: 'acc' is maximized, not",
+    ),
+    ("objective-unknown", "objectives: {maximize: [f1]}\n", "objectives.maximize: 'f1' is not a metric"),
+    ("objective-twice", "objectives: {maximize: [acc, acc]}\n", "objectives.maximize: 'acc' is named twice"),
+    (
+        "objectives-one",
+        "objectives: {maximize: [], minimize: [max_acc_gap]}\n",
+        "are 1 objective(s); a sweep",
+    ),
+    (
+        "objectives-four",
+        "objectives: {maximize: [acc, auc, es_auc], minimize: [max_acc_gap]}\n",
+        "are 4 objective(s); a sweep has 2 or 3",
+    ),
+    (
+        "objectives-not-list",
+        "objectives: {maximize: 3}\n",
+        "objectives.maximize: 3 must be a list of metrics",
+    ),
+    ("constraint-unknown", "constraints: {gap: 0.02}\n", "constraints.gap: unknown metric; allowed"),
+    (
+        "constraint-percent",
+        "constraints: {max_acc_gap: 2}\n",
+        "constraints.max_acc_gap: 2 must be a fraction",
+    ),
+    ("constraint-side", "constraints: {acc: {atleast: 0.5}}\n", "constraints.acc.atleast: unknown key"),
+    ("constraints-list", "constraints: [max_acc_gap]\n", "constraints: ['max_acc_gap'] must be a mapping"),
     ("sampler-unknown", "sampler: cmaes\n", "sampler.name: 'cmaes' is not one of ['tpe'"),
     ("sampler-list-name", "sampler: {name: [tpe]}\n", "sampler.name: ['tpe'] is not one of ['tpe'"),
     ("sampler-seed", "sampler: {name: tpe, seed: -1}\n", "sampler.seed: -1 must be an integer >= 0"),
@@ -728,6 +759,18 @@ def _trials_from_other_sweep(folder: Path) -> None:
     (folder.parent / "other").rmdir()
 
 
+def _edit_metadata(**changes: str) -> Callable[[Path], None]:
+    """trials.parquet with key-value metadata changed (the objectives or constraints it names)."""
+
+    def damage(folder: Path) -> None:
+        path = folder / TRIALS_FILE
+        table = pq.read_table(path)
+        metadata = {**table.schema.metadata, **{k.encode(): v.encode() for k, v in changes.items()}}
+        pq.write_table(table.replace_schema_metadata(metadata), path)
+
+    return damage
+
+
 def _replace_with_folder(name: str) -> Callable[[Path], None]:
     def damage(folder: Path) -> None:
         (folder / name).unlink()
@@ -785,6 +828,16 @@ RESULTS: list[tuple[str, Callable[[Path], None], str]] = [
     ("pareto-pages-garbled", _garble_pages(PARETO_FILE), "pareto.parquet: the file is damaged"),
     ("pareto-value-changed", _change_a_value(PARETO_FILE), "pareto.parquet: the file is damaged"),
     ("pareto-other-schema", _other_schema(PARETO_FILE), "pareto.parquet: not a fairsearch results table"),
+    (
+        "objectives-unknown-metadata",
+        _edit_metadata(objectives=json.dumps(["val/f1", "val/max_acc_gap"])),
+        "trials.parquet: its metadata names objectives or constraints this fairsearch does not read",
+    ),
+    (
+        "constraints-garbled-metadata",
+        _edit_metadata(constraints='[{"key": "acc"}]'),
+        "trials.parquet: its metadata names objectives or constraints this fairsearch does not read",
+    ),
     (
         "front-disagrees-with-trials",
         _edit_trials(lambda df: df.assign(**{"val/acc": df["val/acc"] - 0.01})),
@@ -1043,3 +1096,15 @@ def test_vision_cache_key_follows_image_bytes_the_zip_directory_does_not_see(tmp
     assert cache.key(backbone, builder, corrupted) != key  # type: ignore[arg-type]
     with pytest.raises(FairsearchError, match=r"data_00001\.npz: cannot read this \.npz file.*CRC"):
         corrupted.image(0)  # and reading it says so
+
+
+def test_feasible_front_of_a_sweep_without_constraints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _results(tmp_path)
+    refused(
+        capsys,
+        tmp_path,
+        ["pareto", "results/s", "--feasible"],
+        "--feasible: results/s is a sweep without constraints; add e.g. 'constraints: {max_acc_gap: 0.02}'",
+    )
