@@ -114,6 +114,8 @@ class MOASHAScheduler(FIFOScheduler):
         ValueError: If an argument is out of range or the metrics and modes do not match.
     """
 
+    _constraints: tuple[Constraint, ...] = ()  # a scheduler pickled before constraints: none
+
     def __init__(
         self,
         metrics: Sequence[str] = ("acc", "max_acc_gap"),
@@ -312,7 +314,7 @@ class MOASHAScheduler(FIFOScheduler):
             "time_attr": self._time_attr,
             "records": {m: dict(r) for m, r in self._records.items()},
             "repeat_values": {m: dict(r) for m, r in self._repeat_values.items()},
-            "violations": {m: dict(r) for m, r in self._violations.items()},
+            "violations": {m: dict(self._violations_at(m)) for m in self._milestones},
             "stopped_at": dict(self._stopped_at),
         }
 
@@ -408,9 +410,16 @@ class MOASHAScheduler(FIFOScheduler):
         self._records[milestone][trial_id] = values
         value = result.get(self._repeat_metric) if REPEAT_METRICS[self._repeat_metric] else None
         self._repeat_values[milestone][trial_id] = math.nan if value is None else float(value)
-        self._violations[milestone][trial_id] = sum(
+        self._violations_at(milestone)[trial_id] = sum(
             max(v, 0.0) for v in violations(self._constraints, result)
         )
+
+    def _violations_at(self, milestone: float) -> dict[str, float]:
+        """The total constraint violations recorded at a rung (a scheduler pickled by a fairsearch
+        without constraints, restored on resume, starts them empty)."""
+        if "_violations" not in self.__dict__:
+            self._violations = {m: {} for m in self._milestones}
+        return self._violations.setdefault(milestone, {})
 
     def _warn_missing(self, key: str) -> None:
         if key not in self._warned_missing:
@@ -434,7 +443,7 @@ class MOASHAScheduler(FIFOScheduler):
         repeat_values = self._repeat_values[milestone]
         order = np.array([repeat_values.get(i, math.nan) for i in ids], dtype=np.float64)
         order = np.full(n, np.nan) if direction is None else (-order if direction == "max" else order)
-        violation = np.array([self._violations[milestone].get(i, 0.0) for i in ids], dtype=np.float64)
+        violation = np.array([self._violations_at(milestone).get(i, 0.0) for i in ids], dtype=np.float64)
         ranks = _feasible_first(points, self._modes, order, violation)
         spread = np.zeros(n, dtype=np.float64)
         for rank in np.unique(ranks):

@@ -458,3 +458,21 @@ def test_a_constrained_three_objective_sweep_agrees_with_optuna_and_brute_force(
     assert report.returncode == 0, report.stderr
     page = (folder / "report.html").read_text()
     assert "Constraints" in page and "worst-group accuracy (%)" in page
+
+
+def test_a_mo_asha_pickled_before_constraints_resumes_and_decides() -> None:
+    """Tune pickles the scheduler once, when the sweep starts; a sweep started by a fairsearch without
+    constraints resumes with that object, which lacks their attributes."""
+    import pickle
+
+    sched = MOASHAScheduler(
+        time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2, min_trials_per_rung=1
+    )
+    del sched.__dict__["_constraints"], sched.__dict__["_violations"]
+    old = pickle.loads(pickle.dumps(sched))
+    decisions = [
+        old.on_trial_result(None, _trial(name), {"epoch": 1, "acc": acc, "max_acc_gap": gap})
+        for name, acc, gap in [("a", 0.7, 0.1), ("b", 0.9, 0.05), ("c", 0.6, 0.2)]
+    ]
+    assert decisions == [TrialScheduler.CONTINUE, TrialScheduler.CONTINUE, TrialScheduler.STOP]
+    assert old.get_state()["violations"][1] == {"a": 0, "b": 0, "c": 0}
