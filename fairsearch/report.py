@@ -22,7 +22,7 @@ constraints the sweep was run with (:func:`fairsearch.results.read_sweep_goals`)
 Sections 3, 6 and 7 and the seed-confirmed front are about accuracy and MaxAccGap whatever the objectives:
 every trial reports both.
 
-Images are PNGs drawn with matplotlib's Agg canvas, embedded as base64 data URIs (the page needs no
+Images are PNGs drawn by :mod:`fairsearch.report_figures`, embedded as base64 data URIs (the page needs no
 network) and also written beside the HTML file.
 """
 
@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
-import itertools
 import logging
 import os
 import re
@@ -42,27 +40,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fairsearch.config import (
-    METHODS,
-    METRICS,
-    Constraints,
-    Objective,
-    Objectives,
-    objective_directions,
-    objective_reference,
-)
+from fairsearch.config import METHODS, METRICS, Constraints, Objectives
 from fairsearch.confirm import group_summary, read_confirmed, verdict
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
-from fairsearch.pareto import hypervolume
+from fairsearch.report_figures import (
+    SHORT,
+    accuracy_vs_gap,
+    arrow,
+    confirmed_figure,
+    front_figure,
+    group_figure,
+    hypervolume_figure,
+    hypervolume_progress,
+    method_of,
+    png,
+    reference_text,
+    threshold_figure,
+)
 from fairsearch.results import (
     FEASIBLE_FRONT,
-    SEARCH_FRONT,
     constraint_lines,
     feasible_mask,
     fmt_ci,
@@ -90,26 +91,14 @@ logger = logging.getLogger(__name__)
 ACC_TOLERANCE = 0.01
 """A fair trial counts as "equal-or-better accuracy" when within this much (one point) of vanilla's."""
 FAIR_METHODS = tuple(name for name, spec in METHODS.items() if spec.is_fair)
-METHOD_COLOURS = {"vanilla": "#7f7f7f", "fr": "#1f77b4", "gr": "#ff7f0e", "hybrid": "#2ca02c"}
-EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
 MAX_MEMBERS_PER_CHART = 8
 _GROUP_ACC = re.compile(r"^val/acc/(?P<grouping>[^/]+)/(?P<group>.+)$")
-ACC_METRIC, GAP_METRIC = METRICS["acc"], METRICS["max_acc_gap"]
-ACC, GAP = ACC_METRIC.column, GAP_METRIC.column
-"""``val/acc`` and ``val/max_acc_gap``: every trial reports both, so the comparison to vanilla, the
-per-group bars and the thresholded and confirmed fronts use them whatever the sweep's objectives; the
-sweep's own front and hypervolume use its objectives."""
-_SHORT = {
-    "acc": "acc",
-    "max_acc_gap": "gap",
-    "worst_group_acc": "worst group",
-    "auc": "AUC",
-    "es_auc": "ES-AUC",
-}
-"""How the tables' headings name a metric."""
+ACC, GAP = METRICS["acc"].column, METRICS["max_acc_gap"].column
+"""``val/acc`` and ``val/max_acc_gap``: every trial reports both, so the comparison to vanilla uses them
+whatever the sweep's objectives (as do the per-group, thresholded and confirmed figures of
+:mod:`fairsearch.report_figures`); the sweep's own front and hypervolume use its objectives."""
 _TEST_KEYS = ("acc", "max_acc_gap", "worst_group_acc")
 """The test-split columns every front table shows (each objective's follows when not among them)."""
-CONSTRAINT_COLOUR = "#d62728"
 CONFIRMED_CAPTION = (
     "Seed-confirmed front: each member's mean over its seeds on validation (circles) and test (diamonds), "
     "with across-seed 95 % intervals"
@@ -138,10 +127,6 @@ class Comparison:
     best_fair: pd.Series | None
     reduction_pct: float | None
     sentence: str
-
-
-def _method(row: pd.Series) -> str:
-    return str(row.get("param/method", "?"))
 
 
 def _completed(trials: pd.DataFrame) -> pd.DataFrame:
@@ -193,7 +178,7 @@ def compare_to_vanilla(trials: pd.DataFrame, tolerance: float = ACC_TOLERANCE) -
         )
         return Comparison(vanilla, fair, None, None, sentence)
     best = min(found, key=lambda r: (float(r[GAP]), -float(r[ACC]), int(r["number"])))
-    b_desc = f"{_method(best)} (trial {best['number']}: accuracy {fmt_pct(best[ACC])} %, MaxAccGap {fmt_pct(best[GAP])} %)"
+    b_desc = f"{method_of(best)} (trial {best['number']}: accuracy {fmt_pct(best[ACC])} %, MaxAccGap {fmt_pct(best[GAP])} %)"
     v_gap = float(vanilla[GAP])
     if v_gap <= 0:
         sentence = f"The best {v_desc} already has no gap; the best fair trial is {b_desc}."
@@ -207,171 +192,16 @@ def compare_to_vanilla(trials: pd.DataFrame, tolerance: float = ACC_TOLERANCE) -
     return Comparison(vanilla, fair, best, reduction, sentence)
 
 
-# ------------------------------------------------------------------------------------------- figures
-
-
-def _colour(method: str, methods: Sequence[str]) -> str:
-    if method in METHOD_COLOURS:
-        return METHOD_COLOURS[method]
-    others = sorted(m for m in methods if m not in METHOD_COLOURS)
-    return EXTRA_COLOURS[others.index(method) % len(EXTRA_COLOURS)] if method in others else "#000000"
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def _front_figure(
-    trials: pd.DataFrame, front: pd.DataFrame, objectives: Objectives, constraints: Constraints
-) -> Figure:
-    """The sweep's objectives, one panel per pair (one panel for two objectives, three for three).
-
-    Each panel shows every trial's validation point by method (hollow: not completed), a grey × on each
-    completed trial that misses a constraint, the front members ringed and numbered with their test points
-    and 95 % intervals, and a constraint on either axis as a dashed line at its bound; with two objectives
-    the front is drawn as a staircase. The default objectives keep their accuracy-vs.-MaxAccGap titles.
-    """
-    pairs = [_axes_pair(a, b) for a, b in itertools.combinations(objectives, 2)]
-    single = len(pairs) == 1
-    fig = Figure(figsize=(7.5, 5.2) if single else (5.2 * len(pairs), 4.8))
-    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
-    for ax, (x, y) in zip(axes, pairs, strict=True):
-        _panel(ax, trials, front, x, y, constraints)
-        if single:
-            _staircase(ax, front, trials, x, y)
-        ax.set_xlabel(_axis_label(x))
-        ax.set_ylabel(_axis_label(y))
-    if _accuracy_vs_gap(objectives):
-        axes[0].set_xlabel("MaxAccGap (%)  ← fairer")
-        axes[0].set_ylabel("accuracy (%)  ↑ better")
-        axes[0].set_title("Accuracy vs. MaxAccGap: validation (dots), test split (diamonds)")
-    elif single:
-        x, y = pairs[0]
-        axes[0].set_title(f"{y.label} vs. {x.label}: validation (dots), test split (diamonds)")
-    else:
-        fig.suptitle(
-            f"The {len(objectives)} objectives pair by pair: validation (dots), test split (diamonds)"
-        )
-    if single:
-        axes[0].legend(loc="best", fontsize=8)
-    else:
-        _figure_legend(fig, axes)
-    return fig
-
-
-def _accuracy_vs_gap(objectives: Objectives) -> bool:
-    """Whether the objectives are the default pair, accuracy and MaxAccGap (drawn as they always were)."""
-    return {o.key for o in objectives} == {ACC_METRIC.key, GAP_METRIC.key}
-
-
-def _axes_pair(a: Objective, b: Objective) -> tuple[Objective, Objective]:
-    """``(x, y)`` of a panel: a minimised objective against a maximised one goes on x (MaxAccGap across,
-    accuracy up, as in the default figure); otherwise the later objective goes on x."""
-    return (a, b) if a.direction == "min" and b.direction == "max" else (b, a)
-
-
-def _axis_label(objective: Objective) -> str:
-    """``worst-group accuracy (%) ↑``: the objective and its better direction."""
-    return f"{objective.label} (%) {_arrow(objective)}"
-
-
-def _arrow(objective: Objective) -> str:
-    return "↑" if objective.direction == "max" else "↓"
+# ------------------------------------------------------------------------------- captions, front members
 
 
 def _goals(objectives: Objectives) -> str:
     """``accuracy ↑, MaxAccGap ↓``."""
-    return ", ".join(f"{o.label} {_arrow(o)}" for o in objectives)
-
-
-def _values(df: pd.DataFrame, column: str) -> np.ndarray:
-    """``[N]`` floats of a column, NaN where it is absent."""
-    return df[column].to_numpy(dtype=float) if column in df else np.full(len(df), np.nan)
-
-
-def _methods(df: pd.DataFrame) -> list[str]:
-    return sorted(df["param/method"].astype(str).unique()) if "param/method" in df else ["?"]
-
-
-def _misses(df: pd.DataFrame) -> np.ndarray:
-    """Bool ``[N]``: the rows marked as missing a constraint (``feasible`` false; null is not a miss)."""
-    if "feasible" not in df:
-        return np.zeros(len(df), dtype=bool)
-    return df["feasible"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool)
-
-
-def _panel(
-    ax: Any, trials: pd.DataFrame, front: pd.DataFrame, x: Objective, y: Objective, constraints: Constraints
-) -> None:
-    """One pair of objectives in percent (see :func:`_front_figure`)."""
-    scored = trials[np.isfinite(_values(trials, x.column)) & np.isfinite(_values(trials, y.column))]
-    methods = _methods(scored)
-    for method in methods:
-        rows = scored[scored["param/method"].astype(str) == method] if "param/method" in scored else scored
-        colour = _colour(method, methods)
-        done, other = rows[rows["status"] == "completed"], rows[rows["status"] != "completed"]
-        ax.scatter(100 * done[x.column], 100 * done[y.column], s=28, color=colour, alpha=0.75, label=method)
-        ax.scatter(100 * other[x.column], 100 * other[y.column], s=28, facecolors="none", edgecolors=colour)
-    if (scored["status"] != "completed").any():
-        ax.scatter([], [], s=28, facecolors="none", edgecolors="0.3", label="not completed (latest epoch)")
-    missed = scored[_misses(scored)]
-    if len(missed):
-        ax.scatter(100 * missed[x.column], 100 * missed[y.column], s=46, marker="x", color="0.25", lw=1.3,
-                   label="misses a constraint")  # fmt: skip
-    for c in constraints:
-        if c.key in (x.key, y.key):
-            line = ax.axvline if c.key == x.key else ax.axhline
-            line(100 * c.bound, ls="--", lw=1.1, color=CONSTRAINT_COLOUR, label=f"constraint {c.label}")
-    _front_members(ax, front, x, y, methods)
-    ax.grid(alpha=0.3)
-
-
-def _front_members(ax: Any, front: pd.DataFrame, x: Objective, y: Objective, methods: Sequence[str]) -> None:
-    """The front members ringed and numbered, and their test-split points with 95 % intervals."""
-    if front.empty:
-        return
-    xs, ys = 100 * _values(front, x.column), 100 * _values(front, y.column)
-    ax.scatter(xs, ys, s=70, facecolors="none", edgecolors="black", lw=1.4, label="Pareto front (val)")
-    for number, px, py in zip(front["number"], xs, ys, strict=True):
-        ax.annotate(f"#{number}", (px, py), xytext=(4, 5), textcoords="offset points", fontsize=7)
-    if f"test/{x.key}" in front and f"test/{y.key}" in front:
-        for _, row in front.iterrows():
-            _test_point(ax, row, _colour(_method(row), methods), x, y)
-        ax.errorbar(
-            [], [], xerr=[], yerr=[], fmt="D", color="0.3", ms=5, label="front on test split, 95 % CI"
-        )
-
-
-def _staircase(ax: Any, front: pd.DataFrame, trials: pd.DataFrame, x: Objective, y: Objective) -> None:
-    """A two-objective front as the edge of the region its members dominate, out past the farthest trial
-    (rightwards when x is minimised, leftwards when it is maximised)."""
-    if front.empty:
-        return
-    ordered = front.sort_values([x.column, y.column], ascending=[True, y.direction == "min"])
-    xs, ys = 100 * _values(ordered, x.column), 100 * _values(ordered, y.column)
-    every = 100 * _values(trials, x.column)
-    if x.direction == "min":
-        edge = max(float(np.nanmax(every)), xs[-1]) * 1.05 + 0.5
-        ax.step(np.append(xs, edge), np.append(ys, ys[-1]), where="post", color="black", lw=1.2)
-    else:
-        edge = min(float(np.nanmin(every)), xs[0]) * 0.95 - 0.5
-        ax.step(np.insert(xs, 0, edge), np.insert(ys, 0, ys[0]), where="pre", color="black", lw=1.2)
-
-
-def _figure_legend(fig: Figure, axes: Sequence[Any]) -> None:
-    """One legend under the panels, each label once."""
-    entries: dict[str, Any] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            entries.setdefault(label, handle)
-    fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(len(entries), 4), fontsize=8)  # fmt: skip
+    return ", ".join(f"{o.label} {arrow(o)}" for o in objectives)
 
 
 def _front_caption(objectives: Objectives, constraints: Constraints) -> str:
-    if _accuracy_vs_gap(objectives):
+    if accuracy_vs_gap(objectives):
         caption = FRONT_CAPTION
     else:
         caption = (
@@ -390,70 +220,14 @@ def _front_caption(objectives: Objectives, constraints: Constraints) -> str:
     return caption
 
 
-def _test_point(ax: Any, row: pd.Series, colour: str, x: Objective, y: Objective) -> None:
-    """A member's test-split point (diamond, 95 % intervals where the metric has them), dotted from its
-    validation point."""
-    tx, ty = row.get(f"test/{x.key}"), row.get(f"test/{y.key}")
-    if tx is None or ty is None or pd.isna(tx) or pd.isna(ty):
-        return
-
-    def err(key: str, centre: float) -> list[list[float]] | None:
-        low, high = row.get(f"test/{key}_ci_low"), row.get(f"test/{key}_ci_high")
-        if low is None or high is None or pd.isna(low) or pd.isna(high):
-            return None
-        return [[100 * max(centre - float(low), 0.0)], [100 * max(float(high) - centre, 0.0)]]
-
-    ax.plot([100 * float(row[x.column]), 100 * float(tx)], [100 * float(row[y.column]), 100 * float(ty)],
-            ":", color=colour, lw=0.8)  # fmt: skip
-    ax.errorbar(
-        [100 * float(tx)], [100 * float(ty)], xerr=err(x.key, float(tx)), yerr=err(y.key, float(ty)),
-        fmt="D", color=colour, ms=5, elinewidth=1, capsize=2, alpha=0.9,
-    )  # fmt: skip
-
-
-def _hypervolume_progress(trials: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
-    """Finished trials in finishing order with the hypervolume (on the sweep's objectives) of the front of
-    those finished so far."""
-    finished = trials[trials["status"].isin(["completed", "failed"]) | trials["finished_at"].notna()]
-    finished = finished.sort_values(["finished_at", "number"], na_position="last", kind="stable")
-    ok = (finished["status"] == "completed").to_numpy()
-    points = np.stack([_values(finished, o.column) for o in objectives], 1)
-    points[~ok] = np.nan
-    directions, reference = objective_directions(objectives), objective_reference(objectives)
-    hv = [hypervolume(points[: k + 1], directions, reference) for k in range(len(finished))]
-    return pd.DataFrame({"number": finished["number"].to_numpy(), "hypervolume": hv, "failed": ~ok})
-
-
-def _reference_text(objectives: Objectives) -> str:
-    """``acc 0, gap 1``: the hypervolume's reference point, each objective's worst value."""
-    return ", ".join(f"{_SHORT.get(o.key, o.key)} {o.reference:g}" for o in objectives)
-
-
 def _hypervolume_caption(objectives: Objectives, constraints: Constraints) -> str:
     caption = (
         f"Hypervolume of the front of the trials finished so far, on validation {_goals(objectives)}, against the "
-        f"reference point ({_reference_text(objectives)}): each objective's worst value"
+        f"reference point ({reference_text(objectives)}): each objective's worst value"
     )
     return caption + (
         "; over every completed trial, whether it meets the constraints or not" if constraints else ""
     )
-
-
-def _hypervolume_figure(progress: pd.DataFrame, objectives: Objectives) -> Figure:
-    fig = Figure(figsize=(7.5, 3.4))
-    ax = fig.add_subplot()
-    x = np.arange(1, len(progress) + 1)
-    hv, failed = progress["hypervolume"].to_numpy(float), progress["failed"].to_numpy(bool)
-    ax.step(x, hv, where="post", color="black")
-    ax.plot(x[~failed], hv[~failed], "o", ms=3, color="black", label="trial completed")
-    if failed.any():
-        ax.plot(x[failed], hv[failed], "x", ms=7, color="#d62728", label="trial failed")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlabel("trials finished (in finishing order)")
-    ax.set_ylabel(f"hypervolume, ref. ({_reference_text(objectives)})")
-    ax.set_title("Hypervolume of the validation front as the sweep progressed")
-    ax.grid(alpha=0.3)
-    return fig
 
 
 def _groupings(front: pd.DataFrame) -> dict[str, list[str]]:
@@ -471,32 +245,6 @@ def _members(front: pd.DataFrame) -> pd.DataFrame:
         return front
     keep = np.unique(np.linspace(0, len(front) - 1, MAX_MEMBERS_PER_CHART).round().astype(int))
     return front.iloc[keep]
-
-
-def _group_figure(members: pd.DataFrame, grouping: str, groups: list[str]) -> Figure:
-    """Grouped bars: accuracy of each group (x) for each front member (one bar colour per member)."""
-    fig = Figure(figsize=(max(6.0, 1.3 * len(groups) + 3.0), 4.2))
-    ax = fig.add_subplot()
-    width = 0.8 / max(len(members), 1)
-    palette = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, max(len(members), 1)))
-    for i, (_, row) in enumerate(members.iterrows()):
-        accs = [100 * float(row.get(f"val/acc/{grouping}/{g}", np.nan)) for g in groups]
-        gap = row.get(f"val/max_acc_gap/{grouping}", np.nan)
-        label = f"trial {row['number']} {_method(row)} (acc {fmt_pct(row[ACC])}, gap here {fmt_pct(gap)})"
-        x = np.arange(len(groups)) + (i - (len(members) - 1) / 2) * width
-        bars = ax.bar(x, accs, width, label=label, color=palette[i])
-        ax.bar_label(bars, fmt="%.1f", fontsize=6, rotation=90 if len(members) > 3 else 0, padding=2)
-    sizes = [members.get(f"val/n/{grouping}/{g}", pd.Series(dtype=float)).dropna() for g in groups]
-    labels = [
-        f"{g}\n(n={int(s.iloc[0])})" if len(s) else f"{g}\n(n=?)" for g, s in zip(groups, sizes, strict=True)
-    ]
-    ax.set_xticks(np.arange(len(groups)), labels)
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_ylim(0, 112)
-    ax.set_title(f"Accuracy per {grouping} group, front members")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-    return fig
 
 
 # ------------------------------------------------------------------------------------------- HTML
@@ -552,13 +300,13 @@ def _front_table(
     tested = [*_TEST_KEYS, *(o.key for o in objectives if o.key not in _TEST_KEYS)]
     meets = meets and "feasible" in front
     header = ["trial", "method", *(c[len("param/") :] for c in params)]
-    header += [f"val {_SHORT.get(o.key, o.key)} %" for o in objectives] + (
+    header += [f"val {SHORT.get(o.key, o.key)} %" for o in objectives] + (
         ["meets constraints"] if meets else []
     )
-    header += [f"test {_SHORT.get(k, k)} % [95 % CI]" for k in tested] + ["epochs"]
+    header += [f"test {SHORT.get(k, k)} % [95 % CI]" for k in tested] + ["epochs"]
     rows = []
     for _, row in front.iterrows():
-        cells = [str(row["number"]), _method(row), *(_param(row[c], c[len("param/") :]) for c in params)]
+        cells = [str(row["number"]), method_of(row), *(_param(row[c], c[len("param/") :]) for c in params)]
         cells += [fmt_pct(row.get(o.column)) for o in objectives]
         cells += [_yes_no(row.get("feasible"))] if meets else []
         cells += [_ci(row, key) for key in tested] + [f"{float(row['epochs_done']):g}"]
@@ -696,30 +444,30 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
     thresholded = any(len(fronts[name]) for name in THRESHOLD_FRONTS)
     out = Path(out) if out is not None else folder / "report.html"
     _check_out(out)
-    progress = _hypervolume_progress(trials, objectives)
+    progress = hypervolume_progress(trials, objectives)
     figures: list[tuple[str, str, Figure]] = [
         (
             "pareto_front",
             _front_caption(objectives, constraints),
-            _front_figure(trials, front, objectives, constraints),
+            front_figure(trials, front, objectives, constraints),
         ),
         (
             "hypervolume",
             _hypervolume_caption(objectives, constraints),
-            _hypervolume_figure(progress, objectives),
+            hypervolume_figure(progress, objectives),
         ),
     ]
     members = _members(front)
     for grouping, groups in _groupings(front).items():
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", grouping)
         caption = f"Validation accuracy per {grouping} group (n = validation samples) for the front members"
-        figures.append((f"groups-{safe}", caption, _group_figure(members, grouping, groups)))
+        figures.append((f"groups-{safe}", caption, group_figure(members, grouping, groups)))
     if thresholded:
-        figures.append(("threshold_fronts", THRESHOLD_CAPTION, _threshold_figure(fronts)))
+        figures.append(("threshold_fronts", THRESHOLD_CAPTION, threshold_figure(fronts)))
     _, confirmed = read_confirmed(folder)
     if len(confirmed):
-        figures.append(("confirmed_front", CONFIRMED_CAPTION, _confirmed_figure(confirmed)))
-    pngs = [(f"{out.stem}-{key}.png", _png(fig), caption) for key, caption, fig in figures]
+        figures.append(("confirmed_front", CONFIRMED_CAPTION, confirmed_figure(confirmed)))
+    pngs = [(f"{out.stem}-{key}.png", png(fig), caption) for key, caption, fig in figures]
     images = [_figure_html(data, name, caption) for name, data, caption in pngs]
     extra = int(thresholded) + int(len(confirmed) > 0)
     section = ""
@@ -750,31 +498,6 @@ THRESHOLD_CAPTION = (
     "The trained front, the front of thresholded vanilla trials and the combined front: validation "
     "staircases (circles) and each member's test-split point with 95 % intervals (diamonds)"
 )
-_FRONT_COLOURS = {SEARCH_FRONT: "black", THRESHOLD_FRONTS[0]: "#1f77b4", THRESHOLD_FRONTS[1]: "#d62728"}
-
-
-def _threshold_figure(fronts: dict[str, pd.DataFrame]) -> Figure:
-    """The three fronts' validation staircases and their members' test points with 95 % intervals."""
-    fig = Figure(figsize=(7.5, 5.2))
-    ax = fig.add_subplot()
-    right = 100 * max(float(f[GAP].max()) for f in fronts.values() if len(f)) * 1.05 + 0.5
-    for name, front in fronts.items():
-        if front.empty:
-            continue
-        colour, ordered = _FRONT_COLOURS[name], front.sort_values([GAP, ACC], ascending=[True, False])
-        gaps, accs = 100 * ordered[GAP].to_numpy(float), 100 * ordered[ACC].to_numpy(float)
-        ax.step(np.append(gaps, right), np.append(accs, accs[-1]), where="post", color=colour, lw=1.2)
-        ax.scatter(
-            gaps, accs, s=40, facecolors="none", edgecolors=colour, label=f"{FRONT_TITLES[name]} (val)"
-        )
-        for _, row in ordered.iterrows():
-            _test_point(ax, row, colour, GAP_METRIC, ACC_METRIC)
-    ax.set_xlabel("MaxAccGap (%)  ← fairer")
-    ax.set_ylabel("accuracy (%)  ↑ better")
-    ax.set_title("Trained vs. thresholded: validation fronts (circles), test split (diamonds)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    return fig
 
 
 def _threshold_html(fronts: dict[str, pd.DataFrame], image: str) -> str:
@@ -822,46 +545,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _confirmed_figure(confirmed: pd.DataFrame) -> Figure:
-    """Each confirmed member's seed means, validation (circles) and test (diamonds), with across-seed
-    95 % intervals and a dotted line from one to the other."""
-    fig = Figure(figsize=(7.5, 5.0))
-    ax = fig.add_subplot()
-    methods = sorted({_method(r) for _, r in confirmed.iterrows()})
-    for _, row in confirmed.iterrows():
-        colour = _colour(_method(row), methods)
-        for split, marker in (("val", "o"), ("test", "D")):
-            acc, gap = row.get(f"{split}/acc"), row.get(f"{split}/max_acc_gap")
-            if acc is None or gap is None or pd.isna(acc) or pd.isna(gap):
-                continue
-            ax.errorbar(
-                [100 * gap], [100 * acc], xerr=_seed_err(row, f"{split}/max_acc_gap"),
-                yerr=_seed_err(row, f"{split}/acc"), fmt=marker, color=colour, ms=6, capsize=2,
-                mfc="none" if split == "val" else colour,
-            )  # fmt: skip
-        ax.annotate(f"#{row['number']} ({int(row['n_seeds'])} seeds)", (100 * row[GAP], 100 * row[ACC]),
-                    xytext=(4, 5), textcoords="offset points", fontsize=7)  # fmt: skip
-        if pd.notna(row.get("test/acc")) and pd.notna(row.get("test/max_acc_gap")):
-            ax.plot([100 * row[GAP], 100 * row["test/max_acc_gap"]], [100 * row[ACC], 100 * row["test/acc"]],
-                    ":", color=colour, lw=0.8)  # fmt: skip
-    for method in methods:
-        ax.plot([], [], "s", color=_colour(method, methods), label=method)
-    ax.set_xlabel("MaxAccGap (%)  ← fairer")
-    ax.set_ylabel("accuracy (%)  ↑ better")
-    ax.set_title("Seed-confirmed front: validation means (circles), test means (diamonds)")
-    ax.ticklabel_format(useOffset=False)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    return fig
-
-
-def _seed_err(row: pd.Series, key: str) -> list[list[float]] | None:
-    low, high, centre = row.get(f"{key}_seeds_low"), row.get(f"{key}_seeds_high"), row.get(key)
-    if low is None or high is None or pd.isna(low) or pd.isna(high):
-        return None
-    return [[100 * max(centre - low, 0.0)], [100 * max(high - centre, 0.0)]]
-
-
 def _seed_ci(row: pd.Series, key: str) -> str:
     point, low, high = row.get(key), row.get(f"{key}_seeds_low"), row.get(f"{key}_seeds_high")
     if low is None or high is None or pd.isna(low) or pd.isna(high):
@@ -874,10 +557,10 @@ def _confirmed_html(confirmed: pd.DataFrame, image: str) -> str:
     rows = []
     for _, row in confirmed.iterrows():
         judged = "-"
-        if len(vanillas) and _method(row) != "vanilla":
+        if len(vanillas) and method_of(row) != "vanilla":
             judged = f"vs #{vanillas.iloc[0]['number']}: {verdict(row, vanillas.iloc[0])}"
         rows.append(
-            [str(row["number"]), _method(row), str(int(row["n_seeds"])), _seed_ci(row, "val/acc"),
+            [str(row["number"]), method_of(row), str(int(row["n_seeds"])), _seed_ci(row, "val/acc"),
              _seed_ci(row, "val/max_acc_gap"), _seed_ci(row, "test/acc"), _seed_ci(row, "test/max_acc_gap"),
              f"{fmt_pct(row.get('val/max_acc_gap'))} → {fmt_pct(row.get('test/max_acc_gap'))}",
              group_summary(row), judged]
@@ -921,7 +604,7 @@ def _page(
             f'<p class="note">{unfinished} trial(s) not finished: the sweep is still running or was interrupted. '
             "This report shows the trials recorded so far; run it again later for the rest.</p>"
         )
-    default = _accuracy_vs_gap(objectives)
+    default = accuracy_vs_gap(objectives)
     body += [
         "<h2>Accuracy vs. fairness</h2>" if default else "<h2>The objectives, pair by pair</h2>",
         images[0],

@@ -15,13 +15,8 @@ from scored_sweeps import write_scored_sweep
 from fairsearch.config import OBJECTIVES, Constraint, objectives_named
 from fairsearch.confirm import ConfirmPlan, read_confirmed, write_confirmation
 from fairsearch.errors import FairsearchError
-from fairsearch.report import (
-    FRONT_CAPTION,
-    _front_figure,
-    _hypervolume_progress,
-    compare_to_vanilla,
-    write_report,
-)
+from fairsearch.report import FRONT_CAPTION, compare_to_vanilla, write_report
+from fairsearch.report_figures import front_figure, hypervolume_progress
 from fairsearch.results import (
     FEASIBLE_FRONT,
     TrialRecord,
@@ -250,7 +245,7 @@ def test_compare_to_vanilla_plain_sentences() -> None:
 def test_hypervolume_progress_follows_finishing_order() -> None:
     records, _ = sweep_records()
     trials = trials_frame(records)
-    progress = _hypervolume_progress(trials, OBJECTIVES)
+    progress = hypervolume_progress(trials, OBJECTIVES)
     assert progress["number"].tolist() == FINISH_ORDER
     hv = progress["hypervolume"].to_numpy()
     assert np.all(np.diff(hv) >= -1e-12)
@@ -365,7 +360,7 @@ def three_objectives(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, st
 def test_three_objectives_are_drawn_pair_by_pair(three_objectives: tuple[Path, str, ReportParser]) -> None:
     folder, text, parser = three_objectives
     trials, front = read_results(folder)
-    fig = _front_figure(trials, front, THREE, (Constraint("worst_group_acc", 0.8, "min"),))
+    fig = front_figure(trials, front, THREE, (Constraint("worst_group_acc", 0.8, "min"),))
     labels = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes]
     assert labels == [
         ("worst-group accuracy (%) ↑", "accuracy (%) ↑"),
@@ -400,7 +395,7 @@ def test_three_objective_front_table_and_hypervolume(
     col = header.index("test worst group % [95 % CI]")
     assert all(r[col].count("[") == 1 for r in rows)  # the test split keeps its intervals
     trials, _ = read_results(folder)
-    progress = _hypervolume_progress(trials, THREE)
+    progress = hypervolume_progress(trials, THREE)
     assert progress["hypervolume"].iloc[-1] == pytest.approx(front_hypervolume(trials, THREE))
     assert progress["hypervolume"].iloc[-1] != pytest.approx(front_hypervolume(trials))
     assert "against the reference point (acc 0, worst group 0, gap 1)" in text
@@ -411,7 +406,7 @@ def test_two_other_objectives_get_one_panel_with_a_staircase() -> None:
     trials = trials_frame(records)
     objectives = objectives_named(["acc", "worst_group_acc"])
     front = pareto_frame(trials, {}, objectives)
-    (ax,) = _front_figure(trials, front, objectives, ()).axes
+    (ax,) = front_figure(trials, front, objectives, ()).axes
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("worst-group accuracy (%) ↑", "accuracy (%) ↑")
     (stairs,) = [ln for ln in ax.get_lines() if ln.get_drawstyle().startswith("steps")]
     # both maximised: the dominated region lies left and below, so the staircase runs out to the left
@@ -458,7 +453,7 @@ def test_front_figure_crosses_out_trials_that_miss_a_constraint(tmp_path: Path) 
     records, test = sweep_records()
     write_results(tmp_path / "s", records, test, OBJECTIVES, CONSTRAINTS)
     trials, front = read_results(tmp_path / "s")
-    (ax,) = _front_figure(trials, front, OBJECTIVES, CONSTRAINTS).axes
+    (ax,) = front_figure(trials, front, OBJECTIVES, CONSTRAINTS).axes
     crossed = [c for c in ax.collections if c.get_label() == "misses a constraint"]
     assert len(crossed) == 1
     done = completed_frame()
