@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import socket
@@ -190,7 +191,11 @@ def run_sweep(
 
     if resuming:
         logger.info("resuming sweep %r from %s", spec.name, experiment)
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        try:
+            tuner = _restore(experiment, trainable)
+        except FairsearchError:
+            claim.release()
+            raise
     else:
         scheduler = scheduler_from_settings(
             spec.scheduler or {},
@@ -264,7 +269,7 @@ def _confirm(
         tune.with_parameters(confirm_trainable, state_root=f"{experiment}/{STATE_FOLDER}"), dict(resources)
     )
     if tune.Tuner.can_restore(experiment):
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        tuner = _restore(experiment, trainable)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -283,6 +288,19 @@ def _confirm(
     runs, confirmed = read_confirmed(results_dir)
     ended = int(runs["status"].isin(["completed", "failed"]).sum()) if len(runs) else 0
     return replace(outcome, confirmed=confirmed, unconfirmed=max(len(plan.runs) - ended, 0))
+
+
+def _restore(experiment: str, trainable: Any) -> tune.Tuner:
+    """Tune's saved experiment, or a clear refusal when it cannot be read: its pickles name classes of
+    the fairsearch or Ray that wrote them, and one from another version may not load here."""
+    try:
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    except (ImportError, AttributeError, pickle.UnpicklingError, EOFError) as err:
+        raise FairsearchError(
+            f"{experiment}: its saved state was written by another version of fairsearch or Ray and cannot "
+            f"be read here ({type(err).__name__}: {_short(str(err))}); run with --restart to start the "
+            "sweep over, or --name to start one beside it"
+        ) from None
 
 
 def _confirm_experiment(storage_root: str, name: str) -> str:

@@ -128,3 +128,21 @@ def test_trials_shut_down_by_ctrl_c_read_interrupted_not_completed(tmp_path: obj
     old.on_experiment_end(trials)
     legacy = pd.read_parquet(Path(str(tmp_path)) / "trials.parquet").set_index("trial_id")["status"]
     assert legacy["cut"] == "stopped"  # epochs 1 of 2 and TERMINATED: the old reading
+
+
+def test_a_saved_experiment_another_version_wrote_is_refused_with_a_way_out(tmp_path: object) -> None:
+    """Tune pickles the Tuner; one that names a module this fairsearch no longer has (a sweep made before
+    ``fairsearch.resume`` was removed) cannot be restored, and the run says so instead of a traceback."""
+    from pathlib import Path
+
+    from fairsearch.sweep import _restore
+
+    experiment = Path(str(tmp_path)) / "old"
+    experiment.mkdir()
+    (experiment / "tuner.pkl").write_bytes(b"cfairsearch.resume\nResumeCallback\n.")  # protocol 0: a global
+    with pytest.raises(
+        FairsearchError,
+        match=r"old: its saved state was written by another version of fairsearch or Ray and cannot be read "
+        r"here \(ModuleNotFoundError: No module named 'fairsearch.resume'\); run with --restart",
+    ):
+        _restore(str(experiment), lambda config: None)
