@@ -23,6 +23,7 @@ Pure pandas/numpy: the Ray side is in :mod:`fairsearch.sweep`. Files, in the swe
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -38,6 +39,7 @@ from scipy import stats
 
 from fairsearch.config import (
     OBJECTIVES,
+    Constraints,
     Objectives,
     objective_directions,
     objective_keys,
@@ -50,6 +52,7 @@ from fairsearch.results import (
     PARETO_FILE,
     TrialRecord,
     aligned_rows,
+    feasible_mask,
     read_front,
     read_parquet_metadata,
     read_results,
@@ -58,6 +61,8 @@ from fairsearch.results import (
     write_parquet_atomic,
 )
 from fairsearch.threshold_fronts import THRESHOLD_FRONTS
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIRMED_FRONT",
@@ -176,6 +181,7 @@ def make_plan(
     max_trials: int,
     read_test: Callable[[str], Mapping[str, float]],
     objectives: Objectives = OBJECTIVES,
+    constraints: Constraints = (),
 ) -> ConfirmPlan:
     """The candidates of a finished search and one run per (candidate, extra seed).
 
@@ -185,8 +191,17 @@ def make_plan(
         max_trials: the most candidates.
         read_test: a checkpoint's test metrics from its path or URI (``trials.parquet``'s ``checkpoint``).
         objectives: the sweep's objectives.
+        constraints: the sweep's constraints: the candidates are drawn from the trials that meet them all
+            (from every trial, with a warning, when none does).
     """
-    numbers = candidates(trials, max_trials, objectives)
+    pool = trials
+    if constraints:
+        meets = feasible_mask(trials, constraints) & (trials["status"] == "completed").to_numpy(bool)
+        if meets.any():
+            pool = trials[meets]
+        else:
+            logger.warning("no trial meets the constraints: the confirmation candidates are drawn from all")
+    numbers = candidates(pool, max_trials, objectives)
     rows = trials.set_index("number")
     runs, tests = [], {}
     for number in numbers:

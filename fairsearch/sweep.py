@@ -252,7 +252,12 @@ def _confirm(
     if plan is None:  # made once: a resumed sweep confirms the same candidates
         trials, _ = read_results(results_dir)
         plan = make_plan(
-            trials, spec.confirm_seeds, spec.confirm_max_trials, read_test_metrics_at, spec.objectives
+            trials,
+            spec.confirm_seeds,
+            spec.confirm_max_trials,
+            read_test_metrics_at,
+            spec.objectives,
+            spec.constraints,
         )
         write_plan(results_dir, plan)
         logger.info(

@@ -476,3 +476,32 @@ def test_a_mo_asha_pickled_before_constraints_resumes_and_decides() -> None:
     ]
     assert decisions == [TrialScheduler.CONTINUE, TrialScheduler.CONTINUE, TrialScheduler.STOP]
     assert old.get_state()["violations"][1] == {"a": 0, "b": 0, "c": 0}
+
+
+# ------------------------------------------------------------------------------------------ confirmation
+def test_confirmation_candidates_meet_the_constraints_and_follow_the_objectives() -> None:
+    from fairsearch.confirm import make_plan
+
+    trials = pd.DataFrame(
+        {
+            "trial_id": [f"t{i}" for i in range(4)],
+            "number": range(4),
+            "status": ["completed"] * 4,
+            "param/method": ["vanilla"] * 4,
+            "param/seed": [0] * 4,
+            "val/acc": [0.95, 0.80, 0.85, 0.70],
+            "val/worst_group_acc": [0.60, 0.75, 0.70, 0.72],
+            "val/max_acc_gap": [0.30, 0.05, 0.08, 0.02],
+            "checkpoint": [None] * 4,
+        }
+    )
+    gap = (Constraint("max_acc_gap", 0.1, "max"),)
+    # unconstrained, the front on (acc, gap) is 0, 2, 1, 3; constrained, trial 0 (gap 0.30) is left out
+    assert make_plan(trials, 1, 8, lambda p: {}).candidates == (0, 2, 1, 3)
+    assert make_plan(trials, 1, 8, lambda p: {}, OBJECTIVES, gap).candidates == (2, 1, 3)
+    # on (worst group, gap) trial 2 is dominated by trial 1
+    pair = objectives_named(["worst_group_acc", "max_acc_gap"])
+    assert make_plan(trials, 1, 8, lambda p: {}, pair, gap).candidates == (1, 3)
+    # a constraint no trial meets: every trial is a candidate source again
+    none_meet = (Constraint("max_acc_gap", 0.01, "max"),)
+    assert make_plan(trials, 1, 8, lambda p: {}, OBJECTIVES, none_meet).candidates == (0, 2, 1, 3)
