@@ -122,6 +122,7 @@ class SweepSearch(OptunaSearch):
         super().__init__(**kwargs)
         self.constraint_values = constraint_values
         self.numbers: dict[str, int] = {}  # Tune's trial id -> Optuna's trial number, kept with the searcher
+        self.study_name, self.study_storage = kwargs.get("study_name"), kwargs.get("storage")
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
@@ -131,9 +132,24 @@ class SweepSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = getattr(self, "numbers", {}).get(trial_id)  # a searcher saved before numbers were kept: none
+        if number is not None and self._told(number):
+            # A trial that ended just before a driver kill, while Tune's last snapshot still saw it running:
+            # Tune ran it again (it re-sent its reports) and ends it again. Optuna keeps the first telling.
+            logger.debug("Optuna trial %d was told before the sweep resumed; not told again", number)
+            return
         if self.constraint_values is not None and result and number is not None:
             self.constraint_values.record(number, result)
         super().on_trial_complete(trial_id, result, error)
+
+    def _told(self, number: int) -> bool:
+        """Whether the study already holds trial ``number`` as finished."""
+        storage = getattr(self, "study_storage", None)
+        if storage is None or self.study_name is None:
+            return False
+        import optuna
+
+        study = optuna.load_study(study_name=self.study_name, storage=storage)
+        return any(t.number == number and t.state.is_finished() for t in study.get_trials(deepcopy=False))
 
 
 def trial_key(config: Mapping[str, Any]) -> str:

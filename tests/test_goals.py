@@ -303,6 +303,29 @@ def test_the_sampler_is_told_each_trials_constraint_values(tmp_path: Path, sampl
     assert list(told[2].constraints.values()) == pytest.approx([-0.04, 1.0])
 
 
+def test_a_trial_ended_again_after_a_resume_is_not_told_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The searcher saved with trial t0 running, t0 ended, the driver killed before the next save: the
+    resumed searcher sees t0 end again (Tune re-ran it); Optuna keeps the first telling, nobody warns."""
+    from fairsearch.sweep import _searcher
+
+    spec = parse_space({"name": "r", "search": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    search = _searcher(spec, url)
+    search.set_search_properties(None, None, {})
+    assert search.suggest("t0") is not None
+    search.save(str(tmp_path / "searcher.pkl"))
+    search.on_trial_complete("t0", {"acc": 0.9, "max_acc_gap": 0.1})
+    resumed = _searcher(spec, url)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    with caplog.at_level("WARNING"):
+        resumed.on_trial_complete("t0", {"acc": 0.5, "max_acc_gap": 0.3})
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+    (told,) = optuna.load_study(study_name="r", storage=url).get_trials()
+    assert told.state == optuna.trial.TrialState.COMPLETE and told.values == [0.9, 0.1]
+
+
 def test_a_sweep_without_constraints_tells_optuna_none() -> None:
     from fairsearch.sweep import _searcher
 
