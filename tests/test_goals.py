@@ -480,7 +480,8 @@ def test_a_constrained_three_objective_sweep_agrees_with_optuna_and_brute_force(
     )
     assert report.returncode == 0, report.stderr
     page = (folder / "report.html").read_text()
-    assert "Constraints" in page and "worst-group accuracy (%)" in page
+    assert "<h2>Constraints</h2>" in page and "<h2>The objectives, pair by pair</h2>" in page
+    assert "worst-group accuracy ↑, MaxAccGap ↓" in page
 
 
 def test_a_mo_asha_pickled_before_constraints_resumes_and_decides() -> None:
@@ -528,3 +529,19 @@ def test_confirmation_candidates_meet_the_constraints_and_follow_the_objectives(
     # a constraint no trial meets: every trial is a candidate source again
     none_meet = (Constraint("max_acc_gap", 0.01, "max"),)
     assert make_plan(trials, 1, 8, lambda p: {}, OBJECTIVES, none_meet).candidates == (0, 2, 1, 3)
+
+
+def test_thresholded_rows_are_marked_by_their_own_metrics_and_their_trials_auc() -> None:
+    """A threshold moves accuracy, the gap and the worst group, not the scores: a thresholded row is
+    feasible by its own metrics, and by its trial's AUC for a constraint on AUC."""
+    from fairsearch.results import _marked
+
+    trials = pd.DataFrame({"number": [0, 1], "val/auc": [0.9, 0.6], "val/max_acc_gap": [0.3, 0.3]})
+    rows = pd.DataFrame(
+        {"number": [0, 0, 1], "val/max_acc_gap": [0.05, 0.2, 0.05], "kind": ["threshold"] * 3}
+    )
+    constraints = (Constraint("max_acc_gap", 0.1, "max"), Constraint("auc", 0.8, "min"))
+    marked = _marked(rows, trials, constraints)
+    assert marked["feasible"].tolist() == [True, False, False]
+    assert "val/auc" not in marked  # the rows themselves are left as they were
+    assert _marked(rows, trials, ()) is rows
