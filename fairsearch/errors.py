@@ -1,4 +1,10 @@
-"""The one exception type for problems the user can fix (bad input, missing files)."""
+"""The one exception type for problems the user can fix (bad input, missing files), and how its messages
+quote a value the user wrote."""
+
+import reprlib
+from typing import Any
+
+__all__ = ["FairsearchError", "clip_text", "short_repr"]
 
 
 class FairsearchError(Exception):
@@ -7,3 +13,18 @@ class FairsearchError(Exception):
     The message is one line (or one line per problem) that names the file or key, the value found and
     what is allowed. The CLI prints it without a traceback and exits with status 2.
     """
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 60, 60, 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters, computed without building a longer one."""
+    return clip_text(_REPR.repr(value), limit)
+
+
+def clip_text(text: str, limit: int = 80) -> str:
+    """``text`` cut to at most ``limit`` characters, the last one ``…`` where it was cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -9,7 +9,8 @@ naming the key, the value and what is allowed::
 
 Parameters that only matter to some methods are conditional: each is sampled only for the methods that
 use it (:data:`fairsearch.config.METHODS`). The trial settings themselves, their bounds, the methods and
-the objectives live in :mod:`fairsearch.config`.
+the objectives live in :mod:`fairsearch.config`; the file's YAML is read by the bounded reader of
+:mod:`fairsearch.yaml_input`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,10 @@ import hashlib
 import json
 import math
 import re
-import reprlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-
-import yaml
 
 from fairsearch.config import (
     MAX_OBJECTIVES,
@@ -41,7 +39,8 @@ from fairsearch.config import (
     TrialConfig,
     check_setting,
 )
-from fairsearch.errors import FairsearchError
+from fairsearch.errors import FairsearchError, clip_text, short_repr
+from fairsearch.yaml_input import read_yaml, read_yaml_file
 
 SEARCHABLE = ("method", *NUMERIC)
 """Trial settings a space file may search; any trial setting may be fixed."""
@@ -65,14 +64,6 @@ _TOP_KEYS = (
 )
 CONFIRM_KEYS = {"seeds": (0, 20, 0), "max_trials": (1, 100, 8)}
 """``confirm.<key>``: (lowest, highest, default)."""
-MAX_SPACE_BYTES = 1 << 16
-"""The largest space file read (64 KiB): a real one is a few hundred bytes, and PyYAML's pure-Python
-reader, the safe one, takes seconds per hundred KiB."""
-MAX_DEPTH = 32
-"""The deepest nesting of lists and mappings a space file may have, aliases expanded."""
-MAX_EXPANDED = 1 << 20
-"""The most nodes plus scalar characters a space file may hold once its aliases are expanded: far
-more than a file without aliases under :data:`MAX_SPACE_BYTES` can hold, far less than an alias bomb."""
 _MAX_PROBLEMS = 15
 _MAX_LINE = 300
 
@@ -255,9 +246,9 @@ def _suggest(trial: Any, dist: Distribution) -> Any:
 def load_space(path: str | Path) -> SweepSpec:
     """Reads and validates a space file.
 
-    The file is read as :func:`yaml.safe_load` reads it, within bounds: at most :data:`MAX_SPACE_BYTES`,
-    UTF-8 text, nesting at most :data:`MAX_DEPTH` deep and at most :data:`MAX_EXPANDED` nodes and
-    characters with its aliases expanded (a "billion laughs" file is refused before any value is built).
+    The file is read as :func:`yaml.safe_load` reads it, within the bounds of :mod:`fairsearch.yaml_input`
+    (size, UTF-8, nesting, alias expansion, duplicate keys): a "billion laughs" file is refused before
+    any value is built.
 
     Args:
         path: the YAML file.
@@ -270,161 +261,12 @@ def load_space(path: str | Path) -> SweepSpec:
             problems at once).
     """
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_SPACE_BYTES + 1)
-    except OSError as err:
-        raise FairsearchError(f"{path}: cannot read the space file ({err.strerror or err})") from None
-    if len(data) > MAX_SPACE_BYTES:
-        raise FairsearchError(
-            f"{path}: larger than {MAX_SPACE_BYTES >> 10} KiB, so not a space file; a space file is a short "
-            "YAML file of keys and values (see search_spaces/)"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise FairsearchError(
-            f"{path}: not a text file (byte 0x{data[err.start]:02x} at offset {err.start} is not UTF-8); "
-            "a space file is YAML text"
-        ) from None
-    return parse_space(read_yaml(text, path), source=path)
-
-
-def read_yaml(text: str, source: Path | str) -> Any:
-    """``yaml.safe_load(text)`` within the bounds of :func:`load_space`.
-
-    Raises:
-        FairsearchError: not YAML, or beyond a bound; the message names ``source``, line and column.
-    """
-    try:
-        return yaml.load(text, Loader=_BoundedLoader)  # a yaml.SafeLoader subclass: safe_load, bounded
-    except _Refused as err:
-        where = f" at line {err.mark.line + 1}, column {err.mark.column + 1}" if err.mark else ""
-        raise FairsearchError(f"{source}: refused{where}: {err.problem}") from None
-    except yaml.reader.ReaderError as err:
-        raise FairsearchError(
-            f"{source}: not valid YAML: character {_short(chr(err.character))} at offset {err.position} "
-            "is not allowed in YAML text"
-        ) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise FairsearchError(f"{source}: not valid YAML{where}: {_clip(problem)}") from None
-
-
-class _Refused(yaml.YAMLError):
-    """A YAML document beyond a bound of :func:`read_yaml`."""
-
-    def __init__(self, problem: str, mark: Any) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.mark = mark
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader that refuses deep nesting while composing, and, before constructing
-    any value, a document whose aliases expand beyond :data:`MAX_EXPANDED` or :data:`MAX_DEPTH`, or
-    refer to a node that holds them."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise _Refused(
-                    f"lists and mappings nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        _check_expansion(node)
-        return super().construct_document(node)
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[tuple[str, str], yaml.Node] = {}
-        for key, _ in node.value:  # YAML keys are unique; PyYAML would keep the last one silently
-            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                first = seen.setdefault((key.tag, key.value), key)
-                if first is not key:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f"duplicate key {_short(key.value)} (first at line {first.start_mark.line + 1})",
-                        key.start_mark,
-                    )
-        return super().construct_mapping(node, deep=deep)
-
-
-def _children(node: yaml.Node) -> Iterator[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        yield from node.value
-    elif isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            yield key
-            yield value
-
-
-def _check_expansion(root: yaml.Node) -> None:
-    """Refuses a node graph that, with its aliases expanded, is larger than :data:`MAX_EXPANDED` nodes
-    and characters, deeper than :data:`MAX_DEPTH`, or infinite (an alias inside its own anchor).
-    Linear in the graph, not in its expansion: each node's expanded size and depth is computed once."""
-    sizes: dict[int, tuple[int, int]] = {}
-    path: set[int] = set()  # the nodes being expanded: an alias to one of them is recursive
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if not children_done:
-            if id(node) in sizes:
-                continue
-            if id(node) in path:
-                raise _Refused(
-                    "an alias refers to a node that contains it (a recursive alias)", node.start_mark
-                )
-            path.add(id(node))
-            stack.append((node, True))
-            stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
-            continue
-        path.discard(id(node))
-        below = [sizes[id(child)] for child in _children(node)]
-        size = 1 + sum(s for s, _ in below) + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0)
-        depth = 1 + max((d for _, d in below), default=0)
-        if size > MAX_EXPANDED:
-            raise _Refused(
-                f"its aliases expand to more than {MAX_EXPANDED} nodes and characters (an alias bomb?); "
-                "write the values out instead",
-                node.start_mark,
-            )
-        if depth > MAX_DEPTH:
-            raise _Refused(
-                f"its aliases expand to lists and mappings nested deeper than {MAX_DEPTH} levels",
-                node.start_mark,
-            )
-        sizes[id(node)] = (size, depth)
-
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 60, 60, 40
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to at most ``limit`` characters, computed without building a longer one."""
-    return _clip(_REPR.repr(value), limit)
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return parse_space(read_yaml_file(path), source=path)
 
 
 def _key(key: Any) -> str:
     """A document key as a message names it: the text of a string key, else its repr, cut to 60."""
-    return _clip(key, 60) if isinstance(key, str) else _short(key, 60)
+    return clip_text(key, 60) if isinstance(key, str) else short_repr(key, 60)
 
 
 def _check(where: str, key: str, value: Any, problems: list[str]) -> Any:
@@ -432,7 +274,7 @@ def _check(where: str, key: str, value: Any, problems: list[str]) -> Any:
     found: list[str] = []
     checked = check_setting(where, key, value, found)
     if found:
-        full, short = repr(value), _short(value)  # repr is bounded: read_yaml caps the expansion
+        full, short = repr(value), short_repr(value)  # repr is bounded: read_yaml caps the expansion
         found = [p.replace(full, short) if full != short else p for p in found]
         if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
             found = [f"{p} (YAML 1.1 reads {short} as text: write it with a dot, e.g. 1.0e-4)" for p in found]
@@ -444,7 +286,7 @@ def _message(problems: list[str], source: Path) -> str:
     """One line per distinct problem, each prefixed with the file; at most :data:`_MAX_PROBLEMS` lines
     of at most :data:`_MAX_LINE` characters."""
     unique = list(dict.fromkeys(problems))  # one bad value listed 1,000 times is one problem
-    lines = [_clip(f"{source}: {p}", _MAX_LINE) for p in unique[:_MAX_PROBLEMS]]
+    lines = [clip_text(f"{source}: {p}", _MAX_LINE) for p in unique[:_MAX_PROBLEMS]]
     if len(unique) > _MAX_PROBLEMS:
         lines.append(f"{source}: … and {len(unique) - _MAX_PROBLEMS} more problems")
     return "\n".join(lines)
@@ -461,7 +303,7 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
 
     name = raw.get("name", source.stem if _NAME.match(source.stem) else "sweep")
     if not isinstance(name, str) or not _NAME.match(name):
-        problems.append(f"name: {_short(name)} must be 1-64 letters, digits, '_', '-' or '.'")
+        problems.append(f"name: {short_repr(name)} must be 1-64 letters, digits, '_', '-' or '.'")
 
     group_by, objectives = _objectives(raw.get("objectives"), problems)
     constraints = _constraints(raw.get("constraints"), problems)
@@ -473,16 +315,16 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
     cpus, gpus = _resources(raw.get("resources"), problems)
     max_failures = raw.get("max_failures", 2)
     if isinstance(max_failures, bool) or not isinstance(max_failures, int) or not 0 <= max_failures <= 1000:
-        problems.append(f"max_failures: {_short(max_failures)} must be an integer from 0 to 1000")
+        problems.append(f"max_failures: {short_repr(max_failures)} must be an integer from 0 to 1000")
     scheduler = raw.get("scheduler")
     if scheduler is not None and not isinstance(scheduler, dict):
-        problems.append(f"scheduler: {_short(scheduler)} must be a mapping such as {{name: mo_asha}}")
+        problems.append(f"scheduler: {short_repr(scheduler)} must be a mapping such as {{name: mo_asha}}")
     elif isinstance(scheduler, dict):
         _check_scheduler(scheduler, fixed, search, problems)
     confirm = _confirm(raw.get("confirm"), problems)
     storage = raw.get("optuna_storage")
     if storage is not None and not isinstance(storage, str):
-        problems.append(f"optuna_storage: {_short(storage)} must be a database URL string")
+        problems.append(f"optuna_storage: {short_repr(storage)} must be a database URL string")
 
     if problems:
         raise FairsearchError(_message(problems, source))
@@ -521,15 +363,15 @@ def _objectives(block: Any, problems: list[str]) -> tuple[str, Objectives]:
     if block is None:
         return TrialConfig.group_by, OBJECTIVES
     if not isinstance(block, dict):
-        problems.append(f"objectives: {_short(block)} must be a mapping with 'group_by'")
+        problems.append(f"objectives: {short_repr(block)} must be a mapping with 'group_by'")
         return TrialConfig.group_by, OBJECTIVES
     for key in block:
         if key not in _OBJECTIVE_KEYS:
             problems.append(f"objectives.{_key(key)}: unknown key; allowed are {list(_OBJECTIVE_KEYS)}")
     if block.get("accuracy", "max") != "max":
-        problems.append(f"objectives.accuracy: {_short(block['accuracy'])} must be 'max'")
+        problems.append(f"objectives.accuracy: {short_repr(block['accuracy'])} must be 'max'")
     if block.get("max_acc_gap", "min") != "min":
-        problems.append(f"objectives.max_acc_gap: {_short(block['max_acc_gap'])} must be 'min'")
+        problems.append(f"objectives.max_acc_gap: {short_repr(block['max_acc_gap'])} must be 'min'")
     objectives = _objective_lists(block, problems)
     group_by = block.get("group_by", TrialConfig.group_by)
     if isinstance(group_by, list):
@@ -540,7 +382,7 @@ def _objectives(block: Any, problems: list[str]) -> tuple[str, Objectives]:
     bad = [a for a in attrs if a not in ATTRIBUTES]
     if not attrs or bad or len(set(attrs)) != len(attrs):
         problems.append(
-            f"objectives.group_by: {_short(group_by)} must be an attribute or attributes joined by '*' "
+            f"objectives.group_by: {short_repr(group_by)} must be an attribute or attributes joined by '*' "
             f"(e.g. 'race*gender'), from {list(ATTRIBUTES)}"
         )
     return str(group_by), objectives
@@ -560,11 +402,13 @@ def _objective_lists(block: Mapping[str, Any], problems: list[str]) -> Objective
             names = [names]
         allowed = [k for k, m in METRICS.items() if m.direction == direction]
         if not isinstance(names, list):
-            problems.append(f"objectives.{verb}: {_short(names)} must be a list of metrics from {allowed}")
+            problems.append(
+                f"objectives.{verb}: {short_repr(names)} must be a list of metrics from {allowed}"
+            )
             continue
         for name in names:
             if not isinstance(name, str) or name not in METRICS:
-                problems.append(f"objectives.{verb}: {_short(name)} is not a metric; allowed: {allowed}")
+                problems.append(f"objectives.{verb}: {short_repr(name)} is not a metric; allowed: {allowed}")
             elif name not in allowed:
                 other = "maximized" if direction == "min" else "minimized"
                 problems.append(f"objectives.{verb}: {name!r} is {other}, not {verb}d; allowed: {allowed}")
@@ -590,7 +434,7 @@ def _constraints(block: Any, problems: list[str]) -> Constraints:
     example = "{max_acc_gap: 0.02, worst_group_acc: {min: 0.7}}"
     if not isinstance(block, dict) or not block:
         problems.append(
-            f"constraints: {_short(block)} must be a mapping of metrics to bounds, e.g. {example}"
+            f"constraints: {short_repr(block)} must be a mapping of metrics to bounds, e.g. {example}"
         )
         return ()
     out: list[Constraint] = []
@@ -616,7 +460,7 @@ def _constraints(block: Any, problems: list[str]) -> Constraints:
             bound = sides[limit]
             shown = where if not isinstance(value, dict) else f"{where}.{limit}"
             if isinstance(bound, bool) or not isinstance(bound, int | float) or not 0 <= bound <= 1:
-                problems.append(f"{shown}: {_short(bound)} must be a fraction from 0 to 1 (0.02 is 2 %)")
+                problems.append(f"{shown}: {short_repr(bound)} must be a fraction from 0 to 1 (0.02 is 2 %)")
                 continue
             out.append(Constraint(key, float(bound), limit))
     return tuple(out)
@@ -625,7 +469,7 @@ def _constraints(block: Any, problems: list[str]) -> Constraints:
 def _fixed(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     block = raw.get("fixed") or {}
     if not isinstance(block, dict):
-        problems.append(f"fixed: {_short(block)} must be a mapping of trial settings")
+        problems.append(f"fixed: {short_repr(block)} must be a mapping of trial settings")
         return {}
     fixed: dict[str, Any] = {}
     for key, value in block.items():
@@ -638,7 +482,7 @@ def _fixed(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
         if key in raw:
             value = raw[key]
             if value is not None and (not isinstance(value, str) or not value):
-                problems.append(f"{key}: {_short(value)} must be a string (a hub id or a folder) or null")
+                problems.append(f"{key}: {short_repr(value)} must be a string (a hub id or a folder) or null")
             fixed[key] = value
     fixed.setdefault("model", TrialConfig.model)
     fixed.setdefault("data", TrialConfig.data)
@@ -649,7 +493,7 @@ def _search(block: Any, fixed: Mapping[str, Any], problems: list[str]) -> dict[s
     if block is None:
         return {}
     if not isinstance(block, dict):
-        problems.append(f"search: {_short(block)} must be a mapping of parameter -> choices or range")
+        problems.append(f"search: {short_repr(block)} must be a mapping of parameter -> choices or range")
         return {}
     search: dict[str, Distribution] = {}
     for key, spec in block.items():
@@ -666,7 +510,7 @@ def _search(block: Any, fixed: Mapping[str, Any], problems: list[str]) -> dict[s
             spec = {"choices": [spec]}
         if not isinstance(spec, dict):
             problems.append(
-                f"{where}: {_short(spec)} must be a list of choices or {{low, high[, log, step]}}"
+                f"{where}: {short_repr(spec)} must be a list of choices or {{low, high[, log, step]}}"
             )
             continue
         dist = _distribution(where, key, spec, problems)
@@ -679,16 +523,16 @@ def _distribution(where: str, key: str, spec: Mapping[str, Any], problems: list[
     unknown = [k for k in spec if k not in ("choices", "low", "high", "log", "step")]
     if unknown:
         problems.append(
-            f"{where}: unknown keys {_short(unknown)}; allowed are ['choices', 'low', 'high', 'log', 'step']"
+            f"{where}: unknown keys {short_repr(unknown)}; allowed are ['choices', 'low', 'high', 'log', 'step']"
         )
         return None
     if "choices" in spec:
         choices = spec["choices"]
         if not isinstance(choices, list) or not choices:
-            problems.append(f"{where}.choices: {_short(choices)} must be a non-empty list")
+            problems.append(f"{where}.choices: {short_repr(choices)} must be a non-empty list")
             return None
         if len(set(map(repr, choices))) != len(choices):
-            problems.append(f"{where}.choices: {_short(choices)} has duplicates")
+            problems.append(f"{where}.choices: {short_repr(choices)} has duplicates")
         n_before = len(problems)
         checked = [_check(where, key, c, problems) for c in choices]
         if len(problems) > n_before:
@@ -707,7 +551,7 @@ def _distribution(where: str, key: str, spec: Mapping[str, Any], problems: list[
     log = spec.get("log", False)
     step = spec.get("step")
     if not isinstance(log, bool):
-        problems.append(f"{where}.log: {_short(log)} must be true or false")
+        problems.append(f"{where}.log: {short_repr(log)} must be true or false")
     if len(problems) > n_before:
         return None
     if low >= high:
@@ -717,7 +561,7 @@ def _distribution(where: str, key: str, spec: Mapping[str, Any], problems: list[
     if step is not None and (
         isinstance(step, bool) or not isinstance(step, int | float) or not 0 < step < math.inf
     ):
-        problems.append(f"{where}.step: {_short(step)} must be a number > 0")
+        problems.append(f"{where}.step: {short_repr(step)} must be a number > 0")
     if step is not None and log:
         problems.append(f"{where}: 'step' and 'log' cannot be combined")
     if len(problems) > n_before:
@@ -728,7 +572,7 @@ def _distribution(where: str, key: str, spec: Mapping[str, Any], problems: list[
 def _positive_int(raw: Mapping[str, Any], key: str, default: int, problems: list[str], most: int) -> int:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        problems.append(f"{key}: {_short(value)} must be an integer from 1 to {most}")
+        problems.append(f"{key}: {short_repr(value)} must be an integer from 1 to {most}")
         return default
     return value
 
@@ -739,17 +583,17 @@ def _sampler(block: Any, problems: list[str]) -> tuple[str, int]:
     if isinstance(block, str):
         block = {"name": block}
     if not isinstance(block, dict):
-        problems.append(f"sampler: {_short(block)} must be a name or {{name, seed}}")
+        problems.append(f"sampler: {short_repr(block)} must be a name or {{name, seed}}")
         return "tpe", 0
     for key in block:
         if key not in ("name", "seed"):
             problems.append(f"sampler.{_key(key)}: unknown key; allowed are ['name', 'seed']")
     name = block.get("name", "tpe")
     if not isinstance(name, str) or name not in SAMPLERS:
-        problems.append(f"sampler.name: {_short(name)} is not one of {list(SAMPLERS)}")
+        problems.append(f"sampler.name: {short_repr(name)} is not one of {list(SAMPLERS)}")
     seed = block.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        problems.append(f"sampler.seed: {_short(seed)} must be an integer >= 0")
+        problems.append(f"sampler.seed: {short_repr(seed)} must be an integer >= 0")
         seed = 0
     return str(name), int(seed)
 
@@ -759,7 +603,7 @@ def _confirm(block: Any, problems: list[str]) -> dict[str, int]:
     if block is None:
         return values
     if not isinstance(block, dict):
-        problems.append(f"confirm: {_short(block)} must be a mapping such as {{seeds: 2}}")
+        problems.append(f"confirm: {short_repr(block)} must be a mapping such as {{seeds: 2}}")
         return values
     for key, value in block.items():
         if key not in CONFIRM_KEYS:
@@ -767,7 +611,7 @@ def _confirm(block: Any, problems: list[str]) -> dict[str, int]:
             continue
         low, high, _ = CONFIRM_KEYS[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            problems.append(f"confirm.{key}: {_short(value)} must be an integer from {low} to {high}")
+            problems.append(f"confirm.{key}: {short_repr(value)} must be an integer from {low} to {high}")
             continue
         values[key] = value
     return values
@@ -777,20 +621,22 @@ def _resources(block: Any, problems: list[str]) -> tuple[float, float | None]:
     if block is None:
         return 1.0, None
     if not isinstance(block, dict):
-        problems.append(f"resources: {_short(block)} must be a mapping with 'cpus' and/or 'gpus'")
+        problems.append(f"resources: {short_repr(block)} must be a mapping with 'cpus' and/or 'gpus'")
         return 1.0, None
     for key in block:
         if key not in ("cpus", "gpus"):
             problems.append(f"resources.{_key(key)}: unknown key; allowed are ['cpus', 'gpus']")
     cpus = block.get("cpus", 1)
     if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0 < cpus < math.inf:
-        problems.append(f"resources.cpus: {_short(cpus)} must be a finite number > 0")
+        problems.append(f"resources.cpus: {short_repr(cpus)} must be a finite number > 0")
         cpus = 1
     gpus = block.get("gpus", "auto")
     if gpus == "auto":
         return float(cpus), None
     if isinstance(gpus, bool) or not isinstance(gpus, int | float) or not 0 <= gpus < math.inf:
-        problems.append(f"resources.gpus: {_short(gpus)} must be 'auto' or a number >= 0 (fractions allowed)")
+        problems.append(
+            f"resources.gpus: {short_repr(gpus)} must be 'auto' or a number >= 0 (fractions allowed)"
+        )
         return float(cpus), None
     return float(cpus), float(gpus)
 
