@@ -31,7 +31,8 @@ from fair_front import seeded_space  # this folder is sys.path[0] when run as a 
 from scipy import stats
 
 from fairsearch.errors import FairsearchError
-from fairsearch.results import OBJECTIVES, SEARCH_FRONT, aligned_rows, fmt_ci, fmt_pct
+from fairsearch.results import OBJECTIVES, SEARCH_FRONT
+from fairsearch.tables import aligned_rows, fmt_ci, fmt_pct
 from fairsearch.threshold_fronts import (
     COMPARISON_HEADER,
     FRONT_TITLES,

@@ -132,14 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _pareto(args: argparse.Namespace) -> int:
     from fairsearch.confirm import format_confirmed, read_confirmed
-    from fairsearch.results import (
-        FEASIBLE_FRONT,
-        constraint_lines,
-        format_front,
-        read_front,
-        read_results,
-        read_sweep_goals,
-    )
+    from fairsearch.results import FEASIBLE_FRONT, read_front, read_results, read_sweep_goals
+    from fairsearch.tables import constraint_lines, format_front
     from fairsearch.threshold_fronts import read_threshold_fronts
 
     folder = Path(args.folder)
@@ -166,8 +160,8 @@ def _pareto(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from fairsearch.confirm import format_confirmed
-    from fairsearch.results import format_front
     from fairsearch.sweep import run_sweep
+    from fairsearch.tables import format_front
 
     try:
         outcome = run_sweep(

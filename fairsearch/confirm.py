@@ -51,7 +51,6 @@ from fairsearch.results import (
     FEASIBLE_FRONT,
     PARETO_FILE,
     TrialRecord,
-    aligned_rows,
     feasible_mask,
     read_front,
     read_parquet_metadata,
@@ -60,6 +59,7 @@ from fairsearch.results import (
     trials_frame,
     write_parquet_atomic,
 )
+from fairsearch.tables import aligned_rows
 from fairsearch.threshold_fronts import THRESHOLD_FRONTS
 
 logger = logging.getLogger(__name__)

@@ -64,15 +64,13 @@ from fairsearch.report_figures import (
 )
 from fairsearch.results import (
     FEASIBLE_FRONT,
-    constraint_lines,
     feasible_mask,
-    fmt_ci,
-    fmt_pct,
     pareto_frame,
     read_front,
     read_results,
     read_sweep_goals,
 )
+from fairsearch.tables import constraint_lines, fmt_ci, fmt_pct
 from fairsearch.threshold_fronts import (
     COMPARISON_HEADER,
     FRONT_TITLES,

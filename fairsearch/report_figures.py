@@ -28,7 +28,8 @@ from fairsearch.config import (
     objective_reference,
 )
 from fairsearch.pareto import hypervolume
-from fairsearch.results import SEARCH_FRONT, fmt_pct
+from fairsearch.results import SEARCH_FRONT
+from fairsearch.tables import fmt_pct
 from fairsearch.threshold_fronts import FRONT_TITLES, THRESHOLD_FRONTS
 
 __all__ = [

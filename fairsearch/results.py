@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -81,12 +80,8 @@ __all__ = [
     "TRAINED_KIND",
     "TRIALS_FILE",
     "TrialRecord",
-    "aligned_rows",
-    "constraint_lines",
+    "completed_trials",
     "feasible_mask",
-    "fmt_ci",
-    "fmt_pct",
-    "format_front",
     "front_hypervolume",
     "pareto_frame",
     "read_front",
@@ -257,7 +252,9 @@ def feasible_mask(df: pd.DataFrame, constraints: Constraints) -> np.ndarray:
     return ok
 
 
-def _completed(trials_df: pd.DataFrame) -> pd.DataFrame:
+def completed_trials(trials_df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a ``trials.parquet`` table whose status is ``completed`` (none without a ``status``
+    column)."""
     return trials_df[trials_df["status"] == "completed"] if "status" in trials_df else trials_df.iloc[:0]
 
 
@@ -273,7 +270,7 @@ def front_hypervolume(trials_df: pd.DataFrame, objectives: Objectives = DEFAULT_
         The hypervolume in objective space, ``0.0`` without completed trials.
     """
     return hypervolume(
-        _objective_points(_completed(trials_df), objectives),
+        _objective_points(completed_trials(trials_df), objectives),
         objective_directions(objectives),
         objective_reference(objectives),
     )
@@ -303,7 +300,7 @@ def pareto_frame(
         ``hypervolume``, ``front`` and ``kind`` (:data:`TRAINED_KIND`).
     """
     directions = objective_directions(objectives)
-    completed = _completed(trials_df)
+    completed = completed_trials(trials_df)
     if front_name == FEASIBLE_FRONT:
         completed = completed[feasible_mask(completed, constraints)]
     points = _objective_points(completed, objectives)
@@ -598,7 +595,7 @@ def _check_table(path: Path, df: pd.DataFrame, metadata: Mapping[str, str], *, t
         if unknown or df["status"].isna().any():
             problems.append(f"unknown status(es) {[s[:20] for s in unknown[:5]]}; allowed {list(STATUSES)}")
     objectives, _ = sweep_goals(metadata, path)
-    if len(_completed(df)):
+    if len(completed_trials(df)):
         for key in objective_keys("val/", objectives):
             if key not in df or not pd.api.types.is_float_dtype(df[key]):
                 problems.append(f"column {key!r} missing or not float, though trials completed")
@@ -614,7 +611,7 @@ def _check_front_in_trials(
 ) -> None:
     """Every front row is a completed trial of ``trials.parquet`` with the same objective values (a
     completed trial's are final, so this holds while a sweep is between its two writes too)."""
-    completed = _completed(trials).drop_duplicates("trial_id").set_index("trial_id")
+    completed = completed_trials(trials).drop_duplicates("trial_id").set_index("trial_id")
     strangers = [str(t) for t in front["trial_id"] if t not in completed.index]
     if not strangers:
         keys = [k for k in objective_keys("val/", objectives) if k in front and k in completed]
@@ -662,7 +659,7 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         if len(pareto_df):
             _check_table(pareto_path, pareto_df, metadata, trials=False)
             _check_front_in_trials(pareto_path, pareto_df, trials_path, trials_df, objectives)
-        if len(pareto_df) or _completed(trials_df).empty:
+        if len(pareto_df) or completed_trials(trials_df).empty:
             return trials_df, pareto_df
         state = "empty, older than the trials' completed ones"
     logger.warning(
@@ -701,139 +698,3 @@ def search_rows(pareto_df: pd.DataFrame, columns: str | None = None) -> pd.DataF
     if columns is not None:
         rows = rows[[c for c in json.loads(columns) if c in rows]]
     return rows.reset_index(drop=True)
-
-
-def fmt_pct(value: Any) -> str:
-    """A fraction as a percentage with one decimal (``0.9321`` -> ``93.2``); ``-`` when missing."""
-    return "-" if value is None or pd.isna(value) else f"{100 * float(value):.1f}"
-
-
-def fmt_ci(row: pd.Series, key: str) -> str:
-    """``row[key]`` with its 95 % interval (``<key>_ci_low``/``_high``): ``93.0 [91.0, 94.8]``.
-
-    Any key of :meth:`fairsearch.metrics.SplitMetrics.flat` with an interval works: ``acc``, ``auc``,
-    ``max_acc_gap``, ``worst_group_acc`` and their per-grouping and per-group forms, with a prefix such as
-    ``test/``. The methods are in :mod:`fairsearch.intervals`.
-    """
-    point = fmt_pct(row.get(key))
-    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
-    if point == "-" or low is None or high is None or pd.isna(low) or pd.isna(high):
-        return point
-    return f"{point} [{fmt_pct(low)}, {fmt_pct(high)}]"
-
-
-def _fmt_param(value: Any, kind: str = "") -> str:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return "-"
-    if kind == "lr":
-        return f"{float(value):.1e}"
-    if isinstance(value, float) and not math.isclose(value, round(value)):
-        return f"{value:.3g}"
-    return str(value)
-
-
-def format_front(
-    pareto_df: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIVES, title: str = "Pareto front"
-) -> str:
-    """Render a ``pareto.parquet`` table as an aligned text table (accuracies in percent).
-
-    Args:
-        pareto_df: A front from :func:`pareto_frame` or :func:`read_results`.
-        objectives: the sweep's objectives (their validation values are shown).
-        title: what the first line calls the front.
-
-    Returns:
-        A title line with the front size and hypervolume, then one line per front member: trial number,
-        method, LoRA rank, λ, w_max, learning rate, each objective on validation, whether it meets the
-        constraints (when the table says), test acc [95 % CI], test gap [CI].
-    """
-    if pareto_df.empty:
-        return f"{title}: no completed trials yet."
-    hv = float(pareto_df["hypervolume"].iloc[0]) if "hypervolume" in pareto_df else float("nan")
-    header = [
-        "trial",
-        "method",
-        "rank",
-        "λ",
-        "w_max",
-        "lr",
-        *(f"val {_SHORT.get(o.key, o.key)}" for o in objectives),
-        *(["meets"] if "feasible" in pareto_df else []),
-        "test acc [CI]",
-        "test gap [CI]",
-    ]
-    rows = []
-    for _, row in pareto_df.iterrows():
-        rows.append(
-            [
-                str(row["number"]),
-                _fmt_param(row.get("param/method")),
-                _fmt_param(row.get("param/lora_rank")),
-                _fmt_param(row.get("param/lam")),
-                _fmt_param(row.get("param/w_max")),
-                _fmt_param(row.get("param/lr"), "lr"),
-                *(fmt_pct(row.get(o.column)) for o in objectives),
-                *([_fmt_feasible(row.get("feasible"))] if "feasible" in pareto_df else []),
-                fmt_ci(row, "test/acc"),
-                fmt_ci(row, "test/max_acc_gap"),
-            ]
-        )
-    goals = ", ".join(f"val {o.label} {o.direction}" for o in objectives)
-    line = f"{title}: {len(pareto_df)} trial(s), hypervolume {hv:.4f} ({goals}; in %)"
-    return "\n".join([line, *aligned_rows(header, rows)])
-
-
-def constraint_lines(trials_df: pd.DataFrame, constraints: Constraints) -> list[str]:
-    """What the end of a run and ``fairsearch pareto`` say of a sweep's constraints: how many completed
-    trials meet each and all of them, and, when none does, the nearest miss (never an empty front left
-    unexplained).
-
-    Args:
-        trials_df: a ``trials.parquet`` table.
-        constraints: the sweep's constraints.
-
-    Returns:
-        One line per constraint and one for all of them together; none without constraints.
-    """
-    if not constraints:
-        return []
-    done = _completed(trials_df)
-    lines = []
-    for c in constraints:
-        values = done[c.column].to_numpy(dtype=np.float64) if c.column in done else np.full(len(done), np.nan)
-        miss = np.array([c.violation(v) for v in values], dtype=np.float64)
-        met = int((miss <= 0).sum())
-        line = f"constraint {c.label}: met by {met} of {len(done)} completed trial(s)"
-        if met == 0 and len(done):
-            best = int(np.argmin(miss))
-            line += (
-                f"; NO trial meets it (nearest: trial #{int(done['number'].iloc[best])} at "
-                f"{fmt_pct(values[best])} %)"
-            )
-        lines.append(line)
-    together = int(feasible_mask(done, constraints).sum())
-    lines.append(
-        f"all constraints: met by {together} of {len(done)} completed trial(s)"
-        + ("; the feasible front is empty" if together == 0 else "")
-    )
-    return lines
-
-
-_SHORT = {"acc": "acc", "max_acc_gap": "gap", "worst_group_acc": "worst", "auc": "auc", "es_auc": "es-auc"}
-"""Column headings of the objectives in :func:`format_front`."""
-
-
-def _fmt_feasible(value: Any) -> str:
-    """``yes``/``no`` for a row's ``feasible``; ``-`` when unknown."""
-    return "-" if value is None or pd.isna(value) else ("yes" if bool(value) else "no")
-
-
-def aligned_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """A text table's lines: the header, a rule, then one line per row, columns padded to one width."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-        "  ".join("-" * w for w in widths),
-    ]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return [line.rstrip() for line in lines]

@@ -52,10 +52,11 @@ from fairsearch.confirm import (
 from fairsearch.data.synthetic import RECIPE
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
-from fairsearch.results import FEASIBLE_FRONT, constraint_lines, read_front, read_results
+from fairsearch.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.scheduler import scheduler_from_settings
 from fairsearch.space import SweepSpec, load_space
 from fairsearch.study import claim_study
+from fairsearch.tables import constraint_lines
 from fairsearch.tune_trials import (
     STATE_FOLDER,
     ConfirmCallback,
@@ -87,7 +88,7 @@ class SweepOutcome:
         constraints: the sweep's constraints.
         feasible: the front of the trials meeting every constraint (empty without constraints).
         constraint_report: how many trials met each constraint, and the nearest miss of one no trial
-            met (:func:`fairsearch.results.constraint_lines`).
+            met (:func:`fairsearch.tables.constraint_lines`).
     """
 
     results_dir: Path

@@ -42,12 +42,10 @@ from fairsearch.results import (
     REFERENCE,
     SEARCH_FRONT,
     TRAINED_KIND,
-    aligned_rows,
-    fmt_ci,
-    fmt_pct,
     read_front,
     read_results,
 )
+from fairsearch.tables import aligned_rows, fmt_ci, fmt_pct
 from fairsearch.thresholds import ABOVE_ALL, POINT_KINDS, ThresholdPoint, TrialScores, threshold_points
 
 __all__ = [

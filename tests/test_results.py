@@ -1,4 +1,4 @@
-"""Tests for fairsearch.results: schema, dtypes, atomic writes, the front and its text table."""
+"""Tests for fairsearch.results: schema, dtypes, atomic writes, the front and its text table (tables)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from fairsearch.results import (
     PARETO_FILE,
     TRIALS_FILE,
     TrialRecord,
-    format_front,
     front_hypervolume,
     pareto_frame,
     read_parquet_metadata,
@@ -30,6 +29,7 @@ from fairsearch.results import (
     write_parquet_atomic,
     write_results,
 )
+from fairsearch.tables import format_front
 from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, format_threshold_fronts, read_threshold_fronts
 from fairsearch.thresholds import threshold_points
 
