@@ -21,8 +21,6 @@ from fairsearch.results import (
     FEASIBLE_FRONT,
     SEARCH_FRONT,
     TrialRecord,
-    constraint_lines,
-    format_front,
     read_front,
     read_results,
     read_sweep_goals,
@@ -30,6 +28,7 @@ from fairsearch.results import (
 )
 from fairsearch.scheduler import MOASHAScheduler, scheduler_from_settings
 from fairsearch.space import parse_space
+from fairsearch.tables import constraint_lines, format_front
 
 THREE = objectives_named(["acc", "worst_group_acc", "max_acc_gap"])
 
