@@ -31,10 +31,11 @@ front: the trials non-dominated among those meeting every constraint. The thresh
 fronts follow (:mod:`fairsearch.threshold_fronts`): ``front`` = ``vanilla_thresholds`` and ``combined``,
 rows of ``kind`` ``threshold`` or ``group_thresholds`` (and ``trained`` in ``combined``) with their
 ``thresholds`` (JSON) and ``gap_limit``; each front's own ``hypervolume``. The seed-confirmed front's rows,
-written by :mod:`fairsearch.confirm`, follow with ``confirmed``. Its key-value metadata holds
-``hypervolume`` (the search front's), ``objectives``, ``directions``, ``reference`` and ``search_columns``
-(JSON; the search rows' columns); both files' metadata holds ``objectives`` (columns), ``directions``,
-``reference`` and ``constraints`` (JSON, :func:`read_sweep_goals` reads them). Both files are written atomically (:func:`write_parquet_atomic`).
+written by :mod:`fairsearch.confirm`, follow with ``confirmed``. Its key-value metadata also holds
+``hypervolume`` (the search front's) and ``search_columns`` (JSON; the search rows' columns). Both files'
+metadata holds the sweep's ``objectives`` (their columns), ``directions``, ``reference`` and
+``constraints`` (JSON; :func:`read_sweep_goals` reads them). Both files are written atomically
+(:func:`write_parquet_atomic`).
 """
 
 from __future__ import annotations
@@ -54,9 +55,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fairsearch.config import (
-    OBJECTIVES as DEFAULT_OBJECTIVES,
-)
+from fairsearch.config import OBJECTIVES as DEFAULT_OBJECTIVES
 from fairsearch.config import (
     Constraint,
     Constraints,
@@ -290,8 +289,8 @@ def pareto_frame(
         trials_df: A ``trials.parquet`` table, e.g. from :func:`trials_frame`.
         test_metrics: Test-split metrics (flat keys) by ``trial_id``; front members missing here get NaN.
         objectives: the sweep's objectives (2 or 3).
-        constraints: the sweep's constraints; with any, each row gets a ``feasible`` column, and
-            ``front_name=FEASIBLE_FRONT`` builds the front of the trials that meet them all.
+        constraints: the sweep's constraints: with ``front_name=FEASIBLE_FRONT`` only the trials meeting
+            them all are candidates (the ``feasible`` column itself comes from :func:`with_feasible`).
         front_name: :data:`SEARCH_FRONT` (every completed trial) or :data:`FEASIBLE_FRONT`.
 
     Returns:
