@@ -168,6 +168,7 @@ def _grouping_metrics(
     pred: np.ndarray,
     auc: float | None,
     intervals: bool,
+    aucs: bool = True,
 ) -> GroupingMetrics:
     ids = grouping.ids
     stats = max_acc_gap(pred, label, ids, n_groups=grouping.n_groups)
@@ -178,7 +179,7 @@ def _grouping_metrics(
     groups = []
     for k, gid in enumerate(present):
         mask = ids == gid
-        g_auc, reason = _auc(prob[mask], label[mask])
+        g_auc, reason = _auc(prob[mask], label[mask]) if aucs else (None, _NO_AUC)
         groups.append(
             GroupMetrics(
                 name=grouping.names[gid],
@@ -190,7 +191,7 @@ def _grouping_metrics(
                 auc=g_auc,
                 auc_reason=reason,
                 acc_ci=_pair(acc_low[k], acc_high[k]) if intervals else None,
-                auc_ci=_auc_ci(prob[mask], label[mask], g_auc) if intervals else None,
+                auc_ci=_auc_ci(prob[mask], label[mask], g_auc) if intervals and aucs else None,
             )
         )
     worst = min(groups, key=lambda m: m.acc, default=None)
@@ -224,6 +225,7 @@ def evaluate_split(
     primary: str,
     n_boot: int = 1000,
     seed: int = 0,
+    aucs: bool = True,
 ) -> SplitMetrics:
     """Accuracy, AUC and fairness metrics of one split, with 95 % intervals.
 
@@ -242,6 +244,8 @@ def evaluate_split(
         primary: the optimised grouping, a key of ``groupings``.
         n_boot: 0 skips the intervals; any positive value computes them (the value itself is unused).
         seed: unused; the intervals are deterministic.
+        aucs: False leaves every AUC and ES-AUC out (None, with the reason): for predictions that are
+            decisions already (a threshold applied), where no AUC is of the decision.
 
     Returns:
         The structured metrics; ``.flat()`` gives the flat metric keys.
@@ -270,8 +274,11 @@ def evaluate_split(
     intervals = n_boot > 0
     pred = (prob >= 0.5).astype(np.int64)
     correct = pred == label
-    auc, auc_reason = _auc(prob, label)
-    per = {key: _grouping_metrics(key, g, prob, label, pred, auc, intervals) for key, g in groupings.items()}
+    auc, auc_reason = _auc(prob, label) if aucs else (None, _NO_AUC)
+    per = {
+        key: _grouping_metrics(key, g, prob, label, pred, auc, intervals, aucs)
+        for key, g in groupings.items()
+    }
     return SplitMetrics(
         n=int(label.size),
         n_pos=int(label.sum()),
@@ -281,5 +288,8 @@ def evaluate_split(
         primary=primary,
         groupings=per,
         acc_ci=_pair(*proportion_interval(correct.sum(), label.size)) if intervals else None,
-        auc_ci=_auc_ci(prob, label, auc) if intervals else None,
+        auc_ci=_auc_ci(prob, label, auc) if intervals and aucs else None,
     )
+
+
+_NO_AUC = "not computed (aucs=False)"

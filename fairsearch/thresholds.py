@@ -330,7 +330,7 @@ def _metrics(scores: TrialScores, split: SplitScores, pred: np.ndarray) -> dict[
 
     grouping = Grouping(scores.group_by, split.group, scores.group_names)
     flat = evaluate_split(
-        pred.astype(np.float64), split.label, {scores.group_by: grouping}, primary=scores.group_by
+        pred.astype(np.float64), split.label, {scores.group_by: grouping}, primary=scores.group_by, aucs=False
     ).flat()
     return {k: v for k, v in flat.items() if "auc" not in k.split("/")[0]}  # auc, es_auc: not of a threshold
 

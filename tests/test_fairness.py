@@ -453,3 +453,15 @@ def test_module_imports_neither_ray_nor_transformers() -> None:
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {m for m in imported if m.split(".")[0] in ("ray", "transformers", "peft")}
+
+
+def test_split_metrics_without_aucs_are_the_same_but_for_the_aucs() -> None:
+    """Thresholded decisions have no AUC of their own: ``aucs=False`` skips them and changes nothing else."""
+    rng = np.random.default_rng(5)
+    label = rng.integers(0, 2, 400)
+    prob = np.clip(0.35 * label + rng.uniform(0, 0.65, 400), 0, 1)
+    grouping = Grouping("race", rng.integers(0, 3, 400), ("a", "b", "c"))
+    full = evaluate_split(prob, label, {"race": grouping}, primary="race").flat()
+    lean = evaluate_split(prob, label, {"race": grouping}, primary="race", aucs=False).flat()
+    assert lean == {k: v for k, v in full.items() if "auc" not in k.split("/")[0]}
+    assert any("auc" in k for k in full)
