@@ -28,6 +28,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -166,6 +167,28 @@ def threshold_front_rows(trials_df: pd.DataFrame, search_front: pd.DataFrame) ->
     Returns:
         The two fronts' rows, ``vanilla_thresholds`` first; no rows when no trial has scores.
     """
+    # A sweep's results are rewritten every few seconds while trials run, but these fronts change only
+    # when a trial completes (or the search front does): the last answer is kept for the same inputs.
+    completed = trials_df[trials_df["status"] == "completed"]
+    key = (
+        tuple(trials_df.columns),
+        tuple(map(str, completed["trial_id"])),
+        tuple(map(str, completed["checkpoint"])),
+        pd.util.hash_pandas_object(search_front, index=False).sum() if len(search_front) else 0,
+        tuple(search_front.columns),
+    )
+    if _last_fronts and _last_fronts[0] == key:
+        return _last_fronts[1].copy()
+    rows = _threshold_front_rows(trials_df, search_front)
+    _last_fronts[:] = [key, rows]
+    return rows.copy()
+
+
+_last_fronts: list[Any] = []
+"""``[inputs, rows]`` of the last :func:`threshold_front_rows` call in this process."""
+
+
+def _threshold_front_rows(trials_df: pd.DataFrame, search_front: pd.DataFrame) -> pd.DataFrame:
     candidates = threshold_rows(trials_df)
     if candidates.empty:
         return candidates
