@@ -3,10 +3,12 @@ scores file they read."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fairsearch.checkpoint import SCORES_FILE, read_scores_at
@@ -214,3 +216,25 @@ def test_scores_file_contents_checked(change: dict[str, np.ndarray | None], mess
     arrays = {k: v for k, v in {**trial_scores().to_arrays(), **change}.items() if v is not None}
     with pytest.raises(FairsearchError, match=f"^ckpt/scores.npz: {message}"):
         TrialScores.from_arrays(arrays, "ckpt/scores.npz")
+
+
+def test_threshold_fronts_follow_a_trial_completing_and_the_search_front_moving(tmp_path: Path) -> None:
+    """The fronts are kept between rewrites of one sweep's files; they must change when their inputs do."""
+    from scored_sweeps import write_scored_sweep
+
+    from fairsearch.results import pareto_frame, trials_frame
+    from fairsearch.threshold_fronts import threshold_front_rows
+
+    records, test, _ = write_scored_sweep(tmp_path / "ckpts")
+    running = [*records[:-2], dataclasses.replace(records[-2], status="running")]
+    fronts = []
+    for recs in (running, records, records):
+        trials = trials_frame(recs)
+        fronts.append(threshold_front_rows(trials, pareto_frame(trials, test)))
+    assert "t4" not in set(fronts[0]["trial_id"]) and "t4" in set(fronts[1]["trial_id"])  # t4 completed
+    pd.testing.assert_frame_equal(fronts[1], fronts[2])
+    trials = trials_frame(records)
+    moved = pareto_frame(trials, {})  # the same members without their test metrics
+    combined = threshold_front_rows(trials, moved)
+    trained = combined[(combined["front"] == "combined") & (combined["kind"] == "trained")]
+    assert len(trained) and trained["test/acc"].isna().all()
