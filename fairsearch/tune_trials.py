@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,7 @@ from fairsearch.checkpoint import (
 )
 from fairsearch.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
 from fairsearch.confirm import read_plan, write_confirmation
-from fairsearch.results import (
-    FEASIBLE_FRONT,
-    TrialRecord,
-    pareto_frame,
-    trials_frame,
-    with_feasible,
-    write_results,
-)
+from fairsearch.results import TrialRecord, pareto_frame, trials_frame, write_results
 from fairsearch.space import OPTUNA_NUMBER
 
 logger = logging.getLogger("fairsearch.sweep")  # the status line is the sweep's
@@ -307,16 +300,12 @@ class ResultsCallback(tune.Callback):
             completed: a trial that has just completed but that Tune still marks RUNNING.
         """
         records = self.records(trials, completed)
-        table = with_feasible(trials_frame(records), self.constraints)
-        front = pareto_frame(table, {}, self.objectives)  # test metrics are read for the fronts' members only
-        members = set(front["trial_id"])
-        if self.constraints:
-            feasible = pareto_frame(table, {}, self.objectives, self.constraints, front_name=FEASIBLE_FRONT)
-            members |= set(feasible["trial_id"])
-        test_metrics = {t.trial_id: _read_test_metrics(t) for t in trials if t.trial_id in members}
-        write_results(Path(self.results_dir), records, test_metrics, self.objectives, self.constraints)
+        # each front asks for its members' test metrics: only those checkpoints are read, each once
+        write_results(
+            Path(self.results_dir), records, _TestMetrics(trials), self.objectives, self.constraints
+        )
         self._last_write = time.monotonic()
-        self._front = front_summary(front)
+        self._front = front_summary(pareto_frame(trials_frame(records), {}, self.objectives))
 
     stage = ""
     """Written before the status line: empty for the search, ``confirming: `` for confirmation runs."""
@@ -463,6 +452,25 @@ def _error_message(trial: Any) -> str:
         if lines:
             return lines[-1][:2000]
     return "trial failed (no error file)"
+
+
+class _TestMetrics(Mapping[str, Mapping[str, float]]):
+    """Tune's trials' test metrics by trial id, each read from its checkpoint when first asked for."""
+
+    def __init__(self, trials: Sequence[Any]) -> None:
+        self._trials = {str(t.trial_id): t for t in trials}
+        self._read: dict[str, dict[str, float]] = {}
+
+    def __getitem__(self, trial_id: str) -> dict[str, float]:
+        if trial_id not in self._read:
+            self._read[trial_id] = _read_test_metrics(self._trials[trial_id])  # KeyError: not a trial
+        return self._read[trial_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._trials)
+
+    def __len__(self) -> int:
+        return len(self._trials)
 
 
 def _read_test_metrics(trial: Any) -> dict[str, float]:
