@@ -148,9 +148,10 @@ def _pareto(args: argparse.Namespace) -> int:
         print(format_front(read_front(folder, FEASIBLE_FRONT), objectives, "Feasible front"))
     else:
         print(format_front(fronts["search"], objectives))
-    trials, _ = read_results(folder)
-    for line in constraint_lines(trials, constraints):
-        print(line)
+    if constraints:  # how many trials met each: read from the trials, which only then are needed
+        trials, _ = read_results(folder)
+        for line in constraint_lines(trials, constraints):
+            print(line)
     print("\n" + _thresholded(fronts, objectives, args.kind))
     runs, confirmed = read_confirmed(folder)
     if len(runs):
@@ -207,9 +208,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _thresholded(fronts: dict[str, Any], objectives: Objectives, kind: str | None = None) -> str:
     """The thresholded fronts' table, or why a sweep has none (they trace accuracy against MaxAccGap)."""
-    from fairsearch.threshold_fronts import format_threshold_fronts
+    from fairsearch.threshold_fronts import format_threshold_fronts, thresholds_apply
 
-    if not {"acc", "max_acc_gap"} <= {o.key for o in objectives}:
+    if not thresholds_apply(objectives):
         return (
             "Thresholded fronts: not built, since accuracy and MaxAccGap are not both objectives of this "
             "sweep (they trace one against the other)"

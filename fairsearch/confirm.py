@@ -51,6 +51,7 @@ from fairsearch.results import (
     FEASIBLE_FRONT,
     PARETO_FILE,
     TrialRecord,
+    completed_trials,
     feasible_mask,
     read_front,
     read_parquet_metadata,
@@ -106,10 +107,6 @@ class ConfirmPlan:
     original_test: Mapping[int, Mapping[str, float]]
 
 
-def _completed(trials: pd.DataFrame) -> pd.DataFrame:
-    return trials[trials["status"] == "completed"] if "status" in trials else trials.iloc[:0]
-
-
 def _points(df: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
     cols = [df[k].to_numpy(np.float64) if k in df else np.full(len(df), np.nan) for k in keys]
     return np.stack(cols, axis=1) if len(df) else np.empty((0, len(keys)))
@@ -134,7 +131,7 @@ def candidates(trials: pd.DataFrame, max_trials: int, objectives: Objectives = O
     Returns:
         Optuna trial numbers.
     """
-    done = _completed(trials)
+    done = completed_trials(trials)
     keys = objective_keys("val/", objectives)
     directions = objective_directions(objectives)
     points = _points(done, keys)
@@ -194,11 +191,11 @@ def make_plan(
         constraints: the sweep's constraints: the candidates are drawn from the trials that meet them all
             (from every trial, with a warning, when none does).
     """
-    pool = trials
+    pool = completed_trials(trials)
     if constraints:
-        meets = feasible_mask(trials, constraints) & (trials["status"] == "completed").to_numpy(bool)
+        meets = feasible_mask(pool, constraints)
         if meets.any():
-            pool = trials[meets]
+            pool = pool[meets]
         else:
             logger.warning("no trial meets the constraints: the confirmation candidates are drawn from all")
     numbers = candidates(pool, max_trials, objectives)
@@ -279,7 +276,7 @@ def confirmed_front(
         :data:`SUMMARISED`, ``shift/acc`` and ``shift/max_acc_gap`` (test mean − validation mean) and
         ``hypervolume`` (of the confirmed front). Empty when no candidate has a completed run.
     """
-    done = _completed(runs)
+    done = completed_trials(runs)
     by_number = trials.set_index("number")
     rows: list[dict[str, Any]] = []
     for number in plan.candidates:

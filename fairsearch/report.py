@@ -64,6 +64,7 @@ from fairsearch.report_figures import (
 )
 from fairsearch.results import (
     FEASIBLE_FRONT,
+    completed_trials,
     feasible_mask,
     pareto_frame,
     read_front,
@@ -323,8 +324,7 @@ def _feasible_front(
     """The front of the trials meeting every constraint, as ``pareto.parquet`` holds it; recomputed from
     the trials (without test metrics) when the file lacks it though some completed trial meets them all."""
     front = read_front(folder, FEASIBLE_FRONT)
-    done = trials[trials["status"] == "completed"]
-    if front.empty and feasible_mask(done, constraints).any():
+    if front.empty and feasible_mask(completed_trials(trials), constraints).any():
         logger.warning("%s has no feasible front; recomputing it without test metrics", folder)
         front = pareto_frame(trials, {}, objectives, constraints, front_name=FEASIBLE_FRONT)
     return front

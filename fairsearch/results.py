@@ -80,6 +80,7 @@ __all__ = [
     "TRIALS_FILE",
     "TrialRecord",
     "completed_trials",
+    "constraint_violations",
     "feasible_mask",
     "front_hypervolume",
     "pareto_frame",
@@ -241,14 +242,20 @@ def _objective_points(df: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTI
     return np.stack(cols, axis=1) if len(df) else np.empty((0, len(columns)))
 
 
-def feasible_mask(df: pd.DataFrame, constraints: Constraints) -> np.ndarray:
-    """Bool ``[N]``: the rows whose validation metrics (``val/<key>``) meet every constraint; a missing
-    column or value counts as not met (:meth:`fairsearch.config.Constraint.violation`)."""
-    ok = np.ones(len(df), dtype=bool)
-    for c in constraints:
+def constraint_violations(df: pd.DataFrame, constraints: Constraints) -> np.ndarray:
+    """Float ``[N, C]``: each row's violation of each constraint on its validation metrics (``val/<key>``;
+    ``<= 0``: met); a missing column or value counts as not met
+    (:meth:`fairsearch.config.Constraint.violation`)."""
+    out = np.empty((len(df), len(constraints)), dtype=np.float64)
+    for j, c in enumerate(constraints):
         values = df[c.column].to_numpy(dtype=np.float64) if c.column in df else np.full(len(df), np.nan)
-        ok &= np.array([c.violation(v) <= 0 for v in values], dtype=bool)
-    return ok
+        out[:, j] = [c.violation(v) for v in values]
+    return out
+
+
+def feasible_mask(df: pd.DataFrame, constraints: Constraints) -> np.ndarray:
+    """Bool ``[N]``: the rows that meet every constraint (:func:`constraint_violations`)."""
+    return np.all(constraint_violations(df, constraints) <= 0, axis=1)
 
 
 def completed_trials(trials_df: pd.DataFrame) -> pd.DataFrame:
@@ -492,7 +499,8 @@ def write_results(
     Args:
         folder: The sweep's results folder (``results/<name>``); created if missing.
         records: Every trial so far, whatever its status.
-        test_metrics: Test-split metrics by ``trial_id`` for (at least) the fronts' members.
+        test_metrics: Test-split metrics by ``trial_id``; looked up (``.get``) for the fronts' members only,
+            so a mapping that reads them on demand reads no more than it must.
         objectives: the sweep's objectives.
         constraints: the sweep's constraints.
 
@@ -509,9 +517,9 @@ def write_results(
         parts.append(
             pareto_frame(trials_df, test_metrics, objectives, constraints, front_name=FEASIBLE_FRONT)
         )
-    if {"acc", "max_acc_gap"} <= {o.key for o in objectives}:
-        from fairsearch.threshold_fronts import threshold_front_rows  # it reads this module's helpers
+    from fairsearch.threshold_fronts import threshold_front_rows, thresholds_apply  # it reads this module
 
+    if thresholds_apply(objectives):
         parts.append(_marked(threshold_front_rows(trials_df, pareto_df), trials_df, constraints))
     parts = [p for p in parts[1:] if len(p)]
     if parts:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from fairsearch.config import OBJECTIVES as DEFAULT_OBJECTIVES
 from fairsearch.config import Constraints, Objectives
-from fairsearch.results import completed_trials, feasible_mask
+from fairsearch.results import completed_trials, constraint_violations
 
 __all__ = ["aligned_rows", "constraint_lines", "fmt_ci", "fmt_pct", "format_front"]
 
@@ -137,20 +137,16 @@ def constraint_lines(trials_df: pd.DataFrame, constraints: Constraints) -> list[
     if not constraints:
         return []
     done = completed_trials(trials_df)
+    misses = constraint_violations(done, constraints)
     lines = []
-    for c in constraints:
-        values = done[c.column].to_numpy(dtype=np.float64) if c.column in done else np.full(len(done), np.nan)
-        miss = np.array([c.violation(v) for v in values], dtype=np.float64)
+    for c, miss in zip(constraints, misses.T, strict=True):
         met = int((miss <= 0).sum())
         line = f"constraint {c.label}: met by {met} of {len(done)} completed trial(s)"
         if met == 0 and len(done):
-            best = int(np.argmin(miss))
-            line += (
-                f"; NO trial meets it (nearest: trial #{int(done['number'].iloc[best])} at "
-                f"{fmt_pct(values[best])} %)"
-            )
+            nearest = done.iloc[int(np.argmin(miss))]
+            line += f"; NO trial meets it (nearest: trial #{int(nearest['number'])} at {fmt_pct(nearest.get(c.column))} %)"
         lines.append(line)
-    together = int(feasible_mask(done, constraints).sum())
+    together = int(np.all(misses <= 0, axis=1).sum())
     lines.append(
         f"all constraints: met by {together} of {len(done)} completed trial(s)"
         + ("; the feasible front is empty" if together == 0 else "")

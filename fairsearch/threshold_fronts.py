@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from fairsearch.checkpoint import SCORES_FILE, read_scores_at
-from fairsearch.config import METHODS
+from fairsearch.config import METHODS, Objectives
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import hypervolume, pareto_mask
 from fairsearch.results import (
@@ -43,6 +43,7 @@ from fairsearch.results import (
     REFERENCE,
     SEARCH_FRONT,
     TRAINED_KIND,
+    completed_trials,
     read_front,
     read_results,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "read_threshold_fronts",
     "threshold_front_rows",
     "threshold_rows",
+    "thresholds_apply",
 ]
 
 logger = logging.getLogger(__name__)
@@ -156,6 +158,12 @@ def _front(pool: pd.DataFrame, name: str) -> pd.DataFrame:
     return front.sort_values([*OBJECTIVES, "number"], ascending=[*ascending, True], kind="stable")
 
 
+def thresholds_apply(objectives: Objectives) -> bool:
+    """Whether a sweep gets thresholded fronts: they trace accuracy against MaxAccGap, so both must be
+    among its objectives."""
+    return {"acc", "max_acc_gap"} <= {o.key for o in objectives}
+
+
 def threshold_front_rows(trials_df: pd.DataFrame, search_front: pd.DataFrame) -> pd.DataFrame:
     """The rows of the thresholded-vanilla and the combined front.
 
@@ -169,7 +177,7 @@ def threshold_front_rows(trials_df: pd.DataFrame, search_front: pd.DataFrame) ->
     """
     # A sweep's results are rewritten every few seconds while trials run, but these fronts change only
     # when a trial completes (or the search front does): the last answer is kept for the same inputs.
-    completed = trials_df[trials_df["status"] == "completed"]
+    completed = completed_trials(trials_df)
     key = (
         tuple(trials_df.columns),
         tuple(map(str, completed["trial_id"])),
