@@ -50,7 +50,7 @@ from fairsearch.confirm import (
     write_plan,
 )
 from fairsearch.data.synthetic import RECIPE
-from fairsearch.errors import FairsearchError
+from fairsearch.errors import FairsearchError, clip_text
 from fairsearch.folders import check_writable_folder
 from fairsearch.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.scheduler import scheduler_from_settings
@@ -425,8 +425,7 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def _short(value: object, limit: int = 120) -> str:
-    text = repr(value) if not isinstance(value, str) else value
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip_text(value if isinstance(value, str) else repr(value), limit)
 
 
 def _check_address(address: str | None) -> None:
