@@ -329,10 +329,10 @@ def _metrics(scores: TrialScores, split: SplitScores, pred: np.ndarray) -> dict[
     from fairsearch.metrics import evaluate_split
 
     grouping = Grouping(scores.group_by, split.group, scores.group_names)
-    flat = evaluate_split(
+    # no AUC or ES-AUC: they are of the scores, not of a threshold (flat() leaves the missing ones out)
+    return evaluate_split(
         pred.astype(np.float64), split.label, {scores.group_by: grouping}, primary=scores.group_by, aucs=False
     ).flat()
-    return {k: v for k, v in flat.items() if "auc" not in k.split("/")[0]}  # auc, es_auc: not of a threshold
 
 
 def _per_sample(split: SplitScores, by_group: np.ndarray, no_group: float) -> np.ndarray:
