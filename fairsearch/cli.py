@@ -189,8 +189,14 @@ def _run(args: argparse.Namespace) -> int:
             logger.warning("threshold fronts not shown: %s", err)
     if len(outcome.confirmed):
         print("\n" + format_confirmed(outcome.confirmed))
+    recovered = (
+        f" ({outcome.recovered} after a failure, restarted from a checkpoint: the 'failures' column; Tune's "
+        "error.txt in its folder records the failure)"
+        if outcome.recovered
+        else ""
+    )
     print(
-        f"{outcome.completed} trials completed, {outcome.failed} failed; "
+        f"{outcome.completed} trials completed{recovered}, {outcome.failed} failed; "
         f"results in {outcome.results_dir}/trials.parquet and pareto.parquet"
     )
     for line in outcome.constraint_report:

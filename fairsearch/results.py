@@ -15,8 +15,11 @@ The schema is the contract in ``docs/ARCHITECTURE.md`` ("Results files"); in sho
 ``val/<metric>``    float64          latest validation metrics, flat keys of ``fairsearch.fairness``;
                                      headline keys first, then by name; NaN where absent
 ``epochs_done``     float64          epochs trained (fractions with ``reports_per_epoch`` > 1)
-``wall_time_s``     float64          trial wall time
+``wall_time_s``     float64          seconds the trial trained up to its last report, over its
+                                     restarts (an epoch cut short by a kill is not counted)
 ``error``           string           error message of a failed trial, else null
+``failures``        Int64            times the trial's process failed and Tune restarted it (a
+                                     completed trial with failures recovered from its checkpoint)
 ``checkpoint``      string           path/URI of the last checkpoint, else null
 ``finished_at``     float64          unix time the trial ended (NaN while it runs)
 ==================  ===============  ==========================================================
@@ -122,6 +125,7 @@ _TAIL_DTYPES = {
     "epochs_done": "float64",
     "wall_time_s": "float64",
     "error": "str",
+    "failures": "Int64",
     "checkpoint": "str",
     "finished_at": "float64",
 }
@@ -155,10 +159,15 @@ class TrialRecord:
         params: Every sampled or fixed parameter, by name (``method``, ``lora_rank``, ``lam``, ...).
         val_metrics: Latest validation metrics, flat keys as in ``SplitMetrics.flat()``.
         epochs_done: Epochs trained (1.5: one and a half, with ``reports_per_epoch`` 2).
-        wall_time_s: Wall time of the trial so far, in seconds.
+        wall_time_s: Seconds the trial trained up to its last report, summed over its restarts; time
+            spent on an epoch that a kill cut short is not counted (the epoch is trained again).
         error: Error message of a failed trial, else None.
         checkpoint: Path or URI of the last checkpoint, else None.
         finished_at: Unix time the trial ended, None while it runs or waits.
+        failures: Times the trial's process failed (a lost node, a killed worker, an exception) and Tune
+            restarted it from its checkpoint; a failed trial's count includes its last failure. (Last
+            among the fields, so that positional records written before it keep their meaning; its column
+            follows ``error``.)
     """
 
     trial_id: str
@@ -171,6 +180,7 @@ class TrialRecord:
     error: str | None = None
     checkpoint: str | None = None
     finished_at: float | None = None
+    failures: int = 0
 
 
 def _metric_order(keys: Iterable[str]) -> list[str]:
@@ -227,6 +237,7 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
         "epochs_done": [r.epochs_done for r in records],
         "wall_time_s": [r.wall_time_s for r in records],
         "error": [r.error for r in records],
+        "failures": [r.failures for r in records],
         "checkpoint": [r.checkpoint for r in records],
         "finished_at": [np.nan if r.finished_at is None else r.finished_at for r in records],
     }

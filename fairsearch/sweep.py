@@ -89,6 +89,8 @@ class SweepOutcome:
         feasible: the front of the trials meeting every constraint (empty without constraints).
         constraint_report: how many trials met each constraint, and the nearest miss of one no trial
             met (:func:`fairsearch.tables.constraint_lines`).
+        recovered: of the completed trials, those whose process failed at least once and that Tune
+            restarted from their checkpoint (``trials.parquet``'s ``failures``).
     """
 
     results_dir: Path
@@ -102,6 +104,7 @@ class SweepOutcome:
     constraints: Constraints = ()
     feasible: pd.DataFrame = field(default_factory=pd.DataFrame)
     constraint_report: tuple[str, ...] = ()
+    recovered: int = 0
 
 
 def make_sampler(name: str, seed: int, constraints_func: ConstraintsFunc | None = None) -> Any:
@@ -698,6 +701,8 @@ def _outcome(results_dir: Path, spec: SweepSpec) -> SweepOutcome:
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     done = int(counts.get("completed", 0) + counts.get("stopped", 0))
     failed = int(counts.get("failed", 0))
+    ended = trials["status"].isin(("completed", "stopped"))
+    recovered = int((ended & (trials["failures"] > 0)).sum()) if "failures" in trials else 0
     return SweepOutcome(
         results_dir,
         done,
@@ -708,4 +713,5 @@ def _outcome(results_dir: Path, spec: SweepSpec) -> SweepOutcome:
         constraints=spec.constraints,
         feasible=read_front(results_dir, FEASIBLE_FRONT) if spec.constraints else pd.DataFrame(),
         constraint_report=tuple(constraint_lines(trials, spec.constraints)),
+        recovered=recovered,
     )

@@ -406,6 +406,7 @@ def trial_record(
         epochs_done=epochs,
         wall_time_s=float(result.get(TRIAL_TIME, result.get("time_total_s", 0.0)) or 0.0),
         error=_error_message(trial) if status == "failed" else None,
+        failures=int(trial.num_failures),
         checkpoint=checkpoint if isinstance(checkpoint, str) else None,
         finished_at=float(ended)
         if status in ("completed", "stopped", "failed") and ended is not None

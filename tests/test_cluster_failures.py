@@ -141,15 +141,15 @@ def _wait_for(what: str, check: Callable[[], Any], proc: subprocess.Popen[str], 
 
 
 def _finished(proc: subprocess.Popen[str], timeout: float = SWEEP_TIMEOUT_S) -> str:
-    """Waits for the sweep subprocess, asserts it exited 0, and returns its stderr."""
+    """Waits for the sweep subprocess, asserts it exited 0, and returns its stdout."""
     try:
-        _, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
         raise AssertionError(f"the sweep ran past {timeout} s:\n{err[-3000:]}") from None
     assert proc.returncode == 0, err[-3000:]
-    return err
+    return out
 
 
 def _assert_exits(pid: int, timeout: float) -> None:
@@ -259,14 +259,17 @@ def test_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another(
         os.kill(victim_pid, signal.SIGKILL)
         _assert_exits(victim_pid, timeout=30)
         cluster.add_node(num_cpus=1)  # a replacement joins, as an autoscaler would start one
-        _finished(proc)
+        printed = _finished(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
 
-    frame = _assert_all_completed(results, name, trials, EPOCHS)
-    assert str(frame.set_index("trial_id").loc[victim, "checkpoint"]).startswith(str(storage / name))
+    frame = _assert_all_completed(results, name, trials, EPOCHS).set_index("trial_id")
+    assert str(frame.loc[victim, "checkpoint"]).startswith(str(storage / name))
+    assert frame.loc[victim, "failures"] >= 1  # completed, and the row says it recovered
+    recovered = int((frame["failures"] > 0).sum())
+    assert f"{trials} trials completed ({recovered} after a failure, restarted from a checkpoint" in printed
     _assert_resumed(tune_reports(storage / name)[victim], victim_pid)
 
 

@@ -34,7 +34,7 @@ from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, format_threshold_fr
 from fairsearch.thresholds import threshold_points
 
 FIXED = ["trial_id", "number", "status"]
-TAIL = ["epochs_done", "wall_time_s", "error", "checkpoint", "finished_at"]
+TAIL = ["epochs_done", "wall_time_s", "error", "failures", "checkpoint", "finished_at"]
 
 
 def record(
@@ -59,6 +59,7 @@ def record(
         epochs_done=3,
         wall_time_s=10.0 + number,
         error="boom" if status == "failed" else None,
+        failures=number % 2 if status == "completed" else 2 if status == "failed" else 0,
         checkpoint=None if acc is None else f"/ckpt/t{number:03d}",
         finished_at=None if status in ("running", "pending") else 1_700_000_000.0 + number,
     )
@@ -93,6 +94,8 @@ def test_trials_frame_schema_and_rows(records: list[TrialRecord]) -> None:
     assert df.loc[df["number"] == 3, "param/lam"].item() == 1.5
     assert df.loc[df["number"] == 6, "error"].item() == "boom"
     assert df["error"].isna().sum() == 6
+    assert dtypes["failures"] == "Int64"
+    assert df.set_index("number")["failures"].to_dict() == {0: 0, 1: 1, 2: 0, 3: 1, 4: 0, 5: 0, 6: 2}
     assert np.isnan(df.loc[df["number"] == 5, "finished_at"].item())
     # the column order does not depend on the order of the records or of the dict keys
     shuffled = [r for r in reversed(records)]
@@ -111,6 +114,7 @@ def test_trials_frame_empty_and_mixed_types() -> None:
         "float64",
         "float64",
         "str",
+        "Int64",
         "str",
         "float64",
     ]

@@ -74,6 +74,7 @@ def _fake_trial(trial_id: str, status: str, epoch: int) -> object:
         config={"epochs": 2, "method": "vanilla"},
         checkpoint=None,
         error_file=None,
+        num_failures=0,
     )
 
 
@@ -95,7 +96,7 @@ def test_trials_shut_down_by_ctrl_c_read_interrupted_not_completed(tmp_path: obj
     )
     trials = [done, short, cut, waiting, again]
     callback.on_trial_error(0, trials, again)  # failed for good in an earlier session...
-    again.status = "ERROR"
+    again.status, again.num_failures = "ERROR", 1  # as Tune counts it
     callback.on_trial_start(0, trials, again)  # ...and retried when the sweep was resumed
     again.status = "RUNNING"
     callback.on_trial_complete(0, trials, done)
@@ -114,6 +115,8 @@ def test_trials_shut_down_by_ctrl_c_read_interrupted_not_completed(tmp_path: obj
         "wait": "pending",
         "again": "interrupted",
     }
+    failures = pd.read_parquet(Path(str(tmp_path)) / "trials.parquet").set_index("trial_id")["failures"]
+    assert failures.to_dict() == {"done": 0, "short": 0, "cut": 0, "wait": 0, "again": 1}
 
     # resumed: a fresh callback gets the saved state back and tells the same story
     restored = ResultsCallback(str(tmp_path))
