@@ -11,7 +11,9 @@ alone with ``--only i``):
 - how it is interrupted, in turn: ``driver-sigkill`` (the driver and the local Ray it started, no
   clean-up), ``driver-sigint`` (Ctrl-C), ``worker-sigkill`` (the process of a trial that is training,
   chosen at random; the sweep goes on and retries it), ``driver-sigkill-twice`` (killed, resumed a few
-  seconds, killed again);
+  seconds, killed again), ``driver-sigkill-alone`` (the driver's process only, as ``kill -9 PID`` or the
+  OOM killer would: the Ray it started is left to notice, and the sweep is resumed at once, beside
+  whatever of it still runs);
 - when: a uniform delay after the first report reaches ``trials.parquet`` (0 to ``--max-delay`` s).
 
 Every driver that was interrupted is then run again with the same command, to its end. The checks:
@@ -22,9 +24,14 @@ Every driver that was interrupted is then run again with the same command, to it
   (:meth:`fairsearch.checkpoint.TrialStore.trained`), over the trials of ``trials.parquet``;
 - ``optuna``: rows whose ``number`` is not an Optuna trial COMPLETE with the same parameters and values;
 - ``front``: ``pareto.parquet``'s search rows differ from a brute-force non-dominated set of the
-  completed trials on (``val/acc`` max, ``val/max_acc_gap`` min).
+  completed trials on (``val/acc`` max, ``val/max_acc_gap`` min);
+- ``failures``: rows whose ``failures`` column is wrong: after ``worker-sigkill`` the killed worker's
+  trial must count one failure or more, and every other trial of every run none.
 
-A run passes when all four are 0 and both commands' exit codes are what they should be (130 after
+Printed but not checked: ``outlived``, after ``driver-sigkill-alone``, the seconds until the last process
+the killed driver had started exited (Ray's agents wait for their GCS client to give up).
+
+A run passes when all five are 0 and both commands' exit codes are what they should be (130 after
 Ctrl-C, 0 at the end). The table prints each run and the totals; ``--out`` keeps the sweeps and
 ``summary.json``.
 """
@@ -32,6 +39,7 @@ Ctrl-C, 0 at the end). The table prints each run and the totals; ``--out`` keeps
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -41,6 +49,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,7 +65,7 @@ from fairsearch.config import objective_directions, objective_keys
 from fairsearch.space import OPTUNA_NUMBER
 from fairsearch.tune_trials import STATE_FOLDER, trial_key
 
-KINDS = ("driver-sigkill", "driver-sigint", "worker-sigkill", "driver-sigkill-twice")
+KINDS = ("driver-sigkill", "driver-sigint", "worker-sigkill", "driver-sigkill-twice", "driver-sigkill-alone")
 
 
 @dataclass
@@ -72,13 +81,15 @@ class Run:
     twice: int = 0
     optuna: int = 0
     front: int = 0
+    failures: int = 0
     exit_ok: bool = True
+    outlived_s: float | None = None  # driver-sigkill-alone: until the last process it started exited
     wall_s: float = 0.0
     note: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.exit_ok and not (self.lost or self.twice or self.optuna or self.front)
+        return self.exit_ok and not (self.lost or self.twice or self.optuna or self.front or self.failures)
 
 
 def _space(folder: Path, name: str, trials: int, epochs: int, seed: int) -> Path:
@@ -153,11 +164,47 @@ def _trial_workers(root_pid: int) -> list[psutil.Process]:
     return busy
 
 
+class _Outliving:
+    """Watches, from a thread, the processes a killed driver had started, until the last one exits."""
+
+    def __init__(self, processes: list[psutil.Process]) -> None:
+        self._processes = processes
+        self._started = time.monotonic()
+        self.seconds: float | None = None
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        alive = list(self._processes)
+        while alive:
+            time.sleep(0.5)
+            alive = [p for p in alive if _running(p)]
+        self.seconds = time.monotonic() - self._started
+
+    def wait(self, timeout: float) -> float | None:
+        """Seconds the last one outlived the driver; None if one still runs after ``timeout`` (then every
+        one left is killed, so that runs do not pile up)."""
+        self._thread.join(timeout)
+        if self.seconds is None:
+            for process in self._processes:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+        return self.seconds
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _interrupt(
     command: list[str], env: dict[str, str], results: Path, kind: str, delay: float, rng: random.Random
-) -> tuple[int, bool, str]:
+) -> tuple[int, bool, str, Any]:
     """Starts the sweep, interrupts it as ``kind`` says, and returns (trials completed then, the exit code
-    was as it should be, a note)."""
+    was as it should be, a note, what the interruption touched: the killed worker's trial number for
+    ``worker-sigkill``, an :class:`_Outliving` for ``driver-sigkill-alone``, else None)."""
     trials_file = results / "trials.parquet"
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -166,31 +213,50 @@ def _interrupt(
         deadline = time.monotonic() + 600
         while not _reported(trials_file):
             if proc.poll() is not None or time.monotonic() > deadline:
-                return _completed(trials_file), False, "ended before any report"
+                return _completed(trials_file), False, "ended before any report", None
             time.sleep(0.2)
         time.sleep(delay)
         done = _completed(trials_file)
         if proc.poll() is not None:
-            return done, proc.returncode == 0, "ended before the interruption"
+            return done, proc.returncode == 0, "ended before the interruption", None
         if kind == "driver-sigint":
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=180)
-            return done, proc.returncode == 130 and "resume with:" in err, ""
+            return done, proc.returncode == 130 and "resume with:" in err, "", None
         if kind == "worker-sigkill":
             workers = _trial_workers(proc.pid)
             if not workers:
                 proc.communicate(timeout=600)
-                return done, proc.returncode == 0, "no trial worker running at the moment drawn"
-            rng.choice(workers).kill()
+                return done, proc.returncode == 0, "no trial worker running at the moment drawn", None
+            victim = rng.choice(workers)
+            number = _trial_of(victim, results)
+            victim.kill()
             _, err = proc.communicate(timeout=900)  # the sweep retries the trial and goes on
-            return done, proc.returncode == 0, "" if proc.returncode == 0 else err[-300:]
+            return done, proc.returncode == 0, "" if proc.returncode == 0 else err[-300:], number
+        if kind == "driver-sigkill-alone":
+            started = psutil.Process(proc.pid).children(recursive=True)
+            proc.kill()
+            proc.communicate(timeout=60)
+            return done, proc.returncode == -signal.SIGKILL, "", _Outliving(started)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
-        return done, proc.returncode == -signal.SIGKILL, ""
+        return done, proc.returncode == -signal.SIGKILL, "", None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
+
+
+def _trial_of(worker: psutil.Process, results: Path) -> int | None:
+    """The Optuna number of the trial a worker process trains, from the ``pid`` of its reports in Tune's
+    experiment folder (None when none of them names it)."""
+    experiment = results.parent / ".tune" / results.name
+    for path in experiment.glob("*/result.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            if rows and int(rows[-1].get("pid", -1)) == worker.pid:
+                return int(rows[-1]["config"][OPTUNA_NUMBER])
+    return None
 
 
 def _front_errors(trials: pd.DataFrame, pareto: pd.DataFrame) -> int:
@@ -238,6 +304,15 @@ def _optuna_errors(trials: pd.DataFrame, name: str, url: str) -> int:
     return errors
 
 
+def _failure_errors(trials: pd.DataFrame, killed: int | None, one_killed: bool) -> int:
+    """Rows whose ``failures`` is wrong: the trial whose worker was killed (``killed``, its number; or, when
+    ``one_killed`` and its number is unknown, any one trial) must count at least one, the others none."""
+    failed = trials.set_index("number")["failures"] > 0
+    if killed is not None:
+        return int(failed.drop(index=[killed]).sum()) + int(not failed.get(killed, False))
+    return abs(int(failed.sum()) - int(one_killed))
+
+
 def _twice(trials: pd.DataFrame, experiment: Path, reports: int) -> int:
     root = str(experiment / STATE_FOLDER)
     count = 0
@@ -262,11 +337,18 @@ def run_one(i: int, seed: int, args: argparse.Namespace, out: Path, env: dict[st
     command = _command(space, results)
     t0 = time.monotonic()
     first = "driver-sigkill" if kind == "driver-sigkill-twice" else kind
-    done, exit_ok, note = _interrupt(command, env, results / name, first, delay, rng)
+    done, exit_ok, note, touched = _interrupt(command, env, results / name, first, delay, rng)
     if kind == "driver-sigkill-twice" and exit_ok:
-        _, exit_ok, note = _interrupt(command, env, results / name, "driver-sigkill", rng.uniform(0, 5), rng)
+        _, exit_ok, note, _ = _interrupt(
+            command, env, results / name, "driver-sigkill", rng.uniform(0, 5), rng
+        )
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     run = Run(i, draw, kind, round(delay, 2), done, exit_ok=exit_ok and resumed.returncode == 0, note=note)
+    if isinstance(touched, _Outliving):
+        outlived = touched.wait(timeout=300)
+        run.outlived_s = None if outlived is None else round(outlived, 1)
+        if outlived is None:
+            run.note += " a process of the killed driver still ran 300 s after the resume ended"
     if resumed.returncode != 0:
         run.note = (run.note + " resume: " + resumed.stderr[-300:]).strip()
     run.wall_s = round(time.monotonic() - t0, 1)
@@ -282,6 +364,8 @@ def run_one(i: int, seed: int, args: argparse.Namespace, out: Path, env: dict[st
     run.twice = _twice(full, results / ".tune" / name, args.epochs)
     run.optuna = _optuna_errors(trials, name, f"sqlite:///{results / name / 'optuna.db'}")
     run.front = _front_errors(trials, pareto)
+    killed_one = kind == "worker-sigkill" and "no trial worker" not in run.note
+    run.failures = _failure_errors(trials, touched if killed_one else None, killed_one)
     if not args.keep:
         shutil.rmtree(results / ".tune", ignore_errors=True)
     return run
@@ -313,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     indices = [args.only] if args.only is not None else list(range(args.first, args.runs))
     print(f"{len(indices)} runs, seed {args.seed}, {args.trials} trials x {args.epochs} epochs; out {out}")
     header = f"{'run':>3} {'seed':>7} {'kind':<21} {'delay':>6} {'done@':>5} {'lost':>4} {'twice':>5} "
-    header += f"{'optuna':>6} {'front':>5} {'exit':>4} {'wall s':>7}  note"
+    header += f"{'optuna':>6} {'front':>5} {'fails':>5} {'exit':>4} {'wall s':>7} {'outlived':>8}  note"
     print(header, flush=True)
     runs = []
     for i in indices:
@@ -321,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run)
         print(
             f"{run.run:>3} {run.seed:>7} {run.kind:<21} {run.delay_s:>6.1f} {run.interrupted_at:>5} "
-            f"{run.lost:>4} {run.twice:>5} {run.optuna:>6} {run.front:>5} {'ok' if run.exit_ok else 'BAD':>4} "
-            f"{run.wall_s:>7.1f}  {run.note}",
+            f"{run.lost:>4} {run.twice:>5} {run.optuna:>6} {run.front:>5} {run.failures:>5} "
+            f"{'ok' if run.exit_ok else 'BAD':>4} {run.wall_s:>7.1f} "
+            f"{'' if run.outlived_s is None else f'{run.outlived_s:.1f}':>8}  {run.note}",
             flush=True,
         )
     passed = sum(r.ok for r in runs)
@@ -331,8 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     for kind, rs in by_kind.items():
         if rs:
             print(f"  {kind:<21} {sum(r.ok for r in rs)}/{len(rs)} passed")
-    totals = {f: sum(getattr(r, f) for r in runs) for f in ("lost", "twice", "optuna", "front")}
+    totals = {f: sum(getattr(r, f) for r in runs) for f in ("lost", "twice", "optuna", "front", "failures")}
     print("  totals: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+    outlived = [r.outlived_s for r in runs if r.outlived_s is not None]
+    if outlived:
+        print(f"  a lone-killed driver's processes outlived it by {min(outlived):.0f}-{max(outlived):.0f} s")
     summary: dict[str, Any] = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "runs": [asdict(r) for r in runs],
