@@ -164,6 +164,13 @@ def _trial_workers(root_pid: int) -> list[psutil.Process]:
     return busy
 
 
+@dataclass
+class _Killed:
+    """A trial worker was SIGKILLed; ``number``: its trial's Optuna number, None when no report named it."""
+
+    number: int | None
+
+
 class _Outliving:
     """Watches, from a thread, the processes a killed driver had started, until the last one exits."""
 
@@ -203,8 +210,8 @@ def _interrupt(
     command: list[str], env: dict[str, str], results: Path, kind: str, delay: float, rng: random.Random
 ) -> tuple[int, bool, str, Any]:
     """Starts the sweep, interrupts it as ``kind`` says, and returns (trials completed then, the exit code
-    was as it should be, a note, what the interruption touched: the killed worker's trial number for
-    ``worker-sigkill``, an :class:`_Outliving` for ``driver-sigkill-alone``, else None)."""
+    was as it should be, a note, what the interruption touched: a :class:`_Killed` when a worker was
+    killed, an :class:`_Outliving` for ``driver-sigkill-alone``, else None)."""
     trials_file = results / "trials.parquet"
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -232,7 +239,7 @@ def _interrupt(
             number = _trial_of(victim, results)
             victim.kill()
             _, err = proc.communicate(timeout=900)  # the sweep retries the trial and goes on
-            return done, proc.returncode == 0, "" if proc.returncode == 0 else err[-300:], number
+            return done, proc.returncode == 0, "" if proc.returncode == 0 else err[-300:], _Killed(number)
         if kind == "driver-sigkill-alone":
             started = psutil.Process(proc.pid).children(recursive=True)
             proc.kill()
@@ -304,13 +311,13 @@ def _optuna_errors(trials: pd.DataFrame, name: str, url: str) -> int:
     return errors
 
 
-def _failure_errors(trials: pd.DataFrame, killed: int | None, one_killed: bool) -> int:
-    """Rows whose ``failures`` is wrong: the trial whose worker was killed (``killed``, its number; or, when
-    ``one_killed`` and its number is unknown, any one trial) must count at least one, the others none."""
+def _failure_errors(trials: pd.DataFrame, killed: _Killed | None) -> int:
+    """Rows whose ``failures`` is wrong: the trial whose worker was killed (any one trial when its number
+    is unknown) must count at least one, the others none."""
     failed = trials.set_index("number")["failures"] > 0
-    if killed is not None:
-        return int(failed.drop(index=[killed]).sum()) + int(not failed.get(killed, False))
-    return abs(int(failed.sum()) - int(one_killed))
+    if killed is not None and killed.number is not None:
+        return int(failed.drop(index=[killed.number]).sum()) + int(not failed.get(killed.number, False))
+    return abs(int(failed.sum()) - int(killed is not None))
 
 
 def _twice(trials: pd.DataFrame, experiment: Path, reports: int) -> int:
@@ -364,8 +371,7 @@ def run_one(i: int, seed: int, args: argparse.Namespace, out: Path, env: dict[st
     run.twice = _twice(full, results / ".tune" / name, args.epochs)
     run.optuna = _optuna_errors(trials, name, f"sqlite:///{results / name / 'optuna.db'}")
     run.front = _front_errors(trials, pareto)
-    killed_one = kind == "worker-sigkill" and "no trial worker" not in run.note
-    run.failures = _failure_errors(trials, touched if killed_one else None, killed_one)
+    run.failures = _failure_errors(trials, touched if isinstance(touched, _Killed) else None)
     if not args.keep:
         shutil.rmtree(results / ".tune", ignore_errors=True)
     return run
