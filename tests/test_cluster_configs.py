@@ -44,6 +44,7 @@ CHECKS: dict[str, tuple[str, ...]] = {
         "test_aws_gpu_workers_and_cpu_head",
         "test_aws_setup_installs_cuda_torch_and_the_repo",
         "test_aws_opens_no_port_to_the_world",
+        "test_every_head_starts_without_grpc_fork_handlers",
     ),
     "kuberay-rayjob.yaml": (
         "test_kuberay_documents",
@@ -51,12 +52,14 @@ CHECKS: dict[str, tuple[str, ...]] = {
         "test_kuberay_volumes_are_declared",
         "test_kuberay_opens_no_port_to_the_world",
         "test_kuberay_sidecar_mode_rules",
+        "test_every_head_starts_without_grpc_fork_handlers",
     ),
     "slurm.sbatch": (
         "test_sbatch_is_valid_bash",
         "test_sbatch_directives",
         "test_sbatch_starts_a_head_and_workers",
         "test_sbatch_runs_a_two_node_cluster_with_fake_slurm",
+        "test_every_head_starts_without_grpc_fork_handlers",
     ),
     "Dockerfile": ("test_dockerfile_builds_the_cluster_image",),
     "Dockerfile.dockerignore": ("test_dockerignore_keeps_the_context_small",),
@@ -232,6 +235,18 @@ def test_fairsearch_commands_follow_the_cli_contract(path: Path) -> None:
         if path is not README:  # the README also shows single-machine runs
             assert args.address, f"{path.name}: a cluster sweep must join the cluster (--address)"
             assert args.storage, f"{path.name}: a cluster sweep needs --storage that every node can reach"
+
+
+def test_every_head_starts_without_grpc_fork_handlers() -> None:
+    """Each recipe starts its head with ``GRPC_ENABLE_FORK_SUPPORT=0``: with gRPC's fork handlers, the
+    head's Ray Client proxy forks a server that dies at once on about one first connection in six
+    (ray-project/ray#63202), and ``--address ray://`` then fails."""
+    aws = " ".join(load_yaml(AWS)[0]["head_start_ray_commands"])
+    assert "GRPC_ENABLE_FORK_SUPPORT=0 ray start --head" in aws, aws
+    sbatch = re.sub(r"\\\n\s*", " ", SBATCH.read_text())
+    assert re.search(r"^GRPC_ENABLE_FORK_SUPPORT=0 srun [^\n]*ray start --head", sbatch, flags=re.M)
+    (head,) = [c for c in rayjob_pod_specs()["head"]["containers"] if c["name"] == "ray-head"]
+    assert {"name": "GRPC_ENABLE_FORK_SUPPORT", "value": "0"} in head.get("env", []), head.get("env")
 
 
 def test_space_files_named_anywhere_exist() -> None:
