@@ -169,17 +169,7 @@ def run_sweep(
     # Ray is started (or joined) before anything is written: an unreachable --address, or GPUs asked of a
     # cluster without them, is refused with the results folder untouched.
     if not ray.is_initialized():
-        try:
-            # "local": a sweep without --address starts its own Ray, never joining one already running on
-            # this machine (another sweep's, whose end or kill would take this one down with it).
-            ray.init(
-                address=address or "local",
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise FairsearchError(f"--address {address}: cannot connect to the Ray cluster ({err})") from None
+        _start_ray(address)
     gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)), joined=address is not None)
     claim = claim_study(optuna_url, spec.name)  # one driver per study: a second one is refused
     resuming = _prepare_folder(spec, results_dir, experiment, restart)
@@ -410,6 +400,13 @@ ADDRESS_TIMEOUT_S = 5.0
 :data:`PROBE_TIMEOUT_S`, a run is refused within 30 s whatever does not answer."""
 RAY_CLIENT_PORT = 10001
 """Ray Client's port on the head node, when ``ray://host`` names none."""
+RAY_CLIENT_ATTEMPTS = 3
+"""How many times a ``ray://`` connection is tried when the head's Ray Client server dies as it starts."""
+RAY_CLIENT_SERVER_DIED = "Starting Ray client server failed"
+"""What the head answers when the Ray Client server it forked for this driver died at once: a race between
+fork() and gRPC's threads in the head's proxy (ray-project/ray#63202), on 5 of 30 first connections on a
+2-core machine. A head started with ``GRPC_ENABLE_FORK_SUPPORT=0``, as ``cluster/`` starts them, had none
+in 26."""
 _STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 """URI schemes of the filesystems pyarrow, and so Ray Tune, reads (``file://`` is a local folder)."""
 _STORAGE_PROBE = """
@@ -429,6 +426,40 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 def _short(value: object, limit: int = 120) -> str:
     return clip_text(value if isinstance(value, str) else repr(value), limit)
+
+
+def _start_ray(address: str | None) -> None:
+    """Starts Ray here (``address`` ``None``), or joins the cluster at ``address``; a ``ray://`` connection
+    whose server died as it started (:data:`RAY_CLIENT_SERVER_DIED`) is tried again, up to
+    :data:`RAY_CLIENT_ATTEMPTS` times in all."""
+    for attempt in range(1, RAY_CLIENT_ATTEMPTS + 1):
+        try:
+            # "local": a sweep without --address starts its own Ray, never joining one already running on
+            # this machine (another sweep's, whose end or kill would take this one down with it).
+            ray.init(
+                address=address or "local",
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+            return
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            died = RAY_CLIENT_SERVER_DIED in str(err)
+            if not died or attempt == RAY_CLIENT_ATTEMPTS:
+                hint = (
+                    f"; its Ray Client server died as it started, {attempt} times in a row: start the head "
+                    "with GRPC_ENABLE_FORK_SUPPORT=0 in its environment (ray-project/ray#63202)"
+                )
+                raise FairsearchError(
+                    f"--address {address}: cannot connect to the Ray cluster ({err}){hint if died else ''}"
+                ) from None
+            logger.warning(
+                "--address %s: the head's Ray Client server died as it started (ray-project/ray#63202); "
+                "connecting again (%d of %d)",
+                address,
+                attempt + 1,
+                RAY_CLIENT_ATTEMPTS,
+            )
 
 
 def _check_address(address: str | None) -> None:

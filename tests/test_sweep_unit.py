@@ -1,12 +1,15 @@
-"""Sweep decisions that need no running Ray: GPUs per trial, samplers."""
+"""Sweep decisions that need no running Ray: GPUs per trial, samplers, joining a cluster."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+import fairsearch.sweep
 from fairsearch.errors import FairsearchError
 from fairsearch.space import parse_space
-from fairsearch.sweep import _gpus_per_trial, make_sampler
+from fairsearch.sweep import RAY_CLIENT_ATTEMPTS, _gpus_per_trial, _start_ray, make_sampler
 
 
 @pytest.mark.parametrize(
@@ -149,3 +152,66 @@ def test_a_saved_experiment_another_version_wrote_is_refused_with_a_way_out(tmp_
         r"here \(ModuleNotFoundError: No module named 'fairsearch.resume'\); run with --restart",
     ):
         _restore(str(experiment), lambda config: None)
+
+
+# What a Ray Client driver is told when the head's server for it died as it started (ray-project/ray#63202).
+SERVER_DIED = ConnectionAbortedError(
+    "Initialization failure from server:\nTraceback (most recent call last):\n  ...\nRuntimeError: Starting "
+    "Ray client server failed. See ray_client_server_23000.err for detailed logs.\n"
+)
+
+
+def _ray_init_failing(monkeypatch: pytest.MonkeyPatch, errors: list[Exception]) -> list[str]:
+    """``ray.init`` raising ``errors`` in turn, then connecting; returns the addresses it was called with."""
+    calls: list[str] = []
+
+    def init(address: str, **_: object) -> None:
+        calls.append(address)
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+
+    monkeypatch.setattr(fairsearch.sweep.ray, "init", init)
+    return calls
+
+
+@pytest.mark.parametrize("failures", range(1, RAY_CLIENT_ATTEMPTS))
+def test_a_ray_client_server_that_died_as_it_started_is_connected_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, failures: int
+) -> None:
+    calls = _ray_init_failing(monkeypatch, [SERVER_DIED] * failures)
+    with caplog.at_level(logging.WARNING, logger="fairsearch.sweep"):
+        _start_ray("ray://head:10001")
+    assert calls == ["ray://head:10001"] * (failures + 1)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == failures and all("ray-project/ray#63202" in w for w in warnings), warnings
+    assert warnings[-1].endswith(f"({failures + 1} of {RAY_CLIENT_ATTEMPTS})")
+
+
+def test_a_ray_client_server_dying_every_time_is_refused_with_the_remedy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _ray_init_failing(monkeypatch, [SERVER_DIED] * (RAY_CLIENT_ATTEMPTS + 1))
+    with pytest.raises(FairsearchError) as refused:
+        _start_ray("ray://head:10001")
+    assert len(calls) == RAY_CLIENT_ATTEMPTS
+    message = str(refused.value)
+    assert message.startswith("--address ray://head:10001: cannot connect to the Ray cluster (")
+    assert f"{RAY_CLIENT_ATTEMPTS} times in a row" in message and "GRPC_ENABLE_FORK_SUPPORT=0" in message
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionError("could not reach the head"),
+        RuntimeError("Version mismatch"),
+        ValueError("bad address"),
+    ],
+)
+def test_other_connection_failures_are_refused_at_once(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    calls = _ray_init_failing(monkeypatch, [error])
+    with pytest.raises(FairsearchError, match="cannot connect to the Ray cluster") as refused:
+        _start_ray("ray://head:10001")
+    assert len(calls) == 1 and str(error) in str(refused.value)
+    assert "GRPC_ENABLE_FORK_SUPPORT" not in str(refused.value)
