@@ -4,7 +4,7 @@ quote a value the user wrote."""
 import reprlib
 from typing import Any
 
-__all__ = ["FairsearchError", "clip_text", "short_repr"]
+__all__ = ["FairsearchError", "clip_text", "clip_value", "short_repr"]
 
 
 class FairsearchError(Exception):
@@ -28,3 +28,9 @@ def short_repr(value: Any, limit: int = 80) -> str:
 def clip_text(text: str, limit: int = 80) -> str:
     """``text`` cut to at most ``limit`` characters, the last one ``…`` where it was cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def clip_value(value: Any, limit: int = 120) -> str:
+    """A value the user wrote, for a message: a string as it is, anything else as its ``repr``; cut to at
+    most ``limit`` characters."""
+    return clip_text(value, limit) if isinstance(value, str) else short_repr(value, limit)

@@ -39,7 +39,7 @@ from fairsearch.config import (
     TrialConfig,
     check_setting,
 )
-from fairsearch.errors import FairsearchError, clip_text, short_repr
+from fairsearch.errors import FairsearchError, clip_text, clip_value, short_repr
 from fairsearch.yaml_input import read_yaml, read_yaml_file
 
 SEARCHABLE = ("method", *NUMERIC)
@@ -266,7 +266,7 @@ def load_space(path: str | Path) -> SweepSpec:
 
 def _key(key: Any) -> str:
     """A document key as a message names it: the text of a string key, else its repr, cut to 60."""
-    return clip_text(key, 60) if isinstance(key, str) else short_repr(key, 60)
+    return clip_value(key, 60)
 
 
 def _check(where: str, key: str, value: Any, problems: list[str]) -> Any:

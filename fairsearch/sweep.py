@@ -14,11 +14,7 @@ import json
 import logging
 import os
 import pickle
-import re
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -38,7 +34,6 @@ from fairsearch.config import (
     Constraints,
     ConstraintsFunc,
     Objectives,
-    TrialConfig,
     objective_directions,
     objective_keys,
 )
@@ -49,9 +44,9 @@ from fairsearch.confirm import (
     refresh_confirmed,
     write_plan,
 )
-from fairsearch.data.synthetic import RECIPE
-from fairsearch.errors import FairsearchError, clip_text
+from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
+from fairsearch.preflight import check_inputs
 from fairsearch.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.scheduler import scheduler_from_settings
 from fairsearch.space import SweepSpec, load_space
@@ -70,6 +65,13 @@ from fairsearch.tune_trials import (
 logger = logging.getLogger(__name__)
 
 SPACE_FILE = "space.json"
+RAY_CLIENT_ATTEMPTS = 3
+"""How many times a ``ray://`` connection is tried when the head's Ray Client server dies as it starts."""
+RAY_CLIENT_SERVER_DIED = "Starting Ray client server failed"
+"""What the head answers when the Ray Client server it forked for this driver died at once: a race between
+fork() and gRPC's threads in the head's proxy (ray-project/ray#63202), on 5 of 30 first connections on a
+2-core machine. A head started with ``GRPC_ENABLE_FORK_SUPPORT=0``, as ``cluster/`` starts them, had none
+in 26."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ def run_sweep(
 
     # Every input is checked before anything is written: a refused run leaves no folder and no file.
     _check_results_folder(results_dir, spec, restart)
-    _check_inputs(
+    check_inputs(
         spec, address=address, storage=storage, optuna_storage=optuna_storage, results_dir=results_dir
     )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -297,7 +299,7 @@ def _restore(experiment: str, trainable: Any) -> tune.Tuner:
     except (ImportError, AttributeError, pickle.UnpicklingError, EOFError) as err:
         raise FairsearchError(
             f"{experiment}: its saved state was written by another version of fairsearch or Ray and cannot "
-            f"be read here ({type(err).__name__}: {_short(str(err))}); run with --restart to start the "
+            f"be read here ({type(err).__name__}: {clip_value(str(err))}); run with --restart to start the "
             "sweep over, or --name to start one beside it"
         ) from None
 
@@ -343,91 +345,6 @@ def _renamed(spec: SweepSpec, name: str) -> SweepSpec:
     return replace(spec, name=name)
 
 
-def _check_inputs(
-    spec: SweepSpec,
-    *,
-    address: str | None = None,
-    storage: str | None = None,
-    optuna_storage: str | None = None,
-    results_dir: Path | None = None,
-) -> None:
-    """Fails fast, on the driver and before anything is written, on a bad Ray address, an Optuna URL or
-    Tune storage that is unknown or unreachable, a data folder that is missing or malformed (or lacks
-    training samples of a group it evaluates), and a model that is not here.
-
-    Args:
-        spec: the space.
-        address: ``--address``.
-        storage: ``--storage``.
-        optuna_storage: ``--optuna-storage``.
-        results_dir: ``results/<name>``, where the default Optuna database lives.
-    """
-    _check_address(address)
-    if optuna_storage is not None:
-        _check_optuna_url(optuna_storage, "--optuna-storage")
-    elif spec.optuna_storage is not None:
-        _check_optuna_url(spec.optuna_storage, f"{spec.source}: optuna_storage:")
-    elif results_dir is not None:  # the default, made in the results folder: only an existing file is checked
-        _check_sqlite_file(results_dir / "optuna.db", "")
-    _check_storage(storage)
-    data = spec.fixed.get("data")
-    if data is None:
-        logger.info(
-            "data: the built-in synthetic fundus set (%s images; set 'data:' to a FairVLMed folder)",
-            spec.fixed.get("synthetic_n") or RECIPE.default_n,
-        )
-    elif "://" not in str(data):
-        from fairsearch.data import load_fairvlmed
-
-        splits = load_fairvlmed(data)
-        _check_groups(
-            splits, spec.group_by, bool(spec.fixed.get("exclude_unknown", TrialConfig.exclude_unknown))
-        )
-    model = spec.fixed.get("model", TrialConfig.model)
-    if model == "tiny":
-        logger.info("model: the built-in tiny random Qwen2.5-VL (set 'model:' to a hub id or a folder)")
-    else:  # a folder that is not there, or a hub id not in the local cache: refused before anything runs
-        from fairsearch.model.backbone import resolve_model_folder
-
-        _check_model_config(resolve_model_folder(str(model)))
-
-
-PROBE_TIMEOUT_S = 12
-"""How long one check of remote storage or of a database server may take (a run makes two at most)
-before the run is refused."""
-ADDRESS_TIMEOUT_S = 5.0
-"""How long the Ray head named by ``--address`` may take to accept a connection: with two probes of
-:data:`PROBE_TIMEOUT_S`, a run is refused within 30 s whatever does not answer."""
-RAY_CLIENT_PORT = 10001
-"""Ray Client's port on the head node, when ``ray://host`` names none."""
-RAY_CLIENT_ATTEMPTS = 3
-"""How many times a ``ray://`` connection is tried when the head's Ray Client server dies as it starts."""
-RAY_CLIENT_SERVER_DIED = "Starting Ray client server failed"
-"""What the head answers when the Ray Client server it forked for this driver died at once: a race between
-fork() and gRPC's threads in the head's proxy (ray-project/ray#63202), on 5 of 30 first connections on a
-2-core machine. A head started with ``GRPC_ENABLE_FORK_SUPPORT=0``, as ``cluster/`` starts them, had none
-in 26."""
-_STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
-"""URI schemes of the filesystems pyarrow, and so Ray Tune, reads (``file://`` is a local folder)."""
-_STORAGE_PROBE = """
-import sys, pyarrow.fs
-fs, path = pyarrow.fs.FileSystem.from_uri(sys.argv[1])
-print(fs.get_file_info(path).type.name)
-"""
-_DATABASE_PROBE = """
-import sys, sqlalchemy
-try:
-    sqlalchemy.create_engine(sys.argv[1]).connect().close()
-except sqlalchemy.exc.SQLAlchemyError as err:  # the driver's reason, on one line (not SQLAlchemy's link)
-    sys.exit(" ".join(str(getattr(err, "orig", None) or err).split()))
-"""
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def _short(value: object, limit: int = 120) -> str:
-    return clip_text(value if isinstance(value, str) else repr(value), limit)
-
-
 def _start_ray(address: str | None) -> None:
     """Starts Ray here (``address`` ``None``), or joins the cluster at ``address``; a ``ray://`` connection
     whose server died as it started (:data:`RAY_CLIENT_SERVER_DIED`) is tried again, up to
@@ -462,184 +379,6 @@ def _start_ray(address: str | None) -> None:
             )
 
 
-def _check_address(address: str | None) -> None:
-    """``--address``: ``auto``, ``local``, ``ray://host[:port]`` or ``host:port``, whose port accepts a
-    connection within :data:`ADDRESS_TIMEOUT_S` (Ray's own connect waits minutes for a head that is not
-    there)."""
-    if address is None or address in ("auto", "local"):
-        return
-    match = re.fullmatch(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)(?::(\d{1,5}))?", address)
-    if match is None or (match[3] is None and not match[1]) or (match[3] and not 0 < int(match[3]) < 65536):
-        raise FairsearchError(
-            f"--address {_short(address)!r}: expected 'auto', 'local', ray://host:port or host:port "
-            "(the address of a running Ray cluster)"
-        )
-    host, port = match[2].strip("[]"), int(match[3] or RAY_CLIENT_PORT)
-    try:
-        socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S).close()
-    except OSError as err:
-        reason = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err))
-        raise FairsearchError(
-            f"--address {address}: nothing accepts connections at {host}:{port} ({reason} within "
-            f"{ADDRESS_TIMEOUT_S:g} s); start the cluster's head node (ray start --head) or give its address"
-        ) from None
-
-
-def _check_storage(storage: str | None) -> None:
-    """``--storage``: a folder that can be made, or a URI of a filesystem Ray Tune reads that answers
-    within :data:`PROBE_TIMEOUT_S` (the check only looks: it creates nothing)."""
-    if storage is None:
-        return
-    scheme, sep, rest = storage.partition("://")
-    if not sep or scheme == "file":
-        check_writable_folder(Path(rest if sep else storage).expanduser().resolve(), "--storage")
-        return
-    if scheme.lower() not in _STORAGE_SCHEMES:
-        raise FairsearchError(
-            f"--storage {_short(storage)}: unknown scheme {_short(scheme)!r}; give a folder or a URI of "
-            f"{', '.join(f'{s}://' for s in _STORAGE_SCHEMES)}"
-        )
-    kind = _probe(_STORAGE_PROBE, storage, f"--storage {_short(storage)}")
-    if kind == "File":
-        raise FairsearchError(f"--storage {_short(storage)}: is a file, not a folder")
-
-
-def _check_optuna_url(url: str, where: str) -> None:
-    """An Optuna storage URL: a SQLAlchemy URL of a known dialect whose driver is installed; a SQLite
-    file that is a SQLite database or can be made in an existing folder; any other database answering
-    within :data:`PROBE_TIMEOUT_S`. Nothing is created while checking."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise FairsearchError(
-            f"{where} {_short(url)}: not a database URL; give e.g. sqlite:///results/optuna.db or "
-            "postgresql://user@host/database"
-        ) from None
-    shown = parsed.render_as_string(hide_password=True)
-    try:
-        dialect = parsed.get_dialect()
-    except NoSuchModuleError:
-        raise FairsearchError(
-            f"{where} {_short(shown)}: unknown database {_short(parsed.drivername)!r}; Optuna stores studies "
-            "in SQLAlchemy databases: sqlite, postgresql, mysql, oracle, mssql"
-        ) from None
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:") or database.startswith("file:"):
-            return
-        path = Path(database).expanduser()
-        _check_sqlite_file(path, f"{where} {_short(shown)}: ")
-        if not path.exists():
-            if path.parent.exists() and not path.parent.is_dir():
-                raise FairsearchError(f"{where} {_short(shown)}: {path.parent} is a file, not a folder")
-            if not path.parent.is_dir():
-                raise FairsearchError(
-                    f"{where} {_short(shown)}: folder {path.parent} does not exist; create it first"
-                )
-            if not os.access(path.parent, os.W_OK | os.X_OK):
-                raise FairsearchError(f"{where} {_short(shown)}: cannot create a file in {path.parent}")
-        return
-    try:
-        dialect.import_dbapi()
-    except ImportError as err:
-        raise FairsearchError(
-            f"{where} {_short(shown)}: the {parsed.drivername} driver is not installed ({err}); install it "
-            "in this environment, or use sqlite:///path/optuna.db"
-        ) from None
-    _probe(_DATABASE_PROBE, url, f"{where} {_short(shown)}")
-
-
-def _check_sqlite_file(path: Path, where: str) -> None:
-    """An existing SQLite path must be a readable, writable SQLite database (or an empty file);
-    ``where`` starts the message (``--optuna-storage sqlite:///x.db: ``)."""
-    if not (path.exists() or path.is_symlink()):
-        return
-    if not path.is_file():
-        raise FairsearchError(f"{where}{path} is not a file, so not a SQLite database")
-    try:
-        with path.open("rb") as f:
-            header = f.read(len(_SQLITE_HEADER))
-    except OSError as err:
-        raise FairsearchError(f"{where}cannot read {path} ({err.strerror or err})") from None
-    if header and header != _SQLITE_HEADER:
-        raise FairsearchError(
-            f"{where}{path} is not a SQLite database; give the study's database or a new file"
-        )
-    if not os.access(path, os.R_OK | os.W_OK):
-        raise FairsearchError(f"{where}cannot write {path}")
-
-
-def _probe(code: str, target: str, where: str) -> str:
-    """Runs ``code`` with ``target`` in a child Python killed after :data:`PROBE_TIMEOUT_S` (a network
-    client's retries cannot be cut short from inside); returns its output, or refuses with its error."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", code, target],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        raise FairsearchError(
-            f"{where}: no answer within {PROBE_TIMEOUT_S} s; check the network, the address and the "
-            "credentials"
-        ) from None
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit status {proc.returncode}"
-        raise FairsearchError(f"{where}: cannot reach it ({_short(reason, 300)})")
-    return proc.stdout.strip()
-
-
-def _check_groups(splits: Mapping[str, Any], group_by: str, exclude_unknown: bool) -> None:
-    """Every ``group_by`` group with validation or test samples has training samples, and validation
-    holds two groups or more (else MaxAccGap, the objective minimised, is always 0)."""
-    from fairsearch.data import ATTRIBUTE_VALUES
-    from fairsearch.fairness import encode_groups
-
-    groupings = {
-        name: encode_groups(split.attributes, group_by, ATTRIBUTE_VALUES, exclude_unknown=exclude_unknown)
-        for name, split in splits.items()
-    }
-    train = groupings["train"].counts()
-    for name in ("val", "test"):
-        counts = groupings[name].counts()
-        missing = [groupings[name].names[g] for g in range(len(counts)) if counts[g] > 0 and train[g] == 0]
-        if missing:
-            raise FairsearchError(
-                f"group_by {group_by!r}: groups {missing} have {name} samples but no training samples; "
-                "choose another grouping or set exclude_unknown"
-            )
-    counts = groupings["val"].counts()
-    present = [groupings["val"].names[g] for g in range(len(counts)) if counts[g] > 0]
-    if len(present) < 2:
-        raise FairsearchError(
-            f"group_by {group_by!r}: the validation split holds samples of {len(present)} group(s) "
-            f"{present}; MaxAccGap, the objective minimised, needs two or more: choose another grouping"
-        )
-
-
-def _check_model_config(folder: Path) -> None:
-    """A model folder's ``config.json`` is a JSON object with a ``model_type``."""
-    path = folder / "config.json"
-    try:
-        config = json.loads(path.read_bytes()[: 1 << 24].decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as err:
-        raise FairsearchError(
-            f"model folder '{folder}': config.json is not readable JSON ({_short(str(err))}); "
-            "copy the model folder again"
-        ) from None
-    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
-        raise FairsearchError(
-            f"model folder '{folder}': config.json has no 'model_type', so it is not a Hugging Face "
-            "model config; copy the model folder again"
-        )
-
-
 def _check_results_folder(results_dir: Path, spec: SweepSpec | None = None, restart: bool = False) -> None:
     """Refuses a results folder that is a file, or lies under one, and (unless ``restart``) one whose
     ``space.json`` is damaged or belongs to another space, before anything is written."""
@@ -651,7 +390,7 @@ def _check_results_folder(results_dir: Path, spec: SweepSpec | None = None, rest
     if saved.get("digest") != spec.digest:
         raise FairsearchError(
             f"{results_dir} holds a sweep made from a different space file "
-            f"({_short(saved.get('source'))}, digest {_short(saved.get('digest'))}; {spec.source} has digest "
+            f"({clip_value(saved.get('source'))}, digest {clip_value(saved.get('digest'))}; {spec.source} has digest "
             f"{spec.digest}). "
             f"Run with --restart to discard it and start over, or --name to start a sweep beside it."
         )
@@ -667,7 +406,7 @@ def _read_marker(marker: Path) -> dict[str, Any]:
             data = f.read(1 << 24)
         saved = json.loads(data.decode("utf-8"))
     except (OSError, ValueError, RecursionError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else _short(str(err), 80)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else clip_value(str(err), 80)
         raise FairsearchError(
             f"{marker}: damaged, so the space this sweep was made from is unknown ({reason}); {again}"
         ) from None
