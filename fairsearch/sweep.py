@@ -67,11 +67,15 @@ logger = logging.getLogger(__name__)
 SPACE_FILE = "space.json"
 RAY_CLIENT_ATTEMPTS = 3
 """How many times a ``ray://`` connection is tried when the head's Ray Client server dies as it starts."""
-RAY_CLIENT_SERVER_DIED = "Starting Ray client server failed"
-"""What the head answers when the Ray Client server it forked for this driver died at once: a race between
-fork() and gRPC's threads in the head's proxy (ray-project/ray#63202), on 5 of 30 first connections on a
-2-core machine. A head started with ``GRPC_ENABLE_FORK_SUPPORT=0``, as ``cluster/`` starts them, had none
-in 26."""
+RAY_CLIENT_SERVER_DIED = (
+    "Starting Ray client server failed",  # the server had exited when the proxy looked
+    "in start_specific_server",  # it exited while the proxy looked (psutil's ZombieProcess)
+    "Proxy failed to Connect to backend",  # it never answered
+)
+"""What the head answers when the Ray Client server its proxy forked for this driver died at once: a race
+between fork() and gRPC's threads in the proxy (ray-project/ray#63202), on 5 of 30 first connections on
+a 2-core machine. A head started with ``GRPC_ENABLE_FORK_SUPPORT=0``, as ``cluster/`` starts them, had
+none in 26."""
 
 
 @dataclass(frozen=True)
@@ -361,7 +365,7 @@ def _start_ray(address: str | None) -> None:
             )
             return
         except (ConnectionError, RuntimeError, ValueError) as err:
-            died = RAY_CLIENT_SERVER_DIED in str(err)
+            died = any(sign in str(err) for sign in RAY_CLIENT_SERVER_DIED)
             if not died or attempt == RAY_CLIENT_ATTEMPTS:
                 hint = (
                     f"; its Ray Client server died as it started, {attempt} times in a row: start the head "

@@ -154,11 +154,25 @@ def test_a_saved_experiment_another_version_wrote_is_refused_with_a_way_out(tmp_
         _restore(str(experiment), lambda config: None)
 
 
-# What a Ray Client driver is told when the head's server for it died as it started (ray-project/ray#63202).
-SERVER_DIED = ConnectionAbortedError(
-    "Initialization failure from server:\nTraceback (most recent call last):\n  ...\nRuntimeError: Starting "
-    "Ray client server failed. See ray_client_server_23000.err for detailed logs.\n"
-)
+# What a Ray Client driver is told when the server the head forked for it died at once
+# (ray-project/ray#63202): Ray's client wraps the proxy's traceback, one of these three.
+_PROXY = 'Initialization failure from server:\nTraceback (most recent call last):\n  File "proxier.py", line {}, in {}\n'
+SERVER_DIED = {
+    "exited": ConnectionAbortedError(
+        _PROXY.format(765, "Datapath")
+        + "    raise RuntimeError(\nRuntimeError: Starting Ray client server failed. See "
+        "ray_client_server_23000.err for detailed logs.\n"
+    ),
+    "exiting": ConnectionAbortedError(
+        _PROXY.format(765, "Datapath")
+        + '  File "proxier.py", line 384, in start_specific_server\n    cmd = psutil_proc.cmdline()\n'
+        "psutil.ZombieProcess: PID still exists but it's a zombie (pid=27764)\n"
+    ),
+    "silent": ConnectionAbortedError(
+        _PROXY.format(780, "Datapath") + "RuntimeError: Proxy failed to Connect to backend! Check "
+        "`ray_client_server.err` and `ray_client_server_23000.err` on the head node of the cluster\n"
+    ),
+}
 
 
 def _ray_init_failing(monkeypatch: pytest.MonkeyPatch, errors: list[Exception]) -> list[str]:
@@ -174,11 +188,12 @@ def _ray_init_failing(monkeypatch: pytest.MonkeyPatch, errors: list[Exception]) 
     return calls
 
 
+@pytest.mark.parametrize("died", sorted(SERVER_DIED))
 @pytest.mark.parametrize("failures", range(1, RAY_CLIENT_ATTEMPTS))
 def test_a_ray_client_server_that_died_as_it_started_is_connected_again(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, failures: int
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, failures: int, died: str
 ) -> None:
-    calls = _ray_init_failing(monkeypatch, [SERVER_DIED] * failures)
+    calls = _ray_init_failing(monkeypatch, [SERVER_DIED[died]] * failures)
     with caplog.at_level(logging.WARNING, logger="fairsearch.sweep"):
         _start_ray("ray://head:10001")
     assert calls == ["ray://head:10001"] * (failures + 1)
@@ -190,7 +205,8 @@ def test_a_ray_client_server_that_died_as_it_started_is_connected_again(
 def test_a_ray_client_server_dying_every_time_is_refused_with_the_remedy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls = _ray_init_failing(monkeypatch, [SERVER_DIED] * (RAY_CLIENT_ATTEMPTS + 1))
+    died = list(SERVER_DIED.values())
+    calls = _ray_init_failing(monkeypatch, [died[i % len(died)] for i in range(RAY_CLIENT_ATTEMPTS + 1)])
     with pytest.raises(FairsearchError) as refused:
         _start_ray("ray://head:10001")
     assert len(calls) == RAY_CLIENT_ATTEMPTS
