@@ -175,7 +175,7 @@ def run_sweep(
     # Ray is started (or joined) before anything is written: an unreachable --address, or GPUs asked of a
     # cluster without them, is refused with the results folder untouched.
     if not ray.is_initialized():
-        _start_ray(address)
+        start_ray(address)
     gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)), joined=address is not None)
     claim = claim_study(optuna_url, spec.name)  # one driver per study: a second one is refused
     resuming = _prepare_folder(spec, results_dir, experiment, restart)
@@ -349,7 +349,7 @@ def _renamed(spec: SweepSpec, name: str) -> SweepSpec:
     return replace(spec, name=name)
 
 
-def _start_ray(address: str | None) -> None:
+def start_ray(address: str | None) -> None:
     """Starts Ray here (``address`` ``None``), or joins the cluster at ``address``; a ``ray://`` connection
     whose server died as it started (:data:`RAY_CLIENT_SERVER_DIED`) is tried again, up to
     :data:`RAY_CLIENT_ATTEMPTS` times in all."""

@@ -9,7 +9,7 @@ import pytest
 import fairsearch.sweep
 from fairsearch.errors import FairsearchError
 from fairsearch.space import parse_space
-from fairsearch.sweep import RAY_CLIENT_ATTEMPTS, _gpus_per_trial, _start_ray, make_sampler
+from fairsearch.sweep import RAY_CLIENT_ATTEMPTS, _gpus_per_trial, make_sampler, start_ray
 
 
 @pytest.mark.parametrize(
@@ -195,7 +195,7 @@ def test_a_ray_client_server_that_died_as_it_started_is_connected_again(
 ) -> None:
     calls = _ray_init_failing(monkeypatch, [SERVER_DIED[died]] * failures)
     with caplog.at_level(logging.WARNING, logger="fairsearch.sweep"):
-        _start_ray("ray://head:10001")
+        start_ray("ray://head:10001")
     assert calls == ["ray://head:10001"] * (failures + 1)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == failures and all("ray-project/ray#63202" in w for w in warnings), warnings
@@ -208,7 +208,7 @@ def test_a_ray_client_server_dying_every_time_is_refused_with_the_remedy(
     died = list(SERVER_DIED.values())
     calls = _ray_init_failing(monkeypatch, [died[i % len(died)] for i in range(RAY_CLIENT_ATTEMPTS + 1)])
     with pytest.raises(FairsearchError) as refused:
-        _start_ray("ray://head:10001")
+        start_ray("ray://head:10001")
     assert len(calls) == RAY_CLIENT_ATTEMPTS
     message = str(refused.value)
     assert message.startswith("--address ray://head:10001: cannot connect to the Ray cluster (")
@@ -228,6 +228,6 @@ def test_other_connection_failures_are_refused_at_once(
 ) -> None:
     calls = _ray_init_failing(monkeypatch, [error])
     with pytest.raises(FairsearchError, match="cannot connect to the Ray cluster") as refused:
-        _start_ray("ray://head:10001")
+        start_ray("ray://head:10001")
     assert len(calls) == 1 and str(error) in str(refused.value)
     assert "GRPC_ENABLE_FORK_SUPPORT" not in str(refused.value)
