@@ -73,9 +73,9 @@ RAY_CLIENT_SERVER_DIED = (
     "Proxy failed to Connect to backend",  # it never answered
 )
 """What the head answers when the Ray Client server its proxy forked for this driver died at once: a race
-between fork() and gRPC's threads in the proxy (ray-project/ray#63202), on 5 of 30 first connections on
-a 2-core machine. A head started with ``GRPC_ENABLE_FORK_SUPPORT=0``, as ``cluster/`` starts them, had
-none in 26."""
+between fork() and gRPC's threads in the proxy (ray-project/ray#63202), on 5 of 25 first connections on
+a 2-core machine; a head started with ``GRPC_ENABLE_FORK_SUPPORT=0``, as ``cluster/`` starts them, on 0
+of 25 (``benchmarks/ray_client_connect.py``)."""
 
 
 @dataclass(frozen=True)

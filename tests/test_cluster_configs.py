@@ -239,7 +239,7 @@ def test_fairsearch_commands_follow_the_cli_contract(path: Path) -> None:
 
 def test_every_head_starts_without_grpc_fork_handlers() -> None:
     """Each recipe starts its head with ``GRPC_ENABLE_FORK_SUPPORT=0``: with gRPC's fork handlers, the
-    head's Ray Client proxy forks a server that dies at once on about one first connection in six
+    head's Ray Client proxy forks a server that dies at once on about one first connection in five
     (ray-project/ray#63202), and ``--address ray://`` then fails."""
     aws = " ".join(load_yaml(AWS)[0]["head_start_ray_commands"])
     assert "GRPC_ENABLE_FORK_SUPPORT=0 ray start --head" in aws, aws

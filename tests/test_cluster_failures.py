@@ -382,8 +382,8 @@ def test_sweep_through_ray_client_runs_on_the_cluster(
     the head (Ray moves ``Tuner.fit`` there), so the results land on the head's disk, here the same one.
 
     The nodes start as ``cluster/`` starts its heads, without gRPC's fork handlers: with them, the head's
-    Ray Client proxy forked a server that crashed before its ``exec`` on 5 of 30 first connections here
-    (ray-project/ray#63202). The driver's own retry of that failure is tested in test_sweep_unit.py."""
+    Ray Client proxy forked a server that crashed before its ``exec`` on 5 of 25 first connections
+    (ray-project/ray#63202, ``benchmarks/ray_client_connect.py``). The driver's own retry of that failure is tested in test_sweep_unit.py."""
     import socket
 
     from ray.cluster_utils import Cluster
