@@ -213,6 +213,9 @@ def test_a_ray_client_server_dying_every_time_is_refused_with_the_remedy(
     message = str(refused.value)
     assert message.startswith("--address ray://head:10001: cannot connect to the Ray cluster (")
     assert f"{RAY_CLIENT_ATTEMPTS} times in a row" in message and "GRPC_ENABLE_FORK_SUPPORT=0" in message
+    assert (
+        "\n" not in message and "Traceback" not in message
+    )  # the last line of Ray's answer, not its traceback
 
 
 @pytest.mark.parametrize(
