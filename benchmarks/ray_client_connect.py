@@ -22,7 +22,6 @@ the seconds a connection took (median, and the most). ``--out`` keeps each drive
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import socket
 import statistics
@@ -30,8 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 from ray.cluster_utils import Cluster
 
@@ -56,32 +55,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.contextmanager
-def _environment(settings: dict[str, str]) -> Iterator[None]:
-    """``settings`` in this process's environment, for the Ray nodes started meanwhile to inherit."""
-    saved = {key: os.environ.get(key) for key in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                del os.environ[key]
-            else:
-                os.environ[key] = value
-
-
 def connect_once(node_env: dict[str, str], log: Path | None) -> tuple[bool, bool, int, float]:
     """One fresh cluster whose nodes start with ``node_env``, and one driver (with this process's own
     environment); returns (joined, the server died on the first try, retries, seconds the driver took)."""
     port = _free_port()
-    with _environment(node_env):
+    with mock.patch.dict(os.environ, node_env):  # the nodes inherit it
         cluster = Cluster(
             initialize_head=True,
             head_node_args={"num_cpus": 0, "include_dashboard": False, "ray_client_server_port": port},
         )
     try:
-        with _environment(node_env):
+        with mock.patch.dict(os.environ, node_env):  # the nodes inherit it
             cluster.add_node(num_cpus=2)
             cluster.wait_for_nodes()
         started = time.monotonic()
