@@ -367,14 +367,16 @@ def start_ray(address: str | None) -> None:
         except (ConnectionError, RuntimeError, ValueError) as err:
             died = any(sign in str(err) for sign in RAY_CLIENT_SERVER_DIED)
             if not died or attempt == RAY_CLIENT_ATTEMPTS:
+                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+                reason = clip_value(lines[-1] if lines else type(err).__name__, 300)  # not Ray's traceback
                 hint = (
                     f"; its Ray Client server died as it started, {attempt} times in a row: start the head "
                     "with GRPC_ENABLE_FORK_SUPPORT=0 in its environment (ray-project/ray#63202)"
+                    if died
+                    else ""
                 )
-                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-                reason = clip_value(lines[-1] if lines else type(err).__name__, 300)  # not Ray's traceback
                 raise FairsearchError(
-                    f"--address {address}: cannot connect to the Ray cluster ({reason}){hint if died else ''}"
+                    f"--address {address}: cannot connect to the Ray cluster ({reason}){hint}"
                 ) from None
             logger.warning(
                 "--address %s: the head's Ray Client server died as it started (ray-project/ray#63202); "
