@@ -1,0 +1,11 @@
+"""Judging predictions: pure math on arrays, with no files and no training.
+
+Holds groupings, MaxAccGap and the fairness losses' terms (:mod:`~fairsearch.judge.fairness`), one
+split's metrics (:mod:`~fairsearch.judge.metrics`), their 95 % intervals
+(:mod:`~fairsearch.judge.intervals`), non-dominated sets and hypervolume
+(:mod:`~fairsearch.judge.pareto`), and decision thresholds chosen after training
+(:mod:`~fairsearch.judge.thresholds`).
+
+Layer: above ``spec`` (the method registry), below ``train``. It must not import ``train``, ``output``,
+``search`` or ``cli``, nor Ray or transformers.
+"""

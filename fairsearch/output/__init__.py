@@ -1,0 +1,10 @@
+"""What a sweep writes and what a person reads: the Parquet files, the fronts in them, tables and report.
+
+Holds the results files and their fronts (:mod:`~fairsearch.output.results`), the text tables
+(:mod:`~fairsearch.output.tables`), the thresholded fronts (:mod:`~fairsearch.output.threshold_fronts`),
+the seed-confirmed front (:mod:`~fairsearch.output.confirm`) and the HTML report with its figures
+(:mod:`~fairsearch.output.report`, :mod:`~fairsearch.output.report_figures`).
+
+Layer: above ``train`` (it reads the trials' checkpointed scores), below ``search``. It must not import
+``search`` or ``cli``, nor Ray: ``fairsearch pareto`` and ``report`` read a results folder without a cluster.
+"""
