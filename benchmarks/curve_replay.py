@@ -18,7 +18,7 @@ The simulation (:func:`simulate`):
 * After every report the hypervolume of the front of every started trial's latest validation result
   (a stopped trial keeps its last one, as ``trials.parquet`` does) is recorded against the epochs and
   the seconds spent so far. Objectives, directions and the reference point are
-  :data:`fairsearch.config.OBJECTIVES`; the hypervolume is :func:`fairsearch.pareto.hypervolume`.
+  :data:`fairsearch.spec.config.OBJECTIVES`; the hypervolume is :func:`fairsearch.pareto.hypervolume`.
 
 The seed fixes the order and the noise, so replays of one seed under different schedulers are paired.
 """
@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from fairsearch.config import objective_directions, objective_keys, objective_reference
 from fairsearch.pareto import hypervolume, pareto_mask
+from fairsearch.spec.config import objective_directions, objective_keys, objective_reference
 
 SIGNALS = ("auc", "loss", "worst_group_acc", "train_loss")
 """Other validation results a record may hold; each replayed result carries those it has, as a sweep's
@@ -54,7 +54,7 @@ class Curves:
 
     Attributes:
         objectives: ``[N, R, D]`` validation objectives, ``D`` in the order of
-            :func:`fairsearch.config.objective_keys`.
+            :func:`fairsearch.spec.config.objective_keys`.
         budget: ``[R]`` epochs trained at each report, ascending; the last is the full budget.
         report_seconds: ``[N]`` mean seconds per report of each trial.
         trial_ids: ``N`` names, for the stand-in trial objects.

@@ -214,8 +214,8 @@ def hypervolume_curve(reports: Sequence[dict[str, Any]]) -> tuple[CurvePoint, ..
     Returns:
         One point per report.
     """
-    from fairsearch.config import objective_directions, objective_reference
     from fairsearch.pareto import hypervolume
+    from fairsearch.spec.config import objective_directions, objective_reference
 
     latest: dict[str, tuple[float, float]] = {}
     points = []

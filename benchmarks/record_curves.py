@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    from fairsearch.config import TrialConfig
     from fairsearch.errors import FairsearchError
     from fairsearch.results import read_results
     from fairsearch.space import load_space
+    from fairsearch.spec.config import TrialConfig
     from fairsearch.sweep import run_sweep
 
     try:

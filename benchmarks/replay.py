@@ -90,7 +90,7 @@ class SyneDriver:
         from syne_tune.backend.trial_status import Trial
         from syne_tune.optimizer.scheduler import SchedulerDecision
 
-        from fairsearch.config import OBJECTIVES
+        from fairsearch.spec.config import OBJECTIVES
 
         self.scheduler = scheduler
         self._trial_type = Trial
@@ -102,7 +102,7 @@ class SyneDriver:
     @staticmethod
     def metric_names() -> list[str]:
         """Syne Tune's names of fairsearch's objectives, all minimised (``neg_acc``, ``max_acc_gap``)."""
-        from fairsearch.config import OBJECTIVES
+        from fairsearch.spec.config import OBJECTIVES
 
         return [o.key if o.direction == "min" else f"neg_{o.key}" for o in OBJECTIVES]
 
@@ -172,7 +172,7 @@ def scheduler_rows(
         return SyneDriver(scheduler)
 
     def asha(seed: int) -> SchedulerDriver:
-        from fairsearch.config import OBJECTIVES
+        from fairsearch.spec.config import OBJECTIVES
 
         first = OBJECTIVES[0]
         return RayDriver(

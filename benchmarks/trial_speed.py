@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fairsearch.config import TrialConfig
+from fairsearch.spec.config import TrialConfig
 from fairsearch.trial import TrialResult, run_trial
 
 

@@ -26,7 +26,7 @@ from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
 
 if TYPE_CHECKING:
-    from fairsearch.config import Objectives
+    from fairsearch.spec.config import Objectives
 
 logger = logging.getLogger("fairsearch")
 EXIT_USER_ERROR = 2

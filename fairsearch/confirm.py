@@ -37,14 +37,6 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
-from fairsearch.config import (
-    OBJECTIVES,
-    Constraints,
-    Objectives,
-    objective_directions,
-    objective_keys,
-    objective_reference,
-)
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import hypervolume, pareto_mask
 from fairsearch.results import (
@@ -59,6 +51,14 @@ from fairsearch.results import (
     read_sweep_goals,
     trials_frame,
     write_parquet_atomic,
+)
+from fairsearch.spec.config import (
+    OBJECTIVES,
+    Constraints,
+    Objectives,
+    objective_directions,
+    objective_keys,
+    objective_reference,
 )
 from fairsearch.tables import aligned_rows
 from fairsearch.threshold_fronts import THRESHOLD_FRONTS

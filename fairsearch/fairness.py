@@ -2,7 +2,7 @@
 
 Pure numpy/torch/scikit-learn. A *grouping* assigns each sample a group id from the attribute domains
 (``"race"`` or the intersection ``"race*gender"``); id −1 means "excluded from every group". The training
-losses follow Gu et al. 2025 (the methods are registered in :data:`fairsearch.config.METHODS`):
+losses follow Gu et al. 2025 (the methods are registered in :data:`fairsearch.spec.config.METHODS`):
 ``vanilla`` (cross-entropy), ``fr`` (CE + λ·soft MaxAccGap), ``gr`` (group-weighted CE with
 w_s = min(N/|D_s|, w_max)) and ``hybrid`` (weighted CE + λ·soft MaxAccGap).
 The metrics of a whole split (AUC, ES-AUC, 95 % intervals) are in :mod:`fairsearch.metrics`.
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 
-from fairsearch.config import METHODS
 from fairsearch.errors import FairsearchError
+from fairsearch.spec.config import METHODS
 
 __all__ = [
     "UNKNOWN", "GroupAccuracy", "Grouping", "encode_groups", "fairness_loss", "group_weights", "max_acc_gap",
@@ -299,7 +299,7 @@ def fairness_loss(
     lam: float = 0.0,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Training loss of a method of :data:`fairsearch.config.METHODS`: cross-entropy, group-weighted when
+    """Training loss of a method of :data:`fairsearch.spec.config.METHODS`: cross-entropy, group-weighted when
     the method ``uses_weights``, plus λ · ``soft_max_acc_gap`` when it ``uses_lam``.
 
     - ``vanilla``: mean cross-entropy.
@@ -325,7 +325,7 @@ def fairness_loss(
     Raises:
         ValueError: an unknown method, λ < 0, bad shapes, an empty batch, or ``gr``/``hybrid`` without a
             valid ``weights`` table. (Settings from users are validated where they enter, by
-            ``fairsearch.config.TrialConfig``; these are a caller's mistakes.)
+            ``fairsearch.spec.config.TrialConfig``; these are a caller's mistakes.)
     """
     spec = METHODS.get(method)
     if spec is None:

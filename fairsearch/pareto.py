@@ -3,7 +3,7 @@
 Every function takes the objective values as an array ``points[N, D]`` (one row per candidate, one
 column per objective) and one direction per column, ``"max"`` or ``"min"``; the directions are handled
 here, so callers never flip signs themselves. fairsearch's own objectives, directions and reference
-point are in :data:`fairsearch.config.OBJECTIVES`.
+point are in :data:`fairsearch.spec.config.OBJECTIVES`.
 
 A row holding a NaN (a failed or unfinished trial) is never on a front: it is left out of every
 comparison and placed after all the valid rows (see each function).

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fairsearch.config import TrialConfig
 from fairsearch.data.synthetic import RECIPE
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
 from fairsearch.space import SweepSpec
+from fairsearch.spec.config import TrialConfig
 
 __all__ = ["ADDRESS_TIMEOUT_S", "PROBE_TIMEOUT_S", "RAY_CLIENT_PORT", "check_inputs"]
 

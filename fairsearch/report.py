@@ -44,7 +44,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fairsearch.config import METHODS, METRICS, Constraints, Objectives
 from fairsearch.confirm import group_summary, read_confirmed, verdict
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
@@ -71,6 +70,7 @@ from fairsearch.results import (
     read_results,
     read_sweep_goals,
 )
+from fairsearch.spec.config import METHODS, METRICS, Constraints, Objectives
 from fairsearch.tables import constraint_lines, fmt_ci, fmt_pct
 from fairsearch.threshold_fronts import (
     COMPARISON_HEADER,

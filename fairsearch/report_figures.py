@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fairsearch.config import (
+from fairsearch.pareto import hypervolume
+from fairsearch.results import SEARCH_FRONT
+from fairsearch.spec.config import (
     METRICS,
     Constraints,
     Objective,
@@ -27,8 +29,6 @@ from fairsearch.config import (
     objective_directions,
     objective_reference,
 )
-from fairsearch.pareto import hypervolume
-from fairsearch.results import SEARCH_FRONT
 from fairsearch.tables import fmt_pct
 from fairsearch.threshold_fronts import FRONT_TITLES, THRESHOLD_FRONTS
 

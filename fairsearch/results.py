@@ -58,8 +58,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fairsearch.config import OBJECTIVES as DEFAULT_OBJECTIVES
-from fairsearch.config import (
+from fairsearch.errors import FairsearchError
+from fairsearch.pareto import hypervolume, pareto_mask
+from fairsearch.spec.config import OBJECTIVES as DEFAULT_OBJECTIVES
+from fairsearch.spec.config import (
     Constraint,
     Constraints,
     Objectives,
@@ -68,8 +70,6 @@ from fairsearch.config import (
     objective_reference,
     objectives_named,
 )
-from fairsearch.errors import FairsearchError
-from fairsearch.pareto import hypervolume, pareto_mask
 
 __all__ = [
     "DIRECTIONS",
@@ -106,7 +106,7 @@ STATUSES = ("completed", "stopped", "failed", "running", "pending", "interrupted
 ``interrupted``: it was running when the sweep was interrupted (Ctrl-C); resuming the sweep continues it."""
 OBJECTIVES = objective_keys("val/")
 """The default objectives' columns (``val/acc``, ``val/max_acc_gap``), from
-:data:`fairsearch.config.OBJECTIVES`; a sweep's own are in its files' metadata (:func:`read_sweep_goals`)."""
+:data:`fairsearch.spec.config.OBJECTIVES`; a sweep's own are in its files' metadata (:func:`read_sweep_goals`)."""
 DIRECTIONS = objective_directions()
 REFERENCE = objective_reference()
 SCHEMA_VERSION = "1"
@@ -256,7 +256,7 @@ def _objective_points(df: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTI
 def constraint_violations(df: pd.DataFrame, constraints: Constraints) -> np.ndarray:
     """Float ``[N, C]``: each row's violation of each constraint on its validation metrics (``val/<key>``;
     ``<= 0``: met); a missing column or value counts as not met
-    (:meth:`fairsearch.config.Constraint.violation`)."""
+    (:meth:`fairsearch.spec.config.Constraint.violation`)."""
     out = np.empty((len(df), len(constraints)), dtype=np.float64)
     for j, c in enumerate(constraints):
         values = df[c.column].to_numpy(dtype=np.float64) if c.column in df else np.full(len(df), np.nan)

@@ -50,7 +50,9 @@ import numpy as np
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from fairsearch.config import (
+from fairsearch.errors import FairsearchError
+from fairsearch.pareto import Direction, crowding_distance, nondominated_ranks
+from fairsearch.spec.config import (
     OBJECTIVES,
     Constraint,
     Objectives,
@@ -58,8 +60,6 @@ from fairsearch.config import (
     objective_keys,
     violations,
 )
-from fairsearch.errors import FairsearchError
-from fairsearch.pareto import Direction, crowding_distance, nondominated_ranks
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial

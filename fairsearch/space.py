@@ -8,8 +8,8 @@ naming the key, the value and what is allowed::
     search.method: 'grr' is not one of ['vanilla', 'fr', 'gr', 'hybrid']
 
 Parameters that only matter to some methods are conditional: each is sampled only for the methods that
-use it (:data:`fairsearch.config.METHODS`). The trial settings themselves, their bounds, the methods and
-the objectives live in :mod:`fairsearch.config`; the file's YAML is read by the bounded reader of
+use it (:data:`fairsearch.spec.config.METHODS`). The trial settings themselves, their bounds, the methods and
+the objectives live in :mod:`fairsearch.spec.config`; the file's YAML is read by the bounded reader of
 :mod:`fairsearch.yaml_input`.
 """
 
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fairsearch.config import (
+from fairsearch.errors import FairsearchError, clip_text, clip_value, short_repr
+from fairsearch.spec.config import (
     MAX_OBJECTIVES,
     METHODS,
     METRICS,
@@ -39,7 +40,6 @@ from fairsearch.config import (
     TrialConfig,
     check_setting,
 )
-from fairsearch.errors import FairsearchError, clip_text, clip_value, short_repr
 from fairsearch.yaml_input import read_yaml, read_yaml_file
 
 SEARCHABLE = ("method", *NUMERIC)
@@ -105,7 +105,7 @@ class SweepSpec:
         source: the file it was read from.
         digest: hash of the parsed content; a resumed sweep refuses a changed space.
         objectives: what the search optimises (``objectives: {maximize: [...], minimize: [...]}``), 2 or 3
-            of :data:`fairsearch.config.METRICS`; default accuracy up and MaxAccGap down.
+            of :data:`fairsearch.spec.config.METRICS`; default accuracy up and MaxAccGap down.
         constraints: requirements a configuration must meet to count (``constraints:``); empty: none.
     """
 
@@ -165,7 +165,7 @@ class DefineByRun:
     trial's number under :data:`OPTUNA_NUMBER`, as constants.
 
     A method-specific setting (``lam``, ``w_max``) is sampled only for the methods of
-    :data:`fairsearch.config.METHODS` that use it. Ray merges the returned constants with the suggested
+    :data:`fairsearch.spec.config.METHODS` that use it. Ray merges the returned constants with the suggested
     values into the trial's config.
     """
 
@@ -270,7 +270,7 @@ def _key(key: Any) -> str:
 
 
 def _check(where: str, key: str, value: Any, problems: list[str]) -> Any:
-    """:func:`fairsearch.config.check_setting`, with the value's repr in its messages cut to 80."""
+    """:func:`fairsearch.spec.config.check_setting`, with the value's repr in its messages cut to 80."""
     found: list[str] = []
     checked = check_setting(where, key, value, found)
     if found:

@@ -28,15 +28,6 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from fairsearch.checkpoint import read_test_metrics_at
-from fairsearch.config import (
-    OBJECTIVES,
-    SAMPLERS,
-    Constraints,
-    ConstraintsFunc,
-    Objectives,
-    objective_directions,
-    objective_keys,
-)
 from fairsearch.confirm import (
     make_plan,
     read_confirmed,
@@ -50,6 +41,15 @@ from fairsearch.preflight import check_inputs
 from fairsearch.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.scheduler import scheduler_from_settings
 from fairsearch.space import SweepSpec, load_space
+from fairsearch.spec.config import (
+    OBJECTIVES,
+    SAMPLERS,
+    Constraints,
+    ConstraintsFunc,
+    Objectives,
+    objective_directions,
+    objective_keys,
+)
 from fairsearch.study import claim_study
 from fairsearch.tables import constraint_lines
 from fairsearch.tune_trials import (
@@ -115,7 +115,7 @@ class SweepOutcome:
 
 def make_sampler(name: str, seed: int, constraints_func: ConstraintsFunc | None = None) -> Any:
     """The Optuna sampler a space file names, seeded, steered by ``constraints_func`` when it takes one
-    (:data:`fairsearch.config.SAMPLERS`)."""
+    (:data:`fairsearch.spec.config.SAMPLERS`)."""
     factory = SAMPLERS.get(name)
     if factory is None:
         raise FairsearchError(f"sampler.name: {name!r} is not one of {list(SAMPLERS)}")

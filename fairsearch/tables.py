@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fairsearch.config import OBJECTIVES as DEFAULT_OBJECTIVES
-from fairsearch.config import Constraints, Objectives
 from fairsearch.results import completed_trials, constraint_violations
+from fairsearch.spec.config import OBJECTIVES as DEFAULT_OBJECTIVES
+from fairsearch.spec.config import Constraints, Objectives
 
 __all__ = ["aligned_rows", "constraint_lines", "fmt_ci", "fmt_pct", "format_front"]
 

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 
 from fairsearch.checkpoint import SCORES_FILE, read_scores_at
-from fairsearch.config import METHODS, Objectives
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import hypervolume, pareto_mask
 from fairsearch.results import (
@@ -47,6 +46,7 @@ from fairsearch.results import (
     read_front,
     read_results,
 )
+from fairsearch.spec.config import METHODS, Objectives
 from fairsearch.tables import aligned_rows, fmt_ci, fmt_pct
 from fairsearch.thresholds import ABOVE_ALL, POINT_KINDS, ThresholdPoint, TrialScores, threshold_points
 

@@ -27,7 +27,6 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from fairsearch.checkpoint import SCORES_FILE, STATE_FILE, TEST_METRICS_FILE, write_manifest
-from fairsearch.config import TrialConfig
 from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
 from fairsearch.errors import FairsearchError
 from fairsearch.fairness import Grouping, encode_groups, fairness_loss, group_weights
@@ -41,6 +40,7 @@ from fairsearch.model import (
     load_backbone,
     parameter_counts,
 )
+from fairsearch.spec.config import TrialConfig
 from fairsearch.thresholds import SplitScores, TrialScores
 
 logger = logging.getLogger(__name__)

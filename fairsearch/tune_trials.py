@@ -28,10 +28,10 @@ from fairsearch.checkpoint import (
     read_test_metrics_at,
     write_manifest,
 )
-from fairsearch.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
 from fairsearch.confirm import read_plan, write_confirmation
 from fairsearch.results import TrialRecord, pareto_frame, trials_frame, write_results
 from fairsearch.space import OPTUNA_NUMBER
+from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
 
 logger = logging.getLogger("fairsearch.sweep")  # the status line is the sweep's
 

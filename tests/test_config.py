@@ -8,8 +8,11 @@ import optuna
 import pytest
 import torch
 
-import fairsearch.config as config_module
-from fairsearch.config import (
+import fairsearch.spec.config as config_module
+from fairsearch.errors import FairsearchError
+from fairsearch.fairness import fairness_loss
+from fairsearch.space import parse_space
+from fairsearch.spec.config import (
     METHODS,
     OBJECTIVES,
     MethodSpec,
@@ -19,9 +22,6 @@ from fairsearch.config import (
     objective_keys,
     objective_reference,
 )
-from fairsearch.errors import FairsearchError
-from fairsearch.fairness import fairness_loss
-from fairsearch.space import parse_space
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from fairsearch.config import METHODS
 from fairsearch.errors import FairsearchError
 from fairsearch.fairness import (
     UNKNOWN,
@@ -25,6 +24,7 @@ from fairsearch.fairness import (
 )
 from fairsearch.intervals import auc_interval, max_gap_interval, proportion_interval, worst_group_interval
 from fairsearch.metrics import evaluate_split
+from fairsearch.spec.config import METHODS
 
 VALUES = {
     "race": {0: "Asian", 1: "Black", 2: "White"},

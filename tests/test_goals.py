@@ -14,7 +14,6 @@ import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from fairsearch.config import METRICS, OBJECTIVES, Constraint, is_feasible, objectives_named
 from fairsearch.errors import FairsearchError
 from fairsearch.pareto import hypervolume
 from fairsearch.results import (
@@ -28,6 +27,7 @@ from fairsearch.results import (
 )
 from fairsearch.scheduler import MOASHAScheduler, scheduler_from_settings
 from fairsearch.space import parse_space
+from fairsearch.spec.config import METRICS, OBJECTIVES, Constraint, is_feasible, objectives_named
 from fairsearch.tables import constraint_lines, format_front
 
 THREE = objectives_named(["acc", "worst_group_acc", "max_acc_gap"])

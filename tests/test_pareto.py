@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis.extra.numpy import arrays
 
-from fairsearch.config import objective_directions, objective_reference
 from fairsearch.pareto import (
     Direction,
     crowding_distance,
@@ -18,6 +17,7 @@ from fairsearch.pareto import (
     nondominated_ranks,
     pareto_mask,
 )
+from fairsearch.spec.config import objective_directions, objective_reference
 
 DIRECTIONS = objective_directions()
 REFERENCE = objective_reference()

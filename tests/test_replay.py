@@ -15,10 +15,10 @@ import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from fairsearch.checkpoint import STATE_FILE, write_manifest
-from fairsearch.config import TrialConfig, objective_keys
 from fairsearch.pareto import hypervolume
 from fairsearch.scheduler import MOASHAScheduler
 from fairsearch.space import load_space
+from fairsearch.spec.config import TrialConfig, objective_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))

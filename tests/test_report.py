@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from scored_sweeps import write_scored_sweep
 
-from fairsearch.config import OBJECTIVES, Constraint, objectives_named
 from fairsearch.confirm import ConfirmPlan, read_confirmed, write_confirmation
 from fairsearch.errors import FairsearchError
 from fairsearch.report import FRONT_CAPTION, compare_to_vanilla, write_report
@@ -27,6 +26,7 @@ from fairsearch.results import (
     trials_frame,
     write_results,
 )
+from fairsearch.spec.config import OBJECTIVES, Constraint, objectives_named
 from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, read_threshold_fronts
 
 GROUPS = {

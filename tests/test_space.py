@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from fairsearch.cli import main
-from fairsearch.config import TrialConfig
 from fairsearch.errors import FairsearchError
 from fairsearch.space import load_space, parse_space, trial_config
+from fairsearch.spec.config import TrialConfig
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*.yaml"))
 

@@ -31,8 +31,8 @@ import pytest
 import yaml
 from sweep_helpers import distinct_reports, run_command, start_sweep, tune_reports
 
-from fairsearch.config import objective_directions
 from fairsearch.pareto import crowding_distance
+from fairsearch.spec.config import objective_directions
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ from fairsearch.checkpoint import (
     read_scores_at,
 )
 from fairsearch.cli import main
-from fairsearch.config import TrialConfig
 from fairsearch.errors import FairsearchError
 from fairsearch.fairness import max_acc_gap
+from fairsearch.spec.config import TrialConfig
 from fairsearch.thresholds import TrialScores
 from fairsearch.trial import run_trial
 
