@@ -10,7 +10,7 @@ naming the key, the value and what is allowed::
 Parameters that only matter to some methods are conditional: each is sampled only for the methods that
 use it (:data:`fairsearch.spec.config.METHODS`). The trial settings themselves, their bounds, the methods and
 the objectives live in :mod:`fairsearch.spec.config`; the file's YAML is read by the bounded reader of
-:mod:`fairsearch.yaml_input`.
+:mod:`fairsearch.spec.yaml_input`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from fairsearch.spec.config import (
     TrialConfig,
     check_setting,
 )
-from fairsearch.yaml_input import read_yaml, read_yaml_file
+from fairsearch.spec.yaml_input import read_yaml, read_yaml_file
 
 SEARCHABLE = ("method", *NUMERIC)
 """Trial settings a space file may search; any trial setting may be fixed."""
@@ -246,7 +246,7 @@ def _suggest(trial: Any, dist: Distribution) -> Any:
 def load_space(path: str | Path) -> SweepSpec:
     """Reads and validates a space file.
 
-    The file is read as :func:`yaml.safe_load` reads it, within the bounds of :mod:`fairsearch.yaml_input`
+    The file is read as :func:`yaml.safe_load` reads it, within the bounds of :mod:`fairsearch.spec.yaml_input`
     (size, UTF-8, nesting, alias expansion, duplicate keys): a "billion laughs" file is refused before
     any value is built.
 
