@@ -33,8 +33,8 @@ import optuna
 import pandas as pd
 from scipy import stats
 
-from fairsearch.space import OPTUNA_NUMBER, load_space
 from fairsearch.spec.config import METHODS, Constraint, is_feasible, objective_directions, objective_keys
+from fairsearch.spec.space import OPTUNA_NUMBER, load_space
 from fairsearch.sweep import make_sampler
 from fairsearch.tune_trials import ConstraintValues
 

@@ -61,8 +61,8 @@ import psutil
 import yaml
 
 from fairsearch.checkpoint import TrialStore
-from fairsearch.space import OPTUNA_NUMBER
 from fairsearch.spec.config import objective_directions, objective_keys
+from fairsearch.spec.space import OPTUNA_NUMBER
 from fairsearch.tune_trials import STATE_FOLDER, trial_key
 
 KINDS = ("driver-sigkill", "driver-sigint", "worker-sigkill", "driver-sigkill-twice", "driver-sigkill-alone")

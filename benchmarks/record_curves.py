@@ -33,7 +33,7 @@ column              type     meaning
 ``method`` ...      any      every searched parameter, as the trial was trained
 ==================  =======  ===============================================================
 
-The file's schema metadata keeps the space file's text (``fairsearch.space``) and the number of reports
+The file's schema metadata keeps the space file's text (``fairsearch.spec.space``) and the number of reports
 per trial (``fairsearch.reports``).
 """
 
@@ -118,7 +118,7 @@ def write_record(table: pd.DataFrame, out: Path, *, space_text: str, reports: in
     """Write the record atomically, with the space file and the reports per trial as schema metadata."""
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     meta = dict(arrow.schema.metadata or {})
-    meta.update({b"fairsearch.space": space_text.encode(), b"fairsearch.reports": str(reports).encode()})
+    meta.update({b"fairsearch.spec.space": space_text.encode(), b"fairsearch.reports": str(reports).encode()})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".parquet.tmp")
     pq.write_table(arrow.replace_schema_metadata(meta), tmp, compression="zstd")
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from fairsearch.errors import FairsearchError
     from fairsearch.results import read_results
-    from fairsearch.space import load_space
     from fairsearch.spec.config import TrialConfig
+    from fairsearch.spec.space import load_space
     from fairsearch.sweep import run_sweep
 
     try:

@@ -69,7 +69,7 @@ SHARES = (0.95, 0.99)
 
 def shipped_mo_asha() -> dict[str, Any]:
     """The ``scheduler:`` block of the shipped space that turns MO-ASHA on."""
-    from fairsearch.space import load_space
+    from fairsearch.spec.space import load_space
 
     block = load_space(SHIPPED_SPACE).scheduler
     if not block:

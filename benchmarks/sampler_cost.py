@@ -86,7 +86,7 @@ class Measurement:
 
 @functools.cache
 def _define_by_run() -> Any:
-    from fairsearch.space import load_space
+    from fairsearch.spec.space import load_space
 
     return load_space(SPACE_FILE).define_by_run()
 

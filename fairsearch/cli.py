@@ -237,7 +237,7 @@ def _resume_command(args: argparse.Namespace) -> list[str]:
 def _train(args: argparse.Namespace) -> int:
     import shutil
 
-    from fairsearch.space import load_space, trial_config
+    from fairsearch.spec.space import load_space, trial_config
     from fairsearch.trial import run_trial
 
     overrides = {}

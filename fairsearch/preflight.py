@@ -20,8 +20,8 @@ from typing import Any
 from fairsearch.data.synthetic import RECIPE
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
-from fairsearch.space import SweepSpec
 from fairsearch.spec.config import TrialConfig
+from fairsearch.spec.space import SweepSpec
 
 __all__ = ["ADDRESS_TIMEOUT_S", "PROBE_TIMEOUT_S", "RAY_CLIENT_PORT", "check_inputs"]
 

@@ -40,7 +40,6 @@ from fairsearch.folders import check_writable_folder
 from fairsearch.preflight import check_inputs
 from fairsearch.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.scheduler import scheduler_from_settings
-from fairsearch.space import SweepSpec, load_space
 from fairsearch.spec.config import (
     OBJECTIVES,
     SAMPLERS,
@@ -50,6 +49,7 @@ from fairsearch.spec.config import (
     objective_directions,
     objective_keys,
 )
+from fairsearch.spec.space import SweepSpec, load_space
 from fairsearch.study import claim_study
 from fairsearch.tables import constraint_lines
 from fairsearch.tune_trials import (
@@ -343,7 +343,7 @@ def _searcher(spec: SweepSpec, url: str) -> SweepSearch:
 def _renamed(spec: SweepSpec, name: str) -> SweepSpec:
     from dataclasses import replace
 
-    from fairsearch.space import parse_space
+    from fairsearch.spec.space import parse_space
 
     parse_space({**spec.raw, "name": name}, source=spec.source)  # validates the name
     return replace(spec, name=name)

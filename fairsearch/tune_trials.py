@@ -30,8 +30,8 @@ from fairsearch.checkpoint import (
 )
 from fairsearch.confirm import read_plan, write_confirmation
 from fairsearch.results import TrialRecord, pareto_frame, trials_frame, write_results
-from fairsearch.space import OPTUNA_NUMBER
 from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
+from fairsearch.spec.space import OPTUNA_NUMBER
 
 logger = logging.getLogger("fairsearch.sweep")  # the status line is the sweep's
 

@@ -11,7 +11,6 @@ import torch
 import fairsearch.spec.config as config_module
 from fairsearch.errors import FairsearchError
 from fairsearch.fairness import fairness_loss
-from fairsearch.space import parse_space
 from fairsearch.spec.config import (
     METHODS,
     OBJECTIVES,
@@ -22,6 +21,7 @@ from fairsearch.spec.config import (
     objective_keys,
     objective_reference,
 )
+from fairsearch.spec.space import parse_space
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_a_fifth_method_is_one_registry_entry_for_the_sampler_and_the_loss(
     registry["fr2"] = MethodSpec("fr2", uses_lam=True, uses_weights=False, summary="test")
     monkeypatch.setattr(config_module, "METHODS", registry)
     import fairsearch.fairness as fairness_module
-    import fairsearch.space as space_module
+    import fairsearch.spec.space as space_module
 
     monkeypatch.setattr(space_module, "METHODS", registry)
     monkeypatch.setattr(fairness_module, "METHODS", registry)

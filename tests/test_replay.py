@@ -17,8 +17,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from fairsearch.checkpoint import STATE_FILE, write_manifest
 from fairsearch.pareto import hypervolume
 from fairsearch.scheduler import MOASHAScheduler
-from fairsearch.space import load_space
 from fairsearch.spec.config import TrialConfig, objective_keys
+from fairsearch.spec.space import load_space
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -12,8 +12,8 @@ import yaml
 
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
-from fairsearch.space import load_space, parse_space, trial_config
 from fairsearch.spec.config import TrialConfig
+from fairsearch.spec.space import load_space, parse_space, trial_config
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*.yaml"))
 

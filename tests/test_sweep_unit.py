@@ -8,7 +8,7 @@ import pytest
 
 import fairsearch.sweep
 from fairsearch.errors import FairsearchError
-from fairsearch.space import parse_space
+from fairsearch.spec.space import parse_space
 from fairsearch.sweep import RAY_CLIENT_ATTEMPTS, _gpus_per_trial, make_sampler, start_ray
 
 
@@ -49,7 +49,7 @@ def test_every_offered_sampler_is_seeded(name: str) -> None:
 
 
 def test_a_trial_is_known_by_its_optuna_number_or_the_trial_and_seed_it_confirms() -> None:
-    from fairsearch.space import OPTUNA_NUMBER
+    from fairsearch.spec.space import OPTUNA_NUMBER
     from fairsearch.tune_trials import trial_key
 
     assert trial_key({"method": "fr", OPTUNA_NUMBER: 7}) == "trial-00007"

@@ -12,7 +12,7 @@ A space file (and a ``--set`` value) is read as :func:`yaml.safe_load` reads it,
 - tags: only the standard ones, as ``yaml.SafeLoader`` (``!!python/...`` is refused).
 
 Each refusal is one :class:`~fairsearch.errors.FairsearchError` naming the file, line and column. What
-the values mean is :mod:`fairsearch.space`'s business.
+the values mean is :mod:`fairsearch.spec.space`'s business.
 """
 
 from __future__ import annotations
