@@ -11,7 +11,7 @@ and, per seed, compares on the **test** split:
 
 Target (issue "A front you can trust"): a fair-method front member whose test MaxAccGap is at most half the
 best vanilla's, at no more than 2 points lower test accuracy. Each figure carries its 95 % interval
-(per-trial: exact, ``fairsearch.intervals``); each group's test accuracy and predicted-positive rate are
+(per-trial: exact, ``fairsearch.judge.intervals``); each group's test accuracy and predicted-positive rate are
 printed beside it, so a gap closed by levelling everyone down shows as such. Where the space confirms
 candidates with further seeds, the confirmed means (with across-seed intervals) are printed too.
 

@@ -6,7 +6,7 @@ have run, and prints per sweep the three validation fronts of ``pareto.parquet``
 vanilla trials with their decision thresholds chosen again on validation (one threshold for everyone, or
 one per group for each gap limit of a ladder), and the front of everything together. For each front: the
 smallest validation MaxAccGap it reaches, that member's test accuracy and test gap, and the most
-accurate member's, all with exact 95 % intervals (``fairsearch.intervals``). Every choice is made on
+accurate member's, all with exact 95 % intervals (``fairsearch.judge.intervals``). Every choice is made on
 validation; the test split is only measured.
 
     .venv/bin/python benchmarks/threshold_front.py --out /tmp/threshold_front          # seed 0, ~4 min idle

@@ -2,7 +2,7 @@
 and 95 % intervals — each with the group sizes behind it.
 
 Pure numpy/scikit-learn; groupings and the hard MaxAccGap come from :mod:`fairsearch.fairness`, the
-intervals (analytic, no resampling) from :mod:`fairsearch.intervals`. The flat keys of
+intervals (analytic, no resampling) from :mod:`fairsearch.judge.intervals`. The flat keys of
 :meth:`SplitMetrics.flat` are the ones Ray reports, the Parquet columns and the report use (table in
 docs/ARCHITECTURE.md).
 """
@@ -18,7 +18,12 @@ from sklearn.metrics import roc_auc_score
 
 from fairsearch.errors import FairsearchError
 from fairsearch.fairness import Grouping, max_acc_gap
-from fairsearch.intervals import auc_interval, max_gap_interval, proportion_interval, worst_group_interval
+from fairsearch.judge.intervals import (
+    auc_interval,
+    max_gap_interval,
+    proportion_interval,
+    worst_group_interval,
+)
 
 __all__ = ["GroupMetrics", "GroupingMetrics", "SplitMetrics", "evaluate_split"]
 
@@ -232,7 +237,7 @@ def evaluate_split(
     Predictions are ``prob_pos >= 0.5``. AUCs use ``sklearn.metrics.roc_auc_score``; an AUC over one class
     is None with the reason recorded, never NaN. Every accuracy and AUC (overall and per group of every
     grouping) and every grouping's MaxAccGap and worst-group accuracy get a 95 % interval from
-    :mod:`fairsearch.intervals`: Clopper–Pearson for accuracies, pairwise MOVER-Clopper–Pearson for the gap,
+    :mod:`fairsearch.judge.intervals`: Clopper–Pearson for accuracies, pairwise MOVER-Clopper–Pearson for the gap,
     DeLong-logit ∪ Newcombe score for AUCs. They are computed, not resampled: nothing is bootstrapped any
     more, so ``n_boot`` only switches them on or off and ``seed`` changes nothing (both stay for callers
     and configs that pass them). ES-AUC has no interval.

@@ -31,7 +31,7 @@ def fmt_ci(row: pd.Series, key: str) -> str:
 
     Any key of :meth:`fairsearch.metrics.SplitMetrics.flat` with an interval works: ``acc``, ``auc``,
     ``max_acc_gap``, ``worst_group_acc`` and their per-grouping and per-group forms, with a prefix such as
-    ``test/``. The methods are in :mod:`fairsearch.intervals`.
+    ``test/``. The methods are in :mod:`fairsearch.judge.intervals`.
     """
     point = fmt_pct(row.get(key))
     low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")

@@ -22,7 +22,12 @@ from fairsearch.fairness import (
     max_acc_gap,
     soft_max_acc_gap,
 )
-from fairsearch.intervals import auc_interval, max_gap_interval, proportion_interval, worst_group_interval
+from fairsearch.judge.intervals import (
+    auc_interval,
+    max_gap_interval,
+    proportion_interval,
+    worst_group_interval,
+)
 from fairsearch.metrics import evaluate_split
 from fairsearch.spec.config import METHODS
 

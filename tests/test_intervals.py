@@ -1,4 +1,4 @@
-"""Tests for fairsearch.intervals: coverage and width in simulation, point estimates inside, errors.
+"""Tests for fairsearch.judge.intervals: coverage and width in simulation, point estimates inside, errors.
 
 Coverage is the share of simulated splits whose 95 % interval holds the true value; every scenario asks
 for at least 0.93 (the Monte Carlo error of a share near 0.95 over 4000 draws is about 0.003). Widths are
@@ -17,7 +17,12 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from fairsearch.fairness import encode_groups
-from fairsearch.intervals import auc_interval, max_gap_interval, proportion_interval, worst_group_interval
+from fairsearch.judge.intervals import (
+    auc_interval,
+    max_gap_interval,
+    proportion_interval,
+    worst_group_interval,
+)
 from fairsearch.metrics import evaluate_split
 
 FAST = settings(max_examples=200, deadline=None)

@@ -331,7 +331,7 @@ class TrialConfig:
         vision_cache: compute the frozen vision tower's image embeddings once and reuse them.
         eval_batch_size: samples per forward pass when evaluating.
         n_boot: 0 turns the 95 % intervals off, any other value on (a name kept from when they were
-            bootstrapped: they are now computed exactly, see ``fairsearch.intervals``).
+            bootstrapped: they are now computed exactly, see ``fairsearch.judge.intervals``).
     """
 
     method: str = "vanilla"
