@@ -18,7 +18,7 @@ The simulation (:func:`simulate`):
 * After every report the hypervolume of the front of every started trial's latest validation result
   (a stopped trial keeps its last one, as ``trials.parquet`` does) is recorded against the epochs and
   the seconds spent so far. Objectives, directions and the reference point are
-  :data:`fairsearch.spec.config.OBJECTIVES`; the hypervolume is :func:`fairsearch.pareto.hypervolume`.
+  :data:`fairsearch.spec.config.OBJECTIVES`; the hypervolume is :func:`fairsearch.judge.pareto.hypervolume`.
 
 The seed fixes the order and the noise, so replays of one seed under different schedulers are paired.
 """
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from fairsearch.pareto import hypervolume, pareto_mask
+from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.spec.config import objective_directions, objective_keys, objective_reference
 
 SIGNALS = ("auc", "loss", "worst_group_acc", "train_loss")

@@ -17,7 +17,7 @@ it learns, so some trials pay off and some are wasted: the situation early stopp
 Every epoch report of every trial is read back from Ray's per-trial ``result.json``; ordered by the
 time it was made, the k-th report is the k-th epoch the sweep trained. After each report the front of
 all trials' latest validation results so far (stopped trials keep their last one) gives a hypervolume
-(``fairsearch.pareto.hypervolume`` on ``(acc max, max_acc_gap min)`` against ``(0, 1)``). The table gives
+(``fairsearch.judge.pareto.hypervolume`` on ``(acc max, max_acc_gap min)`` against ``(0, 1)``). The table gives
 per repeat the final hypervolume and total epochs of both sweeps, the epochs each needed to reach 95 %
 of the no-stopping sweep's final hypervolume (``reach95``), and their ratio (with / without). A trial's
 newer result can be worse than its last, so the curve can fall again: ``hold95`` is the epoch from which
@@ -214,7 +214,7 @@ def hypervolume_curve(reports: Sequence[dict[str, Any]]) -> tuple[CurvePoint, ..
     Returns:
         One point per report.
     """
-    from fairsearch.pareto import hypervolume
+    from fairsearch.judge.pareto import hypervolume
     from fairsearch.spec.config import objective_directions, objective_reference
 
     latest: dict[str, tuple[float, float]] = {}

@@ -38,7 +38,7 @@ import pyarrow as pa
 from scipy import stats
 
 from fairsearch.errors import FairsearchError
-from fairsearch.pareto import hypervolume, pareto_mask
+from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.results import (
     FEASIBLE_FRONT,
     PARETO_FILE,

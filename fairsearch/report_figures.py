@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fairsearch.pareto import hypervolume
+from fairsearch.judge.pareto import hypervolume
 from fairsearch.results import SEARCH_FRONT
 from fairsearch.spec.config import (
     METRICS,

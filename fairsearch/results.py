@@ -59,7 +59,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fairsearch.errors import FairsearchError
-from fairsearch.pareto import hypervolume, pareto_mask
+from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.spec.config import OBJECTIVES as DEFAULT_OBJECTIVES
 from fairsearch.spec.config import (
     Constraint,

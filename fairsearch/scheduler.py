@@ -30,7 +30,7 @@ application to fairness", 2021):
   it: its non-dominated sort returns the trials' indices in sorted order, which it then reads as
   per-trial priorities, so the newcomer is judged by the index of whichever trial sorts last.)
 
-Objectives keep their own units and directions (``modes``): :mod:`fairsearch.pareto` takes the
+Objectives keep their own units and directions (``modes``): :mod:`fairsearch.judge.pareto` takes the
 directions, so no sign flips reach records, logs or saved state.
 
 Ray Tune does not save a scheduler's state in its experiment checkpoint, so a resumed sweep would start
@@ -51,7 +51,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from fairsearch.errors import FairsearchError
-from fairsearch.pareto import Direction, crowding_distance, nondominated_ranks
+from fairsearch.judge.pareto import Direction, crowding_distance, nondominated_ranks
 from fairsearch.spec.config import (
     OBJECTIVES,
     Constraint,
@@ -401,7 +401,7 @@ class MOASHAScheduler(FIFOScheduler):
             if value is None:
                 self._warn_missing(name)
                 return None
-            values.append(float(value))  # NaN is kept: fairsearch.pareto ranks it after every valid row
+            values.append(float(value))  # NaN is kept: fairsearch.judge.pareto ranks it after every valid row
         return tuple(values)
 
     def _record(

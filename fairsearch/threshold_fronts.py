@@ -35,7 +35,7 @@ import pandas as pd
 
 from fairsearch.checkpoint import SCORES_FILE, read_scores_at
 from fairsearch.errors import FairsearchError
-from fairsearch.pareto import hypervolume, pareto_mask
+from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.results import (
     DIRECTIONS,
     OBJECTIVES,

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from fairsearch.errors import FairsearchError
-from fairsearch.pareto import pareto_mask
+from fairsearch.judge.pareto import pareto_mask
 
 __all__ = [
     "ABOVE_ALL",

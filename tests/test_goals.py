@@ -15,7 +15,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from fairsearch.errors import FairsearchError
-from fairsearch.pareto import hypervolume
+from fairsearch.judge.pareto import hypervolume
 from fairsearch.results import (
     FEASIBLE_FRONT,
     SEARCH_FRONT,

@@ -1,4 +1,4 @@
-"""Tests for fairsearch.pareto against brute-force references and hand computations."""
+"""Tests for fairsearch.judge.pareto against brute-force references and hand computations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis.extra.numpy import arrays
 
-from fairsearch.pareto import (
+from fairsearch.judge.pareto import (
     Direction,
     crowding_distance,
     hypervolume,

@@ -16,7 +16,7 @@ from scored_sweeps import GROUP_NAMES, write_scored_sweep
 from fairsearch.checkpoint import SCORES_FILE
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
-from fairsearch.pareto import hypervolume
+from fairsearch.judge.pareto import hypervolume
 from fairsearch.results import (
     PARETO_FILE,
     TRIALS_FILE,

@@ -14,7 +14,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from fairsearch.errors import FairsearchError
-from fairsearch.pareto import crowding_distance, nondominated_ranks
+from fairsearch.judge.pareto import crowding_distance, nondominated_ranks
 from fairsearch.scheduler import MOASHAScheduler, scheduler_from_settings
 
 C, S = TrialScheduler.CONTINUE, TrialScheduler.STOP

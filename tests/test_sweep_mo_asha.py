@@ -31,7 +31,7 @@ import pytest
 import yaml
 from sweep_helpers import distinct_reports, run_command, start_sweep, tune_reports
 
-from fairsearch.pareto import crowding_distance
+from fairsearch.judge.pareto import crowding_distance
 from fairsearch.spec.config import objective_directions
 
 pytestmark = pytest.mark.slow
