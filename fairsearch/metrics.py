@@ -1,7 +1,7 @@
 """Metrics of one split: accuracy and AUC overall and per group, MaxAccGap, worst-group accuracy, ES-AUC,
 and 95 % intervals — each with the group sizes behind it.
 
-Pure numpy/scikit-learn; groupings and the hard MaxAccGap come from :mod:`fairsearch.fairness`, the
+Pure numpy/scikit-learn; groupings and the hard MaxAccGap come from :mod:`fairsearch.judge.fairness`, the
 intervals (analytic, no resampling) from :mod:`fairsearch.judge.intervals`. The flat keys of
 :meth:`SplitMetrics.flat` are the ones Ray reports, the Parquet columns and the report use (table in
 docs/ARCHITECTURE.md).
@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score
 
 from fairsearch.errors import FairsearchError
-from fairsearch.fairness import Grouping, max_acc_gap
+from fairsearch.judge.fairness import Grouping, max_acc_gap
 from fairsearch.judge.intervals import (
     auc_interval,
     max_gap_interval,

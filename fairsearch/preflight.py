@@ -238,7 +238,7 @@ def _check_groups(splits: Mapping[str, Any], group_by: str, exclude_unknown: boo
     """Every ``group_by`` group with validation or test samples has training samples, and validation
     holds two groups or more (else MaxAccGap, the objective minimised, is always 0)."""
     from fairsearch.data import ATTRIBUTE_VALUES
-    from fairsearch.fairness import encode_groups
+    from fairsearch.judge.fairness import encode_groups
 
     groupings = {
         name: encode_groups(split.attributes, group_by, ATTRIBUTE_VALUES, exclude_unknown=exclude_unknown)

@@ -12,7 +12,7 @@ The schema is the contract in ``docs/ARCHITECTURE.md`` ("Results files"); in sho
 ``param/<name>``    per type         ``method`` first, then by name; str -> string, int -> Int64,
                                      float -> float64, bool -> boolean; null where a trial has no
                                      such parameter (``lam`` for vanilla); mixed types -> string
-``val/<metric>``    float64          latest validation metrics, flat keys of ``fairsearch.fairness``;
+``val/<metric>``    float64          latest validation metrics, flat keys of ``fairsearch.judge.fairness``;
                                      headline keys first, then by name; NaN where absent
 ``epochs_done``     float64          epochs trained (fractions with ``reports_per_epoch`` > 1)
 ``wall_time_s``     float64          seconds the trial trained up to its last report, over its

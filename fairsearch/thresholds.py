@@ -325,7 +325,7 @@ class ThresholdPoint:
 
 def _metrics(scores: TrialScores, split: SplitScores, pred: np.ndarray) -> dict[str, float]:
     # imported here: fairness imports torch, which readers of the fronts (``fairsearch pareto``) never need
-    from fairsearch.fairness import Grouping
+    from fairsearch.judge.fairness import Grouping
     from fairsearch.metrics import evaluate_split
 
     grouping = Grouping(scores.group_by, split.group, scores.group_names)

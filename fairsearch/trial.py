@@ -29,7 +29,7 @@ from transformers import get_cosine_schedule_with_warmup
 from fairsearch.checkpoint import SCORES_FILE, STATE_FILE, TEST_METRICS_FILE, write_manifest
 from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
 from fairsearch.errors import FairsearchError
-from fairsearch.fairness import Grouping, encode_groups, fairness_loss, group_weights
+from fairsearch.judge.fairness import Grouping, encode_groups, fairness_loss, group_weights
 from fairsearch.metrics import evaluate_split
 from fairsearch.model import (
     Backbone,
@@ -364,7 +364,7 @@ def _evaluate(
     config: TrialConfig,
     device: torch.device,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Flat metrics of one split (``fairsearch.fairness`` keys) plus the mean cross-entropy ``loss``, and
+    """Flat metrics of one split (``fairsearch.judge.fairness`` keys) plus the mean cross-entropy ``loss``, and
     each sample's p(positive) that they were measured from."""
     model.eval()
     probs, losses = [], []

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fairsearch.checkpoint import SCORES_FILE
-from fairsearch.fairness import Grouping
+from fairsearch.judge.fairness import Grouping
 from fairsearch.metrics import evaluate_split
 from fairsearch.results import TrialRecord
 from fairsearch.thresholds import SplitScores, TrialScores

@@ -10,7 +10,7 @@ import torch
 
 import fairsearch.spec.config as config_module
 from fairsearch.errors import FairsearchError
-from fairsearch.fairness import fairness_loss
+from fairsearch.judge.fairness import fairness_loss
 from fairsearch.spec.config import (
     METHODS,
     OBJECTIVES,
@@ -87,7 +87,7 @@ def test_a_fifth_method_is_one_registry_entry_for_the_sampler_and_the_loss(
     registry = dict(METHODS)
     registry["fr2"] = MethodSpec("fr2", uses_lam=True, uses_weights=False, summary="test")
     monkeypatch.setattr(config_module, "METHODS", registry)
-    import fairsearch.fairness as fairness_module
+    import fairsearch.judge.fairness as fairness_module
     import fairsearch.spec.space as space_module
 
     monkeypatch.setattr(space_module, "METHODS", registry)

@@ -1,4 +1,4 @@
-"""Tests for fairsearch.fairness: groupings, hard/soft MaxAccGap, weights, losses, split metrics."""
+"""Tests for fairsearch.judge.fairness: groupings, hard/soft MaxAccGap, weights, losses, split metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from fairsearch.errors import FairsearchError
-from fairsearch.fairness import (
+from fairsearch.judge.fairness import (
     UNKNOWN,
     Grouping,
     encode_groups,
@@ -452,7 +452,7 @@ def test_threshold_half_counts_as_positive() -> None:
 def test_module_imports_neither_ray_nor_transformers() -> None:
     import ast
 
-    import fairsearch.fairness as module
+    import fairsearch.judge.fairness as module
 
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

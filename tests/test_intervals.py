@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from fairsearch.fairness import encode_groups
+from fairsearch.judge.fairness import encode_groups
 from fairsearch.judge.intervals import (
     auc_interval,
     max_gap_interval,

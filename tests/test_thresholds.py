@@ -13,7 +13,7 @@ import pytest
 
 from fairsearch.checkpoint import SCORES_FILE, read_scores_at
 from fairsearch.errors import FairsearchError
-from fairsearch.fairness import max_acc_gap
+from fairsearch.judge.fairness import max_acc_gap
 from fairsearch.thresholds import (
     GAP_LADDER,
     GROUP_THRESHOLDS,

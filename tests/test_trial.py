@@ -18,7 +18,7 @@ from fairsearch.checkpoint import (
 )
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
-from fairsearch.fairness import max_acc_gap
+from fairsearch.judge.fairness import max_acc_gap
 from fairsearch.spec.config import TrialConfig
 from fairsearch.thresholds import TrialScores
 from fairsearch.trial import run_trial

@@ -7,7 +7,7 @@ error type, so it sits below them all:
   (the hypervolume's reference); :data:`OBJECTIVES` the default pair, :class:`Constraint` a requirement.
 - :data:`METHODS`: each training method by name, with the parameters it uses (``lam``, ``w_max``). The
   sampler, the trial, the loss and the report read it, so a fifth method is one entry here plus its
-  loss term in :func:`fairsearch.fairness.fairness_loss`.
+  loss term in :func:`fairsearch.judge.fairness.fairness_loss`.
 - :data:`SAMPLERS`: the Optuna samplers a space file may name.
 - :class:`TrialConfig`: every setting of one trial, validated when it is built (by a space file, by
   ``--set``, or from the config dict Ray Tune hands a worker), with :func:`check_setting` as the one
