@@ -29,7 +29,7 @@ def fmt_pct(value: Any) -> str:
 def fmt_ci(row: pd.Series, key: str) -> str:
     """``row[key]`` with its 95 % interval (``<key>_ci_low``/``_high``): ``93.0 [91.0, 94.8]``.
 
-    Any key of :meth:`fairsearch.metrics.SplitMetrics.flat` with an interval works: ``acc``, ``auc``,
+    Any key of :meth:`fairsearch.judge.metrics.SplitMetrics.flat` with an interval works: ``acc``, ``auc``,
     ``max_acc_gap``, ``worst_group_acc`` and their per-grouping and per-group forms, with a prefix such as
     ``test/``. The methods are in :mod:`fairsearch.judge.intervals`.
     """

@@ -32,7 +32,7 @@ keeps the largest total, then the smallest gap: ``O(G · L · log n)`` per limit
 against that brute force). Comparisons allow :data:`EPS` for floating-point accuracies.
 
 Selection uses only validation scores. :func:`threshold_points` then applies each choice to the test
-split and measures both splits with :func:`fairsearch.metrics.evaluate_split` (the one definition of
+split and measures both splits with :func:`fairsearch.judge.metrics.evaluate_split` (the one definition of
 accuracy, MaxAccGap and their 95 % intervals), on predictions, so AUCs are left out: thresholds do not
 change a ranking.
 
@@ -312,7 +312,7 @@ class ThresholdPoint:
         thresholds: ``{"all": t}``, or the threshold per group name (every group of the domain, and
             :data:`NO_GROUP` when some sample is in no group).
         gap_limit: the validation gap limit it was chosen for (per-group thresholds); None for one threshold.
-        val, test: flat metrics of :meth:`fairsearch.metrics.SplitMetrics.flat` for the ``group_by``
+        val, test: flat metrics of :meth:`fairsearch.judge.metrics.SplitMetrics.flat` for the ``group_by``
             grouping, with 95 % intervals, without AUC keys.
     """
 
@@ -326,7 +326,7 @@ class ThresholdPoint:
 def _metrics(scores: TrialScores, split: SplitScores, pred: np.ndarray) -> dict[str, float]:
     # imported here: fairness imports torch, which readers of the fronts (``fairsearch pareto``) never need
     from fairsearch.judge.fairness import Grouping
-    from fairsearch.metrics import evaluate_split
+    from fairsearch.judge.metrics import evaluate_split
 
     grouping = Grouping(scores.group_by, split.group, scores.group_names)
     # no AUC or ES-AUC: they are of the scores, not of a threshold (flat() leaves the missing ones out)

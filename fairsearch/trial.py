@@ -30,7 +30,7 @@ from fairsearch.checkpoint import SCORES_FILE, STATE_FILE, TEST_METRICS_FILE, wr
 from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import Grouping, encode_groups, fairness_loss, group_weights
-from fairsearch.metrics import evaluate_split
+from fairsearch.judge.metrics import evaluate_split
 from fairsearch.model import (
     Backbone,
     GlaucomaClassifier,

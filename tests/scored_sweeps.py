@@ -9,7 +9,7 @@ import numpy as np
 
 from fairsearch.checkpoint import SCORES_FILE
 from fairsearch.judge.fairness import Grouping
-from fairsearch.metrics import evaluate_split
+from fairsearch.judge.metrics import evaluate_split
 from fairsearch.results import TrialRecord
 from fairsearch.thresholds import SplitScores, TrialScores
 

@@ -28,7 +28,7 @@ from fairsearch.judge.intervals import (
     proportion_interval,
     worst_group_interval,
 )
-from fairsearch.metrics import evaluate_split
+from fairsearch.judge.metrics import evaluate_split
 from fairsearch.spec.config import METHODS
 
 VALUES = {

@@ -395,7 +395,7 @@ def test_mo_asha_takes_three_objectives() -> None:
 
 def test_every_metric_a_space_may_name_is_a_flat_key_a_trial_reports() -> None:
     from fairsearch.judge.fairness import Grouping
-    from fairsearch.metrics import evaluate_split
+    from fairsearch.judge.metrics import evaluate_split
 
     rng = np.random.default_rng(0)
     label = rng.integers(0, 2, 300)

@@ -23,7 +23,7 @@ from fairsearch.judge.intervals import (
     proportion_interval,
     worst_group_interval,
 )
-from fairsearch.metrics import evaluate_split
+from fairsearch.judge.metrics import evaluate_split
 
 FAST = settings(max_examples=200, deadline=None)
 COVERAGE = 0.93

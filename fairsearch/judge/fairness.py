@@ -5,7 +5,7 @@ Pure numpy/torch/scikit-learn. A *grouping* assigns each sample a group id from 
 losses follow Gu et al. 2025 (the methods are registered in :data:`fairsearch.spec.config.METHODS`):
 ``vanilla`` (cross-entropy), ``fr`` (CE + λ·soft MaxAccGap), ``gr`` (group-weighted CE with
 w_s = min(N/|D_s|, w_max)) and ``hybrid`` (weighted CE + λ·soft MaxAccGap).
-The metrics of a whole split (AUC, ES-AUC, 95 % intervals) are in :mod:`fairsearch.metrics`.
+The metrics of a whole split (AUC, ES-AUC, 95 % intervals) are in :mod:`fairsearch.judge.metrics`.
 """
 
 from __future__ import annotations
