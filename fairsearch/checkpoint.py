@@ -209,7 +209,7 @@ class TrialStore:
 
 def read_scores_at(location: str) -> dict[str, Any] | None:
     """The per-sample scores (:data:`SCORES_FILE`) in the checkpoint at a path or URI, as plain numpy
-    arrays by name (``fairsearch.thresholds.TrialScores.from_arrays`` checks what they hold).
+    arrays by name (``fairsearch.judge.thresholds.TrialScores.from_arrays`` checks what they hold).
 
     Args:
         location: the checkpoint folder's path or URI (``trials.parquet``'s ``checkpoint``).

@@ -118,7 +118,7 @@ SEARCH_FRONT = "search"
 """``front`` of the search's own rows in ``pareto.parquet``; the thresholded fronts' rows
 (:mod:`fairsearch.threshold_fronts`) and ``confirmed`` rows (:mod:`fairsearch.confirm`) follow them."""
 TRAINED_KIND = "trained"
-"""``kind`` of a row that is a trained model at its own threshold (0.5); :mod:`fairsearch.thresholds` names
+"""``kind`` of a row that is a trained model at its own threshold (0.5); :mod:`fairsearch.judge.thresholds` names
 the thresholded kinds."""
 
 _TAIL_DTYPES = {

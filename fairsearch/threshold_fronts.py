@@ -1,7 +1,7 @@
 """Did a fair method beat thresholding? The thresholded fronts of ``pareto.parquet``.
 
 For every completed trial whose checkpoint holds its scores (:data:`fairsearch.checkpoint.SCORES_FILE`),
-:func:`fairsearch.thresholds.threshold_points` gives its single-threshold curve (kind ``threshold``) and
+:func:`fairsearch.judge.thresholds.threshold_points` gives its single-threshold curve (kind ``threshold``) and
 its per-group thresholds for a ladder of gap limits (kind ``group_thresholds``), chosen on validation and
 measured on test. ``pareto.parquet`` then holds three fronts on (``val/acc`` ↑, ``val/max_acc_gap`` ↓),
 told apart by its ``front`` column:
@@ -36,6 +36,7 @@ import pandas as pd
 from fairsearch.checkpoint import SCORES_FILE, read_scores_at
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume, pareto_mask
+from fairsearch.judge.thresholds import ABOVE_ALL, POINT_KINDS, ThresholdPoint, TrialScores, threshold_points
 from fairsearch.results import (
     DIRECTIONS,
     OBJECTIVES,
@@ -48,7 +49,6 @@ from fairsearch.results import (
 )
 from fairsearch.spec.config import METHODS, Objectives
 from fairsearch.tables import aligned_rows, fmt_ci, fmt_pct
-from fairsearch.thresholds import ABOVE_ALL, POINT_KINDS, ThresholdPoint, TrialScores, threshold_points
 
 __all__ = [
     "COMBINED_FRONT",

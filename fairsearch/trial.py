@@ -31,6 +31,7 @@ from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthet
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import Grouping, encode_groups, fairness_loss, group_weights
 from fairsearch.judge.metrics import evaluate_split
+from fairsearch.judge.thresholds import SplitScores, TrialScores
 from fairsearch.model import (
     Backbone,
     GlaucomaClassifier,
@@ -41,7 +42,6 @@ from fairsearch.model import (
     parameter_counts,
 )
 from fairsearch.spec.config import TrialConfig
-from fairsearch.thresholds import SplitScores, TrialScores
 
 logger = logging.getLogger(__name__)
 

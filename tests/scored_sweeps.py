@@ -10,8 +10,8 @@ import numpy as np
 from fairsearch.checkpoint import SCORES_FILE
 from fairsearch.judge.fairness import Grouping
 from fairsearch.judge.metrics import evaluate_split
+from fairsearch.judge.thresholds import SplitScores, TrialScores
 from fairsearch.results import TrialRecord
-from fairsearch.thresholds import SplitScores, TrialScores
 
 GROUP_NAMES = ("Non-Hispanic", "Hispanic", "unknown")
 METHODS = ("vanilla", "hybrid", "vanilla", "hybrid", "vanilla")

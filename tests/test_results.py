@@ -17,6 +17,7 @@ from fairsearch.checkpoint import SCORES_FILE
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume
+from fairsearch.judge.thresholds import threshold_points
 from fairsearch.results import (
     PARETO_FILE,
     TRIALS_FILE,
@@ -31,7 +32,6 @@ from fairsearch.results import (
 )
 from fairsearch.tables import format_front
 from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, format_threshold_fronts, read_threshold_fronts
-from fairsearch.thresholds import threshold_points
 
 FIXED = ["trial_id", "number", "status"]
 TAIL = ["epochs_done", "wall_time_s", "error", "failures", "checkpoint", "finished_at"]

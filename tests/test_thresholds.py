@@ -1,4 +1,4 @@
-"""Tests for fairsearch.thresholds: the exact searches against brute force over every threshold, and the
+"""Tests for fairsearch.judge.thresholds: the exact searches against brute force over every threshold, and the
 scores file they read."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from fairsearch.checkpoint import SCORES_FILE, read_scores_at
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import max_acc_gap
-from fairsearch.thresholds import (
+from fairsearch.judge.thresholds import (
     GAP_LADDER,
     GROUP_THRESHOLDS,
     NO_GROUP,

@@ -19,8 +19,8 @@ from fairsearch.checkpoint import (
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import max_acc_gap
+from fairsearch.judge.thresholds import TrialScores
 from fairsearch.spec.config import TrialConfig
-from fairsearch.thresholds import TrialScores
 from fairsearch.trial import run_trial
 
 SMALL = {"synthetic_n": 160, "batch_size": 16, "n_boot": 20, "eval_batch_size": 40}
