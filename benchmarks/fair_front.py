@@ -35,9 +35,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from fairsearch.checkpoint import read_test_metrics_at
 from fairsearch.confirm import group_summary, read_confirmed, verdict
 from fairsearch.spec.config import METHODS
+from fairsearch.train.checkpoint import read_test_metrics_at
 
 ACC_SLACK = 0.02
 """How much lower a fair trial's accuracy may be (validation for choosing, test for the target)."""

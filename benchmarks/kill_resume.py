@@ -21,7 +21,7 @@ Every driver that was interrupted is then run again with the same command, to it
 - ``lost``: trials missing from ``trials.parquet`` or not ``completed`` (the space's ``trials``, each
   to its full epochs);
 - ``twice``: parts of epochs trained to their end more than once, from each trial's own log of work
-  (:meth:`fairsearch.checkpoint.TrialStore.trained`), over the trials of ``trials.parquet``;
+  (:meth:`fairsearch.train.checkpoint.TrialStore.trained`), over the trials of ``trials.parquet``;
 - ``optuna``: rows whose ``number`` is not an Optuna trial COMPLETE with the same parameters and values;
 - ``front``: ``pareto.parquet``'s search rows differ from a brute-force non-dominated set of the
   completed trials on (``val/acc`` max, ``val/max_acc_gap`` min);
@@ -60,9 +60,9 @@ import pandas as pd
 import psutil
 import yaml
 
-from fairsearch.checkpoint import TrialStore
 from fairsearch.spec.config import objective_directions, objective_keys
 from fairsearch.spec.space import OPTUNA_NUMBER
+from fairsearch.train.checkpoint import TrialStore
 from fairsearch.tune_trials import STATE_FOLDER, trial_key
 
 KINDS = ("driver-sigkill", "driver-sigint", "worker-sigkill", "driver-sigkill-twice", "driver-sigkill-alone")

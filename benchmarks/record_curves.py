@@ -68,7 +68,7 @@ def read_history(location: str) -> dict[str, Any] | None:
     Returns:
         The parsed ``state.json``, or ``None`` for a missing or incomplete checkpoint.
     """
-    from fairsearch.checkpoint import complete_checkpoint_state
+    from fairsearch.train.checkpoint import complete_checkpoint_state
 
     if "://" in location:
         fs, path = pyarrow.fs.FileSystem.from_uri(location)

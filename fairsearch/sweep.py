@@ -27,7 +27,6 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from fairsearch.checkpoint import read_test_metrics_at
 from fairsearch.confirm import (
     make_plan,
     read_confirmed,
@@ -52,6 +51,7 @@ from fairsearch.spec.config import (
 from fairsearch.spec.space import SweepSpec, load_space
 from fairsearch.study import claim_study
 from fairsearch.tables import constraint_lines
+from fairsearch.train.checkpoint import read_test_metrics_at
 from fairsearch.tune_trials import (
     STATE_FOLDER,
     ConfirmCallback,

@@ -1,6 +1,6 @@
 """Did a fair method beat thresholding? The thresholded fronts of ``pareto.parquet``.
 
-For every completed trial whose checkpoint holds its scores (:data:`fairsearch.checkpoint.SCORES_FILE`),
+For every completed trial whose checkpoint holds its scores (:data:`fairsearch.train.checkpoint.SCORES_FILE`),
 :func:`fairsearch.judge.thresholds.threshold_points` gives its single-threshold curve (kind ``threshold``) and
 its per-group thresholds for a ladder of gap limits (kind ``group_thresholds``), chosen on validation and
 measured on test. ``pareto.parquet`` then holds three fronts on (``val/acc`` ↑, ``val/max_acc_gap`` ↓),
@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fairsearch.checkpoint import SCORES_FILE, read_scores_at
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.judge.thresholds import ABOVE_ALL, POINT_KINDS, ThresholdPoint, TrialScores, threshold_points
@@ -49,6 +48,7 @@ from fairsearch.results import (
 )
 from fairsearch.spec.config import METHODS, Objectives
 from fairsearch.tables import aligned_rows, fmt_ci, fmt_pct
+from fairsearch.train.checkpoint import SCORES_FILE, read_scores_at
 
 __all__ = [
     "COMBINED_FRONT",

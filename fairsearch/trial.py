@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from fairsearch.checkpoint import SCORES_FILE, STATE_FILE, TEST_METRICS_FILE, write_manifest
 from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import Grouping, encode_groups, fairness_loss, group_weights
@@ -42,6 +41,7 @@ from fairsearch.model import (
     parameter_counts,
 )
 from fairsearch.spec.config import TrialConfig
+from fairsearch.train.checkpoint import SCORES_FILE, STATE_FILE, TEST_METRICS_FILE, write_manifest
 
 logger = logging.getLogger(__name__)
 

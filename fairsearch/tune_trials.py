@@ -21,17 +21,17 @@ import pandas as pd
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from fairsearch.checkpoint import (
+from fairsearch.confirm import read_plan, write_confirmation
+from fairsearch.results import TrialRecord, pareto_frame, trials_frame, write_results
+from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
+from fairsearch.spec.space import OPTUNA_NUMBER
+from fairsearch.train.checkpoint import (
     REPORT_FILE,
     TrialStore,
     read_report_info,
     read_test_metrics_at,
     write_manifest,
 )
-from fairsearch.confirm import read_plan, write_confirmation
-from fairsearch.results import TrialRecord, pareto_frame, trials_frame, write_results
-from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
-from fairsearch.spec.space import OPTUNA_NUMBER
 
 logger = logging.getLogger("fairsearch.sweep")  # the status line is the sweep's
 
@@ -73,7 +73,7 @@ TRIAL_TIME = "trial_time_s"
 CHECKPOINT = "checkpoint"
 """Result key: the location of the checkpoint saved with the report (absent from re-sent earlier ones)."""
 STATE_FOLDER = "trials"
-"""``<storage>/<experiment>/trials/<key>``: each trial's :class:`~fairsearch.checkpoint.TrialStore`."""
+"""``<storage>/<experiment>/trials/<key>``: each trial's :class:`~fairsearch.train.checkpoint.TrialStore`."""
 
 
 class ConstraintValues:
@@ -157,7 +157,7 @@ def trial_key(config: Mapping[str, Any]) -> str:
 
 def tune_trainable(config: dict[str, Any], state_root: str) -> None:
     """Ray Tune's function trainable: one trial, resumed from the newest complete checkpoint in its own
-    :class:`~fairsearch.checkpoint.TrialStore`, whatever Tune restarted it with.
+    :class:`~fairsearch.train.checkpoint.TrialStore`, whatever Tune restarted it with.
 
     A resumed trial first sends the reports its checkpoint's history holds (Tune, the scheduler and the
     results writer may have missed the last ones when the sweep was interrupted: a report in flight when

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fairsearch.checkpoint import SCORES_FILE
 from fairsearch.judge.fairness import Grouping
 from fairsearch.judge.metrics import evaluate_split
 from fairsearch.judge.thresholds import SplitScores, TrialScores
 from fairsearch.results import TrialRecord
+from fairsearch.train.checkpoint import SCORES_FILE
 
 GROUP_NAMES = ("Non-Hispanic", "Hispanic", "unknown")
 METHODS = ("vanilla", "hybrid", "vanilla", "hybrid", "vanilla")

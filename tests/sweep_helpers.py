@@ -123,8 +123,8 @@ def assert_reports_reached_tune(trial_id: str, rows: list[dict[str, Any]], repor
 
 def trained_parts(experiment: Path) -> dict[str, list[int]]:
     """Each trial's log of the parts it trained to their end (by report number, one entry per time it
-    was trained), from its :class:`fairsearch.checkpoint.TrialStore`, by the trial's key."""
-    from fairsearch.checkpoint import TrialStore
+    was trained), from its :class:`fairsearch.train.checkpoint.TrialStore`, by the trial's key."""
+    from fairsearch.train.checkpoint import TrialStore
     from fairsearch.tune_trials import STATE_FOLDER
 
     root = experiment / STATE_FOLDER
@@ -146,7 +146,7 @@ def assert_each_epoch_trained_once(experiment: Path, epochs: int, *, reports_per
         epochs: epochs of a full trial (no early stopping).
         reports_per_epoch: reports per epoch.
     """
-    from fairsearch.checkpoint import TrialStore
+    from fairsearch.train.checkpoint import TrialStore
     from fairsearch.tune_trials import STATE_FOLDER, trial_key
 
     reports = epochs * reports_per_epoch

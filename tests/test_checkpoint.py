@@ -1,4 +1,4 @@
-"""A trial's own checkpoints (:class:`fairsearch.checkpoint.TrialStore`): saved whole or passed over,
+"""A trial's own checkpoints (:class:`fairsearch.train.checkpoint.TrialStore`): saved whole or passed over,
 the newest complete one found whatever else lies beside it, older ones pruned, work logged."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import fsspec
 import pyarrow.fs
 import pytest
 
-from fairsearch.checkpoint import MANIFEST_FILE, STATE_FILE, TrialStore, write_manifest
+from fairsearch.train.checkpoint import MANIFEST_FILE, STATE_FILE, TrialStore, write_manifest
 
 
 def _checkpoint(folder: Path, reports: int) -> Path:

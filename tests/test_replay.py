@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from fairsearch.checkpoint import STATE_FILE, write_manifest
 from fairsearch.judge.pareto import hypervolume
 from fairsearch.scheduler import MOASHAScheduler
 from fairsearch.spec.config import TrialConfig, objective_keys
 from fairsearch.spec.space import load_space
+from fairsearch.train.checkpoint import STATE_FILE, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))

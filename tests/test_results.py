@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 from scored_sweeps import GROUP_NAMES, write_scored_sweep
 
-from fairsearch.checkpoint import SCORES_FILE
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume
@@ -32,6 +31,7 @@ from fairsearch.results import (
 )
 from fairsearch.tables import format_front
 from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, format_threshold_fronts, read_threshold_fronts
+from fairsearch.train.checkpoint import SCORES_FILE
 
 FIXED = ["trial_id", "number", "status"]
 TAIL = ["epochs_done", "wall_time_s", "error", "failures", "checkpoint", "finished_at"]

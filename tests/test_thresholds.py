@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairsearch.checkpoint import SCORES_FILE, read_scores_at
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import max_acc_gap
 from fairsearch.judge.thresholds import (
@@ -26,6 +25,7 @@ from fairsearch.judge.thresholds import (
     single_threshold_curve,
     threshold_points,
 )
+from fairsearch.train.checkpoint import SCORES_FILE, read_scores_at
 
 TOL = 1e-12
 

@@ -9,18 +9,18 @@ import pytest
 import torch
 
 import fairsearch.trial as trial_module
-from fairsearch.checkpoint import (
+from fairsearch.cli import main
+from fairsearch.errors import FairsearchError
+from fairsearch.judge.fairness import max_acc_gap
+from fairsearch.judge.thresholds import TrialScores
+from fairsearch.spec.config import TrialConfig
+from fairsearch.train.checkpoint import (
     MANIFEST_FILE,
     STATE_FILE,
     TEST_METRICS_FILE,
     complete_checkpoint_state,
     read_scores_at,
 )
-from fairsearch.cli import main
-from fairsearch.errors import FairsearchError
-from fairsearch.judge.fairness import max_acc_gap
-from fairsearch.judge.thresholds import TrialScores
-from fairsearch.spec.config import TrialConfig
 from fairsearch.trial import run_trial
 
 SMALL = {"synthetic_n": 160, "batch_size": 16, "n_boot": 20, "eval_batch_size": 40}
