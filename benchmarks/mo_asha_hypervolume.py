@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--epochs must be > the grace period {SCHEDULER['grace_period']} (no rung otherwise)")
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("ray", "fairsearch.trial"):
+    for name in ("ray", "fairsearch.train.trial"):
         logging.getLogger(name).setLevel(logging.WARNING)
     out = (args.out or Path(tempfile.mkdtemp(prefix="mo_asha_hv-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from fairsearch.spec.config import TrialConfig
-from fairsearch.trial import TrialResult, run_trial
+from fairsearch.train.trial import TrialResult, run_trial
 
 
 def _trial(config: TrialConfig, cache: Path) -> tuple[TrialResult, float]:

@@ -238,7 +238,7 @@ def _train(args: argparse.Namespace) -> int:
     import shutil
 
     from fairsearch.spec.space import load_space, trial_config
-    from fairsearch.trial import run_trial
+    from fairsearch.train.trial import run_trial
 
     overrides = {}
     for item in args.set:

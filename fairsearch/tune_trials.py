@@ -166,7 +166,7 @@ def tune_trainable(config: dict[str, Any], state_root: str) -> None:
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # workers on other machines do not get the driver's env
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from fairsearch.trial import run_trial
+    from fairsearch.train.trial import run_trial
 
     started = time.monotonic()
     trial_config = TrialConfig.from_dict(config)

@@ -45,7 +45,7 @@ class ReachedRay(Exception):
 def _imported() -> None:
     """The run and train commands' imports (Ray, Optuna, torch) happen once, outside the cases' time."""
     import fairsearch.sweep
-    import fairsearch.trial  # noqa: F401
+    import fairsearch.train.trial  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

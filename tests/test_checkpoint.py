@@ -14,7 +14,7 @@ from fairsearch.train.checkpoint import MANIFEST_FILE, STATE_FILE, TrialStore, w
 
 
 def _checkpoint(folder: Path, reports: int) -> Path:
-    """A checkpoint folder as :mod:`fairsearch.trial` writes it, with ``reports`` reports in its history."""
+    """A checkpoint folder as :mod:`fairsearch.train.trial` writes it, with ``reports`` reports in its history."""
     folder.mkdir(parents=True)
     history = [{"epoch": float(i + 1), "acc": 0.5 + i / 100} for i in range(reports)]
     (folder / STATE_FILE).write_text(json.dumps({"epoch": float(reports), "history": history}))

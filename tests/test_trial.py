@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import fairsearch.trial as trial_module
+import fairsearch.train.trial as trial_module
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import max_acc_gap
@@ -21,7 +21,7 @@ from fairsearch.train.checkpoint import (
     complete_checkpoint_state,
     read_scores_at,
 )
-from fairsearch.trial import run_trial
+from fairsearch.train.trial import run_trial
 
 SMALL = {"synthetic_n": 160, "batch_size": 16, "n_boot": 20, "eval_batch_size": 40}
 

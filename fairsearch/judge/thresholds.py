@@ -3,7 +3,7 @@
 The simplest strong baseline for any in-training fairness method is post-processing: keep a trained
 model and choose its decision threshold on validation data, one for everyone or one per group (Hardt et
 al. 2016; Cruz & Hardt 2024). Here a trial's per-sample validation scores (``p(positive)``, saved by
-:mod:`fairsearch.trial` as :data:`fairsearch.train.checkpoint.SCORES_FILE`) give, exactly:
+:mod:`fairsearch.train.trial` as :data:`fairsearch.train.checkpoint.SCORES_FILE`) give, exactly:
 
 * **the single-threshold curve** (kind :data:`THRESHOLD`): every distinct way one threshold can split
   the validation scores, and of those the points not dominated on (accuracy ↑, MaxAccGap ↓). It needs no

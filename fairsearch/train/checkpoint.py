@@ -1,6 +1,6 @@
 """A trial's checkpoint folder: the names of its files, its manifest, and reading it on any filesystem.
 
-:mod:`fairsearch.trial` writes the folder (``trainable.pt``, ``optimizer.pt``, ``rng.pt`` and the files
+:mod:`fairsearch.train.trial` writes the folder (``trainable.pt``, ``optimizer.pt``, ``rng.pt`` and the files
 named here; ``docs/ARCHITECTURE.md`` lists them). In a sweep each trial keeps its checkpoints in its own
 :class:`TrialStore` and resumes from the newest complete one; the driver reads the test metrics of the
 front's members, on whatever pyarrow filesystem the sweep's storage is (local, S3, GCS). This module
@@ -164,7 +164,7 @@ class TrialStore:
         return None
 
     def save(self, folder: Path, report: int) -> str:
-        """Copies a checkpoint folder written by :mod:`fairsearch.trial` (manifest included) as report
+        """Copies a checkpoint folder written by :mod:`fairsearch.train.trial` (manifest included) as report
         number ``report``; then logs the part as trained and removes older folders.
 
         Returns:
