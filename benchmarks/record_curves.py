@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from fairsearch.errors import FairsearchError
-    from fairsearch.results import read_results
+    from fairsearch.output.results import read_results
     from fairsearch.spec.config import TrialConfig
     from fairsearch.spec.space import load_space
     from fairsearch.sweep import run_sweep

@@ -31,7 +31,7 @@ from fair_front import seeded_space  # this folder is sys.path[0] when run as a 
 from scipy import stats
 
 from fairsearch.errors import FairsearchError
-from fairsearch.results import OBJECTIVES, SEARCH_FRONT
+from fairsearch.output.results import OBJECTIVES, SEARCH_FRONT
 from fairsearch.tables import aligned_rows, fmt_ci, fmt_pct
 from fairsearch.threshold_fronts import (
     COMPARISON_HEADER,

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _pareto(args: argparse.Namespace) -> int:
     from fairsearch.confirm import format_confirmed, read_confirmed
-    from fairsearch.results import FEASIBLE_FRONT, read_front, read_results, read_sweep_goals
+    from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results, read_sweep_goals
     from fairsearch.tables import constraint_lines, format_front
     from fairsearch.threshold_fronts import read_threshold_fronts
 

@@ -39,7 +39,7 @@ from scipy import stats
 
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume, pareto_mask
-from fairsearch.results import (
+from fairsearch.output.results import (
     FEASIBLE_FRONT,
     PARETO_FILE,
     TrialRecord,

@@ -1,8 +1,8 @@
 """``fairsearch report``: a self-contained HTML report of a sweep's trade-off between its objectives.
 
-The report reads only ``trials.parquet`` and ``pareto.parquet`` (see :mod:`fairsearch.results`), so it
+The report reads only ``trials.parquet`` and ``pareto.parquet`` (see :mod:`fairsearch.output.results`), so it
 works on a finished sweep, one still running, and one that was interrupted. It follows the objectives and
-constraints the sweep was run with (:func:`fairsearch.results.read_sweep_goals`) and holds:
+constraints the sweep was run with (:func:`fairsearch.output.results.read_sweep_goals`) and holds:
 
 1. the Pareto front: with the default objectives, validation accuracy against validation MaxAccGap for
    every trial, the front as a staircase, and the front members' test-split points with their 95 %
@@ -47,6 +47,15 @@ from matplotlib.figure import Figure
 from fairsearch.confirm import group_summary, read_confirmed, verdict
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
+from fairsearch.output.results import (
+    FEASIBLE_FRONT,
+    completed_trials,
+    feasible_mask,
+    pareto_frame,
+    read_front,
+    read_results,
+    read_sweep_goals,
+)
 from fairsearch.report_figures import (
     SHORT,
     accuracy_vs_gap,
@@ -60,15 +69,6 @@ from fairsearch.report_figures import (
     png,
     reference_text,
     threshold_figure,
-)
-from fairsearch.results import (
-    FEASIBLE_FRONT,
-    completed_trials,
-    feasible_mask,
-    pareto_frame,
-    read_front,
-    read_results,
-    read_sweep_goals,
 )
 from fairsearch.spec.config import METHODS, METRICS, Constraints, Objectives
 from fairsearch.tables import constraint_lines, fmt_ci, fmt_pct

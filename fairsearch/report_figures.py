@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fairsearch.judge.pareto import hypervolume
-from fairsearch.results import SEARCH_FRONT
+from fairsearch.output.results import SEARCH_FRONT
 from fairsearch.spec.config import (
     METRICS,
     Constraints,

@@ -36,8 +36,8 @@ from fairsearch.confirm import (
 )
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
+from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.preflight import check_inputs
-from fairsearch.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.scheduler import scheduler_from_settings
 from fairsearch.spec.config import (
     OBJECTIVES,

@@ -2,7 +2,7 @@
 one, and what a sweep's constraints came to.
 
 The data itself (the results files, the fronts, which trials meet the constraints) lives in
-:mod:`fairsearch.results`; this module only renders it as text, for the terminal and the report.
+:mod:`fairsearch.output.results`; this module only renders it as text, for the terminal and the report.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fairsearch.results import completed_trials, constraint_violations
+from fairsearch.output.results import completed_trials, constraint_violations
 from fairsearch.spec.config import OBJECTIVES as DEFAULT_OBJECTIVES
 from fairsearch.spec.config import Constraints, Objectives
 
@@ -76,8 +76,8 @@ def format_front(
     """Render a ``pareto.parquet`` table as an aligned text table (accuracies in percent).
 
     Args:
-        pareto_df: A front from :func:`fairsearch.results.pareto_frame` or
-            :func:`fairsearch.results.read_results`.
+        pareto_df: A front from :func:`fairsearch.output.results.pareto_frame` or
+            :func:`fairsearch.output.results.read_results`.
         objectives: the sweep's objectives (their validation values are shown).
         title: what the first line calls the front.
 

@@ -17,7 +17,7 @@ the point's own ``val/`` and ``test/`` metrics (the ``group_by`` grouping only, 
 ``thresholds`` (JSON: ``{"all": t}`` or ``{group: t}``; positive when p(positive) ≥ t) and
 ``gap_limit`` (the validation gap limit that chose per-group thresholds, else null).
 
-:func:`threshold_front_rows` is called by :func:`fairsearch.results.write_results` on every write of a
+:func:`threshold_front_rows` is called by :func:`fairsearch.output.results.write_results` on every write of a
 sweep (every few seconds): each trial's points are computed once per (trial, checkpoint) and kept in
 memory. A trial whose scores file is damaged is skipped with a logged warning.
 """
@@ -36,7 +36,7 @@ import pandas as pd
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.judge.thresholds import ABOVE_ALL, POINT_KINDS, ThresholdPoint, TrialScores, threshold_points
-from fairsearch.results import (
+from fairsearch.output.results import (
     DIRECTIONS,
     OBJECTIVES,
     REFERENCE,
@@ -169,7 +169,7 @@ def threshold_front_rows(trials_df: pd.DataFrame, search_front: pd.DataFrame) ->
 
     Args:
         trials_df: a ``trials.parquet`` table.
-        search_front: its search front (:func:`fairsearch.results.pareto_frame`, with test metrics): the
+        search_front: its search front (:func:`fairsearch.output.results.pareto_frame`, with test metrics): the
             trained points of the combined front, which no other trained trial can be on.
 
     Returns:

@@ -22,7 +22,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.confirm import read_plan, write_confirmation
-from fairsearch.results import TrialRecord, pareto_frame, trials_frame, write_results
+from fairsearch.output.results import TrialRecord, pareto_frame, trials_frame, write_results
 from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
 from fairsearch.spec.space import OPTUNA_NUMBER
 from fairsearch.train.checkpoint import (

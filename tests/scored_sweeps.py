@@ -10,7 +10,7 @@ import numpy as np
 from fairsearch.judge.fairness import Grouping
 from fairsearch.judge.metrics import evaluate_split
 from fairsearch.judge.thresholds import SplitScores, TrialScores
-from fairsearch.results import TrialRecord
+from fairsearch.output.results import TrialRecord
 from fairsearch.train.checkpoint import SCORES_FILE
 
 GROUP_NAMES = ("Non-Hispanic", "Hispanic", "unknown")

@@ -30,7 +30,7 @@ import yaml
 
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
-from fairsearch.results import PARETO_FILE, TRIALS_FILE, TrialRecord, write_results
+from fairsearch.output.results import PARETO_FILE, TRIALS_FILE, TrialRecord, write_results
 
 FOLDERS = {"train": "Training", "val": "Validation", "test": "Test"}
 MAX_MESSAGE = 5000

@@ -29,8 +29,8 @@ from fairsearch.confirm import (
     write_plan,
 )
 from fairsearch.errors import FairsearchError
+from fairsearch.output.results import TrialRecord, read_results, write_results
 from fairsearch.report import write_report
-from fairsearch.results import TrialRecord, read_results, write_results
 from fairsearch.tune_trials import STATE_FOLDER
 
 GROUPS = "param/group_by"

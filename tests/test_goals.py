@@ -16,7 +16,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume
-from fairsearch.results import (
+from fairsearch.output.results import (
     FEASIBLE_FRONT,
     SEARCH_FRONT,
     TrialRecord,
@@ -533,7 +533,7 @@ def test_confirmation_candidates_meet_the_constraints_and_follow_the_objectives(
 def test_thresholded_rows_are_marked_by_their_own_metrics_and_their_trials_auc() -> None:
     """A threshold moves accuracy, the gap and the worst group, not the scores: a thresholded row is
     feasible by its own metrics, and by its trial's AUC for a constraint on AUC."""
-    from fairsearch.results import _marked
+    from fairsearch.output.results import _marked
 
     trials = pd.DataFrame({"number": [0, 1], "val/auc": [0.9, 0.6], "val/max_acc_gap": [0.3, 0.3]})
     rows = pd.DataFrame(

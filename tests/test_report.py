@@ -14,9 +14,7 @@ from scored_sweeps import write_scored_sweep
 
 from fairsearch.confirm import ConfirmPlan, read_confirmed, write_confirmation
 from fairsearch.errors import FairsearchError
-from fairsearch.report import FRONT_CAPTION, compare_to_vanilla, write_report
-from fairsearch.report_figures import front_figure, hypervolume_progress
-from fairsearch.results import (
+from fairsearch.output.results import (
     FEASIBLE_FRONT,
     TrialRecord,
     front_hypervolume,
@@ -26,6 +24,8 @@ from fairsearch.results import (
     trials_frame,
     write_results,
 )
+from fairsearch.report import FRONT_CAPTION, compare_to_vanilla, write_report
+from fairsearch.report_figures import front_figure, hypervolume_progress
 from fairsearch.spec.config import OBJECTIVES, Constraint, objectives_named
 from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, read_threshold_fronts
 

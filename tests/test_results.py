@@ -1,4 +1,4 @@
-"""Tests for fairsearch.results: schema, dtypes, atomic writes, the front and its text table (tables)."""
+"""Tests for fairsearch.output.results: schema, dtypes, atomic writes, the front and its text table (tables)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume
 from fairsearch.judge.thresholds import threshold_points
-from fairsearch.results import (
+from fairsearch.output.results import (
     PARETO_FILE,
     TRIALS_FILE,
     TrialRecord,

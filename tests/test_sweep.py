@@ -25,7 +25,7 @@ from sweep_helpers import (
     write_space,
 )
 
-from fairsearch.results import search_rows
+from fairsearch.output.results import search_rows
 from fairsearch.threshold_fronts import COMBINED_FRONT, VANILLA_THRESHOLDS_FRONT
 
 pytestmark = pytest.mark.slow

@@ -222,7 +222,7 @@ def test_threshold_fronts_follow_a_trial_completing_and_the_search_front_moving(
     """The fronts are kept between rewrites of one sweep's files; they must change when their inputs do."""
     from scored_sweeps import write_scored_sweep
 
-    from fairsearch.results import pareto_frame, trials_frame
+    from fairsearch.output.results import pareto_frame, trials_frame
     from fairsearch.threshold_fronts import threshold_front_rows
 
     records, test, _ = write_scored_sweep(tmp_path / "ckpts")
