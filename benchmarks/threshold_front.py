@@ -32,7 +32,7 @@ from scipy import stats
 
 from fairsearch.errors import FairsearchError
 from fairsearch.output.results import OBJECTIVES, SEARCH_FRONT
-from fairsearch.tables import aligned_rows, fmt_ci, fmt_pct
+from fairsearch.output.tables import aligned_rows, fmt_ci, fmt_pct
 from fairsearch.threshold_fronts import (
     COMPARISON_HEADER,
     FRONT_TITLES,

@@ -52,6 +52,7 @@ from fairsearch.output.results import (
     trials_frame,
     write_parquet_atomic,
 )
+from fairsearch.output.tables import aligned_rows
 from fairsearch.spec.config import (
     OBJECTIVES,
     Constraints,
@@ -60,7 +61,6 @@ from fairsearch.spec.config import (
     objective_keys,
     objective_reference,
 )
-from fairsearch.tables import aligned_rows
 from fairsearch.threshold_fronts import THRESHOLD_FRONTS
 
 logger = logging.getLogger(__name__)

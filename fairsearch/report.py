@@ -56,6 +56,7 @@ from fairsearch.output.results import (
     read_results,
     read_sweep_goals,
 )
+from fairsearch.output.tables import constraint_lines, fmt_ci, fmt_pct
 from fairsearch.report_figures import (
     SHORT,
     accuracy_vs_gap,
@@ -71,7 +72,6 @@ from fairsearch.report_figures import (
     threshold_figure,
 )
 from fairsearch.spec.config import METHODS, METRICS, Constraints, Objectives
-from fairsearch.tables import constraint_lines, fmt_ci, fmt_pct
 from fairsearch.threshold_fronts import (
     COMPARISON_HEADER,
     FRONT_TITLES,

@@ -37,6 +37,7 @@ from fairsearch.confirm import (
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
 from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results
+from fairsearch.output.tables import constraint_lines
 from fairsearch.preflight import check_inputs
 from fairsearch.scheduler import scheduler_from_settings
 from fairsearch.spec.config import (
@@ -50,7 +51,6 @@ from fairsearch.spec.config import (
 )
 from fairsearch.spec.space import SweepSpec, load_space
 from fairsearch.study import claim_study
-from fairsearch.tables import constraint_lines
 from fairsearch.train.checkpoint import read_test_metrics_at
 from fairsearch.tune_trials import (
     STATE_FOLDER,
@@ -94,7 +94,7 @@ class SweepOutcome:
         constraints: the sweep's constraints.
         feasible: the front of the trials meeting every constraint (empty without constraints).
         constraint_report: how many trials met each constraint, and the nearest miss of one no trial
-            met (:func:`fairsearch.tables.constraint_lines`).
+            met (:func:`fairsearch.output.tables.constraint_lines`).
         recovered: of the completed trials, those whose process failed at least once and that Tune
             restarted from their checkpoint (``trials.parquet``'s ``failures``).
     """

@@ -46,8 +46,8 @@ from fairsearch.output.results import (
     read_front,
     read_results,
 )
+from fairsearch.output.tables import aligned_rows, fmt_ci, fmt_pct
 from fairsearch.spec.config import METHODS, Objectives
-from fairsearch.tables import aligned_rows, fmt_ci, fmt_pct
 from fairsearch.train.checkpoint import SCORES_FILE, read_scores_at
 
 __all__ = [

@@ -25,10 +25,10 @@ from fairsearch.output.results import (
     read_sweep_goals,
     write_results,
 )
+from fairsearch.output.tables import constraint_lines, format_front
 from fairsearch.scheduler import MOASHAScheduler, scheduler_from_settings
 from fairsearch.spec.config import METRICS, OBJECTIVES, Constraint, is_feasible, objectives_named
 from fairsearch.spec.space import parse_space
-from fairsearch.tables import constraint_lines, format_front
 
 THREE = objectives_named(["acc", "worst_group_acc", "max_acc_gap"])
 

@@ -29,7 +29,7 @@ from fairsearch.output.results import (
     write_parquet_atomic,
     write_results,
 )
-from fairsearch.tables import format_front
+from fairsearch.output.tables import format_front
 from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, format_threshold_fronts, read_threshold_fronts
 from fairsearch.train.checkpoint import SCORES_FILE
 
