@@ -2,7 +2,7 @@
 
 Runs ``search_spaces/hybrid.yaml`` (the main command's sweep) once per sampler seed, or reads sweeps that
 have run, and prints per sweep the three validation fronts of ``pareto.parquet``
-(:mod:`fairsearch.threshold_fronts`) side by side: the trained trials' own front, the front of the
+(:mod:`fairsearch.output.threshold_fronts`) side by side: the trained trials' own front, the front of the
 vanilla trials with their decision thresholds chosen again on validation (one threshold for everyone, or
 one per group for each gap limit of a ladder), and the front of everything together. For each front: the
 smallest validation MaxAccGap it reaches, that member's test accuracy and test gap, and the most
@@ -33,7 +33,7 @@ from scipy import stats
 from fairsearch.errors import FairsearchError
 from fairsearch.output.results import OBJECTIVES, SEARCH_FRONT
 from fairsearch.output.tables import aligned_rows, fmt_ci, fmt_pct
-from fairsearch.threshold_fronts import (
+from fairsearch.output.threshold_fronts import (
     COMPARISON_HEADER,
     FRONT_TITLES,
     GROUPS_AT_INFERENCE,

@@ -134,7 +134,7 @@ def _pareto(args: argparse.Namespace) -> int:
     from fairsearch.confirm import format_confirmed, read_confirmed
     from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results, read_sweep_goals
     from fairsearch.output.tables import constraint_lines, format_front
-    from fairsearch.threshold_fronts import read_threshold_fronts
+    from fairsearch.output.threshold_fronts import read_threshold_fronts
 
     folder = Path(args.folder)
     fronts = read_threshold_fronts(folder)
@@ -181,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
     if outcome.constraints:
         print("\n" + format_front(outcome.feasible, outcome.objectives, "Feasible front"))
     if outcome.completed:
-        from fairsearch.threshold_fronts import read_threshold_fronts
+        from fairsearch.output.threshold_fronts import read_threshold_fronts
 
         try:  # the sweep has ended either way: its exit code does not hang on this table
             print("\n" + _thresholded(read_threshold_fronts(outcome.results_dir), outcome.objectives))
@@ -214,7 +214,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _thresholded(fronts: dict[str, Any], objectives: Objectives, kind: str | None = None) -> str:
     """The thresholded fronts' table, or why a sweep has none (they trace accuracy against MaxAccGap)."""
-    from fairsearch.threshold_fronts import format_threshold_fronts, thresholds_apply
+    from fairsearch.output.threshold_fronts import format_threshold_fronts, thresholds_apply
 
     if not thresholds_apply(objectives):
         return (

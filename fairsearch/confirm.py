@@ -16,7 +16,7 @@ Pure pandas/numpy: the Ray side is in :mod:`fairsearch.sweep`. Files, in the swe
 - ``confirm.parquet``: one row per confirmation run, the columns of ``trials.parquet`` (``number`` is
   the Optuna trial it repeats, ``param/seed`` its seed) and then its ``test/<metric>`` columns.
 - ``pareto.parquet``: the search's front (``front == "search"``), the thresholded fronts
-  (:mod:`fairsearch.threshold_fronts`) and below them the confirmed front (``front == "confirmed"``),
+  (:mod:`fairsearch.output.threshold_fronts`) and below them the confirmed front (``front == "confirmed"``),
   see :func:`confirmed_front`.
 """
 
@@ -53,6 +53,7 @@ from fairsearch.output.results import (
     write_parquet_atomic,
 )
 from fairsearch.output.tables import aligned_rows
+from fairsearch.output.threshold_fronts import THRESHOLD_FRONTS
 from fairsearch.spec.config import (
     OBJECTIVES,
     Constraints,
@@ -61,7 +62,6 @@ from fairsearch.spec.config import (
     objective_keys,
     objective_reference,
 )
-from fairsearch.threshold_fronts import THRESHOLD_FRONTS
 
 logger = logging.getLogger(__name__)
 

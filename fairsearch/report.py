@@ -16,7 +16,7 @@ constraints the sweep was run with (:func:`fairsearch.output.results.read_sweep_
 6. the comparison the paper makes: the most accurate vanilla trial against the fair methods' trials
    with the lowest gap at equal-or-better accuracy (within one point), and the gap reduction in percent;
 7. did a fair method beat thresholding? The trained front, the front of thresholded vanilla trials and
-   the combined front side by side, with test intervals (:mod:`fairsearch.threshold_fronts`), when the
+   the combined front side by side, with test intervals (:mod:`fairsearch.output.threshold_fronts`), when the
    trials saved their scores.
 
 Sections 3, 6 and 7 and the seed-confirmed front are about accuracy and MaxAccGap whatever the objectives:
@@ -57,6 +57,16 @@ from fairsearch.output.results import (
     read_sweep_goals,
 )
 from fairsearch.output.tables import constraint_lines, fmt_ci, fmt_pct
+from fairsearch.output.threshold_fronts import (
+    COMPARISON_HEADER,
+    FRONT_TITLES,
+    GROUPS_AT_INFERENCE,
+    MEMBER_HEADER,
+    THRESHOLD_FRONTS,
+    front_comparison,
+    member_rows,
+    read_threshold_fronts,
+)
 from fairsearch.report_figures import (
     SHORT,
     accuracy_vs_gap,
@@ -72,16 +82,6 @@ from fairsearch.report_figures import (
     threshold_figure,
 )
 from fairsearch.spec.config import METHODS, METRICS, Constraints, Objectives
-from fairsearch.threshold_fronts import (
-    COMPARISON_HEADER,
-    FRONT_TITLES,
-    GROUPS_AT_INFERENCE,
-    MEMBER_HEADER,
-    THRESHOLD_FRONTS,
-    front_comparison,
-    member_rows,
-    read_threshold_fronts,
-)
 
 __all__ = ["ACC_TOLERANCE", "Comparison", "compare_to_vanilla", "write_report"]
 

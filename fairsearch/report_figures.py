@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from fairsearch.judge.pareto import hypervolume
 from fairsearch.output.results import SEARCH_FRONT
 from fairsearch.output.tables import fmt_pct
+from fairsearch.output.threshold_fronts import FRONT_TITLES, THRESHOLD_FRONTS
 from fairsearch.spec.config import (
     METRICS,
     Constraints,
@@ -30,7 +31,6 @@ from fairsearch.spec.config import (
     objective_directions,
     objective_reference,
 )
-from fairsearch.threshold_fronts import FRONT_TITLES, THRESHOLD_FRONTS
 
 __all__ = [
     "SHORT",

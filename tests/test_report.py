@@ -24,10 +24,10 @@ from fairsearch.output.results import (
     trials_frame,
     write_results,
 )
+from fairsearch.output.threshold_fronts import GROUPS_AT_INFERENCE, read_threshold_fronts
 from fairsearch.report import FRONT_CAPTION, compare_to_vanilla, write_report
 from fairsearch.report_figures import front_figure, hypervolume_progress
 from fairsearch.spec.config import OBJECTIVES, Constraint, objectives_named
-from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, read_threshold_fronts
 
 GROUPS = {
     "race": {"Asian": 80, "Black": 150, "White": 770},

@@ -30,7 +30,11 @@ from fairsearch.output.results import (
     write_results,
 )
 from fairsearch.output.tables import format_front
-from fairsearch.threshold_fronts import GROUPS_AT_INFERENCE, format_threshold_fronts, read_threshold_fronts
+from fairsearch.output.threshold_fronts import (
+    GROUPS_AT_INFERENCE,
+    format_threshold_fronts,
+    read_threshold_fronts,
+)
 from fairsearch.train.checkpoint import SCORES_FILE
 
 FIXED = ["trial_id", "number", "status"]
@@ -402,7 +406,7 @@ def test_damaged_scores_leave_the_trial_out_with_one_warning(
 ) -> None:
     records, test, _ = write_scored_sweep(tmp_path / "ckpts", seed=1)
     (Path(str(records[0].checkpoint)) / SCORES_FILE).write_bytes(b"not a zip")
-    with caplog.at_level("WARNING", logger="fairsearch.threshold_fronts"):
+    with caplog.at_level("WARNING", logger="fairsearch.output.threshold_fronts"):
         write_results(tmp_path / "s", records, test)
         write_results(tmp_path / "s", records, test)  # a sweep writes every few seconds: warned once
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

@@ -26,7 +26,7 @@ from sweep_helpers import (
 )
 
 from fairsearch.output.results import search_rows
-from fairsearch.threshold_fronts import COMBINED_FRONT, VANILLA_THRESHOLDS_FRONT
+from fairsearch.output.threshold_fronts import COMBINED_FRONT, VANILLA_THRESHOLDS_FRONT
 
 pytestmark = pytest.mark.slow
 

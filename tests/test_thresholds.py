@@ -223,7 +223,7 @@ def test_threshold_fronts_follow_a_trial_completing_and_the_search_front_moving(
     from scored_sweeps import write_scored_sweep
 
     from fairsearch.output.results import pareto_frame, trials_frame
-    from fairsearch.threshold_fronts import threshold_front_rows
+    from fairsearch.output.threshold_fronts import threshold_front_rows
 
     records, test, _ = write_scored_sweep(tmp_path / "ckpts")
     running = [*records[:-2], dataclasses.replace(records[-2], status="running")]

@@ -31,7 +31,7 @@ max, ``val/max_acc_gap`` min), sorted by the first objective, best first; the co
 the same on every row), ``front`` (``search``) and ``kind`` (``trained``). A sweep with ``constraints:``
 adds a boolean ``feasible`` column to both files (null for a trial not completed) and the ``feasible``
 front: the trials non-dominated among those meeting every constraint. The thresholded
-fronts follow (:mod:`fairsearch.threshold_fronts`): ``front`` = ``vanilla_thresholds`` and ``combined``,
+fronts follow (:mod:`fairsearch.output.threshold_fronts`): ``front`` = ``vanilla_thresholds`` and ``combined``,
 rows of ``kind`` ``threshold`` or ``group_thresholds`` (and ``trained`` in ``combined``) with their
 ``thresholds`` (JSON) and ``gap_limit``; each front's own ``hypervolume``. The seed-confirmed front's rows,
 written by :mod:`fairsearch.confirm`, follow with ``confirmed``. Its key-value metadata also holds
@@ -116,7 +116,7 @@ for a sweep with ``constraints:``; the search front itself spans every completed
 ``feasible``)."""
 SEARCH_FRONT = "search"
 """``front`` of the search's own rows in ``pareto.parquet``; the thresholded fronts' rows
-(:mod:`fairsearch.threshold_fronts`) and ``confirmed`` rows (:mod:`fairsearch.confirm`) follow them."""
+(:mod:`fairsearch.output.threshold_fronts`) and ``confirmed`` rows (:mod:`fairsearch.confirm`) follow them."""
 TRAINED_KIND = "trained"
 """``kind`` of a row that is a trained model at its own threshold (0.5); :mod:`fairsearch.judge.thresholds` names
 the thresholded kinds."""
@@ -503,7 +503,7 @@ def write_results(
     """Write ``trials.parquet`` and ``pareto.parquet`` of a sweep, each atomically.
 
     ``pareto.parquet`` holds the search's front, the front of the trials meeting every constraint (with
-    constraints), and the thresholded fronts of :func:`fairsearch.threshold_fronts.threshold_front_rows`
+    constraints), and the thresholded fronts of :func:`fairsearch.output.threshold_fronts.threshold_front_rows`
     when accuracy and MaxAccGap are among the objectives (each trial's scores are read and searched
     once per process; a damaged scores file leaves its trial out with a logged warning).
 
@@ -528,7 +528,10 @@ def write_results(
         parts.append(
             pareto_frame(trials_df, test_metrics, objectives, constraints, front_name=FEASIBLE_FRONT)
         )
-    from fairsearch.threshold_fronts import threshold_front_rows, thresholds_apply  # it reads this module
+    from fairsearch.output.threshold_fronts import (  # it reads this module
+        threshold_front_rows,
+        thresholds_apply,
+    )
 
     if thresholds_apply(objectives):
         parts.append(_marked(threshold_front_rows(trials_df, pareto_df), trials_df, constraints))
