@@ -35,7 +35,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from fairsearch.confirm import group_summary, read_confirmed, verdict
+from fairsearch.output.confirm import group_summary, read_confirmed, verdict
 from fairsearch.spec.config import METHODS
 from fairsearch.train.checkpoint import read_test_metrics_at
 

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _pareto(args: argparse.Namespace) -> int:
-    from fairsearch.confirm import format_confirmed, read_confirmed
+    from fairsearch.output.confirm import format_confirmed, read_confirmed
     from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results, read_sweep_goals
     from fairsearch.output.tables import constraint_lines, format_front
     from fairsearch.output.threshold_fronts import read_threshold_fronts
@@ -160,7 +160,7 @@ def _pareto(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fairsearch.confirm import format_confirmed
+    from fairsearch.output.confirm import format_confirmed
     from fairsearch.output.tables import format_front
     from fairsearch.sweep import run_sweep
 

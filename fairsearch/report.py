@@ -44,9 +44,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fairsearch.confirm import group_summary, read_confirmed, verdict
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
+from fairsearch.output.confirm import group_summary, read_confirmed, verdict
 from fairsearch.output.results import (
     FEASIBLE_FRONT,
     completed_trials,

@@ -27,15 +27,15 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from fairsearch.confirm import (
+from fairsearch.errors import FairsearchError, clip_value
+from fairsearch.folders import check_writable_folder
+from fairsearch.output.confirm import (
     make_plan,
     read_confirmed,
     read_plan,
     refresh_confirmed,
     write_plan,
 )
-from fairsearch.errors import FairsearchError, clip_value
-from fairsearch.folders import check_writable_folder
 from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.output.tables import constraint_lines
 from fairsearch.preflight import check_inputs
@@ -247,7 +247,7 @@ def _confirm(
     outcome: SweepOutcome,
 ) -> SweepOutcome:
     """Trains each front candidate with ``spec.confirm_seeds`` further seeds, as a second Tune
-    experiment ``<storage>/.confirm/<name>`` that resumes like the search's (see :mod:`fairsearch.confirm`)."""
+    experiment ``<storage>/.confirm/<name>`` that resumes like the search's (see :mod:`fairsearch.output.confirm`)."""
     plan = read_plan(results_dir)
     if plan is None:  # made once: a resumed sweep confirms the same candidates
         trials, _ = read_results(results_dir)

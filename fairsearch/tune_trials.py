@@ -21,7 +21,7 @@ import pandas as pd
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from fairsearch.confirm import read_plan, write_confirmation
+from fairsearch.output.confirm import read_plan, write_confirmation
 from fairsearch.output.results import TrialRecord, pareto_frame, trials_frame, write_results
 from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
 from fairsearch.spec.space import OPTUNA_NUMBER
@@ -329,7 +329,7 @@ class ResultsCallback(tune.Callback):
 
 class ConfirmCallback(ResultsCallback):
     """The confirmation runs' :class:`ResultsCallback`: writes ``confirm.parquet`` and the confirmed front
-    into ``pareto.parquet`` (:func:`fairsearch.confirm.write_confirmation`)."""
+    into ``pareto.parquet`` (:func:`fairsearch.output.confirm.write_confirmation`)."""
 
     stage = "confirming: "
 

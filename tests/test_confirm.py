@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from sweep_helpers import assert_each_epoch_trained_once, run_command, start_sweep, trained_parts, write_space
 
-from fairsearch.confirm import (
+from fairsearch.errors import FairsearchError
+from fairsearch.output.confirm import (
     CONFIRM_FILE,
     ConfirmPlan,
     candidates,
@@ -28,7 +29,6 @@ from fairsearch.confirm import (
     write_confirmation,
     write_plan,
 )
-from fairsearch.errors import FairsearchError
 from fairsearch.output.results import TrialRecord, read_results, write_results
 from fairsearch.report import write_report
 from fairsearch.tune_trials import STATE_FOLDER

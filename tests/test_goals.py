@@ -503,7 +503,7 @@ def test_a_mo_asha_pickled_before_constraints_resumes_and_decides() -> None:
 
 # ------------------------------------------------------------------------------------------ confirmation
 def test_confirmation_candidates_meet_the_constraints_and_follow_the_objectives() -> None:
-    from fairsearch.confirm import make_plan
+    from fairsearch.output.confirm import make_plan
 
     trials = pd.DataFrame(
         {

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scored_sweeps import write_scored_sweep
 
-from fairsearch.confirm import ConfirmPlan, read_confirmed, write_confirmation
 from fairsearch.errors import FairsearchError
+from fairsearch.output.confirm import ConfirmPlan, read_confirmed, write_confirmation
 from fairsearch.output.results import (
     FEASIBLE_FRONT,
     TrialRecord,

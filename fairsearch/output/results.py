@@ -34,7 +34,7 @@ front: the trials non-dominated among those meeting every constraint. The thresh
 fronts follow (:mod:`fairsearch.output.threshold_fronts`): ``front`` = ``vanilla_thresholds`` and ``combined``,
 rows of ``kind`` ``threshold`` or ``group_thresholds`` (and ``trained`` in ``combined``) with their
 ``thresholds`` (JSON) and ``gap_limit``; each front's own ``hypervolume``. The seed-confirmed front's rows,
-written by :mod:`fairsearch.confirm`, follow with ``confirmed``. Its key-value metadata also holds
+written by :mod:`fairsearch.output.confirm`, follow with ``confirmed``. Its key-value metadata also holds
 ``hypervolume`` (the search front's) and ``search_columns`` (JSON; the search rows' columns). Both files'
 metadata holds the sweep's ``objectives`` (their columns), ``directions``, ``reference`` and
 ``constraints`` (JSON; :func:`read_sweep_goals` reads them). Both files are written atomically
@@ -116,7 +116,7 @@ for a sweep with ``constraints:``; the search front itself spans every completed
 ``feasible``)."""
 SEARCH_FRONT = "search"
 """``front`` of the search's own rows in ``pareto.parquet``; the thresholded fronts' rows
-(:mod:`fairsearch.output.threshold_fronts`) and ``confirmed`` rows (:mod:`fairsearch.confirm`) follow them."""
+(:mod:`fairsearch.output.threshold_fronts`) and ``confirmed`` rows (:mod:`fairsearch.output.confirm`) follow them."""
 TRAINED_KIND = "trained"
 """``kind`` of a row that is a trained model at its own threshold (0.5); :mod:`fairsearch.judge.thresholds` names
 the thresholded kinds."""
@@ -655,7 +655,7 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         folder: The sweep's results folder (``results/<name>``).
 
     Returns:
-        ``(trials_df, pareto_df)``, the search's front only (``fairsearch.confirm.read_confirmed`` reads
+        ``(trials_df, pareto_df)``, the search's front only (``fairsearch.output.confirm.read_confirmed`` reads
         the confirmed one). When ``pareto.parquet`` is missing, or empty while the trials have
         completed ones (a sweep stopped between the two writes), the front is recomputed from the
         trials, without test metrics.

@@ -100,7 +100,7 @@ class SweepSpec:
         max_failures: retries of a failing trial from its last checkpoint before it is recorded failed.
         optuna_storage: an Optuna storage URL; ``None`` = SQLite in the experiment folder.
         confirm_seeds: K, further seeds each front candidate is trained with once the search ends
-            (``confirm: {seeds: K}``); 0 = no confirmation (see :mod:`fairsearch.confirm`).
+            (``confirm: {seeds: K}``); 0 = no confirmation (see :mod:`fairsearch.output.confirm`).
         confirm_max_trials: the most candidates confirmed (``confirm: {max_trials: M}``, default 8).
         source: the file it was read from.
         digest: hash of the parsed content; a resumed sweep refuses a changed space.
