@@ -22,7 +22,7 @@ constraints the sweep was run with (:func:`fairsearch.output.results.read_sweep_
 Sections 3, 6 and 7 and the seed-confirmed front are about accuracy and MaxAccGap whatever the objectives:
 every trial reports both.
 
-Images are PNGs drawn by :mod:`fairsearch.report_figures`, embedded as base64 data URIs (the page needs no
+Images are PNGs drawn by :mod:`fairsearch.output.report_figures`, embedded as base64 data URIs (the page needs no
 network) and also written beside the HTML file.
 """
 
@@ -47,6 +47,20 @@ from matplotlib.figure import Figure
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
 from fairsearch.output.confirm import group_summary, read_confirmed, verdict
+from fairsearch.output.report_figures import (
+    SHORT,
+    accuracy_vs_gap,
+    arrow,
+    confirmed_figure,
+    front_figure,
+    group_figure,
+    hypervolume_figure,
+    hypervolume_progress,
+    method_of,
+    png,
+    reference_text,
+    threshold_figure,
+)
 from fairsearch.output.results import (
     FEASIBLE_FRONT,
     completed_trials,
@@ -67,20 +81,6 @@ from fairsearch.output.threshold_fronts import (
     member_rows,
     read_threshold_fronts,
 )
-from fairsearch.report_figures import (
-    SHORT,
-    accuracy_vs_gap,
-    arrow,
-    confirmed_figure,
-    front_figure,
-    group_figure,
-    hypervolume_figure,
-    hypervolume_progress,
-    method_of,
-    png,
-    reference_text,
-    threshold_figure,
-)
 from fairsearch.spec.config import METHODS, METRICS, Constraints, Objectives
 
 __all__ = ["ACC_TOLERANCE", "Comparison", "compare_to_vanilla", "write_report"]
@@ -95,7 +95,7 @@ _GROUP_ACC = re.compile(r"^val/acc/(?P<grouping>[^/]+)/(?P<group>.+)$")
 ACC, GAP = METRICS["acc"].column, METRICS["max_acc_gap"].column
 """``val/acc`` and ``val/max_acc_gap``: every trial reports both, so the comparison to vanilla uses them
 whatever the sweep's objectives (as do the per-group, thresholded and confirmed figures of
-:mod:`fairsearch.report_figures`); the sweep's own front and hypervolume use its objectives."""
+:mod:`fairsearch.output.report_figures`); the sweep's own front and hypervolume use its objectives."""
 _TEST_KEYS = ("acc", "max_acc_gap", "worst_group_acc")
 """The test-split columns every front table shows (each objective's follows when not among them)."""
 CONFIRMED_CAPTION = (
