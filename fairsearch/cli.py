@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pareto":
             return _pareto(args)
         if args.command == "report":
-            from fairsearch.report import write_report
+            from fairsearch.output.report import write_report
 
             print(write_report(Path(args.folder), Path(args.out) if args.out else None))
             return 0

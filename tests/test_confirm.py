@@ -29,8 +29,8 @@ from fairsearch.output.confirm import (
     write_confirmation,
     write_plan,
 )
+from fairsearch.output.report import write_report
 from fairsearch.output.results import TrialRecord, read_results, write_results
-from fairsearch.report import write_report
 from fairsearch.tune_trials import STATE_FOLDER
 
 GROUPS = "param/group_by"

@@ -1,4 +1,4 @@
-"""Tests for fairsearch.report: the HTML report of a synthetic sweep, parsed back and checked."""
+"""Tests for fairsearch.output.report: the HTML report of a synthetic sweep, parsed back and checked."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from scored_sweeps import write_scored_sweep
 
 from fairsearch.errors import FairsearchError
 from fairsearch.output.confirm import ConfirmPlan, read_confirmed, write_confirmation
+from fairsearch.output.report import FRONT_CAPTION, compare_to_vanilla, write_report
 from fairsearch.output.report_figures import front_figure, hypervolume_progress
 from fairsearch.output.results import (
     FEASIBLE_FRONT,
@@ -26,7 +27,6 @@ from fairsearch.output.results import (
     write_results,
 )
 from fairsearch.output.threshold_fronts import GROUPS_AT_INFERENCE, read_threshold_fronts
-from fairsearch.report import FRONT_CAPTION, compare_to_vanilla, write_report
 from fairsearch.spec.config import OBJECTIVES, Constraint, objectives_named
 
 GROUPS = {

@@ -1,6 +1,6 @@
 """The report's figures: matplotlib ``Figure`` objects drawn on the Agg canvas, and their PNG bytes.
 
-:mod:`fairsearch.report` lays them out in the HTML page with their captions; this module only draws. It holds
+:mod:`fairsearch.output.report` lays them out in the HTML page with their captions; this module only draws. It holds
 the front figure (one panel per pair of the sweep's objectives, with the staircase, the test-split points and
 the constraints' bounds), the hypervolume of the front as the sweep progressed, the per-group accuracy of the
 front members, the trained vs. thresholded fronts and the seed-confirmed front. Percentages are drawn as
