@@ -40,6 +40,7 @@ from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.output.tables import constraint_lines
 from fairsearch.preflight import check_inputs
 from fairsearch.scheduler import scheduler_from_settings
+from fairsearch.search.study import claim_study
 from fairsearch.spec.config import (
     OBJECTIVES,
     SAMPLERS,
@@ -50,7 +51,6 @@ from fairsearch.spec.config import (
     objective_keys,
 )
 from fairsearch.spec.space import SweepSpec, load_space
-from fairsearch.study import claim_study
 from fairsearch.train.checkpoint import read_test_metrics_at
 from fairsearch.tune_trials import (
     STATE_FOLDER,

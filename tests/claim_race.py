@@ -1,4 +1,4 @@
-"""Drivers that claim one study at the same moment, as separate processes (tests of fairsearch.study)."""
+"""Drivers that claim one study at the same moment, as separate processes (tests of fairsearch.search.study)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 _DRIVER = """
 import sys
-from fairsearch.study import StudyClaimedError, claim_study
+from fairsearch.search.study import StudyClaimedError, claim_study
 print("ready", flush=True)
 sys.stdin.readline()
 try:

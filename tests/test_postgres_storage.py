@@ -18,8 +18,8 @@ from claim_race import race_for_claim
 from postgres_server import PostgresServer
 from sweep_helpers import run_command, start_sweep, write_space
 
+from fairsearch.search.study import StudyClaim, StudyClaimedError, claim_holder, claim_study
 from fairsearch.spec.config import objective_keys
-from fairsearch.study import StudyClaim, StudyClaimedError, claim_holder, claim_study
 
 EPOCHS = 2
 

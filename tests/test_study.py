@@ -1,4 +1,4 @@
-"""One driver per study (fairsearch.study) on SQLite: refusal, release, takeover of a gone driver, races."""
+"""One driver per study (fairsearch.search.study) on SQLite: refusal, release, takeover of a gone driver, races."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from claim_race import race_for_claim
 from sweep_helpers import run_command, write_space
 
-from fairsearch import study as study_module
-from fairsearch.study import (
+from fairsearch.search import study as study_module
+from fairsearch.search.study import (
     CLAIM_PREFIX,
     Holder,
     StudyClaim,
@@ -59,7 +59,11 @@ def test_second_driver_is_refused_until_the_first_releases(url: str) -> None:
         assert holder is not None and holder.pid == os.getpid() and not holder.released
         # another process, alive, on this machine: refused, naming it
         other = subprocess.run(
-            [sys.executable, "-c", f"from fairsearch.study import claim_study; claim_study({url!r}, 's')"],
+            [
+                sys.executable,
+                "-c",
+                f"from fairsearch.search.study import claim_study; claim_study({url!r}, 's')",
+            ],
             capture_output=True,
             text=True,
             timeout=120,
@@ -119,7 +123,7 @@ def test_is_gone() -> None:
 
 _CLAIM_THEN_WAIT = """
 import sys, time
-from fairsearch.study import claim_study
+from fairsearch.search.study import claim_study
 claim_study(sys.argv[1], "s")
 print("claimed", flush=True)
 time.sleep(600)
