@@ -11,7 +11,7 @@ seed's trial order and report times are shared by all (``curve_replay.simulate``
 
 =====================  =========================================================================
 no stopping            Ray Tune's ``FIFOScheduler``: every trial to its full budget
-fairsearch MO-ASHA     :class:`fairsearch.scheduler.MOASHAScheduler` as ``scheduler_from_settings``
+fairsearch MO-ASHA     :class:`fairsearch.search.scheduler.MOASHAScheduler` as ``scheduler_from_settings``
                        builds it from ``--mo-asha`` (default: the block of
                        ``search_spaces/all_methods.yaml``; unset keys take the module's defaults)
 Syne Tune MOASHA       ``syne_tune...MOASHA`` (0.16), its own class with the same rungs
@@ -142,7 +142,7 @@ def scheduler_rows(
     """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from fairsearch.scheduler import scheduler_from_settings
+    from fairsearch.search.scheduler import scheduler_from_settings
 
     block = {**settings, "name": "mo_asha", "time_attr": TIME_ATTR}
     max_t = curves.max_t

@@ -26,7 +26,7 @@ from fairsearch.output.results import (
     write_results,
 )
 from fairsearch.output.tables import constraint_lines, format_front
-from fairsearch.scheduler import MOASHAScheduler, scheduler_from_settings
+from fairsearch.search.scheduler import MOASHAScheduler, scheduler_from_settings
 from fairsearch.spec.config import METRICS, OBJECTIVES, Constraint, is_feasible, objectives_named
 from fairsearch.spec.space import parse_space
 

@@ -15,7 +15,7 @@ import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from fairsearch.judge.pareto import hypervolume
-from fairsearch.scheduler import MOASHAScheduler
+from fairsearch.search.scheduler import MOASHAScheduler
 from fairsearch.spec.config import TrialConfig, objective_keys
 from fairsearch.spec.space import load_space
 from fairsearch.train.checkpoint import STATE_FILE, write_manifest

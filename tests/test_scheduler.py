@@ -15,7 +15,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import crowding_distance, nondominated_ranks
-from fairsearch.scheduler import MOASHAScheduler, scheduler_from_settings
+from fairsearch.search.scheduler import MOASHAScheduler, scheduler_from_settings
 
 C, S = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
@@ -407,7 +407,7 @@ def test_ray_tune_stops_dominated_trials_and_restores_the_records(
         assert sum(e < 9 for e in epochs.values()) >= 4
         assert len(scheduler.stopped_early) == sum(e < 9 for e in epochs.values())
 
-        with caplog.at_level(logging.INFO, logger="fairsearch.scheduler"):
+        with caplog.at_level(logging.INFO, logger="fairsearch.search.scheduler"):
             tune.Tuner.restore(str(tmp_path / "moasha"), synthetic_trainable).fit()
         recorded = sum(len(scheduler.rung_records(m)) for m in scheduler.milestones)
         assert (

@@ -2,7 +2,7 @@
 
 Each sweep runs the CLI in a subprocess on the built-in synthetic set. The scheduler's decisions are
 checked against what the trials really reported: Ray's per-trial ``result.json`` (one line per epoch) and
-the scheduler's rung records, which :class:`~fairsearch.scheduler.MOASHAStateCallback` saves with Tune's
+the scheduler's rung records, which :class:`~fairsearch.search.scheduler.MOASHAStateCallback` saves with Tune's
 experiment checkpoint (``callback-states-*.pkl``).
 
 Why these settings: ``synthetic_n`` is 800 (166 to train on, 317 to validate), not the helpers' 580,

@@ -647,7 +647,7 @@ def _check_scheduler(
     search: Mapping[str, Distribution],
     problems: list[str],
 ) -> None:
-    from fairsearch.scheduler import scheduler_from_settings  # validates its own keys
+    from fairsearch.search.scheduler import scheduler_from_settings  # validates its own keys
 
     try:
         scheduler_from_settings(block, max_epochs=_max_epochs(fixed, search))
