@@ -38,7 +38,7 @@ from fairsearch.output.confirm import (
 )
 from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.output.tables import constraint_lines
-from fairsearch.preflight import check_inputs
+from fairsearch.search.preflight import check_inputs
 from fairsearch.search.scheduler import scheduler_from_settings
 from fairsearch.search.study import claim_study
 from fairsearch.spec.config import (

@@ -1025,9 +1025,9 @@ def test_s3_storage_without_network_is_refused_fast(
 def test_storage_that_never_answers_times_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fairsearch.preflight
+    import fairsearch.search.preflight
 
-    monkeypatch.setattr(fairsearch.preflight, "PROBE_TIMEOUT_S", 3)
+    monkeypatch.setattr(fairsearch.search.preflight, "PROBE_TIMEOUT_S", 3)
     _space(tmp_path)
     refused(
         capsys,
