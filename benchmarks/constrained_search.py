@@ -1,7 +1,7 @@
 """Do constraints steer the sampler? Feasible trials proposed with and without them, on recorded trials.
 
 A sweep with ``constraints:`` gives Optuna each finished trial's constraint values
-(:class:`fairsearch.tune_trials.ConstraintValues`), which TPE and GP use to propose configurations that
+(:class:`fairsearch.search.tune_trials.ConstraintValues`), which TPE and GP use to propose configurations that
 meet them. Training a trial per proposal costs minutes, so this benchmark answers each proposal with the
 nearest of the 100 trials recorded in ``benchmarks/data/curves.parquet`` (the same method; nearest in
 log learning rate, log2 rank and, where the method has them, log λ and w_max, each scaled by its range):
@@ -33,10 +33,10 @@ import optuna
 import pandas as pd
 from scipy import stats
 
+from fairsearch.search.tune_trials import ConstraintValues
 from fairsearch.spec.config import METHODS, Constraint, is_feasible, objective_directions, objective_keys
 from fairsearch.spec.space import OPTUNA_NUMBER, load_space
 from fairsearch.sweep import make_sampler
-from fairsearch.tune_trials import ConstraintValues
 
 HERE = Path(__file__).parent
 RECORD = HERE / "data" / "curves.parquet"

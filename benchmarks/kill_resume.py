@@ -60,10 +60,10 @@ import pandas as pd
 import psutil
 import yaml
 
+from fairsearch.search.tune_trials import STATE_FOLDER, trial_key
 from fairsearch.spec.config import objective_directions, objective_keys
 from fairsearch.spec.space import OPTUNA_NUMBER
 from fairsearch.train.checkpoint import TrialStore
-from fairsearch.tune_trials import STATE_FOLDER, trial_key
 
 KINDS = ("driver-sigkill", "driver-sigint", "worker-sigkill", "driver-sigkill-twice", "driver-sigkill-alone")
 

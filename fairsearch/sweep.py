@@ -41,6 +41,15 @@ from fairsearch.output.tables import constraint_lines
 from fairsearch.search.preflight import check_inputs
 from fairsearch.search.scheduler import scheduler_from_settings
 from fairsearch.search.study import claim_study
+from fairsearch.search.tune_trials import (
+    STATE_FOLDER,
+    ConfirmCallback,
+    ConstraintValues,
+    ResultsCallback,
+    SweepSearch,
+    confirm_trainable,
+    tune_trainable,
+)
 from fairsearch.spec.config import (
     OBJECTIVES,
     SAMPLERS,
@@ -52,15 +61,6 @@ from fairsearch.spec.config import (
 )
 from fairsearch.spec.space import SweepSpec, load_space
 from fairsearch.train.checkpoint import read_test_metrics_at
-from fairsearch.tune_trials import (
-    STATE_FOLDER,
-    ConfirmCallback,
-    ConstraintValues,
-    ResultsCallback,
-    SweepSearch,
-    confirm_trainable,
-    tune_trainable,
-)
 
 logger = logging.getLogger(__name__)
 

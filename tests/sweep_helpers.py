@@ -105,7 +105,7 @@ def result_rows(path: Path) -> list[dict[str, Any]]:
 
 def distinct_reports(trial_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A trial's Tune rows, each report once, in order of report number; a report seen twice (sent again
-    by a resumed trial, see :func:`fairsearch.tune_trials.tune_trainable`) must carry the same metrics
+    by a resumed trial, see :func:`fairsearch.search.tune_trials.tune_trainable`) must carry the same metrics
     both times."""
     seen: dict[int, dict[str, Any]] = {}
     for row in rows:
@@ -124,8 +124,8 @@ def assert_reports_reached_tune(trial_id: str, rows: list[dict[str, Any]], repor
 def trained_parts(experiment: Path) -> dict[str, list[int]]:
     """Each trial's log of the parts it trained to their end (by report number, one entry per time it
     was trained), from its :class:`fairsearch.train.checkpoint.TrialStore`, by the trial's key."""
+    from fairsearch.search.tune_trials import STATE_FOLDER
     from fairsearch.train.checkpoint import TrialStore
-    from fairsearch.tune_trials import STATE_FOLDER
 
     root = experiment / STATE_FOLDER
     return {d.name: TrialStore(str(root), d.name).trained() for d in sorted(root.iterdir()) if d.is_dir()}
@@ -146,8 +146,8 @@ def assert_each_epoch_trained_once(experiment: Path, epochs: int, *, reports_per
         epochs: epochs of a full trial (no early stopping).
         reports_per_epoch: reports per epoch.
     """
+    from fairsearch.search.tune_trials import STATE_FOLDER, trial_key
     from fairsearch.train.checkpoint import TrialStore
-    from fairsearch.tune_trials import STATE_FOLDER, trial_key
 
     reports = epochs * reports_per_epoch
     trained = trained_parts(experiment)

@@ -35,7 +35,7 @@ from sweep_helpers import (
     write_space,
 )
 
-from fairsearch.tune_trials import STATE_FOLDER, trial_key
+from fairsearch.search.tune_trials import STATE_FOLDER, trial_key
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +194,7 @@ def _restart(rows: list[dict[str, Any]]) -> int | None:
 
 def _assert_resumed(rows: list[dict[str, Any]], old_pid: int) -> None:
     """The trial reached every report, and went on in a new process from its own last checkpoint: it
-    sent the reports that checkpoint holds again (:func:`fairsearch.tune_trials.tune_trainable`), then
+    sent the reports that checkpoint holds again (:func:`fairsearch.search.tune_trials.tune_trainable`), then
     trained the rest (that no part was trained twice is :func:`assert_each_epoch_trained_once`'s check).
     """
     assert_reports_reached_tune(rows[0]["trial_id"], rows, EPOCHS)

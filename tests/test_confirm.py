@@ -31,7 +31,7 @@ from fairsearch.output.confirm import (
 )
 from fairsearch.output.report import write_report
 from fairsearch.output.results import TrialRecord, read_results, write_results
-from fairsearch.tune_trials import STATE_FOLDER
+from fairsearch.search.tune_trials import STATE_FOLDER
 
 GROUPS = "param/group_by"
 

@@ -211,7 +211,8 @@ def test_interrupted_sweep_resumes_without_losing_or_repeating_trials(
 # log nor its snapshot nor the results files know of it.
 _KILL_AT_REPORT = """
 import os, signal, sys
-from fairsearch import cli, tune_trials
+from fairsearch import cli
+from fairsearch.search import tune_trials
 
 def on_trial_result(self, iteration, trials, trial, result, **info):
     if result.get("epoch") == 2:

@@ -49,8 +49,8 @@ def test_every_offered_sampler_is_seeded(name: str) -> None:
 
 
 def test_a_trial_is_known_by_its_optuna_number_or_the_trial_and_seed_it_confirms() -> None:
+    from fairsearch.search.tune_trials import trial_key
     from fairsearch.spec.space import OPTUNA_NUMBER
-    from fairsearch.tune_trials import trial_key
 
     assert trial_key({"method": "fr", OPTUNA_NUMBER: 7}) == "trial-00007"
     assert trial_key({"method": "fr", OPTUNA_NUMBER: 7, "confirms": 7, "seed": 12}) == "confirm-00007-seed-12"
@@ -58,7 +58,7 @@ def test_a_trial_is_known_by_its_optuna_number_or_the_trial_and_seed_it_confirms
 
 
 def test_callback_pickled_without_newer_fields_still_works(tmp_path: object) -> None:
-    from fairsearch.tune_trials import ResultsCallback
+    from fairsearch.search.tune_trials import ResultsCallback
 
     old = ResultsCallback.__new__(ResultsCallback)
     old.__dict__.update({"results_dir": str(tmp_path), "min_interval_s": 10.0, "_last_write": 0.0})
@@ -87,7 +87,7 @@ def test_trials_shut_down_by_ctrl_c_read_interrupted_not_completed(tmp_path: obj
 
     import pandas as pd
 
-    from fairsearch.tune_trials import ResultsCallback
+    from fairsearch.search.tune_trials import ResultsCallback
 
     callback = ResultsCallback(str(tmp_path))
     done, short, cut, waiting, again = (
