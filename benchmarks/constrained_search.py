@@ -6,7 +6,7 @@ meet them. Training a trial per proposal costs minutes, so this benchmark answer
 nearest of the 100 trials recorded in ``benchmarks/data/curves.parquet`` (the same method; nearest in
 log learning rate, log2 rank and, where the method has them, log λ and w_max, each scaled by its range):
 their final validation metrics stand in for training. Each arm uses the sampler exactly as a sweep builds
-it (:func:`fairsearch.sweep.make_sampler`), the space of ``benchmarks/spaces/curves.yaml`` through its
+it (:func:`fairsearch.search.sweep.make_sampler`), the space of ``benchmarks/spaces/curves.yaml`` through its
 define-by-run function, and the same sampler seed; the arms differ only in whether the constraint values
 are given. Per seed: how many of the proposals after the first ``--startup`` (the sampler's random start)
 meet every constraint, and the most accurate feasible trial found. Means over seeds with 95 %
@@ -33,10 +33,10 @@ import optuna
 import pandas as pd
 from scipy import stats
 
+from fairsearch.search.sweep import make_sampler
 from fairsearch.search.tune_trials import ConstraintValues
 from fairsearch.spec.config import METHODS, Constraint, is_feasible, objective_directions, objective_keys
 from fairsearch.spec.space import OPTUNA_NUMBER, load_space
-from fairsearch.sweep import make_sampler
 
 HERE = Path(__file__).parent
 RECORD = HERE / "data" / "curves.parquet"

@@ -94,7 +94,7 @@ def _meets(fair: dict[str, Any], vanilla: dict[str, Any]) -> bool:
 
 def one_seed(space: Path, seed: int, out: Path) -> dict[str, Any]:
     """Runs the sweep with sampler seed ``seed`` and returns its comparison."""
-    from fairsearch.sweep import run_sweep
+    from fairsearch.search.sweep import run_sweep
 
     folder = out / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)

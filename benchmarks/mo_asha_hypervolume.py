@@ -5,7 +5,7 @@ Run from the repository root (about 10 minutes on 2 CPU cores with the defaults)
     .venv/bin/python benchmarks/mo_asha_hypervolume.py
     .venv/bin/python benchmarks/mo_asha_hypervolume.py --trials 12 --epochs 4 --repeats 3 --synthetic-n 800
 
-For each repeat ``r`` (sampler seed ``r``) the same space is swept twice with :func:`fairsearch.sweep.run_sweep`
+For each repeat ``r`` (sampler seed ``r``) the same space is swept twice with :func:`fairsearch.search.sweep.run_sweep`
 on the built-in synthetic task and the tiny model: once without early stopping and once with
 ``scheduler: {name: mo_asha, grace_period: 1, reduction_factor: 3, min_trials_per_rung: 3}``. The sampler
 is TPE with its default 10 random start-up trials, so with the same seed both sweeps start from the same
@@ -246,7 +246,7 @@ def run_one(
     """
     import pandas as pd
 
-    from fairsearch.sweep import run_sweep
+    from fairsearch.search.sweep import run_sweep
 
     name = f"{'mo_asha' if scheduler else 'fifo'}-seed{seed}"
     doc = space_document(

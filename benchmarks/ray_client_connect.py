@@ -7,7 +7,7 @@ Run from the repository root (about 15 s a connection on 2 idle CPU cores)::
 
 For each setting, ``--runs`` times: a one-machine cluster is started as ``tests/test_cluster_failures.py``
 starts one (a head without CPUs that serves Ray Client on a free port, one node of 2 CPUs), a driver
-process joins it with ``fairsearch.sweep.start_ray("ray://…")`` as ``fairsearch run --address ray://…``
+process joins it with ``fairsearch.search.sweep.start_ray("ray://…")`` as ``fairsearch run --address ray://…``
 does, runs one task, and leaves; the cluster is shut down. The settings:
 
 - ``ray-defaults``: the nodes start with Ray's defaults (gRPC's fork handlers on);
@@ -34,13 +34,13 @@ from unittest import mock
 
 from ray.cluster_utils import Cluster
 
-from fairsearch.sweep import RAY_CLIENT_SERVER_DIED
+from fairsearch.search.sweep import RAY_CLIENT_SERVER_DIED
 
 SETTINGS = {"ray-defaults": {}, "no-fork-handlers": {"GRPC_ENABLE_FORK_SUPPORT": "0"}}
 DRIVER = """
 import logging, sys, ray
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
-from fairsearch.sweep import start_ray
+from fairsearch.search.sweep import start_ray
 start_ray(sys.argv[1])
 assert ray.get(ray.remote(lambda: 1).remote()) == 1
 ray.shutdown()

@@ -6,7 +6,7 @@ Run from the repository root (about 30–40 minutes on 2 CPU cores; run it ``nic
     nice -n 10 .venv/bin/python benchmarks/record_curves.py --space benchmarks/spaces/curves.yaml \\
         --results results --out benchmarks/data/curves.parquet
 
-It is an ordinary fairsearch sweep (:func:`fairsearch.sweep.run_sweep`, as ``fairsearch run`` runs it) of
+It is an ordinary fairsearch sweep (:func:`fairsearch.search.sweep.run_sweep`, as ``fairsearch run`` runs it) of
 the space file, which has no scheduler, so every trial trains to its full budget and reports
 ``reports_per_epoch`` times an epoch. Running the same command again resumes the sweep (finished trials
 are kept, unfinished ones continue from their last checkpoint) and then writes the record.
@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from fairsearch.errors import FairsearchError
     from fairsearch.output.results import read_results
+    from fairsearch.search.sweep import run_sweep
     from fairsearch.spec.config import TrialConfig
     from fairsearch.spec.space import load_space
-    from fairsearch.sweep import run_sweep
 
     try:
         spec = load_space(args.space)

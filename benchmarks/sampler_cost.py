@@ -8,7 +8,7 @@ Run from the repository root (about 3-5 minutes on 2 cores)::
 A Ray Tune driver asks its ``OptunaSearch`` for one suggestion per new trial: ``study.ask()`` plus the
 define-by-run function (fairsearch's ``SweepSpec.define_by_run``). This script times exactly that on a
 study that already holds N finished trials (maximise ``acc``, minimise ``max_acc_gap``), for each
-sampler fairsearch offers, in fairsearch's own configuration (``fairsearch.sweep.make_sampler``). Studies are filled quickly with ``study.add_trials`` of
+sampler fairsearch offers, in fairsearch's own configuration (``fairsearch.search.sweep.make_sampler``). Studies are filled quickly with ``study.add_trials`` of
 synthetic ``optuna.trial.create_trial`` results whose objectives depend on the parameters, and a few
 RUNNING trials stand for the trials in flight (TPE's constant liar looks at them).
 
@@ -184,7 +184,7 @@ def measure(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    from fairsearch.sweep import make_sampler  # the samplers exactly as a sweep builds them
+    from fairsearch.search.sweep import make_sampler  # the samplers exactly as a sweep builds them
 
     rng = np.random.default_rng(seed + 1)
     with tempfile.TemporaryDirectory() as folder:
@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     print(
-        f"samplers from fairsearch.sweep.make_sampler; optuna {_optuna_version()}; {os.cpu_count()} CPUs",
+        f"samplers from fairsearch.search.sweep.make_sampler; optuna {_optuna_version()}; {os.cpu_count()} CPUs",
         flush=True,
     )
 

@@ -46,7 +46,7 @@ logger = logging.getLogger("threshold_front")
 
 def run_seed(space: Path, seed: int, out: Path) -> Path:
     """Runs (or resumes) the space with sampler seed ``seed``; returns its results folder."""
-    from fairsearch.sweep import run_sweep
+    from fairsearch.search.sweep import run_sweep
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -162,7 +162,7 @@ def _pareto(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from fairsearch.output.confirm import format_confirmed
     from fairsearch.output.tables import format_front
-    from fairsearch.sweep import run_sweep
+    from fairsearch.search.sweep import run_sweep
 
     try:
         outcome = run_sweep(

@@ -44,7 +44,7 @@ class ReachedRay(Exception):
 @pytest.fixture(scope="module", autouse=True)
 def _imported() -> None:
     """The run and train commands' imports (Ray, Optuna, torch) happen once, outside the cases' time."""
-    import fairsearch.sweep
+    import fairsearch.search.sweep
     import fairsearch.train.trial  # noqa: F401
 
 

@@ -111,12 +111,12 @@ def test_run_refuses_bad_input_before_writing_anything(
 def test_ctrl_c_before_tune_runs_still_prints_the_resume_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fairsearch.sweep
+    import fairsearch.search.sweep
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # e.g. while Ray starts, in the first seconds
 
-    monkeypatch.setattr(fairsearch.sweep, "run_sweep", interrupted)
+    monkeypatch.setattr(fairsearch.search.sweep, "run_sweep", interrupted)
     results = tmp_path / "r"
     code = main(["run", "--space", "s.yaml", "--results", str(results), "--name", "n1"])
     assert code == 130

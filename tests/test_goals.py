@@ -271,7 +271,7 @@ def test_default_sweeps_keep_their_front_and_have_no_feasible_rows(tmp_path: Pat
 def test_the_sampler_is_told_each_trials_constraint_values(tmp_path: Path, sampler: str) -> None:
     """OptunaSearch as a sweep builds it, driven as Tune drives it: the study's trials carry the
     violations of their last result, which is what steers TPE, NSGA-II and GP to feasible regions."""
-    from fairsearch.sweep import _searcher
+    from fairsearch.search.sweep import _searcher
 
     spec = parse_space(
         {
@@ -307,7 +307,7 @@ def test_a_trial_ended_again_after_a_resume_is_not_told_twice(
 ) -> None:
     """The searcher saved with trial t0 running, t0 ended, the driver killed before the next save: the
     resumed searcher sees t0 end again (Tune re-ran it); Optuna keeps the first telling, nobody warns."""
-    from fairsearch.sweep import _searcher
+    from fairsearch.search.sweep import _searcher
 
     spec = parse_space({"name": "r", "search": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -326,7 +326,7 @@ def test_a_trial_ended_again_after_a_resume_is_not_told_twice(
 
 
 def test_a_sweep_without_constraints_tells_optuna_none() -> None:
-    from fairsearch.sweep import _searcher
+    from fairsearch.search.sweep import _searcher
 
     spec = parse_space({"name": "u", "search": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}})
     search = _searcher(spec, "sqlite:///:memory:")

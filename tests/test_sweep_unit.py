@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-import fairsearch.sweep
+import fairsearch.search.sweep
 from fairsearch.errors import FairsearchError
+from fairsearch.search.sweep import RAY_CLIENT_ATTEMPTS, _gpus_per_trial, make_sampler, start_ray
 from fairsearch.spec.space import parse_space
-from fairsearch.sweep import RAY_CLIENT_ATTEMPTS, _gpus_per_trial, make_sampler, start_ray
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,7 @@ def test_a_saved_experiment_another_version_wrote_is_refused_with_a_way_out(tmp_
     ``fairsearch.resume`` was removed) cannot be restored, and the run says so instead of a traceback."""
     from pathlib import Path
 
-    from fairsearch.sweep import _restore
+    from fairsearch.search.sweep import _restore
 
     experiment = Path(str(tmp_path)) / "old"
     experiment.mkdir()
@@ -184,7 +184,7 @@ def _ray_init_failing(monkeypatch: pytest.MonkeyPatch, errors: list[Exception]) 
         if len(calls) <= len(errors):
             raise errors[len(calls) - 1]
 
-    monkeypatch.setattr(fairsearch.sweep.ray, "init", init)
+    monkeypatch.setattr(fairsearch.search.sweep.ray, "init", init)
     return calls
 
 
@@ -194,7 +194,7 @@ def test_a_ray_client_server_that_died_as_it_started_is_connected_again(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, failures: int, died: str
 ) -> None:
     calls = _ray_init_failing(monkeypatch, [SERVER_DIED[died]] * failures)
-    with caplog.at_level(logging.WARNING, logger="fairsearch.sweep"):
+    with caplog.at_level(logging.WARNING, logger="fairsearch.search.sweep"):
         start_ray("ray://head:10001")
     assert calls == ["ray://head:10001"] * (failures + 1)
     warnings = [r.getMessage() for r in caplog.records]

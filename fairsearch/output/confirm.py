@@ -10,7 +10,7 @@ ordinary Ray trials of a second experiment, which resumes like the search's. The
 the non-dominated set of the candidates' means over all their seeds (the search's run included), each
 with a 95 % across-seed interval (mean ± t·s/√n) and the number of seeds behind it.
 
-Pure pandas/numpy: the Ray side is in :mod:`fairsearch.sweep`. Files, in the sweep's results folder:
+Pure pandas/numpy: the Ray side is in :mod:`fairsearch.search.sweep`. Files, in the sweep's results folder:
 
 - ``confirm.json``: the plan (candidates and seeds), written once, so a resumed sweep confirms the same.
 - ``confirm.parquet``: one row per confirmation run, the columns of ``trials.parquet`` (``number`` is

@@ -25,7 +25,7 @@ from fairsearch.spec.space import SweepSpec
 
 __all__ = ["ADDRESS_TIMEOUT_S", "PROBE_TIMEOUT_S", "RAY_CLIENT_PORT", "check_inputs"]
 
-logger = logging.getLogger("fairsearch.sweep")  # its lines are the sweep's
+logger = logging.getLogger("fairsearch.search.sweep")  # its lines are the sweep's
 
 PROBE_TIMEOUT_S = 12
 """How long one check of remote storage or of a database server may take (a run makes two at most)

@@ -2,7 +2,7 @@
 report and end, the mapping of Tune's statuses to fairsearch's, and which result keys are Tune's own.
 
 Everything that reads Tune's ``Trial`` objects is here, so a change of Ray touches one module;
-:mod:`fairsearch.sweep` wires these into the Tuners.
+:mod:`fairsearch.search.sweep` wires these into the Tuners.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from fairsearch.train.checkpoint import (
     write_manifest,
 )
 
-logger = logging.getLogger("fairsearch.sweep")  # the status line is the sweep's
+logger = logging.getLogger("fairsearch.search.sweep")  # the status line is the sweep's
 
 __all__ = [
     "CHECKPOINT",
