@@ -50,7 +50,6 @@ import numpy as np
 from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import Direction, crowding_distance, nondominated_ranks
 from fairsearch.spec.config import (
     OBJECTIVES,
@@ -60,30 +59,18 @@ from fairsearch.spec.config import (
     objective_keys,
     violations,
 )
+from fairsearch.spec.scheduler_settings import REPEAT_METRICS, TIE_BREAKS, scheduler_settings
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
 __all__ = [
-    "REPEAT_METRICS",
-    "SCHEDULER_NAMES",
-    "TIE_BREAKS",
     "MOASHAScheduler",
     "MOASHAStateCallback",
     "scheduler_from_settings",
 ]
 
 logger = logging.getLogger(__name__)
-
-SCHEDULER_NAMES = ("none", "mo_asha")
-"""Values of the space file's ``scheduler.name``."""
-
-TIE_BREAKS = ("crowding",)
-"""Spread measures that order trials inside one front. ``crowding``: NSGA-II crowding distance."""
-
-REPEAT_METRICS: Mapping[str, Direction | None] = {"auc": "max", "loss": "min", "none": None}
-"""Result keys that order the repeats of one point (see the module docstring), with their direction;
-``none``: by arrival only."""
 
 _STATE_VERSION = 1
 
@@ -484,17 +471,6 @@ class MOASHAStateCallback(Callback):
         self.scheduler.set_state(state)
 
 
-_SETTINGS_KEYS = (
-    "name",
-    "grace_period",
-    "reduction_factor",
-    "min_trials_per_rung",
-    "tie_break",
-    "repeat_metric",
-    "time_attr",
-)
-
-
 def scheduler_from_settings(
     settings: Mapping[str, Any] | str | None,
     *,
@@ -502,19 +478,8 @@ def scheduler_from_settings(
     objectives: Objectives = OBJECTIVES,
     constraints: Sequence[Constraint] = (),
 ) -> MOASHAScheduler | None:
-    """Build the scheduler a space file's ``scheduler:`` block asks for.
-
-    The block (every key but ``name`` optional)::
-
-        scheduler:
-          name: mo_asha           # or none (the default: no early stopping)
-          grace_period: 1         # first rung, in epochs; nobody is stopped before it
-          reduction_factor: 3     # η >= 2: rungs at 1, 3, 9, ... epochs; the best 1/η continue
-          min_trials_per_rung: 3  # a rung stops no one until this many trials reached it
-          tie_break: crowding     # order inside a Pareto front (NSGA-II crowding distance)
-          repeat_metric: auc      # orders trials that report the very same point (auc, loss, none)
-          time_attr: epoch        # progress in epochs, as the trial reports it (0.5, 1.0, ... with
-                                  # reports_per_epoch: 2, so rungs may sit at fractions of an epoch)
+    """Build the scheduler a space file's ``scheduler:`` block asks for
+    (:mod:`fairsearch.spec.scheduler_settings` shows and checks the block).
 
     The objectives and constraints are the sweep's (by default ``acc`` max and ``max_acc_gap`` min, no
     constraint); ``max_t`` is ``max_epochs``.
@@ -531,56 +496,19 @@ def scheduler_from_settings(
     Raises:
         FairsearchError: Naming every bad key and value, one per line.
     """
-    if settings is None or (isinstance(settings, Mapping) and not settings):
-        return None
-    block: Mapping[str, Any] = {"name": settings} if isinstance(settings, str) else settings
-    problems = [
-        f"scheduler: unknown key {key!r}; allowed: {list(_SETTINGS_KEYS)}"
-        for key in block
-        if key not in _SETTINGS_KEYS
-    ]
-    name = block.get("name")
-    if name not in SCHEDULER_NAMES:
-        shown = "missing" if name is None else repr(name)
-        problems.append(f"scheduler.name: {shown} is not one of {list(SCHEDULER_NAMES)}")
-    grace = block.get("grace_period", 1)
-    if not _is_number(grace) or grace <= 0:
-        problems.append(f"scheduler.grace_period: {grace!r} must be a number > 0")
-    elif grace >= max_epochs:
-        problems.append(
-            f"scheduler.grace_period: {grace!r} must be < the longest trial's {max_epochs} epochs (no rung otherwise)"
-        )
-    eta = block.get("reduction_factor", 3)
-    if not _is_number(eta) or eta < 2:
-        problems.append(f"scheduler.reduction_factor: {eta!r} must be >= 2")
-    min_trials = block.get("min_trials_per_rung", 3)
-    if isinstance(min_trials, bool) or not isinstance(min_trials, int) or min_trials < 1:
-        problems.append(f"scheduler.min_trials_per_rung: {min_trials!r} must be an integer >= 1")
-    tie_break = block.get("tie_break", "crowding")
-    if tie_break not in TIE_BREAKS:
-        problems.append(f"scheduler.tie_break: {tie_break!r} is not one of {list(TIE_BREAKS)}")
-    repeat_metric = block.get("repeat_metric", "auc")
-    if repeat_metric not in REPEAT_METRICS:
-        problems.append(f"scheduler.repeat_metric: {repeat_metric!r} is not one of {list(REPEAT_METRICS)}")
-    time_attr = block.get("time_attr", "epoch")
-    if not isinstance(time_attr, str) or not time_attr:
-        problems.append(
-            f"scheduler.time_attr: {time_attr!r} must be a result key such as 'training_iteration'"
-        )
-    if problems:
-        raise FairsearchError("\n".join(problems))
-    if name == "none":
+    checked = scheduler_settings(settings, max_epochs=max_epochs)
+    if checked is None:
         return None
     return MOASHAScheduler(
         metrics=objective_keys(objectives=objectives),
         modes=objective_directions(objectives),
-        time_attr=time_attr,
+        time_attr=checked.time_attr,
         max_t=max_epochs,
-        grace_period=grace,
-        reduction_factor=eta,
-        min_trials_per_rung=min_trials,
-        tie_break=tie_break,
-        repeat_metric=repeat_metric,
+        grace_period=checked.grace_period,
+        reduction_factor=checked.reduction_factor,
+        min_trials_per_rung=checked.min_trials_per_rung,
+        tie_break=checked.tie_break,
+        repeat_metric=checked.repeat_metric,
         constraints=constraints,
     )
 
@@ -640,7 +568,3 @@ def _feasible_first(
     _, dense = np.unique(violation[~feasible], return_inverse=True)
     ranks[~feasible] = top + dense.ravel()
     return ranks
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -40,6 +40,7 @@ from fairsearch.spec.config import (
     TrialConfig,
     check_setting,
 )
+from fairsearch.spec.scheduler_settings import scheduler_settings
 from fairsearch.spec.yaml_input import read_yaml, read_yaml_file
 
 SEARCHABLE = ("method", *NUMERIC)
@@ -647,9 +648,7 @@ def _check_scheduler(
     search: Mapping[str, Distribution],
     problems: list[str],
 ) -> None:
-    from fairsearch.search.scheduler import scheduler_from_settings  # validates its own keys
-
     try:
-        scheduler_from_settings(block, max_epochs=_max_epochs(fixed, search))
+        scheduler_settings(block, max_epochs=_max_epochs(fixed, search))
     except FairsearchError as err:
         problems.extend(str(err).splitlines())
