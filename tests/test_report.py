@@ -26,7 +26,7 @@ from fairsearch.output.results import (
     trials_frame,
     write_results,
 )
-from fairsearch.output.threshold_fronts import GROUPS_AT_INFERENCE, read_threshold_fronts
+from fairsearch.output.threshold_fronts import GROUPS_AT_INFERENCE, derived_fronts, read_threshold_fronts
 from fairsearch.spec.config import OBJECTIVES, Constraint, objectives_named
 
 GROUPS = {
@@ -153,7 +153,7 @@ class ReportParser(HTMLParser):
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ReportParser]:
     folder = tmp_path_factory.mktemp("results") / "demo"
     records, test = sweep_records()
-    write_results(folder, records, test)
+    write_results(folder, records, test, derived_fronts=derived_fronts(OBJECTIVES))
     out = write_report(folder)
     parser = ReportParser()
     parser.feed(out.read_text(encoding="utf-8"))
@@ -292,7 +292,7 @@ def test_front_recomputed_when_pareto_file_is_missing(tmp_path: Path) -> None:
 
 def test_report_shows_the_threshold_fronts_beside_the_trained_one(tmp_path: Path) -> None:
     records, test, _ = write_scored_sweep(tmp_path / "ckpts", seed=3)
-    write_results(tmp_path / "s", records, test)
+    write_results(tmp_path / "s", records, test, derived_fronts=derived_fronts(OBJECTIVES))
     before = read_threshold_fronts(tmp_path / "s")
     # the confirmation writer rewrites pareto.parquet: the thresholded fronts stay as they were
     run = TrialRecord("c0", 0, "completed", {**records[0].params, "seed": 1}, records[0].val_metrics, 3.0)

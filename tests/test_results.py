@@ -32,9 +32,11 @@ from fairsearch.output.results import (
 from fairsearch.output.tables import format_front
 from fairsearch.output.threshold_fronts import (
     GROUPS_AT_INFERENCE,
+    derived_fronts,
     format_threshold_fronts,
     read_threshold_fronts,
 )
+from fairsearch.spec.config import OBJECTIVES
 from fairsearch.train.checkpoint import SCORES_FILE
 
 FIXED = ["trial_id", "number", "status"]
@@ -345,7 +347,7 @@ def _objectives(df: pd.DataFrame) -> list[tuple[float, float]]:
 
 def test_threshold_fronts_against_brute_force(tmp_path: Path) -> None:
     records, test, scores = write_scored_sweep(tmp_path / "ckpts")
-    write_results(tmp_path / "s", records, test)
+    write_results(tmp_path / "s", records, test, derived_fronts=derived_fronts(OBJECTIVES))
     trials, search = read_results(tmp_path / "s")
     pd.testing.assert_frame_equal(search, pareto_frame(trials, test))  # the search's rows as before
     assert (search["kind"] == "trained").all()
@@ -407,8 +409,10 @@ def test_damaged_scores_leave_the_trial_out_with_one_warning(
     records, test, _ = write_scored_sweep(tmp_path / "ckpts", seed=1)
     (Path(str(records[0].checkpoint)) / SCORES_FILE).write_bytes(b"not a zip")
     with caplog.at_level("WARNING", logger="fairsearch.output.threshold_fronts"):
-        write_results(tmp_path / "s", records, test)
-        write_results(tmp_path / "s", records, test)  # a sweep writes every few seconds: warned once
+        write_results(tmp_path / "s", records, test, derived_fronts=derived_fronts(OBJECTIVES))
+        write_results(
+            tmp_path / "s", records, test, derived_fronts=derived_fronts(OBJECTIVES)
+        )  # a sweep writes every few seconds: warned once
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1
     assert warnings[0].startswith("trial #0 is left out of the threshold fronts: cannot read ")
@@ -419,7 +423,7 @@ def test_damaged_scores_leave_the_trial_out_with_one_warning(
 
 def test_pareto_command_shows_the_three_fronts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     records, test, _ = write_scored_sweep(tmp_path / "ckpts", seed=2)
-    write_results(tmp_path / "s", records, test)
+    write_results(tmp_path / "s", records, test, derived_fronts=derived_fronts(OBJECTIVES))
     assert main(["pareto", str(tmp_path / "s")]) == 0
     out = capsys.readouterr().out
     assert "Did a fair method beat thresholding?" in out and GROUPS_AT_INFERENCE in out
@@ -445,7 +449,7 @@ def test_pareto_command_shows_the_three_fronts(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_sweep_without_scores_says_so(tmp_path: Path, records: list[TrialRecord]) -> None:
-    write_results(tmp_path / "s", records, {})
+    write_results(tmp_path / "s", records, {}, derived_fronts=derived_fronts(OBJECTIVES))
     fronts = read_threshold_fronts(tmp_path / "s")
     assert fronts["vanilla_thresholds"].empty and fronts["combined"].empty
     assert format_threshold_fronts(fronts).startswith("Threshold fronts: none yet")

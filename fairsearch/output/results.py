@@ -48,7 +48,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ __all__ = [
     "STATUSES",
     "TRAINED_KIND",
     "TRIALS_FILE",
+    "DerivedFront",
     "TrialRecord",
     "completed_trials",
     "constraint_violations",
@@ -98,6 +99,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+DerivedFront = Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]
+"""A front made from ``trials.parquet``'s table and the search front's rows, e.g. the thresholded fronts."""
 
 TRIALS_FILE = "trials.parquet"
 PARETO_FILE = "pareto.parquet"
@@ -499,13 +503,14 @@ def write_results(
     test_metrics: Mapping[str, Mapping[str, float]],
     objectives: Objectives = DEFAULT_OBJECTIVES,
     constraints: Constraints = (),
+    derived_fronts: Sequence[DerivedFront] = (),
 ) -> tuple[Path, Path]:
     """Write ``trials.parquet`` and ``pareto.parquet`` of a sweep, each atomically.
 
     ``pareto.parquet`` holds the search's front, the front of the trials meeting every constraint (with
-    constraints), and the thresholded fronts of :func:`fairsearch.output.threshold_fronts.threshold_front_rows`
-    when accuracy and MaxAccGap are among the objectives (each trial's scores are read and searched
-    once per process; a damaged scores file leaves its trial out with a logged warning).
+    constraints), and the rows of each of ``derived_fronts`` (a sweep hands in
+    :func:`fairsearch.output.threshold_fronts.threshold_front_rows` when accuracy and MaxAccGap are among
+    its objectives).
 
     Args:
         folder: The sweep's results folder (``results/<name>``); created if missing.
@@ -514,6 +519,8 @@ def write_results(
             so a mapping that reads them on demand reads no more than it must.
         objectives: the sweep's objectives.
         constraints: the sweep's constraints.
+        derived_fronts: Fronts made from the trials and the search front (``(trials_df, search_front)
+            -> rows``), written below the search's own; their rows are marked ``feasible`` like it.
 
     Returns:
         ``(trials_path, pareto_path)``.
@@ -528,13 +535,8 @@ def write_results(
         parts.append(
             pareto_frame(trials_df, test_metrics, objectives, constraints, front_name=FEASIBLE_FRONT)
         )
-    from fairsearch.output.threshold_fronts import (  # it reads this module
-        threshold_front_rows,
-        thresholds_apply,
-    )
-
-    if thresholds_apply(objectives):
-        parts.append(_marked(threshold_front_rows(trials_df, pareto_df), trials_df, constraints))
+    for derived in derived_fronts:
+        parts.append(_marked(derived(trials_df, pareto_df), trials_df, constraints))
     parts = [p for p in parts[1:] if len(p)]
     if parts:
         pareto_df = pd.concat([pareto_df, *parts], ignore_index=True)

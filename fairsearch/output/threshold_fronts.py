@@ -17,8 +17,8 @@ the point's own ``val/`` and ``test/`` metrics (the ``group_by`` grouping only, 
 ``thresholds`` (JSON: ``{"all": t}`` or ``{group: t}``; positive when p(positive) ≥ t) and
 ``gap_limit`` (the validation gap limit that chose per-group thresholds, else null).
 
-:func:`threshold_front_rows` is called by :func:`fairsearch.output.results.write_results` on every write of a
-sweep (every few seconds): each trial's points are computed once per (trial, checkpoint) and kept in
+:func:`threshold_front_rows` is handed to :func:`fairsearch.output.results.write_results` by the sweep's
+results callback (:mod:`fairsearch.search.tune_trials`) and runs on every write (every few seconds): each trial's points are computed once per (trial, checkpoint) and kept in
 memory. A trial whose scores file is damaged is skipped with a logged warning.
 """
 
@@ -42,6 +42,7 @@ from fairsearch.output.results import (
     REFERENCE,
     SEARCH_FRONT,
     TRAINED_KIND,
+    DerivedFront,
     completed_trials,
     read_front,
     read_results,
@@ -59,6 +60,7 @@ __all__ = [
     "MEMBER_HEADER",
     "THRESHOLD_FRONTS",
     "VANILLA_THRESHOLDS_FRONT",
+    "derived_fronts",
     "format_threshold_fronts",
     "format_thresholds",
     "front_comparison",
@@ -162,6 +164,12 @@ def thresholds_apply(objectives: Objectives) -> bool:
     """Whether a sweep gets thresholded fronts: they trace accuracy against MaxAccGap, so both must be
     among its objectives."""
     return {"acc", "max_acc_gap"} <= {o.key for o in objectives}
+
+
+def derived_fronts(objectives: Objectives) -> tuple[DerivedFront, ...]:
+    """What a sweep hands :func:`fairsearch.output.results.write_results` as ``derived_fronts``: the
+    thresholded fronts where they apply (:func:`thresholds_apply`), else nothing."""
+    return (threshold_front_rows,) if thresholds_apply(objectives) else ()
 
 
 def threshold_front_rows(trials_df: pd.DataFrame, search_front: pd.DataFrame) -> pd.DataFrame:

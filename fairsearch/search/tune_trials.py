@@ -23,6 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.output.confirm import read_plan, write_confirmation
 from fairsearch.output.results import TrialRecord, pareto_frame, trials_frame, write_results
+from fairsearch.output.threshold_fronts import derived_fronts
 from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
 from fairsearch.spec.space import OPTUNA_NUMBER
 from fairsearch.train.checkpoint import (
@@ -302,7 +303,12 @@ class ResultsCallback(tune.Callback):
         records = self.records(trials, completed)
         # each front asks for its members' test metrics: only those checkpoints are read, each once
         write_results(
-            Path(self.results_dir), records, _TestMetrics(trials), self.objectives, self.constraints
+            Path(self.results_dir),
+            records,
+            _TestMetrics(trials),
+            self.objectives,
+            self.constraints,
+            derived_fronts=derived_fronts(self.objectives),
         )
         self._last_write = time.monotonic()
         self._front = front_summary(pareto_frame(trials_frame(records), {}, self.objectives))
