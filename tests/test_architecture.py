@@ -35,7 +35,9 @@ def _lint(package_parent: Path) -> subprocess.CompletedProcess[str]:
 
 def _copy_with(tmp_path: Path, module: str, line: str) -> Path:
     """A copy of the package with ``line`` appended to ``module`` (a path under ``fairsearch/``)."""
-    shutil.copytree(ROOT / "fairsearch", tmp_path / "fairsearch", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "fairsearch", tmp_path / "fairsearch", ignore=shutil.ignore_patterns("__pycache__")
+    )
     target = tmp_path / "fairsearch" / module
     target.write_text(target.read_text() + f"\n{line}\n")
     return tmp_path
@@ -74,6 +76,8 @@ def test_an_upward_import_or_a_circle_breaks_a_contract(
 
 
 def _new_module(tmp_path: Path, module: str) -> Path:
-    shutil.copytree(ROOT / "fairsearch", tmp_path / "fairsearch", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "fairsearch", tmp_path / "fairsearch", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (tmp_path / "fairsearch" / module).write_text('"""A module with no place in the layers."""\n')
     return tmp_path
