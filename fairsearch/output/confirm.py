@@ -304,7 +304,7 @@ def confirmed_front(
                 if key in table:
                     low, high = _interval(table[key].to_numpy(np.float64))
                     row[key + SEED_SUFFIXES[0]], row[key + SEED_SUFFIXES[1]] = low, high
-        for metric in {*objective_keys(), *objective_keys(objectives=objectives)}:
+        for metric in dict.fromkeys([*objective_keys(), *objective_keys(objectives=objectives)]):
             row[f"shift/{metric}"] = row.get(f"test/{metric}", math.nan) - row.get(f"val/{metric}", math.nan)
         rows.append(row)
     if not rows:
