@@ -143,6 +143,34 @@ def test_the_confirmed_front_is_the_front_of_seed_means_with_t_intervals() -> No
     assert (one["n_seeds"] == 1).all() and one["val/acc_seeds_low"].isna().all()
 
 
+def test_the_confirmed_front_s_columns_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
+    """The same inputs give the same columns in the same order in every process (a set of metric names
+    once ordered the ``shift/`` columns by Python's per-process string hashing)."""
+    import pickle
+    import sys
+
+    trials = _trials([(0.90, 0.02, 0.0), (0.85, 0.10, 0.0)])
+    plan = ConfirmPlan((0, 1), (), {0: {"acc": 0.89}, 1: {"acc": 0.84}})
+    runs = _runs([(0, 1, 0.80, 0.20), (1, 1, 0.86, 0.08)])
+    (tmp_path / "inputs.pkl").write_bytes(pickle.dumps((trials, runs, plan)))
+    script = (
+        "import pickle, sys; from fairsearch.output.confirm import confirmed_front; "
+        "t, r, p = pickle.loads(open(sys.argv[1], 'rb').read()); print(list(confirmed_front(t, r, p).columns))"
+    )
+    columns = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "inputs.pkl")],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout
+        for seed in range(6)
+    }
+    assert len(columns) == 1 and "shift/acc" in columns.pop()
+
+
 def _groups(row: dict[str, float], split: str = "test") -> dict[str, object]:
     return {GROUPS: "ethnicity"} | {f"{split}/acc/ethnicity/{g}": v for g, v in row.items()}
 
