@@ -33,9 +33,10 @@ import optuna
 import pandas as pd
 from scipy import stats
 
+from fairsearch.methods import METHODS
 from fairsearch.search.sweep import make_sampler
 from fairsearch.search.tune_trials import ConstraintValues
-from fairsearch.spec.config import METHODS, Constraint, is_feasible, objective_directions, objective_keys
+from fairsearch.spec.config import Constraint, is_feasible, objective_directions, objective_keys
 from fairsearch.spec.space import OPTUNA_NUMBER, load_space
 
 HERE = Path(__file__).parent
@@ -62,7 +63,7 @@ class Surrogate:
     def metrics(self, params: dict) -> dict[str, float]:
         """The final metrics of the recorded trial of the same method nearest to ``params``."""
         method = params["method"]
-        names = ("lr", "lora_rank", *METHODS[method].parameters)
+        names = ("lr", "lora_rank", *METHODS[method].parameter_names)
         point = {
             "lr": math.log(params["lr"]),
             "lora_rank": math.log2(params["lora_rank"]),

@@ -35,8 +35,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from fairsearch.methods import METHODS
 from fairsearch.output.confirm import group_summary, read_confirmed, verdict
-from fairsearch.spec.config import METHODS
 from fairsearch.train.checkpoint import read_test_metrics_at
 
 ACC_SLACK = 0.02

@@ -51,9 +51,13 @@ def main() -> None:
     }
     base["synthetic_n"] = args.n
 
-    first, first_wall = _trial(TrialConfig(vision_cache=True, **base), cache)  # fills the cache
-    warm, warm_wall = _trial(TrialConfig(vision_cache=True, **base), cache)  # what every later trial sees
-    cold, cold_wall = _trial(TrialConfig(vision_cache=False, **base), cache)
+    first, first_wall = _trial(
+        TrialConfig.from_dict({**base, "vision_cache": True}), cache
+    )  # fills the cache
+    warm, warm_wall = _trial(
+        TrialConfig.from_dict({**base, "vision_cache": True}), cache
+    )  # what every later trial sees
+    cold, cold_wall = _trial(TrialConfig.from_dict({**base, "vision_cache": False}), cache)
 
     epoch_cached = warm.times.train / args.epochs
     epoch_direct = cold.times.train / args.epochs

@@ -252,7 +252,7 @@ def _train(args: argparse.Namespace) -> int:
     checkpoint = out / "checkpoint"
     if args.resume and not checkpoint.is_dir():
         raise FairsearchError(f"--resume: no checkpoint in {checkpoint}")
-    logger.info("trial config: %s", json.dumps(config.__dict__, default=str))
+    logger.info("trial config: %s", json.dumps(config.as_dict(), default=str))
 
     def report(metrics: dict[str, float], folder: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)  # at the first report: a trial refused early leaves nothing

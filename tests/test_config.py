@@ -1,33 +1,39 @@
-"""The ground floor: trial settings validated once when built, the method registry read by the sampler
-and the loss, the objectives stated once."""
+"""The sweep's vocabulary: trial settings validated once when built, the method registry (one file a
+method) read by the sampler and the loss, the objectives stated once."""
 
 from __future__ import annotations
 
-import numpy as np
-import optuna
-import pytest
-import torch
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
-import fairsearch.spec.config as config_module
+import numpy as np
+import pytest
+
 from fairsearch.errors import FairsearchError
-from fairsearch.judge.fairness import fairness_loss
+from fairsearch.methods import METHOD_PARAMETERS, METHODS, method_named
 from fairsearch.spec.config import (
-    METHODS,
     OBJECTIVES,
-    MethodSpec,
     TrialConfig,
-    method_spec,
     objective_directions,
     objective_keys,
     objective_reference,
 )
-from fairsearch.spec.space import parse_space
+
+OTHER_METHODS = "".join(f", '{name}'" for name in list(METHODS)[4:])
+"""The methods after the paper's four, as a message lists them."""
 
 
 @pytest.mark.parametrize(
     ("settings", "match"),
     [
-        ({"method": "grr"}, r"^method: 'grr' is not one of \['vanilla', 'fr', 'gr', 'hybrid'\]$"),
+        (
+            {"method": "grr"},
+            rf"^method: 'grr' is not one of \['vanilla', 'fr', 'gr', 'hybrid'{OTHER_METHODS}\]$",
+        ),
         ({"method": "fr", "lam": -0.5}, r"^lam: -0.5 must be >= 0$"),
         ({"method": "gr", "w_max": 0.5}, r"^w_max: 0.5 must be >= 1$"),
         ({"lam": float("nan")}, r"^lam: nan must be finite$"),
@@ -47,30 +53,41 @@ def test_a_trial_config_is_validated_when_built_with_every_problem_named(
     settings: dict[str, object], match: str
 ) -> None:
     with pytest.raises(FairsearchError, match=match):
-        TrialConfig(**settings)  # type: ignore[arg-type]
+        TrialConfig.from_dict(settings)
 
 
 def test_a_trial_config_takes_numbers_from_yaml_optuna_and_numpy_in_their_setting_s_type() -> None:
-    config = TrialConfig(lora_rank=np.int64(16), w_max=np.float32(10.0), epochs=4.0, lam=1)  # type: ignore[arg-type]
-    assert (type(config.lora_rank), type(config.w_max), type(config.epochs), type(config.lam)) == (
-        int,
-        float,
-        int,
-        float,
+    config = TrialConfig.from_dict(
+        {"lora_rank": np.int64(16), "w_max": np.float32(10.0), "epochs": 4.0, "lam": 1}
     )
+    assert [
+        type(v) for v in (config.lora_rank, config.params["w_max"], config.epochs, config.params["lam"])
+    ] == [
+        int,
+        float,
+        int,
+        float,
+    ]
     assert TrialConfig.from_dict({"method": "gr", "unrelated": 1}).method_spec is METHODS["gr"]
+    # every method parameter has a value (its default when not given); a method reads its own
+    assert TrialConfig(method="gr").params == {name: p.default for name, p in METHOD_PARAMETERS.items()}
+    assert TrialConfig(method="gr").params["lam"] == 0.0 and TrialConfig(method="gr").params["w_max"] == 10.0
+    assert TrialConfig.from_dict({"method": "gr", "lam": 0.4, "w_max": 3}).method_params == {"w_max": 3.0}
+    with pytest.raises(FairsearchError, match=r"^zeta: unknown method parameter; allowed are \[.*'lam'"):
+        TrialConfig(params={"zeta": 1.0})
 
 
 def test_the_registry_says_which_method_uses_which_setting() -> None:
-    assert {name: spec.parameters for name, spec in METHODS.items()} == {
+    """The paper's four come first, in the paper's order; every other method is fairness-aware."""
+    assert {name: m.parameter_names for name, m in list(METHODS.items())[:4]} == {
         "vanilla": (),
         "fr": ("lam",),
         "gr": ("w_max",),
         "hybrid": ("lam", "w_max"),
     }
-    assert [name for name, spec in METHODS.items() if spec.is_fair] == ["fr", "gr", "hybrid"]
+    assert [name for name, m in METHODS.items() if not m.is_fair] == ["vanilla"]
     with pytest.raises(FairsearchError, match=r"^method: 'x' is not one of"):
-        method_spec("x")
+        method_named("x")
 
 
 def test_objectives_are_stated_once() -> None:
@@ -80,32 +97,65 @@ def test_objectives_are_stated_once() -> None:
     assert objective_reference() == (0.0, 1.0)
 
 
-def test_a_fifth_method_is_one_registry_entry_for_the_sampler_and_the_loss(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Registering a method (here a λ-only clone of fr) is all the space, the sampler and the loss need."""
-    registry = dict(METHODS)
-    registry["fr2"] = MethodSpec("fr2", uses_lam=True, uses_weights=False, summary="test")
-    monkeypatch.setattr(config_module, "METHODS", registry)
-    import fairsearch.judge.fairness as fairness_module
-    import fairsearch.spec.space as space_module
+_FIFTH_METHOD = '''
+"""A test method: cross-entropy plus eta times the soft MaxAccGap."""
+import torch
+from fairsearch.judge.fairness import cross_entropy, soft_max_acc_gap
+from fairsearch.methods.base import Method, Parameter
 
-    monkeypatch.setattr(space_module, "METHODS", registry)
-    monkeypatch.setattr(fairness_module, "METHODS", registry)
-    spec = parse_space(
-        {"search": {"method": ["vanilla", "fr2"], "lam": {"low": 0.1, "high": 1.0}, "w_max": [2.0, 5.0]}}
+KAPPA = Parameter("kappa", default=0.5, low=0.0, high=2.0, search=(0.1, 1.0, True))
+
+def _loss(groups, params):
+    kappa = float(params["kappa"])
+    return lambda logits, labels, g: cross_entropy(logits, labels, g) + kappa * soft_max_acc_gap(logits, labels, g)
+
+METHOD = Method(name="fr2", summary="test", make_loss=_loss, parameters=(KAPPA,))
+'''
+
+_USE_IT = """
+import optuna, torch
+from fairsearch.errors import FairsearchError
+from fairsearch.methods import METHODS, TrainingGroups
+from fairsearch.spec.config import TrialConfig
+from fairsearch.spec.space import parse_space
+
+spec = parse_space({"search": {"method": ["vanilla", "fr2"], "kappa": {"low": 0.1, "high": 1.0}, "w_max": [2.0, 5.0]}})
+study = optuna.create_study(directions=["maximize", "minimize"])
+sampled = {}
+for _ in range(20):
+    trial = study.ask()
+    spec.define_by_run()(trial)
+    sampled.setdefault(trial.params["method"], set()).update(trial.params)
+assert sampled["fr2"] == {"method", "kappa"} and sampled["vanilla"] == {"method"}, sampled
+try:
+    TrialConfig.from_dict({"method": "fr2", "kappa": 3.0})
+except FairsearchError as err:
+    assert str(err) == "kappa: 3.0 must be <= 2", err
+else:
+    raise AssertionError("kappa 3.0 was accepted")
+config = TrialConfig.from_dict({"method": "fr2", "kappa": 1.0})
+logits, labels, groups = torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 0]), torch.tensor([0, 1])
+make = lambda name, params: METHODS[name].make_loss(TrainingGroups(torch.tensor([1, 1]).numpy(), torch.device("cpu")), params)
+assert make("fr2", config.method_params)(logits, labels, groups) > make("vanilla", {})(logits, labels, groups)
+print(list(METHODS))
+"""
+
+
+def test_a_new_method_is_one_new_file_for_the_space_the_sampler_and_the_loss(tmp_path: Path) -> None:
+    """A copy of the package with one file added to ``fairsearch/methods/`` and nothing else changed:
+    the space accepts the method and its parameter, the sampler samples the parameter for it alone, the
+    trial config checks the parameter's bounds, and the loss is the new file's."""
+    package = Path(__file__).resolve().parents[1] / "fairsearch"
+    shutil.copytree(package, tmp_path / "fairsearch", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "fairsearch" / "methods" / "fr2.py").write_text(textwrap.dedent(_FIFTH_METHOD))
+    result = subprocess.run(
+        [sys.executable, "-c", _USE_IT],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    sampled = {}
-    for _ in range(20):
-        trial = study.ask()
-        spec.define_by_run()(trial)
-        sampled.setdefault(trial.params["method"], set()).update(trial.params)
-    assert sampled["fr2"] == {"method", "lam"} and sampled["vanilla"] == {"method"}
-    logits, labels, groups = (
-        torch.tensor([[2.0, 0.0], [0.0, 2.0]]),
-        torch.tensor([0, 0]),
-        torch.tensor([0, 1]),
-    )
-    plain = fairness_loss("vanilla", logits, labels, groups)
-    assert fairness_loss("fr2", logits, labels, groups, lam=1.0) > plain
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str([*METHODS, "fr2"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import (
     UNKNOWN,
     Grouping,
+    cross_entropy,
     encode_groups,
-    fairness_loss,
     group_weights,
     max_acc_gap,
     soft_max_acc_gap,
@@ -29,7 +30,7 @@ from fairsearch.judge.intervals import (
     worst_group_interval,
 )
 from fairsearch.judge.metrics import evaluate_split
-from fairsearch.spec.config import METHODS
+from fairsearch.methods import METHODS, Loss, TrainingGroups
 
 VALUES = {
     "race": {0: "Asian", 1: "Black", 2: "White"},
@@ -270,60 +271,84 @@ def test_group_weights_checks_w_max() -> None:
         group_weights([3, 1], 0.5)
 
 
-def test_fairness_loss_refuses_a_caller_s_mistakes_and_needs_weights() -> None:
+PAPER_METHODS = ("vanilla", "fr", "gr", "hybrid")
+
+
+def paper_loss(method: str, counts: Sequence[int], lam: float = 0.0, w_max: float = 10.0) -> Loss:
+    """The loss a trial of one of the paper's methods trains with, built from the registry."""
+    groups = TrainingGroups(np.asarray(counts), torch.device("cpu"))
+    return METHODS[method].make_loss(groups, {"lam": lam, "w_max": w_max})
+
+
+def test_cross_entropy_refuses_a_caller_s_mistakes() -> None:
     logits, labels, groups = torch.zeros(2, 2), torch.tensor([0, 1]), torch.tensor([0, 1])
-    with pytest.raises(ValueError, match=r"^method 'grr' is not one of \['vanilla', 'fr', 'gr', 'hybrid'\]$"):
-        fairness_loss("grr", logits, labels, groups)
-    with pytest.raises(ValueError, match=r"^lam must be >= 0, got -0.5$"):
-        fairness_loss("hybrid", logits, labels, groups, lam=-0.5, weights=torch.ones(2))
-    for method in ("gr", "hybrid"):
-        with pytest.raises(ValueError, match=rf"method '{method}' needs weights"):
-            fairness_loss(method, logits, labels, groups)
     with pytest.raises(ValueError, match=r"group id 1 has no weight \(table has 1\)"):
-        fairness_loss("gr", logits, labels, groups, weights=torch.ones(1))
+        cross_entropy(logits, labels, groups, weights=torch.ones(1))
     with pytest.raises(ValueError, match=r"expected logits \[N, C\]"):
-        fairness_loss("vanilla", logits, labels[:1], groups)
+        cross_entropy(logits, labels[:1], groups)
+    with pytest.raises(ValueError, match=r"^empty batch"):
+        paper_loss("hybrid", [1, 1], lam=0.5)(torch.zeros(0, 2), torch.zeros(0).long(), torch.zeros(0).long())
 
 
 @FAST
 @given(
     batches(),
-    st.sampled_from(list(METHODS)),
+    st.sampled_from(PAPER_METHODS),
     st.floats(0, 2),
-    st.lists(st.floats(0.5, 10), min_size=4, max_size=4),
+    st.lists(st.integers(0, 60), min_size=4, max_size=4),
+    st.floats(1, 12),
 )
-def test_fairness_loss_matches_loop_reference(
-    b: tuple[list[list[float]], list[int], list[int]], method: str, lam: float, w: list[float]
+def test_each_paper_method_s_loss_matches_the_loop_reference(
+    b: tuple[list[list[float]], list[int], list[int]],
+    method: str,
+    lam: float,
+    counts: list[int],
+    w_max: float,
 ) -> None:
+    """The registry's losses against a plain-Python reference: the weights are min(N/|D_s|, w_max) of the
+    training counts the trial hands the method."""
     logits, labels, groups = tensors(b)
-    got = fairness_loss(method, logits, labels, groups, lam=lam, weights=torch.tensor(w, dtype=torch.float64))
+    got = paper_loss(method, counts, lam, w_max)(logits, labels, groups)
+    w = group_weights(counts, w_max).tolist()
     assert got.item() == pytest.approx(ref_loss(method, *b, lam, w), rel=1e-9, abs=1e-12)
 
 
-def test_fairness_loss_identities_and_backward() -> None:
+@FAST
+@given(batches(), st.floats(0, 2), st.lists(st.floats(0.5, 10), min_size=4, max_size=4))
+def test_weighted_cross_entropy_with_any_table_matches_the_loop_reference(
+    b: tuple[list[list[float]], list[int], list[int]], lam: float, w: list[float]
+) -> None:
+    logits, labels, groups = tensors(b)
+    got = cross_entropy(logits, labels, groups, weights=torch.tensor(w, dtype=torch.float64))
+    assert got.item() == pytest.approx(ref_loss("gr", *b, lam, w), rel=1e-9, abs=1e-12)
+    got = cross_entropy(logits, labels, groups) + lam * soft_max_acc_gap(logits, labels, groups)
+    assert got.item() == pytest.approx(ref_loss("fr", *b, lam, w), rel=1e-9, abs=1e-12)
+
+
+def test_paper_method_losses_identities_and_backward() -> None:
     gen = torch.Generator().manual_seed(1)
     logits = torch.randn(32, 2, generator=gen, requires_grad=True)
     labels = torch.randint(0, 2, (32,), generator=gen)
     groups = torch.randint(-1, 3, (32,), generator=gen)
-    w = group_weights(np.bincount(groups[groups >= 0].numpy(), minlength=3), w_max=10)
-    vanilla = fairness_loss("vanilla", logits, labels, groups)
+    counts = np.bincount(groups[groups >= 0].numpy(), minlength=3)
+    w = group_weights(counts, w_max=10)
+    vanilla = paper_loss("vanilla", counts)(logits, labels, groups)
     assert vanilla.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
-    assert fairness_loss("fr", logits, labels, groups, lam=0.0).item() == vanilla.item()
-    assert fairness_loss("gr", logits, labels, groups, weights=torch.ones(3)).item() == pytest.approx(
-        vanilla.item()
-    )
-    gr = fairness_loss("gr", logits, labels, groups, weights=w)
-    hybrid = fairness_loss("hybrid", logits, labels, groups, lam=0.7, weights=w)
+    assert paper_loss("fr", counts, lam=0.0)(logits, labels, groups).item() == vanilla.item()
+    assert paper_loss("gr", counts, w_max=1.0)(logits, labels, groups).item() == pytest.approx(vanilla.item())
+    gr = paper_loss("gr", counts)(logits, labels, groups)
+    hybrid = paper_loss("hybrid", counts, lam=0.7)(logits, labels, groups)
     gap = soft_max_acc_gap(logits, labels, groups)
     assert gap.item() > 0
     assert hybrid.item() == pytest.approx(gr.item() + 0.7 * gap.item(), rel=1e-6)
+    assert gr.item() == pytest.approx(cross_entropy(logits, labels, groups, weights=w).item())
     assert gr.item() != pytest.approx(vanilla.item())
     # normalised by the weights: scaling every group's weight leaves the loss (and the step size) unchanged
     known = groups.clamp(min=0)  # (an excluded sample keeps weight 1, whatever the table)
-    assert fairness_loss("gr", logits, labels, known, weights=3 * w).item() == pytest.approx(
-        fairness_loss("gr", logits, labels, known, weights=w).item()
+    assert cross_entropy(logits, labels, known, weights=3 * w).item() == pytest.approx(
+        cross_entropy(logits, labels, known, weights=w).item()
     )
-    assert fairness_loss("gr", logits, labels, groups, weights=torch.ones(3)).item() == pytest.approx(
+    assert cross_entropy(logits, labels, groups, weights=torch.ones(3)).item() == pytest.approx(
         torch.nn.functional.cross_entropy(logits, labels).item()
     )
     hybrid.backward()

@@ -257,7 +257,7 @@ def test_record_reads_each_trials_history_from_its_final_checkpoint(tmp_path: Pa
     for number in range(3):
         folder = tmp_path / f"ckpt{number}"
         folder.mkdir()
-        config = TrialConfig(method="gr", lr=1e-3 * (number + 1), w_max=3.0).__dict__
+        config = TrialConfig.from_dict({"method": "gr", "lr": 1e-3 * (number + 1), "w_max": 3.0}).as_dict()
         hist = history if number != 2 else history[:1]  # trial 2 was cut short: left out
         (folder / STATE_FILE).write_text(json.dumps({"epoch": 1.0, "history": hist, "config": config}))
         write_manifest(folder)

@@ -308,8 +308,7 @@ def test_format_front(records: list[TrialRecord]) -> None:
         "trial",
         "method",
         "rank",
-        "λ",
-        "w_max",
+        "settings",
         "lr",
         "val",
         "acc",
@@ -322,13 +321,12 @@ def test_format_front(records: list[TrialRecord]) -> None:
         "gap",
         "[CI]",
     ]
-    assert lines[3].split() == ["0", "vanilla", "8", "-", "-", "1.0e-04", "90.0", "30.0", "-", "-"]
+    assert lines[3].split() == ["0", "vanilla", "8", "-", "1.0e-04", "90.0", "30.0", "-", "-"]
     assert lines[4].split() == [
         "1",
         "fr",
         "16",
-        "0.5",
-        "-",
+        "lam=0.5",
         "2.0e-04",
         "85.0",
         "10.0",
@@ -337,7 +335,18 @@ def test_format_front(records: list[TrialRecord]) -> None:
         "88.0]",
         "12.0",
     ]
-    assert lines[6].split() == ["3", "hybrid", "8", "1.5", "5.0", "4.0e-04", "80.0", "5.0", "-", "-"]
+    assert lines[6].split() == [
+        "3",
+        "hybrid",
+        "8",
+        "lam=1.5",
+        "w_max=5.0",
+        "4.0e-04",
+        "80.0",
+        "5.0",
+        "-",
+        "-",
+    ]
 
 
 # --------------------------------------------------------------------------------------------- thresholds

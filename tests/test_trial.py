@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 import torch
 
-import fairsearch.train.trial as trial_module
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import max_acc_gap
 from fairsearch.judge.thresholds import TrialScores
+from fairsearch.methods import METHODS, Loss, TrainingGroups
 from fairsearch.spec.config import TrialConfig
 from fairsearch.train.checkpoint import (
     MANIFEST_FILE,
@@ -50,7 +52,7 @@ class _Collect:
 
 @pytest.mark.slow
 def test_resumed_trial_matches_uninterrupted_run(tmp_path: Path) -> None:
-    config = TrialConfig(method="hybrid", lam=0.5, w_max=5.0, epochs=2, lr=2e-3, **SMALL)
+    config = TrialConfig(method="hybrid", params={"lam": 0.5, "w_max": 5.0}, epochs=2, lr=2e-3, **SMALL)
     straight = _Collect(keep=tmp_path / "straight")
     result = run_trial(config, report=straight)
 
@@ -139,7 +141,7 @@ def test_stop_after_raises(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_reports_within_an_epoch_train_the_same_model_and_resume_mid_epoch(tmp_path: Path) -> None:
-    base = {"method": "fr", "lam": 0.5, "epochs": 2, "lr": 2e-3, "grad_accum": 2, **SMALL}
+    base = {"method": "fr", "params": {"lam": 0.5}, "epochs": 2, "lr": 2e-3, "grad_accum": 2, **SMALL}
     whole = _Collect()
     run_trial(TrialConfig(**base), report=whole)
     halves = _Collect()
@@ -176,7 +178,7 @@ def test_more_reports_than_optimizer_steps_is_refused() -> None:
 
 @pytest.mark.slow
 def test_vision_cache_gives_the_same_metrics_as_running_the_tower(tmp_path: Path) -> None:
-    base = {"method": "gr", "w_max": 4.0, "epochs": 1, **SMALL}
+    base = {"method": "gr", "params": {"w_max": 4.0}, "epochs": 1, **SMALL}
     cached, direct = _Collect(), _Collect()
     run_trial(TrialConfig(vision_cache=True, **base), report=cached)
     run_trial(TrialConfig(vision_cache=False, **base), report=direct)
@@ -185,24 +187,32 @@ def test_vision_cache_gives_the_same_metrics_as_running_the_tower(tmp_path: Path
 
 
 def test_non_finite_loss_stops_the_trial_and_says_where(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = trial_module.fairness_loss
+    fr = METHODS["fr"]
     calls = {"n": 0}
 
-    def diverging(*args: object, **kwargs: object) -> torch.Tensor:
-        calls["n"] += 1
-        loss = real(*args, **kwargs)  # type: ignore[arg-type]
-        return loss * float("nan") if calls["n"] == 3 else loss
+    def diverging(groups: TrainingGroups, params: Mapping[str, float]) -> Loss:
+        real = fr.make_loss(groups, params)
 
-    monkeypatch.setattr(trial_module, "fairness_loss", diverging)
+        def loss(*args: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            value = real(*args)
+            return value * float("nan") if calls["n"] == 3 else value
+
+        return loss
+
+    monkeypatch.setitem(METHODS, "fr", dataclasses.replace(fr, make_loss=diverging))  # type: ignore[arg-type]
     reports = _Collect()
-    with pytest.raises(FairsearchError, match=r"loss is nan at epoch 1, step 3 \(method fr"):
-        run_trial(TrialConfig(method="fr", lam=0.3, epochs=1, **SMALL), report=reports)
+    with pytest.raises(
+        FairsearchError,
+        match=r"loss is nan at epoch 1, step 3 \(method fr, lr 0.001, lam 0.3\): training diverged; lower lr or lam$",
+    ):
+        run_trial(TrialConfig(method="fr", params={"lam": 0.3}, epochs=1, **SMALL), report=reports)
     assert reports.metrics == []  # no report, no checkpoint of a diverged model
 
 
 def test_bad_method_settings_fail_before_any_work() -> None:
     with pytest.raises(FairsearchError, match=r"^w_max: 0.5 must be >= 1$"):
-        TrialConfig(method="gr", w_max=0.5, **SMALL)
+        TrialConfig(method="gr", params={"w_max": 0.5}, **SMALL)
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ split's metrics (:mod:`~fairsearch.judge.metrics`), their 95 % intervals
 (:mod:`~fairsearch.judge.pareto`), and decision thresholds chosen after training
 (:mod:`~fairsearch.judge.thresholds`).
 
-Layer: above ``spec`` (the method registry), below ``train``. It must not import ``train``, ``output``,
-``search`` or ``cli``, nor Ray or transformers.
+Layer: below ``methods`` (whose losses use its terms) and everything else but ``data``, ``model`` and
+the ground. It must not import ``methods``, ``spec``, ``train``, ``output``, ``search`` or ``cli``, nor
+Ray or transformers.
 """

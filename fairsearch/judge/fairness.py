@@ -1,10 +1,9 @@
-"""Fairness math: groupings, MaxAccGap (hard and soft), group weights, the four method losses.
+"""Fairness math: groupings, MaxAccGap (hard and soft), group weights, (group-weighted) cross-entropy.
 
 Pure numpy/torch/scikit-learn. A *grouping* assigns each sample a group id from the attribute domains
-(``"race"`` or the intersection ``"race*gender"``); id −1 means "excluded from every group". The training
-losses follow Gu et al. 2025 (the methods are registered in :data:`fairsearch.spec.config.METHODS`):
-``vanilla`` (cross-entropy), ``fr`` (CE + λ·soft MaxAccGap), ``gr`` (group-weighted CE with
-w_s = min(N/|D_s|, w_max)) and ``hybrid`` (weighted CE + λ·soft MaxAccGap).
+(``"race"`` or the intersection ``"race*gender"``); id −1 means "excluded from every group". The terms
+here are what the training methods of :mod:`fairsearch.methods` build their losses from (Gu et al. 2025:
+cross-entropy, λ·soft MaxAccGap, group weights w_s = min(N/|D_s|, w_max)).
 The metrics of a whole split (AUC, ES-AUC, 95 % intervals) are in :mod:`fairsearch.judge.metrics`.
 """
 
@@ -23,10 +22,9 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike
 
 from fairsearch.errors import FairsearchError
-from fairsearch.spec.config import METHODS
 
 __all__ = [
-    "UNKNOWN", "GroupAccuracy", "Grouping", "encode_groups", "fairness_loss", "group_weights", "max_acc_gap",
+    "UNKNOWN", "GroupAccuracy", "Grouping", "cross_entropy", "encode_groups", "group_weights", "max_acc_gap",
     "soft_max_acc_gap",
 ]  # fmt: skip
 
@@ -290,63 +288,36 @@ def group_weights(counts: ArrayLike, w_max: float) -> torch.Tensor:
     return torch.as_tensor(np.minimum(w, w_max), dtype=torch.float32)
 
 
-def fairness_loss(
-    method: str,
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    groups: torch.Tensor,
-    *,
-    lam: float = 0.0,
-    weights: torch.Tensor | None = None,
+def cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Training loss of a method of :data:`fairsearch.spec.config.METHODS`: cross-entropy, group-weighted when
-    the method ``uses_weights``, plus λ · ``soft_max_acc_gap`` when it ``uses_lam``.
+    """Mean cross-entropy of a batch, or its group-weighted mean.
 
-    - ``vanilla``: mean cross-entropy.
-    - ``fr``: mean CE + λ · ``soft_max_acc_gap``.
-    - ``gr``: the weighted mean Σ w_i · CE_i / Σ w_i over the batch, w_i = ``weights[groups[i]]``;
-      samples with group −1 get weight 1. Normalised by the batch's weights (as ``F.cross_entropy``'s
-      ``weight=`` is), so ``w_max`` sets how much the groups count relative to each other and not also
-      the step size: unnormalised, a batch holding minority samples took steps up to ``w_max`` times
-      larger, and at w_max 10–20 trials lost 10–30 points of accuracy (see ``search_spaces/``).
-    - ``hybrid``: the ``gr`` loss + λ · ``soft_max_acc_gap``.
+    With ``weights``, the weighted mean Σ w_i · CE_i / Σ w_i over the batch, w_i = ``weights[groups[i]]``;
+    samples with group −1 get weight 1. Normalised by the batch's weights (as ``F.cross_entropy``'s
+    ``weight=`` is), so the weights set how much the groups count relative to each other and not also
+    the step size: unnormalised, a batch holding minority samples took steps up to ``w_max`` times
+    larger, and at w_max 10–20 trials lost 10–30 points of accuracy (see ``search_spaces/``).
 
     Args:
-        method: a key of ``METHODS``.
         logits: ``[N, C]`` class logits (half precision is computed in float32).
         labels: ``[N]`` int64 true classes.
-        groups: ``[N]`` int group ids of the optimised grouping; −1 = excluded.
-        lam: λ ≥ 0, used by ``fr`` and ``hybrid``.
-        weights: ``[G]`` group weight table from ``group_weights``; required by ``gr`` and ``hybrid``.
+        groups: ``[N]`` int group ids; −1 = excluded.
+        weights: ``[G]`` group weight table (:func:`group_weights`), or ``None`` for the plain mean.
 
     Returns:
         Scalar loss tensor.
 
     Raises:
-        ValueError: an unknown method, λ < 0, bad shapes, an empty batch, or ``gr``/``hybrid`` without a
-            valid ``weights`` table. (Settings from users are validated where they enter, by
-            ``fairsearch.spec.config.TrialConfig``; these are a caller's mistakes.)
+        ValueError: bad shapes, an empty batch, or a group id without a weight.
     """
-    spec = METHODS.get(method)
-    if spec is None:
-        raise ValueError(f"method {method!r} is not one of {list(METHODS)}")
-    if not lam >= 0:
-        raise ValueError(f"lam must be >= 0, got {lam!r}")
     _check_batch(logits, labels, groups)
     x = _as_float(logits)
     ce = F.cross_entropy(x, labels.long(), reduction="none")
-    if spec.uses_weights:
-        if weights is None:
-            raise ValueError(
-                f"method {method!r} needs weights: pass weights=group_weights(train counts, w_max)"
-            )
-        table = weights.to(device=x.device, dtype=x.dtype).reshape(-1)
-        if int(groups.max()) >= table.numel():
-            raise ValueError(f"group id {int(groups.max())} has no weight (table has {table.numel()})")
-        w = torch.where(groups >= 0, table[groups.clamp(min=0).long()], torch.ones_like(ce))
-        base = (w * ce).sum() / w.sum()
-    else:
-        base = ce.mean()
-    if spec.uses_lam:
-        return base + lam * soft_max_acc_gap(x, labels, groups)
-    return base
+    if weights is None:
+        return ce.mean()
+    table = weights.to(device=x.device, dtype=x.dtype).reshape(-1)
+    if int(groups.max()) >= table.numel():
+        raise ValueError(f"group id {int(groups.max())} has no weight (table has {table.numel()})")
+    w = torch.where(groups >= 0, table[groups.clamp(min=0).long()], torch.ones_like(ce))
+    return (w * ce).sum() / w.sum()

@@ -16,12 +16,11 @@ non-dominated point are all non-dominated.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import moocore
 import numpy as np
 from numpy.typing import ArrayLike
-
-from fairsearch.spec.config import Direction
 
 __all__ = [
     "Direction",
@@ -30,6 +29,9 @@ __all__ = [
     "nondominated_ranks",
     "pareto_mask",
 ]
+
+Direction = Literal["max", "min"]
+"""Which side of an objective is better."""
 
 
 def _to_losses(points: ArrayLike, directions: Sequence[Direction]) -> np.ndarray:

@@ -46,6 +46,7 @@ from matplotlib.figure import Figure
 
 from fairsearch.errors import FairsearchError
 from fairsearch.folders import check_writable_folder
+from fairsearch.methods import METHODS
 from fairsearch.output.confirm import group_summary, read_confirmed, verdict
 from fairsearch.output.report_figures import (
     SHORT,
@@ -70,7 +71,7 @@ from fairsearch.output.results import (
     read_results,
     read_sweep_goals,
 )
-from fairsearch.output.tables import constraint_lines, fmt_ci, fmt_pct
+from fairsearch.output.tables import constraint_lines, fmt_ci, fmt_pct, method_settings
 from fairsearch.output.threshold_fronts import (
     COMPARISON_HEADER,
     FRONT_TITLES,
@@ -81,7 +82,7 @@ from fairsearch.output.threshold_fronts import (
     member_rows,
     read_threshold_fronts,
 )
-from fairsearch.spec.config import METHODS, METRICS, Constraints, Objectives
+from fairsearch.spec.config import METRICS, Constraints, Objectives
 
 __all__ = ["ACC_TOLERANCE", "Comparison", "compare_to_vanilla", "write_report"]
 
@@ -378,17 +379,14 @@ def _comparison_html(comparison: Comparison, front: pd.DataFrame) -> str:
         reduction = (
             "-" if role == "vanilla" or v_gap <= 0 else f"{100 * (v_gap - float(row[GAP])) / v_gap:.1f}"
         )
-        lam, w_max = _param(row.get("param/lam"), "lam"), _param(row.get("param/w_max"), "w_max")
-        rows.append(
-            [role, str(row["number"]), f"λ={lam}, w_max={w_max}", fmt_pct(row[ACC]), fmt_pct(row[GAP])]
-        )
+        rows.append([role, str(row["number"]), method_settings(row), fmt_pct(row[ACC]), fmt_pct(row[GAP])])
         rows[-1] += [
             reduction,
             _ci(test, "acc"),
             _ci(test, "max_acc_gap"),
             "yes" if test is not None else "no",
         ]
-    header = ["method", "trial", "weights", "val acc %", "val gap %", "gap reduction %"]
+    header = ["method", "trial", "settings", "val acc %", "val gap %", "gap reduction %"]
     header += ["test acc % [CI]", "test gap % [CI]", "on front"]
     parts.append(_table(header, rows, "comparison"))
     parts.append("<p>Chosen on the validation split. Test-split figures exist for front members only.</p>")

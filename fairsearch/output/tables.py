@@ -8,17 +8,18 @@ The data itself (the results files, the fronts, which trials meet the constraint
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fairsearch.methods import METHODS
 from fairsearch.output.results import completed_trials, constraint_violations
 from fairsearch.spec.config import OBJECTIVES as DEFAULT_OBJECTIVES
 from fairsearch.spec.config import Constraints, Objectives
 
-__all__ = ["aligned_rows", "constraint_lines", "fmt_ci", "fmt_pct", "format_front"]
+__all__ = ["aligned_rows", "constraint_lines", "fmt_ci", "fmt_pct", "format_front", "method_settings"]
 
 
 def fmt_pct(value: Any) -> str:
@@ -65,6 +66,13 @@ def _fmt_param(value: Any, kind: str = "") -> str:
     return str(value)
 
 
+def method_settings(row: Mapping[str, Any]) -> str:
+    """The settings a row's method reads, as ``lam=0.3 w_max=5`` (``-`` for a method that reads none)."""
+    method = METHODS.get(str(row.get("param/method")))
+    names = method.parameter_names if method is not None else ()
+    return " ".join(f"{name}={_fmt_param(row.get(f'param/{name}'))}" for name in names) or "-"
+
+
 def _fmt_feasible(value: Any) -> str:
     """``yes``/``no`` for a row's ``feasible``; ``-`` when unknown."""
     return "-" if value is None or pd.isna(value) else ("yes" if bool(value) else "no")
@@ -83,7 +91,7 @@ def format_front(
 
     Returns:
         A title line with the front size and hypervolume, then one line per front member: trial number,
-        method, LoRA rank, λ, w_max, learning rate, each objective on validation, whether it meets the
+        method, LoRA rank, the method's own settings (``lam=0.3 w_max=5``), learning rate, each objective on validation, whether it meets the
         constraints (when the table says), test acc [95 % CI], test gap [CI].
     """
     if pareto_df.empty:
@@ -93,8 +101,7 @@ def format_front(
         "trial",
         "method",
         "rank",
-        "λ",
-        "w_max",
+        "settings",
         "lr",
         *(f"val {_SHORT.get(o.key, o.key)}" for o in objectives),
         *(["meets"] if "feasible" in pareto_df else []),
@@ -108,8 +115,7 @@ def format_front(
                 str(row["number"]),
                 _fmt_param(row.get("param/method")),
                 _fmt_param(row.get("param/lora_rank")),
-                _fmt_param(row.get("param/lam")),
-                _fmt_param(row.get("param/w_max")),
+                method_settings(row),
                 _fmt_param(row.get("param/lr"), "lr"),
                 *(fmt_pct(row.get(o.column)) for o in objectives),
                 *([_fmt_feasible(row.get("feasible"))] if "feasible" in pareto_df else []),

@@ -36,6 +36,7 @@ import pandas as pd
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.judge.thresholds import ABOVE_ALL, POINT_KINDS, ThresholdPoint, TrialScores, threshold_points
+from fairsearch.methods import METHODS
 from fairsearch.output.results import (
     DIRECTIONS,
     OBJECTIVES,
@@ -48,7 +49,7 @@ from fairsearch.output.results import (
     read_results,
 )
 from fairsearch.output.tables import aligned_rows, fmt_ci, fmt_pct
-from fairsearch.spec.config import METHODS, Objectives
+from fairsearch.spec.config import Objectives
 from fairsearch.train.checkpoint import SCORES_FILE, read_scores_at
 
 __all__ = [

@@ -6,7 +6,7 @@ settings with their bounds (:mod:`~fairsearch.spec.config`), the bounded YAML re
 (:mod:`~fairsearch.spec.space`), and the early-stopping block's settings
 (:mod:`~fairsearch.spec.scheduler_settings`).
 
-Layer: above ``data`` and ``model`` (a space names the data's attributes), below everything that trains,
-judges, writes or runs. It must not import ``judge``, ``train``, ``output``, ``search`` or ``cli``, nor
-Ray, torch or transformers: reading a space runs nothing.
+Layer: above ``methods`` (whose parameters it checks and samples), ``judge``, ``data`` and ``model`` (a
+space names the data's attributes); below everything that trains, writes or runs. It must not import
+``train``, ``output``, ``search`` or ``cli``, nor Ray or transformers: reading a space runs nothing.
 """

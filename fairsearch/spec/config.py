@@ -1,17 +1,15 @@
-"""The ground floor: the objectives, the method registry and one trial's settings with their bounds.
+"""The sweep's vocabulary: the objectives, the samplers and one trial's settings with their bounds.
 
-Every other module reads these facts from here, and this module imports nothing of fairsearch's but its
-error type, so it sits below them all:
+Every module above it reads these facts from here:
 
 - :data:`METRICS`: the metrics a sweep may optimise or constrain, each with its direction and worst value
   (the hypervolume's reference); :data:`OBJECTIVES` the default pair, :class:`Constraint` a requirement.
-- :data:`METHODS`: each training method by name, with the parameters it uses (``lam``, ``w_max``). The
-  sampler, the trial, the loss and the report read it, so a fifth method is one entry here plus its
-  loss term in :func:`fairsearch.judge.fairness.fairness_loss`.
 - :data:`SAMPLERS`: the Optuna samplers a space file may name.
 - :class:`TrialConfig`: every setting of one trial, validated when it is built (by a space file, by
   ``--set``, or from the config dict Ray Tune hands a worker), with :func:`check_setting` as the one
-  check of a single value that space files and ``--set`` share.
+  check of a single value that space files and ``--set`` share. The methods and the parameters each one
+  reads (``lam``, ``w_max``) come from the registry, :data:`fairsearch.methods.METHODS`: a trial keeps
+  the method parameters in :attr:`TrialConfig.params`, checked against the bounds the method declares.
 """
 
 from __future__ import annotations
@@ -25,32 +23,30 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fairsearch.errors import FairsearchError
+from fairsearch.judge.pareto import Direction
+from fairsearch.methods import METHOD_PARAMETERS, METHODS, Method
 
 __all__ = [
     "MAX_OBJECTIVES",
-    "METHODS",
     "METRICS",
     "MIN_OBJECTIVES",
     "OBJECTIVES",
     "SAMPLERS",
     "SETTINGS",
+    "SETTING_NAMES",
     "Constraint",
     "Constraints",
-    "MethodSpec",
     "Objective",
     "Objectives",
     "TrialConfig",
     "check_setting",
     "is_feasible",
-    "method_spec",
     "objective_directions",
     "objective_keys",
     "objective_reference",
     "objectives_named",
     "violations",
 ]
-
-Direction = Literal["max", "min"]
 
 
 # --------------------------------------------------------------------------------------------- objectives
@@ -178,59 +174,6 @@ def is_feasible(constraints: Constraints, metrics: Mapping[str, Any]) -> bool:
     return all(v <= 0 for v in violations(constraints, metrics))
 
 
-# --------------------------------------------------------------------------------------------- methods
-@dataclass(frozen=True)
-class MethodSpec:
-    """One training method (Gu et al. 2025).
-
-    Attributes:
-        name: as written in space files.
-        uses_lam: adds λ · soft MaxAccGap to its loss; ``lam`` is sampled only for these methods.
-        uses_weights: weights each sample's cross-entropy by its group's clipped inverse frequency;
-            ``w_max`` is sampled only for these methods.
-        summary: one line for ``--help`` and the report.
-    """
-
-    name: str
-    uses_lam: bool
-    uses_weights: bool
-    summary: str
-
-    @property
-    def is_fair(self) -> bool:
-        """True for the fairness-aware methods (anything but plain cross-entropy)."""
-        return self.uses_lam or self.uses_weights
-
-    @property
-    def parameters(self) -> tuple[str, ...]:
-        """The method-specific settings it reads."""
-        return (("lam",) if self.uses_lam else ()) + (("w_max",) if self.uses_weights else ())
-
-
-METHODS: Mapping[str, MethodSpec] = {
-    m.name: m
-    for m in (
-        MethodSpec("vanilla", uses_lam=False, uses_weights=False, summary="LoRA, cross-entropy"),
-        MethodSpec("fr", uses_lam=True, uses_weights=False, summary="FR-LoRA, CE + λ·soft MaxAccGap"),
-        MethodSpec("gr", uses_lam=False, uses_weights=True, summary="GR-LoRA, group-weighted CE"),
-        MethodSpec("hybrid", uses_lam=True, uses_weights=True, summary="Hybrid-LoRA, both"),
-    )
-}
-"""The methods by name, in the order the report and error messages list them."""
-
-
-def method_spec(name: Any) -> MethodSpec:
-    """The registry entry of a method.
-
-    Raises:
-        FairsearchError: ``method: 'grr' is not one of ['vanilla', 'fr', 'gr', 'hybrid']``.
-    """
-    spec = METHODS.get(name) if isinstance(name, str) else None
-    if spec is None:
-        raise FairsearchError(f"method: {name!r} is not one of {list(METHODS)}")
-    return spec
-
-
 # --------------------------------------------------------------------------------------------- samplers
 ConstraintsFunc = Callable[[Any], Sequence[float]]
 """Optuna's ``constraints_func``: a finished trial's constraint values, ``<= 0`` where met.
@@ -301,13 +244,11 @@ class TrialConfig:
     """Every setting of one trial; a sweep fixes some and samples the others. Validated when built.
 
     Attributes:
-        method: a key of :data:`METHODS`: ``vanilla`` (cross-entropy), ``fr`` (+ λ·soft MaxAccGap),
-            ``gr`` (group-weighted CE) or ``hybrid`` (both).
+        method: a key of :data:`fairsearch.methods.METHODS`: ``vanilla`` (cross-entropy), ``fr`` (+
+            λ·soft MaxAccGap), ``gr`` (group-weighted CE), ``hybrid`` (both), ...
         lora_rank: LoRA rank r on the LLM's attention projections.
         lora_alpha: LoRA scaling alpha; ``None`` means 2·r.
         lora_dropout: dropout on the LoRA path.
-        lam: λ, the weight of the soft MaxAccGap term (fr, hybrid).
-        w_max: the clip of the inverse-frequency group weights (gr, hybrid), ≥ 1.
         lr: peak AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_ratio: share of the optimizer steps spent warming the learning rate up linearly; the rest
@@ -332,14 +273,14 @@ class TrialConfig:
         eval_batch_size: samples per forward pass when evaluating.
         n_boot: 0 turns the 95 % intervals off, any other value on (a name kept from when they were
             bootstrapped: they are now computed exactly, see ``fairsearch.judge.intervals``).
+        params: every method parameter of :data:`fairsearch.methods.METHOD_PARAMETERS` by name (``lam``,
+            ``w_max``, ...), each checked against its method's bounds; one not given takes its default.
     """
 
     method: str = "vanilla"
     lora_rank: int = 8
     lora_alpha: float | None = None
     lora_dropout: float = 0.0
-    lam: float = 0.0
-    w_max: float = 10.0
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
@@ -357,27 +298,56 @@ class TrialConfig:
     vision_cache: bool = True
     eval_batch_size: int = 64
     n_boot: int = 1000
+    params: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
         for name in SETTINGS:
             setattr(self, name, check_setting(name, name, getattr(self, name), problems))
+        params = dict(self.params)
+        problems += [
+            f"{name}: unknown method parameter; allowed are {sorted(METHOD_PARAMETERS)}"
+            for name in params
+            if name not in METHOD_PARAMETERS
+        ]
+        self.params = {
+            name: check_setting(name, name, params.get(name, p.default), problems)
+            for name, p in METHOD_PARAMETERS.items()
+        }
         if problems:
             raise FairsearchError("\n".join(problems))
 
     @property
-    def method_spec(self) -> MethodSpec:
+    def method_spec(self) -> Method:
         """The registry entry of :attr:`method`."""
         return METHODS[self.method]
 
+    @property
+    def method_params(self) -> dict[str, float]:
+        """The values of the parameters :attr:`method` reads (``{"lam": 0.3}`` for ``fr``)."""
+        return {name: self.params[name] for name in self.method_spec.parameter_names}
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrialConfig:
-        """Builds a config from a flat dict, ignoring keys that are not trial settings."""
-        return cls(**{k: v for k, v in values.items() if k in SETTINGS})
+        """Builds a config from a flat dict (method parameters beside the other settings, as a space
+        file, ``--set`` and Ray Tune's config give them), ignoring keys that are not trial settings."""
+        return cls(
+            **{k: v for k, v in values.items() if k in SETTINGS},
+            params={k: v for k, v in values.items() if k in METHOD_PARAMETERS},
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flat dict :meth:`from_dict` reads: every setting, and every method parameter beside them."""
+        return {**{name: getattr(self, name) for name in SETTINGS}, **self.params}
 
 
-SETTINGS: Mapping[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrialConfig)}
-"""The trial settings by name."""
+SETTINGS: Mapping[str, dataclasses.Field[Any]] = {
+    f.name: f for f in dataclasses.fields(TrialConfig) if f.name != "params"
+}
+"""The trial settings every method has, by name (the method parameters are in :attr:`TrialConfig.params`)."""
+
+SETTING_NAMES: tuple[str, ...] = (*SETTINGS, *METHOD_PARAMETERS)
+"""Every name a space file or ``--set`` may give a value: the settings, then the method parameters."""
 
 NUMERIC: Mapping[str, type] = {
     "lora_rank": int,
@@ -391,12 +361,11 @@ NUMERIC: Mapping[str, type] = {
     "n_boot": int,
     "lora_alpha": float,
     "lora_dropout": float,
-    "lam": float,
-    "w_max": float,
     "lr": float,
     "weight_decay": float,
     "warmup_ratio": float,
     "max_pixels": int,
+    **{name: p.kind for name, p in METHOD_PARAMETERS.items()},
 }
 """The numeric settings and their type; with ``method`` these are the ones a space file may search."""
 
@@ -412,8 +381,6 @@ _LOWER_BOUNDS: Mapping[str, tuple[float, bool]] = {  # name -> (bound, inclusive
     "n_boot": (0, True),
     "lora_alpha": (0, False),
     "lora_dropout": (0, True),
-    "lam": (0, True),
-    "w_max": (1, True),
     "lr": (0, False),
     "weight_decay": (0, True),
     "warmup_ratio": (0, True),
@@ -440,7 +407,7 @@ def check_setting(where: str, key: str, value: Any, problems: list[str]) -> Any:
 
     Args:
         where: how the message names the value (``fixed.lam``, ``--set lam``, ``search.lam.low``).
-        key: the setting, a key of :data:`SETTINGS`.
+        key: the setting, one of :data:`SETTING_NAMES`.
         value: the value as read.
         problems: where a problem is appended, e.g. ``fixed.lam: -0.5 must be >= 0``.
 
@@ -451,6 +418,13 @@ def check_setting(where: str, key: str, value: Any, problems: list[str]) -> Any:
         if not isinstance(value, str) or value not in METHODS:
             problems.append(f"{where}: {value!r} is not one of {list(METHODS)}")
         return value
+    parameter = METHOD_PARAMETERS.get(key)
+    if parameter is not None:
+        problem = parameter.problem(value)
+        if problem is not None:
+            problems.append(f"{where}: {value!r} {problem}")
+            return value
+        return parameter.kind(value)
     kind = NUMERIC.get(key)
     default = SETTINGS[key].default
     if kind is None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fairsearch.errors import FairsearchError
-from fairsearch.spec.config import Direction
+from fairsearch.judge.pareto import Direction
 
 __all__ = [
     "REPEAT_METRICS",

@@ -8,9 +8,9 @@ naming the key, the value and what is allowed::
     search.method: 'grr' is not one of ['vanilla', 'fr', 'gr', 'hybrid']
 
 Parameters that only matter to some methods are conditional: each is sampled only for the methods that
-use it (:data:`fairsearch.spec.config.METHODS`). The trial settings themselves, their bounds, the methods and
-the objectives live in :mod:`fairsearch.spec.config`; the file's YAML is read by the bounded reader of
-:mod:`fairsearch.spec.yaml_input`.
+use it (:data:`fairsearch.methods.METHODS`, where each method declares them and their bounds). The other
+trial settings, their bounds and the objectives live in :mod:`fairsearch.spec.config`; the file's YAML is
+read by the bounded reader of :mod:`fairsearch.spec.yaml_input`.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fairsearch.errors import FairsearchError, clip_text, clip_value, short_repr
+from fairsearch.methods import METHOD_PARAMETERS, METHODS
 from fairsearch.spec.config import (
     MAX_OBJECTIVES,
-    METHODS,
     METRICS,
     MIN_OBJECTIVES,
     NUMERIC,
     OBJECTIVES,
     SAMPLERS,
-    SETTINGS,
+    SETTING_NAMES,
     Constraint,
     Constraints,
     Objectives,
@@ -153,10 +153,6 @@ class SweepSpec:
         return DefineByRun(dict(self.search), dict(self.fixed))
 
 
-_METHOD_PARAMETERS = frozenset(p for m in METHODS.values() for p in m.parameters)
-"""Settings that only some methods read (``lam``, ``w_max``): sampled only for those methods."""
-
-
 OPTUNA_NUMBER = "optuna_number"
 """Config key holding the Optuna trial's number, so that results rows carry the study's own numbering."""
 
@@ -166,7 +162,7 @@ class DefineByRun:
     trial's number under :data:`OPTUNA_NUMBER`, as constants.
 
     A method-specific setting (``lam``, ``w_max``) is sampled only for the methods of
-    :data:`fairsearch.spec.config.METHODS` that use it. Ray merges the returned constants with the suggested
+    :data:`fairsearch.methods.METHODS` that use it. Ray merges the returned constants with the suggested
     values into the trial's config.
     """
 
@@ -181,7 +177,7 @@ class DefineByRun:
         for name, dist in self.search.items():
             if name == "method":
                 continue
-            if name in _METHOD_PARAMETERS and name not in METHODS[method].parameters:
+            if name in METHOD_PARAMETERS and name not in METHODS[method].parameter_names:
                 continue
             _suggest(trial, dist)
         return {**self.fixed, OPTUNA_NUMBER: trial.number}
@@ -205,8 +201,8 @@ def trial_config(spec: SweepSpec, overrides: Mapping[str, str] | None = None) ->
             mid = math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2
             values[name] = round(mid) if dist.integer else mid
     for key, text in (overrides or {}).items():
-        if key not in SETTINGS:
-            problems.append(f"--set {_key(key)}: unknown trial setting; allowed are {sorted(SETTINGS)}")
+        if key not in SETTING_NAMES:
+            problems.append(f"--set {_key(key)}: unknown trial setting; allowed are {sorted(SETTING_NAMES)}")
             continue
         values[key] = _check(f"--set {key}", key, _parse_scalar(text), problems)
     if problems:
@@ -474,8 +470,8 @@ def _fixed(raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
         return {}
     fixed: dict[str, Any] = {}
     for key, value in block.items():
-        if key not in SETTINGS or key == "group_by":
-            allowed = sorted(k for k in SETTINGS if k != "group_by")
+        if key not in SETTING_NAMES or key == "group_by":
+            allowed = sorted(k for k in SETTING_NAMES if k != "group_by")
             problems.append(f"fixed.{_key(key)}: unknown trial setting; allowed are {allowed}")
             continue
         fixed[key] = _check(f"fixed.{key}", key, value, problems)

@@ -28,9 +28,10 @@ from transformers import get_cosine_schedule_with_warmup
 
 from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
 from fairsearch.errors import FairsearchError
-from fairsearch.judge.fairness import Grouping, encode_groups, fairness_loss, group_weights
+from fairsearch.judge.fairness import Grouping, encode_groups
 from fairsearch.judge.metrics import evaluate_split
 from fairsearch.judge.thresholds import SplitScores, TrialScores
+from fairsearch.methods import Loss, StatefulLoss, TrainingGroups
 from fairsearch.model import (
     Backbone,
     GlaucomaClassifier,
@@ -46,6 +47,9 @@ from fairsearch.train.checkpoint import SCORES_FILE, STATE_FILE, TEST_METRICS_FI
 logger = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, float], Path], None]
+
+METHOD_STATE_FILE = "method_state.pt"
+"""In a checkpoint: the state of a method's loss that learns as it goes (group DRO's group weights)."""
 
 
 @dataclass
@@ -187,12 +191,19 @@ def run_trial(
     )
     trainable, total = parameter_counts(model)  # build_classifier has logged them
 
-    train_groups = torch.as_tensor(groupings["train"][config.group_by].ids)
-    weights = (
-        group_weights(groupings["train"][config.group_by].counts(), config.w_max).to(dev)
-        if config.method_spec.uses_weights
-        else None
-    )
+    train_grouping = groupings["train"][config.group_by]
+    train_groups = torch.as_tensor(train_grouping.ids)
+    training = TrainingGroups(train_grouping.counts(), dev, train_grouping.ids)
+    loss_fn = config.method_spec.make_loss(training, config.method_params)
+    draw_order = config.method_spec.draw_order
+
+    def epoch_order(epoch: int) -> torch.Tensor:
+        """The training samples of an epoch in their order, fixed by (seed, epoch)."""
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        if draw_order is None:
+            return torch.randperm(len(feeders["train"]), generator=generator)
+        return draw_order(training, config.method_params, generator)
+
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
@@ -208,7 +219,7 @@ def run_trial(
 
     history: list[dict[str, float]] = []  # one validation report per part of an epoch trained
     if resume_from is not None:
-        history = _load_checkpoint(resume_from, model, optimizer, schedule, config)
+        history = _load_checkpoint(resume_from, model, optimizer, schedule, config, loss_fn)
         logger.info("resumed from %s after epoch %s", resume_from, history[-1]["epoch"] if history else 0)
     times.setup = time.perf_counter() - t_start
 
@@ -227,7 +238,8 @@ def run_trial(
             optimizer,
             schedule,
             config,
-            weights,
+            loss_fn,
+            epoch_order(epoch),
             epoch,
             part,
             dev,
@@ -262,7 +274,7 @@ def run_trial(
         folder = Path(tempfile.mkdtemp(prefix="fairsearch-ckpt-"))
         try:
             _save_checkpoint(
-                folder, model, optimizer, schedule, progress_epochs, history, test, config, scores
+                folder, model, optimizer, schedule, progress_epochs, history, test, config, scores, loss_fn
             )
             times.checkpoint += time.perf_counter() - t0
             report(val, folder)
@@ -302,19 +314,17 @@ def _train_part(
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     config: TrialConfig,
-    weights: torch.Tensor | None,
+    loss_fn: Loss,
+    order: torch.Tensor,
     epoch: int,
     part: int,
     device: torch.device,
     progress: bool,
 ) -> tuple[float, int]:
-    """One of ``config.reports_per_epoch`` shares of a pass over the training split, in an order fixed
-    by (seed, epoch); returns the mean loss and the number of samples."""
+    """One of ``config.reports_per_epoch`` shares of an epoch, the training samples ``order`` (as many
+    as the split holds; fixed by (seed, epoch)); returns the mean loss and the number of samples."""
     model.train()
-    order = torch.randperm(
-        len(feeder), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    )
-    batches = list(_batches(len(feeder), config.batch_size, order))
+    batches = list(_batches(len(order), config.batch_size, order))
     bounds = _part_bounds(len(batches), config.grad_accum, config.reports_per_epoch)
     start, end = bounds[part], bounds[part + 1]
     total, count = 0.0, 0
@@ -327,19 +337,14 @@ def _train_part(
         idx = batches[step]
         inputs, embeds = feeder.batch(idx, device)
         logits = model(inputs, image_embeds=embeds)
-        loss = fairness_loss(
-            config.method,
-            logits,
-            labels[idx].to(device),
-            groups[idx].to(device),
-            lam=config.lam,
-            weights=weights,
-        )
+        loss = loss_fn(logits, labels[idx].to(device), groups[idx].to(device))
         value = loss.item()  # one wait for the device per step, for the check and the running mean
         if not math.isfinite(value):
+            settings = {"lr": config.lr, **config.method_params}
             raise FairsearchError(
                 f"loss is {value} at epoch {epoch + 1}, step {step + 1} (method {config.method}, "
-                f"lr {config.lr}, lam {config.lam}): training diverged; lower lr or lam"
+                + ", ".join(f"{k} {v}" for k, v in settings.items())
+                + f"): training diverged; lower {' or '.join(settings)}"
             )
         (loss / config.grad_accum).backward()
         if (step + 1) % config.grad_accum == 0 or step + 1 == len(batches):
@@ -393,8 +398,11 @@ def _save_checkpoint(
     test: Mapping[str, float],
     config: TrialConfig,
     scores: TrialScores | None = None,
+    loss_fn: Loss | None = None,
 ) -> None:
     torch.save(model.trainable_state_dict(), folder / "trainable.pt")
+    if isinstance(loss_fn, StatefulLoss):  # a loss that learns as it goes (group DRO's weights)
+        torch.save(loss_fn.state_dict(), folder / METHOD_STATE_FILE)
     torch.save(
         {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, folder / "optimizer.pt"
     )
@@ -406,7 +414,7 @@ def _save_checkpoint(
     state = {
         "epoch": epoch,
         "history": history,
-        "config": config.__dict__,
+        "config": config.as_dict(),
         "backbone": model.backbone_fingerprint,
         "rng": {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]},
     }
@@ -440,6 +448,7 @@ def _load_checkpoint(
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     config: TrialConfig,
+    loss_fn: Loss | None = None,
 ) -> list[dict[str, float]]:
     """Loads a checkpoint into the model, optimizer and schedule; returns its report history (one entry
     per part of an epoch trained, so its length is where training goes on)."""
@@ -461,6 +470,10 @@ def _load_checkpoint(
         )
         opt = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
         rng = torch.load(folder / "rng.pt", map_location="cpu", weights_only=True)
+        if isinstance(loss_fn, StatefulLoss):
+            loss_fn.load_state_dict(
+                torch.load(folder / METHOD_STATE_FILE, map_location="cpu", weights_only=True)
+            )
     except (OSError, ValueError, KeyError, RuntimeError, AttributeError) as err:
         raise FairsearchError(f"{folder}: not a fairsearch checkpoint ({err})") from None
     optimizer.load_state_dict(opt["optimizer"])

@@ -1,0 +1,137 @@
+"""What a training method is: a name, the parameters it samples, and the loss it builds for a trial.
+
+A method lives in one file of :mod:`fairsearch.methods` that defines ``METHOD = Method(...)``; the
+registry finds it there. Everything else reads the registry: the space file's checks and sampler (which
+parameters to sample for which method, and their bounds), the trial (the loss), the report (which
+methods are fairness-aware).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+__all__ = ["Loss", "Method", "Order", "Parameter", "StatefulLoss", "TrainingGroups"]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A setting that only some methods read (``lam``, ``w_max``): sampled only for them.
+
+    Attributes:
+        name: as written in space files, ``--set`` and the ``param/<name>`` column.
+        default: the value when a space neither fixes nor searches it.
+        low: the smallest value allowed (``low_inclusive``: itself too).
+        high: the largest value allowed, or ``None``.
+        integer: whole numbers only.
+        search: the range a space searches by default, ``(low, high, log)``
+            (``search_spaces/literature.yaml`` spells them out).
+        help: one line for the docs and error messages.
+    """
+
+    name: str
+    default: float
+    low: float
+    low_inclusive: bool = True
+    high: float | None = None
+    integer: bool = False
+    search: tuple[float, float, bool] | None = None
+    help: str = ""
+
+    @property
+    def kind(self) -> type:
+        """``int`` or ``float``."""
+        return int if self.integer else float
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` for this parameter (``must be >= 1``), or ``None``."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return "must be a number"
+        number = float(value)
+        if not math.isfinite(number):
+            return "must be finite"
+        if self.integer and not number.is_integer():
+            return "must be an integer"
+        if number < self.low or (number == self.low and not self.low_inclusive):
+            return f"must be {'>=' if self.low_inclusive else '>'} {self.low:g}"
+        if self.high is not None and number > self.high:
+            return f"must be <= {self.high:g}"
+        return None
+
+
+@dataclass(frozen=True)
+class TrainingGroups:
+    """What a method may know of the training split when a trial builds its loss.
+
+    Attributes:
+        counts: ``[G]`` training samples per group id of the optimised grouping (``group_by``).
+        device: where the trial trains.
+        ids: ``[N]`` the group id of each training sample (−1: in no group); empty where a caller builds
+            a loss alone.
+    """
+
+    counts: np.ndarray
+    device: torch.device
+    ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss(logits [N, C], labels [N], groups [N]) -> scalar``: one batch's training loss (group −1 =
+excluded from every group). A loss that learns as it goes (group DRO's group weights) is an object with
+``state_dict()`` and ``load_state_dict(state)`` as well: the trial keeps that state in its checkpoints,
+so a resumed trial goes on with it."""
+
+
+@runtime_checkable
+class StatefulLoss(Protocol):
+    """A :data:`Loss` with state of its own that the trial's checkpoints keep (group DRO's weights)."""
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> torch.Tensor: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+Order = Callable[[TrainingGroups, Mapping[str, float], torch.Generator], torch.Tensor]
+"""``draw_order(groups, params, generator) -> indices``: the training samples of one epoch, in the order
+they are trained: as many as the training split holds (repeats allowed), drawn from ``generator`` alone
+so that a resumed epoch is the same."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training method.
+
+    Attributes:
+        name: as written in space files (``method: fr``).
+        summary: one line for ``--help``, error messages and the report.
+        make_loss: builds the trial's loss from the training groups and the method's parameter values
+            (every parameter of ``parameters``, by name).
+        parameters: the method-specific settings it reads.
+        is_fair: a fairness-aware method (anything but the plain baseline); the report compares these
+            with the others.
+        order: where the registry lists it (the paper's four first, in the paper's order).
+        draw_order: the training order of an epoch (:data:`Order`); ``None``: every training sample once,
+            in a random order.
+    """
+
+    name: str
+    summary: str
+    make_loss: Callable[[TrainingGroups, Mapping[str, float]], Loss]
+    parameters: tuple[Parameter, ...] = ()
+    is_fair: bool = True
+    order: int = 100
+    draw_order: Order | None = None
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """The names of :attr:`parameters`."""
+        return tuple(p.name for p in self.parameters)
