@@ -192,6 +192,12 @@ SPACES: list[tuple[str, str | bytes, str]] = [
     ("lr-nan", "fixed:\n  lr: .nan\n", "fixed.lr: nan must be finite"),
     ("lr-inf", "fixed:\n  lr: .inf\n", "fixed.lr: inf must be finite"),
     ("w-max-below-one", "fixed:\n  w_max: 0.5\n", "fixed.w_max: 0.5 must be >= 1"),
+    ("dro-eta-negative", "fixed:\n  eta: -0.1\n", "fixed.eta: -0.1 must be >= 0"),
+    (
+        "dro-eta-searched-below-zero",
+        "search:\n  eta: {low: -1, high: 1}\n",
+        "search.eta.low: -1 must be >= 0",
+    ),
     ("method-unknown-in-list", "search:\n  method: [vanilla, jtt2]\n", "'jtt2'"),
     ("cpus-zero", "resources: {cpus: 0}\n", "resources.cpus: 0 must be a finite number > 0"),
     ("cpus-nan", "resources: {cpus: .nan}\n", "resources.cpus: nan must be a finite number > 0"),

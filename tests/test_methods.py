@@ -1,0 +1,113 @@
+"""The methods beyond the paper's four, each against a reference computed by hand (group DRO's weights
+and loss step by step), and each resumes a trial exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fairsearch.errors import FairsearchError
+from fairsearch.methods import METHODS, StatefulLoss, TrainingGroups
+from fairsearch.methods.group_dro import GroupDROLoss
+from fairsearch.spec.config import TrialConfig
+from fairsearch.train.trial import METHOD_STATE_FILE, run_trial
+
+CPU = torch.device("cpu")
+SMALL = {"synthetic_n": 160, "batch_size": 16, "n_boot": 20, "eval_batch_size": 40}
+
+
+def _ce(logit: list[float], label: int) -> float:
+    top = max(logit)
+    return -(logit[label] - top - math.log(sum(math.exp(v - top) for v in logit)))
+
+
+def test_group_dro_weights_and_loss_step_by_step() -> None:
+    """Three groups, the third absent from training: q starts uniform over the two present, then each
+    batch moves q by exp(η · each group's mean loss) and the loss is Σ q·ℓ with the moved q."""
+    loss = METHODS["group_dro"].make_loss(TrainingGroups(np.array([5, 2, 0]), CPU), {"eta": 0.5})
+    assert isinstance(loss, GroupDROLoss) and isinstance(loss, StatefulLoss)
+    assert loss.q.tolist() == [0.5, 0.5, 0.0]
+    logits = [[2.0, 0.0], [0.0, 1.0], [2.0, -1.0], [3.0, -1.0]]
+    labels, groups = [0, 0, 1, 1], [0, 0, 1, -1]  # the last sample is in no group: left out
+    q = [0.5, 0.5, 0.0]
+    for _ in range(2):  # the same batch twice: q keeps moving towards group 1, which does worse
+        ell = [(_ce(logits[0], 0) + _ce(logits[1], 0)) / 2, _ce(logits[2], 1), 0.0]
+        q = [qi * math.exp(0.5 * li) for qi, li in zip(q, ell, strict=True)]
+        q = [qi / sum(q) for qi in q]
+        got = loss(torch.tensor(logits, dtype=torch.float64), torch.tensor(labels), torch.tensor(groups))
+        assert got.item() == pytest.approx(sum(qi * li for qi, li in zip(q, ell, strict=True)), rel=1e-12)
+        assert loss.q.tolist() == pytest.approx(q, rel=1e-12)
+    assert q[1] > 0.5  # the worse group gained weight
+    # the weights are constants of the step: the gradient is Σ q_g ∇ℓ_g
+    x = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    loss(x, torch.tensor(labels), torch.tensor(groups)).backward()
+    assert x.grad is not None and x.grad[3].abs().sum() == 0  # the ungrouped sample gets none
+
+
+def test_group_dro_at_eta_zero_is_the_mean_of_the_group_means_and_its_state_round_trips() -> None:
+    loss = GroupDROLoss([3, 1], eta=0.0, device=CPU)
+    logits, labels, groups = (
+        torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]]),
+        torch.tensor([0, 0, 1, 0]),
+        torch.tensor([0, 0, 0, 1]),
+    )
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    assert loss(logits, labels, groups).item() == pytest.approx(
+        0.5 * ce[:3].mean().item() + 0.5 * ce[3].item()
+    )
+    moving = GroupDROLoss([3, 1], eta=1.0, device=CPU)
+    moving(logits, labels, groups)
+    other = GroupDROLoss([3, 1], eta=1.0, device=CPU)
+    other.load_state_dict(moving.state_dict())
+    assert other.q.tolist() == moving.q.tolist() != [0.5, 0.5]
+    with pytest.raises(ValueError, match="group DRO weights for 2 groups, this trial has 3"):
+        GroupDROLoss([1, 1, 1], eta=1.0, device=CPU).load_state_dict(moving.state_dict())
+
+
+def test_eta_is_checked_where_it_enters() -> None:
+    with pytest.raises(FairsearchError, match=r"^eta: -0.1 must be >= 0$"):
+        TrialConfig.from_dict({"method": "group_dro", "eta": -0.1})
+
+
+class _Collect:
+    def __init__(self, stop_after: int | None = None, keep: Path | None = None) -> None:
+        self.metrics: list[dict[str, float]] = []
+        self.stop_after, self.keep = stop_after, keep
+
+    def __call__(self, metrics: dict[str, float], folder: Path) -> None:
+        import shutil
+
+        self.metrics.append(dict(metrics))
+        if self.keep is not None:
+            shutil.rmtree(self.keep, ignore_errors=True)
+            shutil.copytree(folder, self.keep)
+        if self.stop_after is not None and len(self.metrics) >= self.stop_after:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "params"), [("group_dro", {"eta": 0.5})])
+def test_a_resumed_trial_of_a_new_method_matches_an_uninterrupted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, params: dict[str, float]
+) -> None:
+    """The method's state (DRO's weights) and its epoch order (balanced draws) survive a checkpoint."""
+    monkeypatch.setenv("FAIRSEARCH_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    config = TrialConfig(method=method, params=params, epochs=2, lr=2e-3, **SMALL)
+    straight = _Collect()
+    run_trial(config, report=straight)
+    first = _Collect(stop_after=1, keep=tmp_path / "ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(config, report=first)
+    assert (tmp_path / "ckpt" / METHOD_STATE_FILE).exists() == (method == "group_dro")
+    resumed = _Collect()
+    run_trial(config, report=resumed, resume_from=tmp_path / "ckpt")
+    assert [m["epoch"] for m in resumed.metrics] == [2.0]
+    for key in ("acc", "max_acc_gap", "loss", "train_loss"):
+        assert resumed.metrics[0][key] == pytest.approx(straight.metrics[1][key], abs=1e-5), key
+    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["config"]["method"] == method
