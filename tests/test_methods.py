@@ -1,5 +1,5 @@
-"""The methods beyond the paper's four, each against a reference computed by hand (group DRO's weights
-and loss step by step), and each resumes a trial exactly."""
+"""The methods beyond the paper's four, each against a reference computed by hand: group DRO's weights
+and loss step by step, group-balanced sampling's draws; and each resumes a trial exactly."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 
 from fairsearch.errors import FairsearchError
 from fairsearch.methods import METHODS, StatefulLoss, TrainingGroups
+from fairsearch.methods.balanced import balanced_order
 from fairsearch.methods.group_dro import GroupDROLoss
 from fairsearch.spec.config import TrialConfig
 from fairsearch.train.trial import METHOD_STATE_FILE, run_trial
@@ -69,6 +70,20 @@ def test_group_dro_at_eta_zero_is_the_mean_of_the_group_means_and_its_state_roun
         GroupDROLoss([1, 1, 1], eta=1.0, device=CPU).load_state_dict(moving.state_dict())
 
 
+def test_balanced_sampling_draws_every_group_equally_often_from_its_generator_alone() -> None:
+    ids = np.array([0] * 90 + [1] * 9 + [-1])  # a 90:9 split and one sample in no group
+    groups = TrainingGroups(np.array([90, 9]), CPU, ids)
+    order = balanced_order(groups, {}, torch.Generator().manual_seed(3))
+    assert order.shape == (100,) and order.min() >= 0 and order.max() < 100
+    again = balanced_order(groups, {}, torch.Generator().manual_seed(3))
+    assert torch.equal(order, again)
+    draws = torch.cat([balanced_order(groups, {}, torch.Generator().manual_seed(s)) for s in range(200)])
+    shares = np.bincount(np.where(ids[draws.numpy()] < 0, 2, ids[draws.numpy()]), minlength=3) / len(draws)
+    assert shares == pytest.approx([1 / 3, 1 / 3, 1 / 3], abs=0.01)  # 20,000 draws: σ ≈ 0.003
+    with pytest.raises(ValueError, match="needs the training samples' group ids"):
+        balanced_order(TrainingGroups(np.array([1]), CPU), {}, torch.Generator())
+
+
 def test_eta_is_checked_where_it_enters() -> None:
     with pytest.raises(FairsearchError, match=r"^eta: -0.1 must be >= 0$"):
         TrialConfig.from_dict({"method": "group_dro", "eta": -0.1})
@@ -91,7 +106,7 @@ class _Collect:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("method", "params"), [("group_dro", {"eta": 0.5})])
+@pytest.mark.parametrize(("method", "params"), [("group_dro", {"eta": 0.5}), ("balanced", {})])
 def test_a_resumed_trial_of_a_new_method_matches_an_uninterrupted_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, params: dict[str, float]
 ) -> None:
