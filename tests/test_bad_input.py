@@ -198,6 +198,8 @@ SPACES: list[tuple[str, str | bytes, str]] = [
         "search:\n  eta: {low: -1, high: 1}\n",
         "search.eta.low: -1 must be >= 0",
     ),
+    ("select-unknown", "fixed:\n  select: best\n", "fixed.select: 'best' is not one of ['last', 'best_acc'"),
+    ("select-searched", "search:\n  select: [last, best_acc]\n", "search.select: not a searchable parameter"),
     ("method-unknown-in-list", "search:\n  method: [vanilla, jtt2]\n", "'jtt2'"),
     ("cpus-zero", "resources: {cpus: 0}\n", "resources.cpus: 0 must be a finite number > 0"),
     ("cpus-nan", "resources: {cpus: .nan}\n", "resources.cpus: nan must be a finite number > 0"),

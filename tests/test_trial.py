@@ -7,9 +7,11 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import fairsearch.train.trial as trial_module
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import max_acc_gap
@@ -234,3 +236,86 @@ def test_train_command_writes_metrics_and_checkpoint_and_resumes(tmp_path: Path)
     # resuming a finished run trains nothing more and reports nothing more
     assert main(["train", "--space", str(space), *sets, "--out", str(out), "--resume"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+class _Weights:
+    """Stands in for the classifier: one trainable tensor."""
+
+    def __init__(self) -> None:
+        self.w = torch.zeros(2)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {"w": self.w}
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.w = state["w"].clone()
+
+
+def test_selection_reports_the_best_model_so_far_and_keeps_its_weights(tmp_path: Path) -> None:
+    model = _Weights()
+    selection = trial_module._Selection("worst_group_acc")
+    reported = []
+    for epoch, value in enumerate([0.5, 0.7, float("nan"), 0.7, 0.6], start=1):
+        model.w = torch.full((2,), float(epoch))  # training moved the weights on
+        val = {"acc": 0.9, "worst_group_acc": value, "epoch": float(epoch), "train_loss": 1.0 / epoch}
+        reported.append(selection.update({**val, "selected_epoch": float(epoch)}, model))  # type: ignore[arg-type]
+        if epoch == 3:  # a checkpoint now holds epoch 2's weights beside its own
+            selection.save(tmp_path / "selected.pt", 3.0)
+    assert [r["selected_epoch"] for r in reported] == [
+        1,
+        2,
+        2,
+        2,
+        2,
+    ]  # NaN never wins, a tie keeps the earlier
+    assert [r["epoch"] for r in reported] == [1, 2, 3, 4, 5] and reported[4]["train_loss"] == 0.2
+    assert reported[4]["worst_group_acc"] == 0.7
+    assert selection.restore(model, 5.0) and model.w.tolist() == [2.0, 2.0]  # type: ignore[arg-type]
+    # a resumed trial takes the selection up from its checkpoint's last report and selected.pt
+    again = trial_module._Selection("worst_group_acc")
+    again.resume(reported[2], _Weights(), tmp_path / "selected.pt")  # type: ignore[arg-type]
+    fresh = _Weights()
+    assert again.restore(fresh, 5.0) and fresh.w.tolist() == [2.0, 2.0]  # type: ignore[arg-type]
+    last = trial_module._Selection(None)  # select: last
+    assert last.update({"worst_group_acc": 0.1, "epoch": 2.0, "selected_epoch": 2.0}, model)["epoch"] == 2.0  # type: ignore[arg-type]
+    assert not last.restore(model, 2.0)  # type: ignore[arg-type]
+    with pytest.raises(
+        FairsearchError, match=r"^select: 'best' is not one of \['last', 'best_acc', 'best_worst_group'\]$"
+    ):
+        TrialConfig(select="best")
+
+
+@pytest.mark.slow
+def test_selected_model_is_the_best_report_s_and_resumes_exactly(tmp_path: Path) -> None:
+    """Selection changes what is reported and tested, never how the trial trains: the run selecting by
+    worst-group accuracy reports, at its end, the metrics of the best of the plain run's reports, and
+    its last checkpoint holds that report's model; interrupted and resumed, it ends the same."""
+    base = {"method": "vanilla", "epochs": 3, "lr": 1e-2, **SMALL}
+    plain = _Collect(keep=tmp_path / "plain")
+    run_trial(TrialConfig(**base), report=plain)  # type: ignore[arg-type]
+    selecting = _Collect(keep=tmp_path / "selected")
+    config = TrialConfig(select="best_worst_group", **base)  # type: ignore[arg-type]
+    result = run_trial(config, report=selecting)
+    values = [m["worst_group_acc"] for m in plain.metrics]
+    best = values.index(max(values))  # the earliest of the best
+    final = selecting.metrics[-1]
+    assert final["selected_epoch"] == best + 1 and final["epoch"] == 3.0
+    for key in ("acc", "worst_group_acc", "max_acc_gap", "auc", "loss"):
+        assert final[key] == pytest.approx(plain.metrics[best][key], abs=1e-6), key
+    assert [m["train_loss"] for m in selecting.metrics] == pytest.approx(
+        [m["train_loss"] for m in plain.metrics]
+    )
+    arrays = read_scores_at(str(tmp_path / "selected"))
+    assert arrays is not None
+    val = TrialScores.from_arrays(arrays, "selected").val
+    assert float(np.mean((val.score >= 0.5) == val.label)) == pytest.approx(final["acc"], abs=1e-9)
+    assert result.val == final
+    # stopped after epoch 2 and resumed: the same end
+    first = _Collect(keep=tmp_path / "ckpt")
+    with pytest.raises(_Interrupted):
+        run_trial(config, report=_StopAfter(first, epochs=2))
+    resumed = _Collect()
+    run_trial(config, report=resumed, resume_from=tmp_path / "ckpt")
+    for key in ("acc", "worst_group_acc", "selected_epoch", "epoch"):
+        assert resumed.metrics[-1][key] == pytest.approx(final[key], abs=1e-6), key
+    assert json.loads((tmp_path / "selected" / TEST_METRICS_FILE).read_text()) == pytest.approx(result.test)

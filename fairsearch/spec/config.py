@@ -32,6 +32,7 @@ __all__ = [
     "MIN_OBJECTIVES",
     "OBJECTIVES",
     "SAMPLERS",
+    "SELECTIONS",
     "SETTINGS",
     "SETTING_NAMES",
     "Constraint",
@@ -239,6 +240,16 @@ steer towards trials that meet the constraints, random ignores them."""
 
 
 # --------------------------------------------------------------------------------------------- trial
+SELECTIONS: Mapping[str, str | None] = {
+    "last": None,
+    "best_acc": "acc",
+    "best_worst_group": "worst_group_acc",
+}
+"""Which of a trial's reports stands for it (``select``), by the validation metric that picks it:
+``last`` the last epoch's model, ``best_acc`` the report of highest validation accuracy, ``best_worst_group``
+the report of highest worst-group validation accuracy (of ``group_by``): early stopping on it."""
+
+
 @dataclass
 class TrialConfig:
     """Every setting of one trial; a sweep fixes some and samples the others. Validated when built.
@@ -273,6 +284,9 @@ class TrialConfig:
         eval_batch_size: samples per forward pass when evaluating.
         n_boot: 0 turns the 95 % intervals off, any other value on (a name kept from when they were
             bootstrapped: they are now computed exactly, see ``fairsearch.judge.intervals``).
+        select: which report stands for the trial, a key of :data:`SELECTIONS`: every report carries
+            the metrics of the model selected so far, and the test split is evaluated on the one selected
+            at the end (model selection inside a trial; early stopping by worst-group accuracy).
         params: every method parameter of :data:`fairsearch.methods.METHOD_PARAMETERS` by name (``lam``,
             ``w_max``, ...), each checked against its method's bounds; one not given takes its default.
     """
@@ -298,6 +312,7 @@ class TrialConfig:
     vision_cache: bool = True
     eval_batch_size: int = 64
     n_boot: int = 1000
+    select: str = "last"
     params: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -417,6 +432,10 @@ def check_setting(where: str, key: str, value: Any, problems: list[str]) -> Any:
     if key == "method":
         if not isinstance(value, str) or value not in METHODS:
             problems.append(f"{where}: {value!r} is not one of {list(METHODS)}")
+        return value
+    if key == "select":
+        if not isinstance(value, str) or value not in SELECTIONS:
+            problems.append(f"{where}: {value!r} is not one of {list(SELECTIONS)}")
         return value
     parameter = METHOD_PARAMETERS.get(key)
     if parameter is not None:

@@ -41,12 +41,15 @@ from fairsearch.model import (
     load_backbone,
     parameter_counts,
 )
-from fairsearch.spec.config import TrialConfig
+from fairsearch.spec.config import SELECTIONS, TrialConfig
 from fairsearch.train.checkpoint import SCORES_FILE, STATE_FILE, TEST_METRICS_FILE, write_manifest
 
 logger = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, float], Path], None]
+
+SELECTED_FILE = "selected.pt"
+"""In a checkpoint whose ``select`` picked an earlier report: that report's trainable weights."""
 
 METHOD_STATE_FILE = "method_state.pt"
 """In a checkpoint: the state of a method's loss that learns as it goes (group DRO's group weights)."""
@@ -218,9 +221,12 @@ def run_trial(
     schedule = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
     history: list[dict[str, float]] = []  # one validation report per part of an epoch trained
+    selection = _Selection(SELECTIONS[config.select])
     if resume_from is not None:
         history = _load_checkpoint(resume_from, model, optimizer, schedule, config, loss_fn)
         logger.info("resumed from %s after epoch %s", resume_from, history[-1]["epoch"] if history else 0)
+        if history:
+            selection.resume(history[-1], model, resume_from / SELECTED_FILE)
     times.setup = time.perf_counter() - t_start
 
     labels = {name: torch.as_tensor(s.labels) for name, s in splits.items()}
@@ -251,15 +257,19 @@ def run_trial(
         t0 = time.perf_counter()
         progress_epochs = epoch + (part + 1) / parts
         val, val_prob = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
-        val.update(epoch=float(progress_epochs), train_loss=train_loss)
+        val.update(epoch=float(progress_epochs), train_loss=train_loss, selected_epoch=float(progress_epochs))
+        reported = selection.update(val, model)  # the selected model's metrics, this epoch's progress
         scores = None
         if done == config.epochs * parts - 1:  # the test split once, at the report that ends the trial
+            if selection.restore(model, progress_epochs):  # an earlier report was selected: its model
+                _, val_prob = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
+                logger.info("selected the model of epoch %g (%s)", reported["selected_epoch"], config.select)
             test, test_prob = _evaluate(
                 model, feeders["test"], labels["test"], groupings["test"], config, dev
             )
             scores = _trial_scores(splits, groupings, config.group_by, {"val": val_prob, "test": test_prob})
         times.evaluate += time.perf_counter() - t0
-        history.append(val)
+        history.append(reported)
         logger.info(
             "epoch %s/%d: train loss %.4f, val acc %.4f, val MaxAccGap(%s) %.4f",
             f"{progress_epochs:g}",
@@ -276,15 +286,72 @@ def run_trial(
             _save_checkpoint(
                 folder, model, optimizer, schedule, progress_epochs, history, test, config, scores, loss_fn
             )
+            if not test:  # mid-trial: an earlier selected model waits beside the current one
+                selection.save(folder / SELECTED_FILE, progress_epochs)
             times.checkpoint += time.perf_counter() - t0
-            report(val, folder)
+            report(reported, folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
     times.total = time.perf_counter() - t_start
+    final = history[-1] if history else {}
     return TrialResult(
-        val, test, times, trainable, total, epochs_done=float(val.get("epoch", 0.0)), history=history
+        final, test, times, trainable, total, epochs_done=float(final.get("epoch", 0.0)), history=history
     )
+
+
+class _Selection:
+    """Which report stands for the trial (``select``): the model with the best validation ``key`` so far
+    (the earliest on ties; NaN never wins), or with ``key`` ``None`` always the latest.
+
+    Every report carries the selected model's validation metrics with this report's ``epoch`` and
+    ``train_loss``, and ``selected_epoch`` saying whose they are. The selected model's trainable weights
+    are copied (to the CPU) when it is selected, so that training on does not lose them.
+    """
+
+    def __init__(self, key: str | None) -> None:
+        self.key = key
+        self.metrics: dict[str, float] | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, val: dict[str, float], model: GlaucomaClassifier) -> dict[str, float]:
+        """Takes this report's metrics; returns what to report."""
+        best = self.metrics
+        if self.key is None or best is None or _better(val.get(self.key), best.get(self.key)):
+            self.metrics = val
+            if self.key is not None:
+                self.state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+            return val
+        return {**best, "epoch": val["epoch"], "train_loss": val["train_loss"]}
+
+    def restore(self, model: GlaucomaClassifier, epoch: float) -> bool:
+        """Loads the selected weights into ``model`` when they are not those of ``epoch``; returns whether."""
+        if self.state is None or self.metrics is None or self.metrics["selected_epoch"] == epoch:
+            return False
+        model.load_trainable_state_dict(self.state)
+        return True
+
+    def save(self, path: Path, epoch: float) -> None:
+        """Writes the selected weights beside the checkpoint of ``epoch`` when they are not its own."""
+        if self.state is not None and self.metrics is not None and self.metrics["selected_epoch"] != epoch:
+            torch.save(self.state, path)
+
+    def resume(self, last: dict[str, float], model: GlaucomaClassifier, path: Path) -> None:
+        """Takes up the selection of a checkpoint whose last report is ``last`` (its weights loaded)."""
+        if self.key is None:
+            return
+        self.metrics = dict(last)
+        if last.get("selected_epoch", last["epoch"]) == last["epoch"]:
+            self.state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+        else:
+            self.state = torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _better(value: float | None, best: float | None) -> bool:
+    """``value`` beats ``best`` (NaN or missing loses to any number, ties keep ``best``)."""
+    if value is None or math.isnan(value):
+        return False
+    return best is None or math.isnan(best) or value > best
 
 
 def _seed_everything(seed: int) -> None:
