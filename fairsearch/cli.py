@@ -6,6 +6,7 @@ Examples::
     fairsearch run --space hybrid.yaml --address auto --storage s3://bucket/sweeps
     fairsearch pareto results/hybrid                              # the fronts: trained, thresholded, both
     fairsearch report results/hybrid                              # HTML report with plots
+    fairsearch compare results/hybrid 3 0                         # trial 3 vs trial 0, paired on test
     fairsearch train --space search_spaces/hybrid.yaml --set method=gr lora_rank=16
     fairsearch data inspect /data/FairVLMed                       # group sizes per split and label
     fairsearch data synth /tmp/synthetic --n 2000 --seed 0        # the built-in synthetic set on disk
@@ -88,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="the HTML file to write, its PNGs beside it (default: <folder>/report.html)"
     )
 
+    compare = sub.add_parser(
+        "compare",
+        help="two trials on the same test images: each metric's difference with a 95 %% paired interval",
+    )
+    compare.add_argument("folder", help="results/<name>")
+    compare.add_argument("a", help="a trial number (7), or a trial at a decision threshold (7@0.42)")
+    compare.add_argument("b", help="the trial to compare it with, written the same way")
+
     data = sub.add_parser("data", help="inspect a dataset or write the synthetic one")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     inspect = data_sub.add_parser("inspect", help="group sizes per split, attribute and label")
@@ -118,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             from fairsearch.output.report import write_report
 
             print(write_report(Path(args.folder), Path(args.out) if args.out else None))
+            return 0
+        if args.command == "compare":
+            from fairsearch.output.compare import compare_trials, format_comparison
+
+            print(format_comparison(*compare_trials(args.folder, args.a, args.b)))
             return 0
         if args.command == "data":
             return _data(args)

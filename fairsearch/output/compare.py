@@ -1,0 +1,191 @@
+"""``fairsearch compare``: two trials of a sweep on the same test images, with paired intervals.
+
+A side is a trial number (``7``: the trial as trained, deciding positive at p ≥ 0.5) or a trial at a
+decision threshold of its own (``7@0.42``, as the thresholded fronts of
+:mod:`fairsearch.output.threshold_fronts` decide). Both sides' decisions come from their trials'
+checkpointed test scores (``scores.npz``), so the comparison is on the very same images; the differences
+and their intervals are :func:`fairsearch.judge.paired.paired_comparison`'s.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairsearch.errors import FairsearchError, clip_value
+from fairsearch.judge.paired import PairedDifference, paired_comparison
+from fairsearch.judge.thresholds import SplitScores, TrialScores
+from fairsearch.output.results import completed_trials, read_results
+from fairsearch.output.tables import aligned_rows, method_settings
+from fairsearch.train.checkpoint import read_scores_at
+
+__all__ = ["Side", "compare_trials", "format_comparison"]
+
+_SIDE = re.compile(r"^(\d{1,9})(?:@(0(?:\.\d+)?|1(?:\.0+)?|\.\d+))?$")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: a trial's row, its test scores and its decision threshold."""
+
+    spec: str
+    row: pd.Series
+    scores: TrialScores
+    threshold: float
+
+    @property
+    def decisions(self) -> np.ndarray:
+        """``[N]`` 0/1 test decisions."""
+        return (self.scores.test.score >= self.threshold).astype(np.int64)
+
+    @property
+    def title(self) -> str:
+        """``trial 7 (hybrid, lam=0.3 w_max=5)``, with ``at threshold 0.42`` when it is not 0.5."""
+        text = (
+            f"trial {int(self.row['number'])} ({self.row.get('param/method')}, {method_settings(self.row)})"
+        )
+        return text if self.threshold == 0.5 else f"{text} at threshold {self.threshold:g}"
+
+
+def _side(spec: str, trials: pd.DataFrame, folder: Path) -> Side:
+    match = _SIDE.match(spec.strip())
+    if match is None:
+        raise FairsearchError(
+            f"compare: {clip_value(spec)} is not a trial: give a trial number (7) or a trial at a decision "
+            "threshold in [0, 1] (7@0.42)"
+        )
+    number, threshold = int(match.group(1)), float(match.group(2) or 0.5)
+    done = completed_trials(trials)
+    rows = done[done["number"] == number]
+    if rows.empty:
+        known = sorted(int(n) for n in done["number"])
+        raise FairsearchError(
+            f"compare: {folder} has no completed trial {number}; completed trials: {known[:30]}"
+            + (" ..." if len(known) > 30 else "")
+        )
+    row = rows.iloc[0]
+    location = row.get("checkpoint")
+    arrays = read_scores_at(str(location)) if isinstance(location, str) and location else None
+    if arrays is None:
+        raise FairsearchError(
+            f"compare: trial {number} of {folder} has no test scores in its checkpoint {location!s} "
+            "(a sweep from before scores were kept, or its checkpoint was moved)"
+        )
+    return Side(spec, row, TrialScores.from_arrays(arrays, f"trial {number}'s scores"), threshold)
+
+
+def _same_images(a: SplitScores, b: SplitScores) -> bool:
+    return a.label.shape == b.label.shape and bool(
+        np.array_equal(a.label, b.label) and np.array_equal(a.group, b.group)
+    )
+
+
+def compare_trials(
+    folder: str | Path, a: str, b: str, *, n_boot: int = 2000, seed: int = 0
+) -> tuple[Side, Side, list[PairedDifference]]:
+    """Two trials of a sweep, compared on the test images both were evaluated on.
+
+    Args:
+        folder: the sweep's results folder.
+        a, b: the sides: ``7`` or ``7@0.42``.
+        n_boot: bootstrap replicates of the paired intervals.
+        seed: their seed.
+
+    Returns:
+        ``(side_a, side_b, differences)``: differences A − B, as :func:`paired_comparison` gives them.
+
+    Raises:
+        FairsearchError: a side that is not a completed trial with test scores, or two trials tested on
+            different images or groupings.
+    """
+    folder = Path(folder)
+    trials, _ = read_results(folder)
+    side_a, side_b = _side(a, trials, folder), _side(b, trials, folder)
+    sa, sb = side_a.scores, side_b.scores
+    if sa.group_by != sb.group_by or sa.group_names != sb.group_names or not _same_images(sa.test, sb.test):
+        raise FairsearchError(
+            f"compare: trials {a} and {b} were not tested on the same images with the same groups "
+            f"({sa.group_by}: {len(sa.test.label)} images, {sb.group_by}: {len(sb.test.label)}); "
+            "a paired comparison needs both"
+        )
+    differences = paired_comparison(
+        side_a.decisions,
+        side_b.decisions,
+        sa.test.label,
+        sa.test.group,
+        sa.group_names,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    return side_a, side_b, differences
+
+
+_LABELS = {"acc": "accuracy", "worst_group_acc": "worst-group accuracy", "max_acc_gap": "MaxAccGap"}
+
+
+def _label(d: PairedDifference) -> str:
+    if d.metric in _LABELS:
+        return _LABELS[d.metric]
+    kind, group = d.metric.split("/", 1)
+    return f"{'acc' if kind == 'acc' else 'P(positive)'} {group} (n={d.n})"
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def verdict(differences: list[PairedDifference]) -> str:
+    """One line on what the paired intervals settle: which side's gap is lower, and whether that came
+    from raising the worst group or from lowering the best one (levelling down)."""
+    by = {d.metric: d for d in differences}
+    gap, acc = by["max_acc_gap"], by["acc"]
+    groups = [d for d in differences if d.metric.startswith("acc/")]
+    if not gap.clear:
+        text = "the data do not settle which side has the lower MaxAccGap"
+    else:
+        lower = "A" if gap.diff < 0 else "B"
+        sign = 1 if lower == "A" else -1  # differences from the lower-gap side's view
+        down = [d for d in groups if d.clear and sign * d.diff < 0]
+        up = [d for d in groups if d.clear and sign * d.diff > 0]
+        how = (
+            "by levelling down: " + ", ".join(g.metric.split("/", 1)[1] for g in down) + " clearly lower"
+            if down
+            else "by raising " + ", ".join(g.metric.split("/", 1)[1] for g in up)
+            if up
+            else "with no group's accuracy clearly different"
+        )
+        text = f"{lower} has the clearly lower MaxAccGap ({_pct(abs(gap.diff))} points), {how}"
+    if acc.clear:
+        text += f"; {'A' if acc.diff > 0 else 'B'} is clearly more accurate overall ({_pct(abs(acc.diff))} points)"
+    else:
+        text += "; overall accuracy: no clear difference"
+    return text
+
+
+def format_comparison(side_a: Side, side_b: Side, differences: list[PairedDifference]) -> str:
+    """The comparison as text: both sides, one row per metric with A, B and A − B [95 % paired CI]."""
+    n = differences[0].n
+    lines = [
+        f"A: {side_a.title}",
+        f"B: {side_b.title}",
+        f"on the same {n} test images, groups of {side_a.scores.group_by}; in %, A − B with 95 % paired intervals "
+        "(bootstrap over the images; '*' where the interval excludes 0)",
+        "",
+    ]
+    rows = [
+        [
+            _label(d),
+            _pct(d.a),
+            _pct(d.b),
+            f"{100 * d.diff:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]{' *' if d.clear else ''}",
+        ]
+        for d in differences
+    ]
+    lines += aligned_rows(["metric", "A", "B", "A − B [95 % CI]"], rows)
+    lines += ["", "verdict: " + verdict(differences)]
+    return "\n".join(lines)
