@@ -12,7 +12,7 @@ import yaml
 
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
-from fairsearch.methods import METHODS
+from fairsearch.methods import METHOD_PARAMETERS, METHODS
 from fairsearch.spec.config import TrialConfig
 from fairsearch.spec.space import load_space, parse_space, trial_config
 
@@ -27,6 +27,19 @@ def test_the_five_documented_spaces_ship() -> None:
         "gr_lora.yaml",
         "all_methods.yaml",
     }
+
+
+def test_method_all_searches_every_method_and_each_parameter_over_its_method_s_default_range() -> None:
+    """``literature.yaml``'s ``method: all``: the registry's methods, and every method parameter the space
+    leaves out searched over its method's declared range (one it fixes or searches stays the space's)."""
+    spec = load_space(Path(__file__).parent.parent / "search_spaces" / "literature.yaml")
+    assert spec.methods == tuple(METHODS)
+    for name, parameter in METHOD_PARAMETERS.items():
+        dist = spec.search[name]
+        assert parameter.search == (dist.low, dist.high, dist.log), name
+    narrowed = parse_space({"search": {"method": ["fr", "gr"], "lam": [0.1, 0.2]}, "fixed": {"w_max": 2.0}})
+    assert list(narrowed.search) == ["method", "lam"]  # w_max fixed, eta read by neither method
+    assert narrowed.search["lam"].choices == (0.1, 0.2)
 
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)

@@ -43,6 +43,8 @@ from fairsearch.spec.config import (
 from fairsearch.spec.scheduler_settings import scheduler_settings
 from fairsearch.spec.yaml_input import read_yaml, read_yaml_file
 
+ALL_METHODS = "all"
+"""``search: {method: all}``: every method of :data:`fairsearch.methods.METHODS`."""
 SEARCHABLE = ("method", *NUMERIC)
 """Trial settings a space file may search; any trial setting may be fixed."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -503,7 +505,9 @@ def _search(block: Any, fixed: Mapping[str, Any], problems: list[str]) -> dict[s
             continue
         if isinstance(spec, list):
             spec = {"choices": spec}
-        if key == "method" and isinstance(spec, str):
+        if key == "method" and spec == ALL_METHODS:
+            spec = {"choices": list(METHODS)}
+        elif key == "method" and isinstance(spec, str):
             spec = {"choices": [spec]}
         if not isinstance(spec, dict):
             problems.append(
@@ -513,7 +517,23 @@ def _search(block: Any, fixed: Mapping[str, Any], problems: list[str]) -> dict[s
         dist = _distribution(where, key, spec, problems)
         if dist is not None:
             search[key] = dist
-    return search
+    return {**search, **_default_ranges(search, fixed)}
+
+
+def _default_ranges(search: Mapping[str, Distribution], fixed: Mapping[str, Any]) -> dict[str, Distribution]:
+    """The method parameters a space neither fixes nor searches, for the methods it may try, searched over
+    the default ranges their methods declare (``fairsearch/methods/<name>.py``)."""
+    dist = search.get("method")
+    methods = (
+        dist.choices if dist is not None and dist.choices else (fixed.get("method", TrialConfig.method),)
+    )
+    used = {p for m in methods if m in METHODS for p in METHODS[m].parameter_names}
+    out = {}
+    for name, parameter in METHOD_PARAMETERS.items():
+        if name in used and name not in search and name not in fixed and parameter.search is not None:
+            low, high, log = parameter.search
+            out[name] = Distribution(name=name, low=low, high=high, log=log, integer=parameter.integer)
+    return out
 
 
 def _distribution(where: str, key: str, spec: Mapping[str, Any], problems: list[str]) -> Distribution | None:
