@@ -23,7 +23,7 @@ def _loss(groups: TrainingGroups, params: Mapping[str, float]) -> Loss:
 
 
 def balanced_order(
-    groups: TrainingGroups, params: Mapping[str, float], generator: torch.Generator
+    groups: TrainingGroups, params: Mapping[str, float], generator: torch.Generator, loss: Loss | None = None
 ) -> torch.Tensor:
     """``len(ids)`` sample indices drawn with replacement, every group (and the ungrouped, −1) equally
     likely."""

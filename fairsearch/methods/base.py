@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-__all__ = ["Loss", "Method", "Order", "Parameter", "StatefulLoss", "TrainingGroups"]
+__all__ = ["BeforeEpoch", "Loss", "Method", "Order", "Parameter", "StatefulLoss", "TrainingGroups"]
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,11 @@ class Parameter:
         low: the smallest value allowed (``low_inclusive``: itself too).
         high: the largest value allowed, or ``None``.
         integer: whole numbers only.
-        search: the range a space searches by default, ``(low, high, log)``
-            (``search_spaces/literature.yaml`` spells them out).
+        search: the range a space searches by default, ``(low, high, log)`` (a space with
+            ``method: all`` searches every parameter over its range).
         help: one line for the docs and error messages.
+        below: the name of another trial setting this one must stay below (JTT's stage-1 epochs below
+            ``epochs``), or ``None``.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Parameter:
     integer: bool = False
     search: tuple[float, float, bool] | None = None
     help: str = ""
+    below: str | None = None
 
     @property
     def kind(self) -> type:
@@ -100,10 +103,17 @@ class StatefulLoss(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 
-Order = Callable[[TrainingGroups, Mapping[str, float], torch.Generator], torch.Tensor]
-"""``draw_order(groups, params, generator) -> indices``: the training samples of one epoch, in the order
-they are trained: as many as the training split holds (repeats allowed), drawn from ``generator`` alone
-so that a resumed epoch is the same."""
+Order = Callable[[TrainingGroups, Mapping[str, float], torch.Generator, Loss], torch.Tensor]
+"""``draw_order(groups, params, generator, loss) -> indices``: the training samples of one epoch, in the
+order they are trained: as many as the training split holds (repeats allowed), drawn from ``generator``
+(and the trial's ``loss`` object's state, such as JTT's error set) alone, so that a resumed epoch is the
+same."""
+
+BeforeEpoch = Callable[[Loss, int, Mapping[str, float], Callable[[], np.ndarray]], None]
+"""``before_epoch(loss, epoch, params, train_correct)``: called before each epoch (0-based) is trained,
+with a function that evaluates the model on the whole training split and returns ``[N]`` whether each
+sample is classified right (only computed when called); what the method learns goes into its ``loss``
+object's state, which the checkpoints keep."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,9 @@ class Method:
         order: where the registry lists it (the paper's four first, in the paper's order).
         draw_order: the training order of an epoch (:data:`Order`); ``None``: every training sample once,
             in a random order.
+        before_epoch: what the method does before each epoch (:data:`BeforeEpoch`); ``None``: nothing.
+        uses_groups: whether training reads the samples' group labels (JTT does not: only validation,
+            for model selection, and the metrics do).
     """
 
     name: str
@@ -130,6 +143,8 @@ class Method:
     is_fair: bool = True
     order: int = 100
     draw_order: Order | None = None
+    before_epoch: BeforeEpoch | None = None
+    uses_groups: bool = True
 
     @property
     def parameter_names(self) -> tuple[str, ...]:

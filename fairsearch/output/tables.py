@@ -67,10 +67,12 @@ def _fmt_param(value: Any, kind: str = "") -> str:
 
 
 def method_settings(row: Mapping[str, Any]) -> str:
-    """The settings a row's method reads, as ``lam=0.3 w_max=5`` (``-`` for a method that reads none)."""
+    """The settings a row's method reads, as ``lam=0.3 w_max=5`` (``-`` for a method that reads none),
+    and ``(no group labels)`` for a method that trains without them (JTT)."""
     method = METHODS.get(str(row.get("param/method")))
     names = method.parameter_names if method is not None else ()
-    return " ".join(f"{name}={_fmt_param(row.get(f'param/{name}'))}" for name in names) or "-"
+    text = " ".join(f"{name}={_fmt_param(row.get(f'param/{name}'))}" for name in names) or "-"
+    return text if method is None or method.uses_groups else f"{text} (no group labels)"
 
 
 def _fmt_feasible(value: Any) -> str:

@@ -329,6 +329,12 @@ class TrialConfig:
             name: check_setting(name, name, params.get(name, p.default), problems)
             for name, p in METHOD_PARAMETERS.items()
         }
+        if not problems and self.method in METHODS:
+            for p in self.method_spec.parameters:
+                if p.below is not None and not self.params[p.name] < getattr(self, p.below):
+                    problems.append(
+                        f"{p.name}: {self.params[p.name]!r} must be < {p.below} ({getattr(self, p.below)!r})"
+                    )
         if problems:
             raise FairsearchError("\n".join(problems))
 

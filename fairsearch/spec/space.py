@@ -308,6 +308,7 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
     constraints = _constraints(raw.get("constraints"), problems)
     fixed = _fixed(raw, problems)
     search = _search(raw.get("search"), fixed, problems)
+    _check_below(search, fixed, problems)
     trials = _positive_int(raw, "trials", 8, problems, most=100_000)
     concurrency = _positive_int(raw, "concurrency", 2, problems, most=10_000)
     sampler, seed = _sampler(raw.get("sampler"), problems)
@@ -518,6 +519,41 @@ def _search(block: Any, fixed: Mapping[str, Any], problems: list[str]) -> dict[s
         if dist is not None:
             search[key] = dist
     return {**search, **_default_ranges(search, fixed)}
+
+
+def _check_below(search: Mapping[str, Distribution], fixed: Mapping[str, Any], problems: list[str]) -> None:
+    """A method parameter that must stay below another setting (JTT's ``jtt_epochs`` below ``epochs``):
+    its largest possible value must be below the other's smallest, or some trials could not run."""
+
+    def extent(name: str) -> tuple[float, float, str]:
+        dist = search.get(name)
+        if dist is None:
+            value = fixed.get(name, METHOD_PARAMETERS[name].default if name in METHOD_PARAMETERS else None)
+            if value is None:
+                value = getattr(TrialConfig, name)
+            return float(value), float(value), f"fixed.{name}" if name in fixed else name
+        values = (
+            [float(c) for c in dist.choices]
+            if dist.choices
+            else [float(dist.low or 0), float(dist.high or 0)]
+        )
+        return min(values), max(values), f"search.{name}"
+
+    dist = search.get("method")
+    methods = (
+        dist.choices if dist is not None and dist.choices else (fixed.get("method", TrialConfig.method),)
+    )
+    used = {p.name: p for m in methods if m in METHODS for p in METHODS[m].parameters}
+    for name, parameter in used.items():
+        if parameter.below is None or (name not in search and name not in fixed and parameter.search is None):
+            continue
+        _, most, where = extent(name)
+        least, _, other = extent(parameter.below)
+        if not most < least:
+            problems.append(
+                f"{where}: {most:g} must stay below {parameter.below} ({other} can be {least:g}); "
+                f"lower {name} or raise {parameter.below}"
+            )
 
 
 def _default_ranges(search: Mapping[str, Distribution], fixed: Mapping[str, Any]) -> dict[str, Distribution]:

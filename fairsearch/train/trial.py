@@ -199,13 +199,14 @@ def run_trial(
     training = TrainingGroups(train_grouping.counts(), dev, train_grouping.ids)
     loss_fn = config.method_spec.make_loss(training, config.method_params)
     draw_order = config.method_spec.draw_order
+    before_epoch = config.method_spec.before_epoch
 
     def epoch_order(epoch: int) -> torch.Tensor:
         """The training samples of an epoch in their order, fixed by (seed, epoch)."""
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         if draw_order is None:
             return torch.randperm(len(feeders["train"]), generator=generator)
-        return draw_order(training, config.method_params, generator)
+        return draw_order(training, config.method_params, generator, loss_fn)
 
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
@@ -235,6 +236,13 @@ def run_trial(
     parts = config.reports_per_epoch
     for done in range(len(history), config.epochs * parts):
         epoch, part = divmod(done, parts)
+        if part == 0 and before_epoch is not None:
+
+            def train_correct() -> np.ndarray:
+                _, prob = _evaluate(model, feeders["train"], labels["train"], groupings["train"], config, dev)
+                return (prob >= 0.5) == splits["train"].labels.astype(bool)
+
+            before_epoch(loss_fn, epoch, config.method_params, train_correct)
         t0 = time.perf_counter()
         train_loss, trained = _train_part(
             model,
