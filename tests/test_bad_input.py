@@ -201,6 +201,11 @@ SPACES: list[tuple[str, str | bytes, str]] = [
     ("select-unknown", "fixed:\n  select: best\n", "fixed.select: 'best' is not one of ['last', 'best_acc'"),
     ("select-searched", "search:\n  select: [last, best_acc]\n", "search.select: not a searchable parameter"),
     ("method-unknown-in-list", "search:\n  method: [vanilla, jtt2]\n", "'jtt2'"),
+    (
+        "jtt-first-stage-not-below-epochs",
+        "fixed:\n  method: jtt\n  jtt_epochs: 4\n  epochs: 4\n",
+        "fixed.jtt_epochs: 4 must stay below epochs (fixed.epochs can be 4)",
+    ),
     ("cpus-zero", "resources: {cpus: 0}\n", "resources.cpus: 0 must be a finite number > 0"),
     ("cpus-nan", "resources: {cpus: .nan}\n", "resources.cpus: nan must be a finite number > 0"),
     ("gpus-negative", "resources: {gpus: -1}\n", "resources.gpus: -1 must be 'auto' or a number >= 0"),

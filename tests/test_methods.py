@@ -1,5 +1,6 @@
 """The methods beyond the paper's four, each against a reference computed by hand: group DRO's weights
-and loss step by step, group-balanced sampling's draws; and each resumes a trial exactly."""
+and loss step by step, group-balanced sampling's and JTT's draws, JTT's error set; and each resumes a
+trial exactly."""
 
 from __future__ import annotations
 
@@ -106,7 +107,10 @@ class _Collect:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("method", "params"), [("group_dro", {"eta": 0.5}), ("balanced", {})])
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("group_dro", {"eta": 0.5}), ("balanced", {}), ("jtt", {"jtt_epochs": 1, "jtt_up": 5.0})],
+)
 def test_a_resumed_trial_of_a_new_method_matches_an_uninterrupted_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, params: dict[str, float]
 ) -> None:
@@ -119,10 +123,63 @@ def test_a_resumed_trial_of_a_new_method_matches_an_uninterrupted_one(
     first = _Collect(stop_after=1, keep=tmp_path / "ckpt")
     with pytest.raises(KeyboardInterrupt):
         run_trial(config, report=first)
-    assert (tmp_path / "ckpt" / METHOD_STATE_FILE).exists() == (method == "group_dro")
+    assert (tmp_path / "ckpt" / METHOD_STATE_FILE).exists() == (method in ("group_dro", "jtt"))
     resumed = _Collect()
     run_trial(config, report=resumed, resume_from=tmp_path / "ckpt")
     assert [m["epoch"] for m in resumed.metrics] == [2.0]
     for key in ("acc", "max_acc_gap", "loss", "train_loss"):
         assert resumed.metrics[0][key] == pytest.approx(straight.metrics[1][key], abs=1e-5), key
     assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["config"]["method"] == method
+
+
+def test_jtt_takes_the_error_set_before_epoch_t_and_then_draws_it_jtt_up_times_as_often() -> None:
+    params = {"jtt_epochs": 2, "jtt_up": 9.0}
+    method = METHODS["jtt"]
+    assert not method.uses_groups and method.before_epoch is not None and method.draw_order is not None
+    training = TrainingGroups(np.array([95, 5]), CPU, np.array([0] * 95 + [1] * 5))
+    loss = method.make_loss(training, params)
+    correct = np.ones(100, dtype=bool)
+    correct[[3, 50, 97]] = False  # the first stage gets three samples wrong
+    calls = []
+
+    def train_correct() -> np.ndarray:
+        calls.append(1)
+        return correct
+
+    for epoch in (0, 1):  # stage 1: plain epochs, nothing evaluated
+        method.before_epoch(loss, epoch, params, train_correct)
+        order = method.draw_order(training, params, torch.Generator().manual_seed(epoch), loss)
+        assert sorted(order.tolist()) == list(range(100))
+    assert calls == []
+    method.before_epoch(loss, 2, params, train_correct)
+    method.before_epoch(loss, 3, params, train_correct)  # taken once, kept after
+    assert calls == [1] and np.flatnonzero(loss.errors).tolist() == [3, 50, 97]
+    draws = torch.cat(
+        [method.draw_order(training, params, torch.Generator().manual_seed(s), loss) for s in range(300)]
+    )
+    share = float(np.isin(draws.numpy(), [3, 50, 97]).mean())
+    assert share == pytest.approx(27 / (27 + 97), abs=0.01)  # 3·9 / (3·9 + 97·1), from 30,000 draws
+    # no group label reaches the loss: it is plain cross-entropy whatever the groups say
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    plain = torch.nn.functional.cross_entropy(logits, labels)
+    assert loss(logits, labels, torch.tensor([0, 1])).item() == pytest.approx(plain.item())
+    again = method.make_loss(training, params)
+    again.load_state_dict(loss.state_dict())
+    assert np.array_equal(again.errors, loss.errors)
+    fresh = method.make_loss(training, params)
+    fresh.load_state_dict(method.make_loss(training, params).state_dict())
+    assert fresh.errors is None
+
+
+def test_jtt_s_first_stage_must_end_before_the_trial_does() -> None:
+    with pytest.raises(FairsearchError, match=r"^jtt_epochs: 4 must be < epochs \(4\)$"):
+        TrialConfig.from_dict({"method": "jtt", "jtt_epochs": 4, "epochs": 4})
+    assert TrialConfig.from_dict({"method": "vanilla", "epochs": 1}).epochs == 1  # another method's default
+
+
+def test_the_tables_say_when_a_method_trains_without_group_labels() -> None:
+    from fairsearch.output.tables import method_settings
+
+    row = {"param/method": "jtt", "param/jtt_epochs": 1, "param/jtt_up": 5.0, "param/lam": 0.3}
+    assert method_settings(row) == "jtt_epochs=1 jtt_up=5.0 (no group labels)"
+    assert method_settings({"param/method": "group_dro", "param/eta": 0.01}) == "eta=0.01"
