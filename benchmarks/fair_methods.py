@@ -52,6 +52,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "select": "best_worst_group",
     },
     "balanced sampling": {"method": "balanced", "select": "best_worst_group"},
+    "JTT T=1 λ_up=5 (no group labels)": {
+        "method": "jtt",
+        "jtt_epochs": 1,
+        "jtt_up": 5.0,
+        "select": "best_worst_group",
+    },
 }
 THRESHOLDED = "vanilla, one threshold chosen on val"
 
