@@ -499,3 +499,20 @@ def test_default_report_keeps_its_sections(report: tuple[Path, Path, ReportParse
     assert parser.texts["goals"] == "Objectives (validation): accuracy ↑, MaxAccGap ↓. Constraints: none."
     assert "hypervolume, ref." not in text  # the axis label stays in the PNG; the caption names the point
     assert "against the reference point (acc 0, gap 1)" in text
+
+
+def test_group_charts_take_groups_from_accuracy_columns_not_their_intervals() -> None:
+    """The per-group bars once showed "Hispanic_ci_low" and "Hispanic_ci_high" as groups of their own."""
+    from fairsearch.output.report import _groupings
+
+    columns = ["val/acc", "val/acc_ci_low", "val/acc/ethnicity/Hispanic", "val/acc/ethnicity/Hispanic_ci_low"]
+    columns += [
+        "val/acc/ethnicity/Hispanic_ci_high",
+        "val/acc/ethnicity/Non-Hispanic",
+        "val/acc/race*gender/Black*Female",
+    ]
+    columns += ["val/acc/race*gender/Black*Female_ci_high", "val/n/ethnicity/Hispanic"]
+    assert _groupings(pd.DataFrame(columns=columns)) == {
+        "ethnicity": ["Hispanic", "Non-Hispanic"],
+        "race*gender": ["Black*Female"],
+    }

@@ -92,7 +92,8 @@ ACC_TOLERANCE = 0.01
 """A fair trial counts as "equal-or-better accuracy" when within this much (one point) of vanilla's."""
 FAIR_METHODS = tuple(name for name, spec in METHODS.items() if spec.is_fair)
 MAX_MEMBERS_PER_CHART = 8
-_GROUP_ACC = re.compile(r"^val/acc/(?P<grouping>[^/]+)/(?P<group>.+)$")
+_GROUP_ACC = re.compile(r"^val/acc/(?P<grouping>[^/]+)/(?P<group>.+)(?<!_ci_low)(?<!_ci_high)$")
+"""A group's validation accuracy column (``val/acc/ethnicity/Hispanic``), not its interval's ends."""
 ACC, GAP = METRICS["acc"].column, METRICS["max_acc_gap"].column
 """``val/acc`` and ``val/max_acc_gap``: every trial reports both, so the comparison to vanilla uses them
 whatever the sweep's objectives (as do the per-group, thresholded and confirmed figures of
