@@ -126,7 +126,15 @@ class GlaucomaClassifier(nn.Module):
         return self.head.weight.device
 
     def forward(self, batch: Mapping[str, Tensor], image_embeds: Sequence[Tensor] | None = None) -> Tensor:
-        """Logits for a batch of (image, prompt) samples.
+        """Logits for a batch of (image, prompt) samples: the head on :meth:`features`.
+
+        Returns:
+            float32 logits [B, 2].
+        """
+        return self.head(self.features(batch, image_embeds))
+
+    def features(self, batch: Mapping[str, Tensor], image_embeds: Sequence[Tensor] | None = None) -> Tensor:
+        """The last non-padding token's final hidden state of each sample: what the head reads.
 
         Args:
             batch: From `InputBuilder.collate` (or `InputBuilder.text_inputs` with `image_embeds`):
@@ -137,7 +145,7 @@ class GlaucomaClassifier(nn.Module):
                 order (from `VisionCache`): the vision tower is then skipped.
 
         Returns:
-            float32 logits [B, 2].
+            float32 features [B, hidden].
         """
         device = self.device
         kwargs: dict[str, object] = {
@@ -153,7 +161,7 @@ class GlaucomaClassifier(nn.Module):
             kwargs["pixel_values"] = batch["pixel_values"].to(device)
         outputs = self.vlm(**kwargs, use_cache=False)
         pooled_hidden = last_token_pool(outputs.last_hidden_state, kwargs["attention_mask"])  # type: ignore[arg-type]
-        return self.head(pooled_hidden.float())
+        return pooled_hidden.float()
 
     def trainable_state_dict(self) -> dict[str, Tensor]:
         """The LoRA adapter weights (``lora.*``) and the head (``head.*``), detached, on the CPU."""

@@ -287,6 +287,9 @@ class TrialConfig:
         select: which report stands for the trial, a key of :data:`SELECTIONS`: every report carries
             the metrics of the model selected so far, and the test split is evaluated on the one selected
             at the end (model selection inside a trial; early stopping by worst-group accuracy).
+        refit_last_layer: keep the final model's last-token features of validation and test in its last
+            checkpoint, for the last-layer refit (DFR-style) rows of ``pareto.parquet``
+            (:mod:`fairsearch.output.refit_fronts`).
         params: every method parameter of :data:`fairsearch.methods.METHOD_PARAMETERS` by name (``lam``,
             ``w_max``, ...), each checked against its method's bounds; one not given takes its default.
     """
@@ -313,6 +316,7 @@ class TrialConfig:
     eval_batch_size: int = 64
     n_boot: int = 1000
     select: str = "last"
+    refit_last_layer: bool = False
     params: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -27,6 +27,10 @@ SCORES_FILE = "scores.npz"
 """Per-sample scores of the validation and test splits, with labels and groups, in the checkpoint of a
 trial's last report only: what post-processing (per-group decision thresholds) needs. Read with
 ``allow_pickle=False``."""
+FEATURES_FILE = "features.npz"
+"""In a trial's last checkpoint with ``refit_last_layer``: the final model's last-token features of the
+validation and test splits (``val_features``, ``test_features``, float32 ``[N, hidden]``), which the
+last-layer refit (:mod:`fairsearch.judge.refit`) reads."""
 REPORT_FILE = "report.json"
 """In a sweep's checkpoint: ``reported_at`` (unix time its report was first sent) and ``trial_time_s``
 (seconds the trial had run by then, over all its restarts), so that a report sent again by a resumed
@@ -221,6 +225,20 @@ def read_scores_at(location: str) -> dict[str, Any] | None:
     Raises:
         FairsearchError: the file is there but cannot be read as an ``.npz`` of plain (non-object) arrays.
     """
+    return _read_npz_at(location, SCORES_FILE)
+
+
+def read_features_at(location: str) -> dict[str, Any] | None:
+    """The last-token features (:data:`FEATURES_FILE`: ``val_features``, ``test_features``) in the
+    checkpoint at a path or URI, or None when it holds none (a trial without ``refit_last_layer``).
+
+    Raises:
+        FairsearchError: the file is there but cannot be read as an ``.npz`` of plain (non-object) arrays.
+    """
+    return _read_npz_at(location, FEATURES_FILE)
+
+
+def _read_npz_at(location: str, file_name: str) -> dict[str, Any] | None:
     import io
 
     import numpy as np
@@ -232,7 +250,7 @@ def read_scores_at(location: str) -> dict[str, Any] | None:
         fs, path = pyarrow.fs.FileSystem.from_uri(location)
     else:
         fs, path = pyarrow.fs.LocalFileSystem(), location
-    name = f"{path.rstrip('/')}/{SCORES_FILE}"
+    name = f"{path.rstrip('/')}/{file_name}"
     try:
         if fs.get_file_info(name).type == pyarrow.fs.FileType.NotFound:
             return None
@@ -243,6 +261,6 @@ def read_scores_at(location: str) -> dict[str, Any] | None:
     except Exception as exc:  # anything numpy, zipfile or the filesystem meets in a damaged file
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
         raise FairsearchError(
-            f"cannot read {location.rstrip('/')}/{SCORES_FILE}: damaged or not an .npz of plain arrays "
+            f"cannot read {location.rstrip('/')}/{file_name}: damaged or not an .npz of plain arrays "
             f"({reason})"
         ) from None

@@ -42,7 +42,13 @@ from fairsearch.model import (
     parameter_counts,
 )
 from fairsearch.spec.config import SELECTIONS, TrialConfig
-from fairsearch.train.checkpoint import SCORES_FILE, STATE_FILE, TEST_METRICS_FILE, write_manifest
+from fairsearch.train.checkpoint import (
+    FEATURES_FILE,
+    SCORES_FILE,
+    STATE_FILE,
+    TEST_METRICS_FILE,
+    write_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +273,7 @@ def run_trial(
         val, val_prob = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
         val.update(epoch=float(progress_epochs), train_loss=train_loss, selected_epoch=float(progress_epochs))
         reported = selection.update(val, model)  # the selected model's metrics, this epoch's progress
-        scores = None
+        scores, features = None, {}
         if done == config.epochs * parts - 1:  # the test split once, at the report that ends the trial
             if selection.restore(model, progress_epochs):  # an earlier report was selected: its model
                 _, val_prob = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
@@ -276,6 +282,11 @@ def run_trial(
                 model, feeders["test"], labels["test"], groupings["test"], config, dev
             )
             scores = _trial_scores(splits, groupings, config.group_by, {"val": val_prob, "test": test_prob})
+            if config.refit_last_layer:
+                features = {
+                    f"{name}_features": _features(model, feeders[name], config, dev)
+                    for name in ("val", "test")
+                }
         times.evaluate += time.perf_counter() - t0
         history.append(reported)
         logger.info(
@@ -292,7 +303,17 @@ def run_trial(
         folder = Path(tempfile.mkdtemp(prefix="fairsearch-ckpt-"))
         try:
             _save_checkpoint(
-                folder, model, optimizer, schedule, progress_epochs, history, test, config, scores, loss_fn
+                folder,
+                model,
+                optimizer,
+                schedule,
+                progress_epochs,
+                history,
+                test,
+                config,
+                scores,
+                loss_fn,
+                features,
             )
             if not test:  # mid-trial: an earlier selected model waits beside the current one
                 selection.save(folder / SELECTED_FILE, progress_epochs)
@@ -436,6 +457,19 @@ def _train_part(
 
 
 @torch.no_grad()
+def _features(
+    model: GlaucomaClassifier, feeder: SplitFeeder, config: TrialConfig, device: torch.device
+) -> np.ndarray:
+    """The last-token features of a split's samples, float32 ``[N, hidden]`` (what the head reads)."""
+    model.eval()
+    out = [
+        model.features(*feeder.batch(idx, device)).cpu()
+        for idx in _batches(len(feeder), config.eval_batch_size)
+    ]
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+@torch.no_grad()
 def _evaluate(
     model: GlaucomaClassifier,
     feeder: SplitFeeder,
@@ -474,6 +508,7 @@ def _save_checkpoint(
     config: TrialConfig,
     scores: TrialScores | None = None,
     loss_fn: Loss | None = None,
+    features: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     torch.save(model.trainable_state_dict(), folder / "trainable.pt")
     if isinstance(loss_fn, StatefulLoss):  # a loss that learns as it goes (group DRO's weights)
@@ -498,6 +533,8 @@ def _save_checkpoint(
         (folder / TEST_METRICS_FILE).write_text(json.dumps(dict(test)))
     if scores is not None:
         scores.save(folder / SCORES_FILE)
+    if features:
+        np.savez(folder / FEATURES_FILE, allow_pickle=False, **features)
     write_manifest(folder)
 
 
