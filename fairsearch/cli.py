@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _pareto(args: argparse.Namespace) -> int:
     from fairsearch.output.confirm import format_confirmed, read_confirmed
+    from fairsearch.output.refit_fronts import REFIT_FRONT
     from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results, read_sweep_goals
     from fairsearch.output.tables import constraint_lines, format_front
     from fairsearch.output.threshold_fronts import read_threshold_fronts
@@ -167,6 +168,10 @@ def _pareto(args: argparse.Namespace) -> int:
         for line in constraint_lines(trials, constraints):
             print(line)
     print("\n" + _thresholded(fronts, objectives, args.kind))
+    refit = read_front(folder, REFIT_FRONT)
+    if len(refit):
+        title = "Last-layer refit front (a head fitted on half of validation; val = the other half)"
+        print("\n" + format_front(refit, objectives, title))
     runs, confirmed = read_confirmed(folder)
     if len(runs):
         print("\n" + format_confirmed(confirmed))

@@ -66,6 +66,7 @@ __all__ = [
     "format_thresholds",
     "front_comparison",
     "member_rows",
+    "nondominated_front",
     "read_threshold_fronts",
     "threshold_front_rows",
     "threshold_rows",
@@ -150,7 +151,7 @@ def threshold_rows(trials_df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _front(pool: pd.DataFrame, name: str) -> pd.DataFrame:
+def nondominated_front(pool: pd.DataFrame, name: str) -> pd.DataFrame:
     """The non-dominated rows of ``pool`` on the objectives, sorted as the search's front, with their
     ``hypervolume`` and ``front`` = ``name``."""
     points = pool[list(OBJECTIVES)].to_numpy(dtype=np.float64)
@@ -213,9 +214,9 @@ def _threshold_front_rows(trials_df: pd.DataFrame, search_front: pd.DataFrame) -
     trained = search_front.drop(columns=["hypervolume", "front"])
     fronts = []
     if vanilla.any():
-        fronts.append(_front(candidates[vanilla], VANILLA_THRESHOLDS_FRONT))
+        fronts.append(nondominated_front(candidates[vanilla], VANILLA_THRESHOLDS_FRONT))
     fronts.append(
-        _front(
+        nondominated_front(
             pd.concat([trained, candidates], ignore_index=True) if len(trained) else candidates,
             COMBINED_FRONT,
         )

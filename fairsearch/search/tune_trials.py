@@ -22,6 +22,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.output.confirm import read_plan, write_confirmation
+from fairsearch.output.refit_fronts import derived_fronts as refit_fronts
 from fairsearch.output.results import TrialRecord, pareto_frame, trials_frame, write_results
 from fairsearch.output.threshold_fronts import derived_fronts
 from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
@@ -308,7 +309,7 @@ class ResultsCallback(tune.Callback):
             _TestMetrics(trials),
             self.objectives,
             self.constraints,
-            derived_fronts=derived_fronts(self.objectives),
+            derived_fronts=(*derived_fronts(self.objectives), *refit_fronts(self.objectives)),
         )
         self._last_write = time.monotonic()
         self._front = front_summary(pareto_frame(trials_frame(records), {}, self.objectives))
