@@ -4,7 +4,9 @@ judged by paired comparisons on the same test images.
 For each seed, one trial per method setting (the literature's defaults, not a search: a sweep would
 search them), all on one synthetic set whose test split is enlarged so that the minority has over 400
 test images; and vanilla's decision threshold chosen again on validation (the single threshold of the
-highest worst-group validation accuracy among those within 1 point of vanilla's validation accuracy).
+highest worst-group validation accuracy among those within 1 point of vanilla's validation accuracy), and
+vanilla's features with a new head fitted on a group-balanced half of validation and chosen on the other
+half (the last-layer refit, DFR-style, as ``refit_last_layer`` fronts make it).
 Every choice is made on validation; the test split is only measured, once per trial. Per method and
 seed: test accuracy, worst-group accuracy, MaxAccGap, each group's accuracy and predicted-positive rate,
 and the paired differences (:mod:`fairsearch.judge.paired`) against vanilla and against thresholded
@@ -30,10 +32,11 @@ import torch
 
 from fairsearch.data.synthetic import RECIPE, write_synthetic
 from fairsearch.judge.paired import PairedDifference, paired_comparison
+from fairsearch.judge.refit import refit_last_layer
 from fairsearch.judge.thresholds import TrialScores, candidate_thresholds
 from fairsearch.output.tables import aligned_rows
 from fairsearch.spec.config import TrialConfig
-from fairsearch.train.checkpoint import SCORES_FILE
+from fairsearch.train.checkpoint import FEATURES_FILE, SCORES_FILE
 from fairsearch.train.trial import run_trial
 
 logger = logging.getLogger("fair_methods")
@@ -60,6 +63,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     },
 }
 THRESHOLDED = "vanilla, one threshold chosen on val"
+REFIT = "vanilla + last-layer refit (DFR-style)"
+FEATURES_RUN = {"method": "vanilla", "refit_last_layer": True}
+"""Vanilla again, keeping its features: the refit's input (its own decisions are vanilla's)."""
 
 
 def data_folder(out: Path) -> Path:
@@ -72,18 +78,32 @@ def data_folder(out: Path) -> Path:
     return folder
 
 
-def train(name: str, seed: int, data: Path, out: Path) -> TrialScores:
-    """One trial of a setting; its test scores (kept in ``out``, so a rerun reads them back)."""
-    folder = out / f"seed{seed}" / name.replace(" ", "_").replace("/", "-")
+def trial_folder(name: str, seed: int, out: Path) -> Path:
+    """Where a setting's trial of a seed keeps its scores (and features)."""
+    return out / f"seed{seed}" / name.replace(" ", "_").replace("/", "-")
+
+
+def train(name: str, seed: int, data: Path, out: Path, settings: dict[str, Any] | None = None) -> TrialScores:
+    """One trial of a setting; its test scores (kept in ``out`` with its features if it kept them, so a
+    rerun reads them back)."""
+    folder = trial_folder(name, seed, out)
     path = folder / SCORES_FILE
     if not path.exists():
-        config = TrialConfig.from_dict({**BASE, **SETTINGS[name], "seed": seed, "data": str(data)})
+        values = {
+            **BASE,
+            **(SETTINGS[name] if settings is None else settings),
+            "seed": seed,
+            "data": str(data),
+        }
+        config = TrialConfig.from_dict(values)
         start = time.perf_counter()
 
         def keep(metrics: dict[str, float], checkpoint: Path) -> None:
             if (checkpoint / SCORES_FILE).exists():
                 folder.mkdir(parents=True, exist_ok=True)
-                path.write_bytes((checkpoint / SCORES_FILE).read_bytes())
+                for file in (FEATURES_FILE, SCORES_FILE):  # the scores last: their presence means done
+                    if (checkpoint / file).exists():
+                        (folder / file).write_bytes((checkpoint / file).read_bytes())
 
         run_trial(config, report=keep)
         logger.info("seed %d, %s: %.0f s", seed, name, time.perf_counter() - start)
@@ -111,6 +131,14 @@ def single_threshold(scores: TrialScores) -> float:
     return chosen
 
 
+def refit_decisions(scores: TrialScores, out: Path, seed: int) -> np.ndarray:
+    """The test decisions of a head refitted on half of validation's features, chosen on the other half
+    (:func:`fairsearch.judge.refit.refit_last_layer`, as the ``last_layer_refit`` front makes them)."""
+    with np.load(trial_folder("vanilla, features kept", seed, out) / FEATURES_FILE, allow_pickle=False) as f:
+        refit = refit_last_layer(f["val_features"], scores.val.label, scores.val.group, f["test_features"])
+    return (refit.test_prob >= 0.5).astype(np.int64)
+
+
 def decisions(scores: TrialScores, threshold: float = 0.5) -> np.ndarray:
     return (scores.test.score >= threshold).astype(np.int64)
 
@@ -130,7 +158,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = data_folder(args.out)
 
-    rows, paired_rows, target = [], [], {name: 0 for name in SETTINGS if name != "vanilla"}
+    rows, paired_rows, target = [], [], {name: 0 for name in [*SETTINGS, REFIT] if name != "vanilla"}
     per_method: dict[str, list[dict[str, float]]] = {}
     for seed in args.seeds:
         scores = {name: train(name, seed, data, args.out) for name in SETTINGS}
@@ -139,6 +167,9 @@ def main() -> None:
         label, group = vanilla.test.label, vanilla.test.group
         sides = {name: decisions(s) for name, s in scores.items()}
         sides[THRESHOLDED] = decisions(vanilla, single_threshold(vanilla))
+        sides[REFIT] = refit_decisions(
+            train("vanilla, features kept", seed, data, args.out, FEATURES_RUN), args.out, seed
+        )
         for name, pred in sides.items():
             result = {
                 d.metric: d
