@@ -103,7 +103,7 @@ import torch
 from fairsearch.judge.fairness import cross_entropy, soft_max_acc_gap
 from fairsearch.methods.base import Method, Parameter
 
-KAPPA = Parameter("kappa", default=0.5, low=0.0, high=2.0, search=(0.1, 1.0, True))
+KAPPA = Parameter("kappa", default=0.5, low=0, high=2, search=(0.1, 1.0, True))
 
 def _loss(groups, params):
     kappa = float(params["kappa"])

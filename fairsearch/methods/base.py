@@ -18,7 +18,16 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-__all__ = ["BeforeEpoch", "Loss", "Method", "Order", "Parameter", "StatefulLoss", "TrainingGroups"]
+__all__ = [
+    "BeforeEpoch",
+    "Loss",
+    "Method",
+    "Order",
+    "Parameter",
+    "StatefulLoss",
+    "TrainingGroups",
+    "number_problem",
+]
 
 
 @dataclass(frozen=True)
@@ -55,18 +64,29 @@ class Parameter:
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` for this parameter (``must be >= 1``), or ``None``."""
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            return "must be a number"
-        number = float(value)
-        if not math.isfinite(number):
-            return "must be finite"
-        if self.integer and not number.is_integer():
-            return "must be an integer"
-        if number < self.low or (number == self.low and not self.low_inclusive):
-            return f"must be {'>=' if self.low_inclusive else '>'} {self.low:g}"
-        if self.high is not None and number > self.high:
-            return f"must be <= {self.high:g}"
-        return None
+        return number_problem(
+            value, low=self.low, low_inclusive=self.low_inclusive, high=self.high, integer=self.integer
+        )
+
+
+def number_problem(
+    value: Any, *, low: float, low_inclusive: bool = True, high: float | None = None, integer: bool = False
+) -> str | None:
+    """What is wrong with a setting's number (``must be a number``, ``must be finite``, ``must be an
+    integer``, ``must be >= 1``, ``must be <= 10000``: bounds written as given), or ``None``; the one check
+    of every numeric trial setting, a method's or not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return "must be a number"
+    number = float(value)
+    if not math.isfinite(number):
+        return "must be finite"
+    if integer and not number.is_integer():
+        return "must be an integer"
+    if number < low or (number == low and not low_inclusive):
+        return f"must be {'>=' if low_inclusive else '>'} {low}"
+    if high is not None and number > high:
+        return f"must be <= {high}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from fairsearch.methods.base import Loss, Method, Parameter, TrainingGroups
 LAM = Parameter(
     "lam",
     default=0.0,
-    low=0.0,
+    low=0,
     search=(0.05, 1.0, True),
     help="λ, the weight of the soft MaxAccGap term",
 )

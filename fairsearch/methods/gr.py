@@ -13,7 +13,7 @@ from fairsearch.methods.base import Loss, Method, Parameter, TrainingGroups
 W_MAX = Parameter(
     "w_max",
     default=10.0,
-    low=1.0,
+    low=1,
     search=(1.0, 10.0, False),
     help="the clip of the inverse-frequency group weights",
 )

@@ -22,8 +22,8 @@ from fairsearch.methods.base import Method, Parameter, TrainingGroups
 ETA = Parameter(
     "eta",
     default=0.01,
-    low=0.0,
-    high=10.0,
+    low=0,
+    high=10,
     search=(0.001, 1.0, True),
     help="η, group DRO's step size on the groups' weights",
 )

@@ -34,8 +34,8 @@ JTT_EPOCHS = Parameter(
 JTT_UP = Parameter(
     "jtt_up",
     default=5.0,
-    low=1.0,
-    high=1000.0,
+    low=1,
+    high=1000,
     search=(2.0, 50.0, True),
     help="λ_up, how much likelier a sample of the error set is drawn",
 )

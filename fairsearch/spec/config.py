@@ -25,6 +25,7 @@ from typing import Any, Literal
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import Direction
 from fairsearch.methods import METHOD_PARAMETERS, METHODS, Method
+from fairsearch.methods.base import number_problem
 
 __all__ = [
     "MAX_OBJECTIVES",
@@ -466,21 +467,13 @@ def check_setting(where: str, key: str, value: Any, problems: list[str]) -> Any:
         return value
     if value is None and default is None:
         return None
-    if isinstance(value, bool) or not _is_real(value):
-        problems.append(f"{where}: {value!r} must be a number")
+    bound, inclusive = _LOWER_BOUNDS[key]
+    problem = number_problem(
+        value, low=bound, low_inclusive=inclusive, high=_UPPER_BOUNDS.get(key), integer=kind is int
+    )
+    if problem is not None:
+        problems.append(f"{where}: {value!r} {problem}")
         return value
-    if not math.isfinite(float(value)):
-        problems.append(f"{where}: {value!r} must be finite")
-        return value
-    if kind is int and not float(value).is_integer():
-        problems.append(f"{where}: {value!r} must be an integer")
-        return value
-    bound, inclusive = _LOWER_BOUNDS.get(key, (-math.inf, True))
-    if value < bound or (value == bound and not inclusive):
-        problems.append(f"{where}: {value!r} must be {'>=' if inclusive else '>'} {bound}")
-    upper = _UPPER_BOUNDS.get(key)
-    if upper is not None and value > upper:
-        problems.append(f"{where}: {value!r} must be <= {upper}")
     return kind(value)
 
 
