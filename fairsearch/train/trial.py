@@ -245,7 +245,9 @@ def run_trial(
         if part == 0 and before_epoch is not None:
 
             def train_correct() -> np.ndarray:
-                _, prob = _evaluate(model, feeders["train"], labels["train"], groupings["train"], config, dev)
+                _, prob, _ = _evaluate(
+                    model, feeders["train"], labels["train"], groupings["train"], config, dev
+                )
                 return (prob >= 0.5) == splits["train"].labels.astype(bool)
 
             before_epoch(loss_fn, epoch, config.method_params, train_correct)
@@ -270,23 +272,26 @@ def run_trial(
 
         t0 = time.perf_counter()
         progress_epochs = epoch + (part + 1) / parts
-        val, val_prob = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
+        last = done == config.epochs * parts - 1
+        keep = last and config.refit_last_layer  # the final model's features, for the last-layer refit
+        val, val_prob, val_x = _evaluate(
+            model, feeders["val"], labels["val"], groupings["val"], config, dev, keep
+        )
         val.update(epoch=float(progress_epochs), train_loss=train_loss, selected_epoch=float(progress_epochs))
         reported = selection.update(val, model)  # the selected model's metrics, this epoch's progress
         scores, features = None, {}
-        if done == config.epochs * parts - 1:  # the test split once, at the report that ends the trial
+        if last:  # the test split once, at the report that ends the trial
             if selection.restore(model, progress_epochs):  # an earlier report was selected: its model
-                _, val_prob = _evaluate(model, feeders["val"], labels["val"], groupings["val"], config, dev)
+                _, val_prob, val_x = _evaluate(
+                    model, feeders["val"], labels["val"], groupings["val"], config, dev, keep
+                )
                 logger.info("selected the model of epoch %g (%s)", reported["selected_epoch"], config.select)
-            test, test_prob = _evaluate(
-                model, feeders["test"], labels["test"], groupings["test"], config, dev
+            test, test_prob, test_x = _evaluate(
+                model, feeders["test"], labels["test"], groupings["test"], config, dev, keep
             )
             scores = _trial_scores(splits, groupings, config.group_by, {"val": val_prob, "test": test_prob})
-            if config.refit_last_layer:
-                features = {
-                    f"{name}_features": _features(model, feeders[name], config, dev)
-                    for name in ("val", "test")
-                }
+            if val_x is not None and test_x is not None:
+                features = {"val_features": val_x, "test_features": test_x}
         times.evaluate += time.perf_counter() - t0
         history.append(reported)
         logger.info(
@@ -457,19 +462,6 @@ def _train_part(
 
 
 @torch.no_grad()
-def _features(
-    model: GlaucomaClassifier, feeder: SplitFeeder, config: TrialConfig, device: torch.device
-) -> np.ndarray:
-    """The last-token features of a split's samples, float32 ``[N, hidden]`` (what the head reads)."""
-    model.eval()
-    out = [
-        model.features(*feeder.batch(idx, device)).cpu()
-        for idx in _batches(len(feeder), config.eval_batch_size)
-    ]
-    return torch.cat(out).numpy().astype(np.float32)
-
-
-@torch.no_grad()
 def _evaluate(
     model: GlaucomaClassifier,
     feeder: SplitFeeder,
@@ -477,14 +469,19 @@ def _evaluate(
     groupings: Mapping[str, Grouping],
     config: TrialConfig,
     device: torch.device,
-) -> tuple[dict[str, float], np.ndarray]:
-    """Flat metrics of one split (``fairsearch.judge.fairness`` keys) plus the mean cross-entropy ``loss``, and
-    each sample's p(positive) that they were measured from."""
+    keep_features: bool = False,
+) -> tuple[dict[str, float], np.ndarray, np.ndarray | None]:
+    """Flat metrics of one split (``fairsearch.judge.fairness`` keys) plus the mean cross-entropy ``loss``,
+    each sample's p(positive) that they were measured from, and with ``keep_features`` the last-token
+    features the head read (float32 ``[N, hidden]``; else ``None``)."""
     model.eval()
-    probs, losses = [], []
+    probs, losses, kept = [], [], []
     for idx in _batches(len(feeder), config.eval_batch_size):
         inputs, embeds = feeder.batch(idx, device)
-        logits = model(inputs, image_embeds=embeds).float()
+        features = model.features(inputs, image_embeds=embeds)
+        logits = model.head(features).float()
+        if keep_features:
+            kept.append(features.cpu())
         losses.append(
             torch.nn.functional.cross_entropy(logits, labels[idx].to(device), reduction="sum").item()
         )
@@ -494,7 +491,7 @@ def _evaluate(
         prob, labels.numpy(), groupings, primary=config.group_by, n_boot=config.n_boot, seed=config.seed
     ).flat()
     metrics["loss"] = sum(losses) / len(feeder)
-    return metrics, prob
+    return metrics, prob, torch.cat(kept).numpy().astype(np.float32) if keep_features else None
 
 
 def _save_checkpoint(
