@@ -146,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _pareto(args: argparse.Namespace) -> int:
     from fairsearch.output.confirm import format_confirmed, read_confirmed
-    from fairsearch.output.refit_fronts import REFIT_FRONT
     from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results, read_sweep_goals
     from fairsearch.output.tables import constraint_lines, format_front
     from fairsearch.output.threshold_fronts import read_threshold_fronts
@@ -168,10 +167,9 @@ def _pareto(args: argparse.Namespace) -> int:
         for line in constraint_lines(trials, constraints):
             print(line)
     print("\n" + _thresholded(fronts, objectives, args.kind))
-    refit = read_front(folder, REFIT_FRONT)
-    if len(refit):
-        title = "Last-layer refit front (a head fitted on half of validation; val = the other half)"
-        print("\n" + format_front(refit, objectives, title))
+    refit = _refit_front(folder, objectives)
+    if refit:
+        print("\n" + refit)
     runs, confirmed = read_confirmed(folder)
     if len(runs):
         print("\n" + format_confirmed(confirmed))
@@ -204,6 +202,9 @@ def _run(args: argparse.Namespace) -> int:
 
         try:  # the sweep has ended either way: its exit code does not hang on this table
             print("\n" + _thresholded(read_threshold_fronts(outcome.results_dir), outcome.objectives))
+            refit = _refit_front(outcome.results_dir, outcome.objectives)
+            if refit:
+                print("\n" + refit)
         except FairsearchError as err:
             logger.warning("threshold fronts not shown: %s", err)
     if len(outcome.confirmed):
@@ -229,6 +230,19 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{left} unfinished; resume with: {shlex.join(_resume_command(args))}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
+
+
+def _refit_front(folder: Path, objectives: Objectives) -> str | None:
+    """The last-layer refit front's table, or None for a sweep whose trials kept no features."""
+    from fairsearch.output.refit_fronts import REFIT_FRONT
+    from fairsearch.output.results import read_front
+    from fairsearch.output.tables import format_front
+
+    refit = read_front(folder, REFIT_FRONT)
+    if refit.empty:
+        return None
+    title = "Last-layer refit front (a new head fitted on half of validation; val = the other half)"
+    return format_front(refit, objectives, title)
 
 
 def _thresholded(fronts: dict[str, Any], objectives: Objectives, kind: str | None = None) -> str:

@@ -161,4 +161,4 @@ def test_pareto_shows_the_refit_front(tmp_path: Path, capsys: pytest.CaptureFixt
     )
     assert main(["pareto", str(tmp_path / "sweep")]) == 0
     out = capsys.readouterr().out
-    assert "Last-layer refit front (a head fitted on half of validation; val = the other half)" in out
+    assert "Last-layer refit front (a new head fitted on half of validation; val = the other half)" in out
