@@ -40,20 +40,19 @@ from scipy import stats
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.output.results import (
-    FEASIBLE_FRONT,
     PARETO_FILE,
+    SEARCH_FRONT,
     TrialRecord,
     completed_trials,
     feasible_mask,
-    read_front,
     read_parquet_metadata,
     read_results,
     read_sweep_goals,
+    rows_of_other_fronts,
     trials_frame,
     write_parquet_atomic,
 )
 from fairsearch.output.tables import aligned_rows
-from fairsearch.output.threshold_fronts import THRESHOLD_FRONTS
 from fairsearch.spec.config import (
     OBJECTIVES,
     Constraints,
@@ -360,9 +359,9 @@ def _write_front(folder: Path, runs: pd.DataFrame, plan: ConfirmPlan) -> pd.Data
     front = confirmed_front(trials, runs, plan, objectives)
     common = read_parquet_metadata(folder / PARETO_FILE) if (folder / PARETO_FILE).is_file() else {}
     hv = float(front["hypervolume"].iloc[0]) if len(front) else 0.0
-    # the other fronts are kept as the search wrote them
-    thresholded = [read_front(folder, name) for name in (FEASIBLE_FRONT, *THRESHOLD_FRONTS)]
-    parts = [rows for rows in [search, *thresholded, front] if len(rows)]
+    # every other front (feasible, thresholded, refit, ...) is kept as the search wrote it
+    others = rows_of_other_fronts(folder, but=(SEARCH_FRONT, CONFIRMED_FRONT))
+    parts = [rows for rows in [search, others, front] if len(rows)]
     both = pd.concat(parts, ignore_index=True) if len(parts) > 1 else search
     common |= {"confirmed_hypervolume": json.dumps(hv), "search_columns": json.dumps(list(search.columns))}
     write_parquet_atomic(both, folder / PARETO_FILE, common)

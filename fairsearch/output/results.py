@@ -92,6 +92,7 @@ __all__ = [
     "read_parquet_metadata",
     "read_results",
     "read_sweep_goals",
+    "rows_of_other_fronts",
     "search_rows",
     "trials_frame",
     "write_parquet_atomic",
@@ -705,6 +706,22 @@ def read_front(folder: str | Path, front: str) -> pd.DataFrame:
     if "front" not in df:
         return df.iloc[:0]
     return df[df["front"] == front].reset_index(drop=True)
+
+
+def rows_of_other_fronts(folder: str | Path, but: Sequence[str]) -> pd.DataFrame:
+    """Every row of a sweep's ``pareto.parquet`` whose ``front`` is none of ``but``, in file order (the
+    fronts another writer keeps as they are while it rewrites its own); empty when there is no file.
+
+    Raises:
+        FairsearchError: the file is unreadable or damaged.
+    """
+    path = Path(folder) / PARETO_FILE
+    if not path.exists():
+        return pd.DataFrame()
+    df, _ = _read_table(path)
+    if "front" not in df:
+        return df.iloc[:0]
+    return df[~df["front"].isin(list(but))].reset_index(drop=True)
 
 
 def search_rows(pareto_df: pd.DataFrame, columns: str | None = None) -> pd.DataFrame:
