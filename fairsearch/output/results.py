@@ -699,13 +699,8 @@ def read_front(folder: str | Path, front: str) -> pd.DataFrame:
     Raises:
         FairsearchError: the file is unreadable or damaged.
     """
-    path = Path(folder) / PARETO_FILE
-    if not path.exists():
-        return pd.DataFrame()
-    df, _ = _read_table(path)
-    if "front" not in df:
-        return df.iloc[:0]
-    return df[df["front"] == front].reset_index(drop=True)
+    df = _rows_with_front(folder)
+    return df[df["front"] == front].reset_index(drop=True) if len(df) else df
 
 
 def rows_of_other_fronts(folder: str | Path, but: Sequence[str]) -> pd.DataFrame:
@@ -715,13 +710,18 @@ def rows_of_other_fronts(folder: str | Path, but: Sequence[str]) -> pd.DataFrame
     Raises:
         FairsearchError: the file is unreadable or damaged.
     """
+    df = _rows_with_front(folder)
+    return df[~df["front"].isin(list(but))].reset_index(drop=True) if len(df) else df
+
+
+def _rows_with_front(folder: str | Path) -> pd.DataFrame:
+    """``pareto.parquet``'s rows when it has a ``front`` column; else (no file, or a file from before the
+    column) no rows."""
     path = Path(folder) / PARETO_FILE
     if not path.exists():
         return pd.DataFrame()
     df, _ = _read_table(path)
-    if "front" not in df:
-        return df.iloc[:0]
-    return df[~df["front"].isin(list(but))].reset_index(drop=True)
+    return df if "front" in df else df.iloc[:0]
 
 
 def search_rows(pareto_df: pd.DataFrame, columns: str | None = None) -> pd.DataFrame:
