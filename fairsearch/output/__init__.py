@@ -2,8 +2,10 @@
 
 Holds the results files and their fronts (:mod:`~fairsearch.output.results`), the text tables
 (:mod:`~fairsearch.output.tables`), the thresholded fronts (:mod:`~fairsearch.output.threshold_fronts`),
-the seed-confirmed front (:mod:`~fairsearch.output.confirm`) and the HTML report with its figures
-(:mod:`~fairsearch.output.report`, :mod:`~fairsearch.output.report_figures`).
+the last-layer refit front (:mod:`~fairsearch.output.refit_fronts`), the seed-confirmed front
+(:mod:`~fairsearch.output.confirm`), two trials compared on the same test images
+(:mod:`~fairsearch.output.compare`) and the HTML report with its figures (:mod:`~fairsearch.output.report`,
+:mod:`~fairsearch.output.report_figures`).
 
 Layer: above ``train`` (it reads the trials' checkpointed scores), below ``search``. It must not import
 ``search`` or ``cli``, nor Ray: ``fairsearch pareto`` and ``report`` read a results folder without a cluster.
