@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="two trials on the same test images: each metric's difference with a 95 %% paired interval",
     )
     compare.add_argument("folder", help="results/<name>")
-    compare.add_argument("a", help="a trial number (7), or a trial at a decision threshold (7@0.42)")
+    compare.add_argument(
+        "a", help="a trial number (7), a trial at a decision threshold (7@0.42), or refitted (7@refit)"
+    )
     compare.add_argument("b", help="the trial to compare it with, written the same way")
 
     data = sub.add_parser("data", help="inspect a dataset or write the synthetic one")

@@ -142,7 +142,7 @@ def test_compare_gives_the_paired_differences_of_two_trials_on_their_test_scores
         GROUPS,
         n_boot=300,
     )
-    assert result == expected and side_b.threshold == 0.3 and int(side_a.row["number"]) == 1
+    assert result == expected and side_b.how == "at threshold 0.3" and int(side_a.row["number"]) == 1
     text = format_comparison(side_a, side_b, result)
     assert text.splitlines()[0] == "A: trial 1 (fr, lam=0.3)"
     assert text.splitlines()[1] == "B: trial 0 (vanilla, -) at threshold 0.3"
@@ -169,7 +169,7 @@ def test_the_verdict_says_whether_a_lower_gap_raised_the_worst_group_or_levelled
     ("a", "b", "message"),
     [
         ("7", "0", "has no completed trial 7; completed trials: [0, 1, 2, 3]"),
-        ("1@1.5", "0", "1@1.5 is not a trial: give a trial number (7) or a trial at a decision threshold"),
+        ("1@1.5", "0", "1@1.5 is not a trial: give a trial number (7), a trial at a decision threshold"),
         ("one", "0", "compare: one is not a trial"),
         ("3", "0", "trial 3 of"),  # no scores in its checkpoint
     ],

@@ -162,3 +162,24 @@ def test_pareto_shows_the_refit_front(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["pareto", str(tmp_path / "sweep")]) == 0
     out = capsys.readouterr().out
     assert "Last-layer refit front (a new head fitted on half of validation; val = the other half)" in out
+
+
+def test_compare_takes_a_trial_with_its_last_layer_refitted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``7@refit``: the decisions of the trial's refit row, paired against another side."""
+    from fairsearch.output.compare import compare_trials
+
+    write_results(
+        tmp_path / "sweep", _sweep_with_features(tmp_path), {}, derived_fronts=derived_fronts(OBJECTIVES)
+    )
+    side_a, side_b, _ = compare_trials(tmp_path / "sweep", "0@refit", "0", n_boot=200)
+    with np.load(tmp_path / "ckpt0" / FEATURES_FILE) as f:
+        val_x, test_x = f["val_features"], f["test_features"]
+    refit = refit_last_layer(val_x, side_a.scores.val.label, side_a.scores.val.group, test_x)
+    assert np.array_equal(side_a.decisions, (refit.test_prob >= 0.5).astype(np.int64))
+    assert side_a.title.endswith(f"with its last layer refitted on validation (C {refit.c:g})")
+    assert np.array_equal(side_b.decisions, (side_b.scores.test.score >= 0.5).astype(np.int64))
+    assert main(["compare", str(tmp_path / "sweep"), "2@refit", "0"]) == 2  # trial 2 kept no features
+    err = capsys.readouterr().err
+    assert "trial 2 of" in err and "kept no features to refit" in err and "Traceback" not in err

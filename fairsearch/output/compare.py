@@ -1,8 +1,9 @@
 """``fairsearch compare``: two trials of a sweep on the same test images, with paired intervals.
 
-A side is a trial number (``7``: the trial as trained, deciding positive at p ≥ 0.5) or a trial at a
+A side is a trial number (``7``: the trial as trained, deciding positive at p ≥ 0.5), a trial at a
 decision threshold of its own (``7@0.42``, as the thresholded fronts of
-:mod:`fairsearch.output.threshold_fronts` decide). Both sides' decisions come from their trials'
+:mod:`fairsearch.output.threshold_fronts` decide), or a trial with its last layer refitted on validation
+(``7@refit``, as its row of the ``last_layer_refit`` front; the trial must have kept its features). Both sides' decisions come from their trials'
 checkpointed test scores (``scores.npz``), so the comparison is on the very same images; the differences
 and their intervals are :func:`fairsearch.judge.paired.paired_comparison`'s.
 """
@@ -19,47 +20,54 @@ import pandas as pd
 
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.judge.paired import PairedDifference, paired_comparison
+from fairsearch.judge.refit import refit_last_layer
 from fairsearch.judge.thresholds import SplitScores, TrialScores
 from fairsearch.output.results import completed_trials, read_results
 from fairsearch.output.tables import aligned_rows, method_settings
-from fairsearch.train.checkpoint import read_scores_at
+from fairsearch.train.checkpoint import read_features_at, read_scores_at
 
 __all__ = ["Side", "compare_trials", "format_comparison"]
 
-_SIDE = re.compile(r"^(\d{1,9})(?:@(0(?:\.\d+)?|1(?:\.0+)?|\.\d+))?$")
+_SIDE = re.compile(r"^(\d{1,9})(?:@(refit|0(?:\.\d+)?|1(?:\.0+)?|\.\d+))?$")
+REFIT = "refit"
+"""``7@refit``: trial 7 with its last layer refitted on validation, as its ``last_layer_refit`` row."""
 
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a comparison: a trial's row, its test scores and its decision threshold."""
+    """One side of a comparison: a trial's row, its test scores, and the test decisions compared.
+
+    Attributes:
+        spec: as written (``7``, ``7@0.42``, ``7@refit``).
+        row: the trial's ``trials.parquet`` row.
+        scores: its checkpointed scores (labels and groups of both splits).
+        decisions: ``[N]`` 0/1 test decisions.
+        how: how they were made, beyond the trial's own threshold of 0.5 (empty for that).
+    """
 
     spec: str
     row: pd.Series
     scores: TrialScores
-    threshold: float
-
-    @property
-    def decisions(self) -> np.ndarray:
-        """``[N]`` 0/1 test decisions."""
-        return (self.scores.test.score >= self.threshold).astype(np.int64)
+    decisions: np.ndarray
+    how: str = ""
 
     @property
     def title(self) -> str:
-        """``trial 7 (hybrid, lam=0.3 w_max=5)``, with ``at threshold 0.42`` when it is not 0.5."""
+        """``trial 7 (hybrid, lam=0.3 w_max=5)``, then how its decisions were made when not at 0.5."""
         text = (
             f"trial {int(self.row['number'])} ({self.row.get('param/method')}, {method_settings(self.row)})"
         )
-        return text if self.threshold == 0.5 else f"{text} at threshold {self.threshold:g}"
+        return f"{text} {self.how}" if self.how else text
 
 
 def _side(spec: str, trials: pd.DataFrame, folder: Path) -> Side:
     match = _SIDE.match(spec.strip())
     if match is None:
         raise FairsearchError(
-            f"compare: {clip_value(spec)} is not a trial: give a trial number (7) or a trial at a decision "
-            "threshold in [0, 1] (7@0.42)"
+            f"compare: {clip_value(spec)} is not a trial: give a trial number (7), a trial at a decision "
+            "threshold in [0, 1] (7@0.42), or a trial with its last layer refitted (7@refit)"
         )
-    number, threshold = int(match.group(1)), float(match.group(2) or 0.5)
+    number, how = int(match.group(1)), match.group(2) or "0.5"
     done = completed_trials(trials)
     rows = done[done["number"] == number]
     if rows.empty:
@@ -76,7 +84,21 @@ def _side(spec: str, trials: pd.DataFrame, folder: Path) -> Side:
             f"compare: trial {number} of {folder} has no test scores in its checkpoint {location!s} "
             "(a sweep from before scores were kept, or its checkpoint was moved)"
         )
-    return Side(spec, row, TrialScores.from_arrays(arrays, f"trial {number}'s scores"), threshold)
+    scores = TrialScores.from_arrays(arrays, f"trial {number}'s scores")
+    if how != REFIT:
+        decisions = (scores.test.score >= float(how)).astype(np.int64)
+        return Side(spec, row, scores, decisions, "" if float(how) == 0.5 else f"at threshold {float(how):g}")
+    features = read_features_at(str(location))
+    if features is None or "val_features" not in features or "test_features" not in features:
+        raise FairsearchError(
+            f"compare: trial {number} of {folder} kept no features to refit; run it with "
+            "'refit_last_layer: true' in the space's fixed settings"
+        )
+    refit = refit_last_layer(
+        features["val_features"], scores.val.label, scores.val.group, features["test_features"]
+    )
+    decisions = (refit.test_prob >= 0.5).astype(np.int64)
+    return Side(spec, row, scores, decisions, f"with its last layer refitted on validation (C {refit.c:g})")
 
 
 def _same_images(a: SplitScores, b: SplitScores) -> bool:
