@@ -354,7 +354,7 @@ class _Selection:
         if self.key is None or best is None or _better(val.get(self.key), best.get(self.key)):
             self.metrics = val
             if self.key is not None:
-                self.state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+                self.state = _snapshot(model)
             return val
         return {**best, "epoch": val["epoch"], "train_loss": val["train_loss"]}
 
@@ -376,9 +376,14 @@ class _Selection:
             return
         self.metrics = dict(last)
         if last.get("selected_epoch", last["epoch"]) == last["epoch"]:
-            self.state = {k: v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+            self.state = _snapshot(model)
         else:
             self.state = torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _snapshot(model: GlaucomaClassifier) -> dict[str, torch.Tensor]:
+    """A copy of the model's trainable weights that training on does not change."""
+    return {k: v.clone() for k, v in model.trainable_state_dict().items()}  # already detached, on the CPU
 
 
 def _better(value: float | None, best: float | None) -> bool:
