@@ -9,7 +9,6 @@ starting a sweep. Memory bombs run in a child process under a memory limit.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
@@ -27,14 +26,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from refusals import MAX_MESSAGE, refused, snapshot
 
-from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
 from fairsearch.output.results import PARETO_FILE, TRIALS_FILE, TrialRecord, write_results
 
 FOLDERS = {"train": "Training", "val": "Validation", "test": "Test"}
-MAX_MESSAGE = 5000
-"""A refusal is one short message: never a huge value, never thousands of lines."""
 
 
 class ReachedRay(Exception):
@@ -65,44 +62,6 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     (tmp_path / "a_file").write_text("not a folder\n")
     (tmp_path / "a_folder").mkdir()
     yield
-
-
-def _snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
-    """Every path under ``root`` with its kind, size, modification time and content hash."""
-    tree: dict[str, tuple[Any, ...]] = {}
-    for path in sorted(root.rglob("*")):
-        info = path.lstat()
-        rel = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            tree[rel] = ("link", os.readlink(path))
-        elif path.is_dir():
-            tree[rel] = ("dir", info.st_mtime_ns)
-        else:
-            tree[rel] = (
-                "file",
-                info.st_size,
-                info.st_mtime_ns,
-                hashlib.sha256(path.read_bytes()).hexdigest(),
-            )
-    return tree
-
-
-def refused(capsys: pytest.CaptureFixture[str], root: Path, argv: list[str], fragment: str) -> str:
-    """Runs ``fairsearch <argv>`` and checks: exit 2, ``fragment`` in stderr, no traceback, short
-    message, ``root`` unchanged. Returns stderr."""
-    capsys.readouterr()
-    before = _snapshot(root)
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse's own refusals
-        code = exc.code
-    err = capsys.readouterr().err
-    assert code == 2, err[-MAX_MESSAGE:]
-    assert fragment in err, err[-MAX_MESSAGE:]
-    assert "Traceback" not in err
-    assert len(err) < MAX_MESSAGE, err[:MAX_MESSAGE]
-    assert _snapshot(root) == before
-    return err
 
 
 # --- space files ----------------------------------------------------------------------------------
@@ -351,12 +310,12 @@ LAUGHS_IN_A_LIST = "".join(
 )
 def test_alias_bomb_is_refused_in_bounded_memory(tmp_path: Path, text: str) -> None:
     (tmp_path / "bomb.yaml").write_text(text)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     proc = _bomb_run(tmp_path)
     assert proc.returncode == 2, proc.stderr[-MAX_MESSAGE:]
     assert "aliases expand to more than 1048576 nodes" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and len(proc.stderr) < MAX_MESSAGE
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 # --- command-line flags ---------------------------------------------------------------------------
