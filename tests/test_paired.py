@@ -10,9 +10,9 @@ import pytest
 
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
-from fairsearch.judge.paired import paired_comparison
+from fairsearch.judge.paired import paired_comparison, verdict
 from fairsearch.judge.thresholds import SplitScores, TrialScores
-from fairsearch.output.compare import compare_trials, format_comparison, verdict
+from fairsearch.output.compare import compare_trials, format_comparison
 from fairsearch.output.results import TrialRecord, write_results
 from fairsearch.train.checkpoint import SCORES_FILE
 
@@ -79,10 +79,36 @@ def test_identical_decisions_differ_by_nothing_and_the_intervals_hold_their_poin
     assert by["p_pos/big"].b == pytest.approx(np.mean(b[group == 0]))
     assert by["acc"].n == 240 and by["acc/small"].n == 40
     assert paired_comparison(a, b, label, group, ["big", "small"], n_boot=300, seed=3) == result  # seeded
-    with pytest.raises(ValueError, match="equally long"):
+    with pytest.raises(ValueError, match="must hold the same N > 0 images"):
         paired_comparison(a[:-1], b, label, group, ["big", "small"])
     with pytest.raises(ValueError, match="label must hold 0 and 1 only"):
         paired_comparison(a, b, label + 1, group, ["big", "small"])
+
+
+def test_runs_of_a_model_are_compared_by_their_mean_per_image() -> None:
+    """Seeds of a configuration ([R, N] decisions): each metric is the runs' mean (a group's accuracy the
+    mean of its runs' accuracies), the images are resampled with all their runs, and one run, or R equal
+    runs, compare as that run alone."""
+    rng = np.random.default_rng(4)
+    a, b, label, group = _pair(rng, [300, 60], [0.9, 0.7], [0.85, 0.8], 0.5)
+    a2, b2, _, _ = _pair(rng, [300, 60], [0.9, 0.7], [0.85, 0.8], 0.5)
+    names = ["big", "small"]
+    single = paired_comparison(a, b, label, group, names, n_boot=300, seed=1)
+    assert paired_comparison(np.stack([a, a, a]), b[None], label, group, names, n_boot=300, seed=1) == single
+    runs = paired_comparison(np.stack([a, a2]), np.stack([b, b2, b]), label, group, names, n_boot=300, seed=1)
+    by = {d.metric: d for d in runs}
+    small = group == 1
+    runs_acc = [np.mean(x[small] == label[small]) for x in (a, a2)]
+    assert by["acc/small"].a == pytest.approx(np.mean(runs_acc))
+    assert by["p_pos/big"].b == pytest.approx(np.mean([np.mean(x[group == 0]) for x in (b, b2, b)]))
+    accs = {
+        g: np.mean([np.mean(x[group == k] == label[group == k]) for x in (a, a2)])
+        for k, g in enumerate(names)
+    }
+    assert by["max_acc_gap"].a == pytest.approx(max(accs.values()) - min(accs.values()))
+    assert all(d.low <= d.diff <= d.high for d in runs)
+    with pytest.raises(ValueError, match="must hold the same N > 0 images"):
+        paired_comparison(np.stack([a, a2])[:, :-1], b, label, group, names)
 
 
 def test_pairing_is_what_makes_a_small_difference_clear() -> None:

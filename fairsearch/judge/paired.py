@@ -14,13 +14,14 @@ reported difference.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["PairedDifference", "paired_comparison"]
+__all__ = ["PairedDifference", "paired_comparison", "verdict"]
 
 _Z = {0.95: 1.959963984540054, 0.9: 1.6448536269514722, 0.99: 2.5758293035489004}
 
@@ -92,7 +93,11 @@ def paired_comparison(
     """Two models' decisions on the same images, compared metric by metric.
 
     Args:
-        decision_a, decision_b: ``[N]`` 0/1 decisions of models A and B on the same images, in one order.
+        decision_a, decision_b: ``[N]`` 0/1 decisions of models A and B on the same images, in one order;
+            or ``[R, N]``, the decisions of R runs of a model (its seeds; A and B may have different R):
+            then each metric is that of the runs' mean per image (a group's accuracy is the mean of its
+            runs' accuracies), and the images are resampled with all their runs, so the interval is for
+            these runs on other images like these (how much another seed would move it is not in it).
         label: ``[N]`` true classes, 0 or 1.
         group: ``[N]`` group id per image (−1: in no group: counted overall, in no group's metric).
         group_names: the name of every group id.
@@ -107,11 +112,12 @@ def paired_comparison(
     Raises:
         ValueError: arrays of different lengths, no images, or decisions or labels other than 0/1.
     """
-    a, b, y = (np.asarray(v).reshape(-1) for v in (decision_a, decision_b, label))
-    g = np.asarray(group).reshape(-1).astype(np.int64)
-    if not a.size == b.size == y.size == g.size or a.size == 0:
+    a, b = (np.atleast_2d(np.asarray(v)) for v in (decision_a, decision_b))
+    y, g = np.asarray(label).reshape(-1), np.asarray(group).reshape(-1).astype(np.int64)
+    if a.ndim != 2 or b.ndim != 2 or not a.shape[1] == b.shape[1] == y.size == g.size or y.size == 0:
         raise ValueError(
-            f"decisions, labels and groups must be equally long and not empty: {a.size}, {b.size}, {y.size}, {g.size}"
+            "decisions ([N] or [runs, N]), labels and groups must hold the same N > 0 images: "
+            f"{np.shape(decision_a)}, {np.shape(decision_b)}, {y.size}, {g.size}"
         )
     for name, v in (("decision_a", a), ("decision_b", b), ("label", y)):
         if not np.isin(v, (0, 1)).all():
@@ -120,7 +126,9 @@ def paired_comparison(
     grouped = strata >= 0
     if not grouped.any():
         raise ValueError("no image is in a group")
-    correct_a, correct_b = (a == y).astype(np.float64), (b == y).astype(np.float64)
+    # per image: the share of the runs right, and positive (one run: 0 or 1)
+    correct_a, correct_b = (a == y).mean(axis=0), (b == y).mean(axis=0)
+    a, b = a.mean(axis=0), b.mean(axis=0)
     sizes = np.bincount(inverse, minlength=strata.size).astype(np.float64)
 
     def counts(values: np.ndarray) -> np.ndarray:
@@ -162,3 +170,42 @@ def paired_comparison(
     result.append(diff("worst_group_acc", "worst", int(group_sizes.sum())))
     result.append(diff("max_acc_gap", "gap", int(group_sizes.sum())))
     return result
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def verdict(differences: Sequence[PairedDifference], names: tuple[str, str] = ("A", "B")) -> str:
+    """One line on what the paired intervals settle: which side's gap is lower, and whether that came
+    from raising the worst group or from lowering the best one (levelling down); then overall accuracy.
+
+    Only differences whose interval excludes 0 are called: a group is "clearly lower" or raised only then.
+
+    Args:
+        differences: :func:`paired_comparison`'s, A − B.
+        names: how the line names A and B.
+    """
+    by = {d.metric: d for d in differences}
+    gap, acc = by["max_acc_gap"], by["acc"]
+    groups = [d for d in differences if d.metric.startswith("acc/")]
+    if not gap.clear:
+        text = "the data do not settle which side has the lower MaxAccGap"
+    else:
+        sign = 1 if gap.diff < 0 else -1  # differences from the lower-gap side's view
+        down = [d for d in groups if d.clear and sign * d.diff < 0]
+        up = [d for d in groups if d.clear and sign * d.diff > 0]
+        how = (
+            "by levelling down: " + ", ".join(g.metric.split("/", 1)[1] for g in down) + " clearly lower"
+            if down
+            else "by raising " + ", ".join(g.metric.split("/", 1)[1] for g in up)
+            if up
+            else "with no group's accuracy clearly different"
+        )
+        lower = names[0] if sign == 1 else names[1]
+        text = f"{lower} has the clearly lower MaxAccGap ({_pct(abs(gap.diff))} points), {how}"
+    if acc.clear:
+        text += f"; {names[0] if acc.diff > 0 else names[1]} is clearly more accurate overall ({_pct(abs(acc.diff))} points)"
+    else:
+        text += "; overall accuracy: no clear difference"
+    return text

@@ -10,7 +10,6 @@ and their intervals are :func:`fairsearch.judge.paired.paired_comparison`'s.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from fairsearch.errors import FairsearchError, clip_value
-from fairsearch.judge.paired import PairedDifference, paired_comparison
+from fairsearch.judge.paired import PairedDifference, paired_comparison, verdict
 from fairsearch.judge.refit import refit_last_layer
 from fairsearch.judge.thresholds import SplitScores, TrialScores
 from fairsearch.output.results import completed_trials, read_results
-from fairsearch.output.tables import aligned_rows, method_settings
+from fairsearch.output.tables import aligned_rows, fmt_pct, method_settings
 from fairsearch.train.checkpoint import read_features_at, read_scores_at
 
 __all__ = ["Side", "compare_trials", "format_comparison"]
@@ -157,38 +156,6 @@ def _label(d: PairedDifference) -> str:
     return f"{'acc' if kind == 'acc' else 'P(positive)'} {group} (n={d.n})"
 
 
-def _pct(value: float) -> str:
-    return "-" if math.isnan(value) else f"{100 * value:.1f}"
-
-
-def verdict(differences: list[PairedDifference]) -> str:
-    """One line on what the paired intervals settle: which side's gap is lower, and whether that came
-    from raising the worst group or from lowering the best one (levelling down)."""
-    by = {d.metric: d for d in differences}
-    gap, acc = by["max_acc_gap"], by["acc"]
-    groups = [d for d in differences if d.metric.startswith("acc/")]
-    if not gap.clear:
-        text = "the data do not settle which side has the lower MaxAccGap"
-    else:
-        lower = "A" if gap.diff < 0 else "B"
-        sign = 1 if lower == "A" else -1  # differences from the lower-gap side's view
-        down = [d for d in groups if d.clear and sign * d.diff < 0]
-        up = [d for d in groups if d.clear and sign * d.diff > 0]
-        how = (
-            "by levelling down: " + ", ".join(g.metric.split("/", 1)[1] for g in down) + " clearly lower"
-            if down
-            else "by raising " + ", ".join(g.metric.split("/", 1)[1] for g in up)
-            if up
-            else "with no group's accuracy clearly different"
-        )
-        text = f"{lower} has the clearly lower MaxAccGap ({_pct(abs(gap.diff))} points), {how}"
-    if acc.clear:
-        text += f"; {'A' if acc.diff > 0 else 'B'} is clearly more accurate overall ({_pct(abs(acc.diff))} points)"
-    else:
-        text += "; overall accuracy: no clear difference"
-    return text
-
-
 def format_comparison(side_a: Side, side_b: Side, differences: list[PairedDifference]) -> str:
     """The comparison as text: both sides, one row per metric with A, B and A − B [95 % paired CI]."""
     n = differences[0].n
@@ -202,8 +169,8 @@ def format_comparison(side_a: Side, side_b: Side, differences: list[PairedDiffer
     rows = [
         [
             _label(d),
-            _pct(d.a),
-            _pct(d.b),
+            fmt_pct(d.a),
+            fmt_pct(d.b),
             f"{100 * d.diff:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]{' *' if d.clear else ''}",
         ]
         for d in differences
