@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _pareto(args: argparse.Namespace) -> int:
-    from fairsearch.output.confirm import format_confirmed, read_confirmed
+    from fairsearch.output.confirm import format_confirmed, paired_verdicts, read_confirmed
     from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results, read_sweep_goals
     from fairsearch.output.tables import constraint_lines, format_front
     from fairsearch.output.threshold_fronts import read_threshold_fronts
@@ -174,12 +174,12 @@ def _pareto(args: argparse.Namespace) -> int:
         print("\n" + refit)
     runs, confirmed = read_confirmed(folder)
     if len(runs):
-        print("\n" + format_confirmed(confirmed))
+        print("\n" + format_confirmed(confirmed, paired_verdicts(folder, confirmed)))
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fairsearch.output.confirm import format_confirmed
+    from fairsearch.output.confirm import format_confirmed, paired_verdicts
     from fairsearch.output.tables import format_front
     from fairsearch.search.sweep import run_sweep
 
@@ -210,7 +210,12 @@ def _run(args: argparse.Namespace) -> int:
         except FairsearchError as err:
             logger.warning("threshold fronts not shown: %s", err)
     if len(outcome.confirmed):
-        print("\n" + format_confirmed(outcome.confirmed))
+        try:
+            verdicts = paired_verdicts(outcome.results_dir, outcome.confirmed)
+        except FairsearchError as err:  # the sweep has ended: its exit code does not hang on the verdicts
+            logger.warning("confirmed front not judged against vanilla: %s", err)
+            verdicts = {}
+        print("\n" + format_confirmed(outcome.confirmed, verdicts))
     recovered = (
         f" ({outcome.recovered} after a failure, restarted from a checkpoint: the 'failures' column; Tune's "
         "error.txt in its folder records the failure)"

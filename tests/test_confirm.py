@@ -1,5 +1,5 @@
 """Seed-confirmed fronts: which trials are confirmed, the runs that confirm them, the front of the seed
-means, the levelling-down verdict, the files, and a confirmation stage that resumes after a kill."""
+means, the paired verdict against vanilla, the files, and a confirmation stage that resumes after a kill."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 from sweep_helpers import assert_each_epoch_trained_once, run_command, start_sweep, trained_parts, write_space
 
+from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
+from fairsearch.judge.thresholds import SplitScores, TrialScores
 from fairsearch.output.confirm import (
     CONFIRM_FILE,
     ConfirmPlan,
@@ -23,15 +25,16 @@ from fairsearch.output.confirm import (
     confirmed_front,
     format_confirmed,
     make_plan,
+    paired_verdicts,
     read_confirmed,
     read_plan,
-    verdict,
     write_confirmation,
     write_plan,
 )
 from fairsearch.output.report import write_report
 from fairsearch.output.results import TrialRecord, read_results, write_results
 from fairsearch.search.tune_trials import STATE_FOLDER
+from fairsearch.train.checkpoint import SCORES_FILE
 
 GROUPS = "param/group_by"
 
@@ -171,24 +174,93 @@ def test_the_confirmed_front_s_columns_do_not_depend_on_the_hash_seed(tmp_path: 
     assert len(columns) == 1 and "shift/acc" in columns.pop()
 
 
-def _groups(row: dict[str, float], split: str = "test") -> dict[str, object]:
-    return {GROUPS: "ethnicity"} | {f"{split}/acc/ethnicity/{g}": v for g, v in row.items()}
+def _scored_record(
+    root: Path, trial_id: str, number: int, seed: int, accs: tuple[float, float]
+) -> TrialRecord:
+    """A completed run whose checkpoint keeps test scores: right on each group's share ``accs`` of the
+    same 1900 test images (1500 majority, 400 minority), its errors drawn by ``seed``."""
+    rng = np.random.default_rng(100 + seed)
+    group = np.repeat([0, 1], [1500, 400])
+    label = np.random.default_rng(0).integers(0, 2, group.size)
+    right = rng.random(group.size) < np.asarray(accs)[group]
+    decision = np.where(right, label, 1 - label)
+    split = SplitScores(np.where(decision == 1, 0.9, 0.1), label, group)
+    checkpoint = root / f"ckpt-{trial_id}"
+    checkpoint.mkdir()
+    TrialScores("ethnicity", ("maj", "min"), split, split).save(checkpoint / SCORES_FILE)
+    method = "vanilla" if number == 1 else "hybrid"
+    params = {"method": method, "seed": seed, "group_by": "ethnicity"}
+    metrics = {"acc": 0.9 - 0.01 * (number != 1), "max_acc_gap": 0.2 - 0.1 * (number != 1)}
+    return TrialRecord(trial_id, number, "completed", params, metrics, 2.0, checkpoint=str(checkpoint))
 
 
 @pytest.mark.parametrize(
-    ("fair", "expected"),
+    ("fair_accs", "expected"),
     [
-        ({"A": 0.93, "B": 0.90}, "raises the worst group"),  # B +0.15, A −0.02
-        ({"A": 0.80, "B": 0.78}, "levels down"),  # B +0.03, A −0.15
-        ({"A": 0.95, "B": 0.70}, "no narrower gap"),
-        ({"A": 0.95}, "-"),
+        (
+            (0.92, 0.86),
+            (
+                "#0 has the clearly lower MaxAccGap (",
+                "points), by raising min; #0 is clearly more accurate overall",
+            ),
+        ),
+        (
+            (0.75, 0.70),
+            (
+                "#0 has the clearly lower MaxAccGap (",
+                "by levelling down: maj clearly lower; #1 is clearly more accurate",
+            ),
+        ),
+        (
+            (0.92, 0.70),
+            ("the data do not settle which side has the lower MaxAccGap; overall accuracy: no clear",),
+        ),
     ],
+    ids=["raises-the-minority", "levels-down", "no-difference"],
 )
-def test_verdict_tells_serving_the_worst_group_from_levelling_down(
-    fair: dict[str, float], expected: str
+def test_the_confirmed_front_judges_fair_members_against_vanilla_on_the_same_images(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    fair_accs: tuple[float, float],
+    expected: tuple[str, ...],
 ) -> None:
-    vanilla = _groups({"A": 0.95, "B": 0.75})
-    assert verdict(_groups(fair), vanilla) == expected
+    """Both configurations' three seeds (the search run and two confirmation runs), compared image by image."""
+    vanilla_accs = (0.92, 0.70)
+    search = [
+        _scored_record(tmp_path, "s0", 0, 0, fair_accs),
+        _scored_record(tmp_path, "s1", 1, 0, vanilla_accs),
+    ]
+    write_results(tmp_path, search, {})
+    runs = [
+        _scored_record(tmp_path, f"c{number}{seed}", number, seed, accs)
+        for number, accs in ((0, fair_accs), (1, vanilla_accs))
+        for seed in (1, 2)
+    ]
+    write_confirmation(tmp_path, runs, {}, ConfirmPlan((0, 1), (), {}))
+    _, front = read_confirmed(tmp_path)
+    assert sorted(front["number"]) == [0, 1]
+    verdicts = paired_verdicts(tmp_path, front)
+    assert list(verdicts) == [0]
+    assert verdicts[0].startswith("vs vanilla #1 (paired, 3 vs 3 seeds): ")
+    assert all(fragment in verdicts[0] for fragment in expected), verdicts[0]
+    assert f"    {verdicts[0]}" in format_confirmed(front, verdicts).splitlines()
+    capsys.readouterr()
+    assert main(["pareto", str(tmp_path)]) == 0
+    assert f"    {verdicts[0]}" in capsys.readouterr().out.splitlines()  # what `pareto` and `run` print
+
+
+def test_a_member_whose_runs_kept_no_scores_is_not_judged(tmp_path: Path) -> None:
+    search = [
+        _scored_record(tmp_path, "s0", 0, 0, (0.9, 0.8)),
+        _scored_record(tmp_path, "s1", 1, 0, (0.9, 0.7)),
+    ]
+    (Path(str(search[0].checkpoint)) / SCORES_FILE).unlink()
+    write_results(tmp_path, search, {})
+    write_confirmation(tmp_path, [], {}, ConfirmPlan((0, 1), (), {}))
+    _, front = read_confirmed(tmp_path)
+    assert paired_verdicts(tmp_path, front) == {
+        0: "vs vanilla #1: no paired comparison (a side's checkpoints kept no test scores)"
+    }
 
 
 def _record(trial_id: str, number: int, seed: int, acc: float, gap: float) -> TrialRecord:
@@ -219,14 +291,14 @@ def test_confirmation_files_keep_the_search_front_and_add_the_confirmed_one(tmp_
     assert confirmed.set_index("number").loc[0, "test/acc"] == pytest.approx((0.89 + 0.87) / 2)
     text = format_confirmed(confirmed)
     assert text.startswith("Confirmed front: 2 configuration(s)")
-    assert "#0     hybrid   2" in text and "test groups:" in text and "vs vanilla #1" in text
+    assert "#0     hybrid   2" in text and "test groups:" in text and "vs vanilla" not in text  # none given
     assert read_confirmed(tmp_path / "none")[1].empty
 
     html = write_report(tmp_path).read_text()
     assert "<h2>Seed-confirmed front</h2>" in html and '<table id="confirmed">' in html
     section = html[html.index("<h2>Seed-confirmed front</h2>") :]
     mean_acc = confirmed.set_index("number").loc[0, "val/acc"]
-    assert f"{100 * mean_acc:.1f}" in section and "vs #1: " in section
+    assert f"{100 * mean_acc:.1f}" in section and "vs vanilla #1: no paired comparison" in section
     assert section.count("data:image/png;base64,") == 1
 
 

@@ -38,7 +38,10 @@ import pyarrow as pa
 from scipy import stats
 
 from fairsearch.errors import FairsearchError
+from fairsearch.judge.paired import paired_comparison
+from fairsearch.judge.paired import verdict as paired_verdict
 from fairsearch.judge.pareto import hypervolume, pareto_mask
+from fairsearch.judge.thresholds import TrialScores
 from fairsearch.output.results import (
     PARETO_FILE,
     SEARCH_FRONT,
@@ -61,6 +64,7 @@ from fairsearch.spec.config import (
     objective_keys,
     objective_reference,
 )
+from fairsearch.train.checkpoint import read_scores_at
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ __all__ = [
     "candidates",
     "confirmed_front",
     "make_plan",
+    "paired_verdicts",
     "read_confirmed",
     "read_plan",
     "refresh_confirmed",
@@ -394,32 +399,93 @@ def _read(path: Path) -> pd.DataFrame:
         raise FairsearchError(f"cannot read {path}: {err}") from None
 
 
-def verdict(fair: Mapping[str, Any], vanilla: Mapping[str, Any], split: str = "test") -> str:
-    """Whether a fair configuration closed the gap by serving the worst group or by levelling down.
+@dataclass(frozen=True)
+class _SeedRuns:
+    """A configuration's seed runs on the test split: the first run's scores (labels, groups) and every
+    run's decisions at the trial's own threshold of 0.5, ``[runs, N]``."""
 
-    Compares the primary grouping's group accuracies (``<split>/acc/<group_by>/<group>``) of two rows
-    (seed means or single runs) of the same sweep: ``worst_up`` is how much the worst group's accuracy
-    rose, ``best_down`` how much the best group's fell.
+    scores: TrialScores
+    decisions: np.ndarray
+
+
+def _seed_runs(number: int, trials: pd.DataFrame, runs: pd.DataFrame) -> _SeedRuns | None:
+    """The search run and the completed confirmation runs of trial ``number`` whose checkpoints kept
+    their scores, all on the same test images; None when none did (a sweep from before scores were kept)."""
+    locations = [*trials.loc[trials["number"] == number, "checkpoint"]]
+    if len(runs):
+        done = completed_trials(runs)
+        locations += [*done.loc[done["number"] == number, "checkpoint"]]
+    first: TrialScores | None = None
+    decisions = []
+    for location in locations:
+        arrays = read_scores_at(location) if isinstance(location, str) and location else None
+        if arrays is None:
+            continue
+        scores = TrialScores.from_arrays(arrays, f"{location}'s scores")
+        if first is None:
+            first = scores
+        elif not (
+            np.array_equal(scores.test.label, first.test.label)
+            and np.array_equal(scores.test.group, first.test.group)
+            and scores.group_names == first.group_names
+        ):
+            raise FairsearchError(
+                f"trial {number}'s seed runs were not tested on the same images: {location} differs from its first run"
+            )
+        decisions.append((scores.test.score >= 0.5).astype(np.int64))
+    return None if first is None else _SeedRuns(first, np.stack(decisions))
+
+
+def paired_verdicts(folder: str | Path, front: pd.DataFrame) -> dict[int, str]:
+    """For each fair member of a confirmed front, how it compares with the front's vanilla member on
+    the same test images: :func:`fairsearch.judge.paired.paired_comparison` of their seed runs (each
+    side's decisions averaged per image over its seeds) and its verdict.
+
+    Args:
+        folder: the sweep's results folder.
+        front: its confirmed front (:func:`read_confirmed`).
 
     Returns:
-        ``raises the worst group`` (the gap shrank and the worst group gained at least what the best
-        lost), ``levels down`` (the gap shrank mostly because the best group lost), ``no narrower gap``,
-        or ``-`` when a figure is missing.
+        ``{number: "vs vanilla #1 (paired, 3 vs 3 seeds): ..."}`` for every non-vanilla member; empty when
+        the front has no vanilla member; a member whose runs (or vanilla's) kept no scores says so.
+
+    Raises:
+        FairsearchError: a scores file is damaged, or seed runs were tested on different images.
     """
-    group_by = fair.get("param/group_by")
-    prefix = f"{split}/acc/{group_by}/"
-    fair_acc = {k: float(v) for k, v in fair.items() if str(k).startswith(prefix) and pd.notna(v)}
-    base_acc = {k: float(v) for k, v in vanilla.items() if str(k).startswith(prefix) and pd.notna(v)}
-    if not group_by or len(fair_acc) < 2 or len(base_acc) < 2:
-        return "-"
-    gap_change = (max(fair_acc.values()) - min(fair_acc.values())) - (
-        max(base_acc.values()) - min(base_acc.values())
-    )
-    if gap_change >= 0:
-        return "no narrower gap"
-    worst_up = min(fair_acc.values()) - min(base_acc.values())
-    best_down = max(base_acc.values()) - max(fair_acc.values())
-    return "raises the worst group" if worst_up >= best_down else "levels down"
+    method = front.get("param/method", pd.Series(dtype=str))
+    vanillas = front[method == "vanilla"]
+    if front.empty or vanillas.empty:
+        return {}
+    folder = Path(folder)
+    trials, _ = read_results(folder)
+    runs = _read(folder / CONFIRM_FILE)
+    base_number = int(vanillas.iloc[0]["number"])
+    base = _seed_runs(base_number, trials, runs)
+    out: dict[int, str] = {}
+    for number in (int(n) for n in front.loc[method != "vanilla", "number"]):
+        head = f"vs vanilla #{base_number}"
+        fair = _seed_runs(number, trials, runs)
+        if base is None or fair is None:
+            out[number] = f"{head}: no paired comparison (a side's checkpoints kept no test scores)"
+            continue
+        if not (
+            np.array_equal(fair.scores.test.label, base.scores.test.label)
+            and np.array_equal(fair.scores.test.group, base.scores.test.group)
+        ):
+            out[number] = f"{head}: no paired comparison (not tested on the same images)"
+            continue
+        differences = paired_comparison(
+            fair.decisions,
+            base.decisions,
+            base.scores.test.label,
+            base.scores.test.group,
+            base.scores.group_names,
+        )
+        sides = f"{len(fair.decisions)} vs {len(base.decisions)} seeds"
+        out[number] = f"{head} (paired, {sides}): " + paired_verdict(
+            differences, (f"#{number}", f"#{base_number}")
+        )
+    return out
 
 
 def _pct(value: Any) -> str:
@@ -452,12 +518,14 @@ def group_summary(row: Mapping[str, Any], split: str = "test") -> str:
     return " · ".join(parts) if parts else "-"
 
 
-def format_confirmed(front: pd.DataFrame) -> str:
+def format_confirmed(front: pd.DataFrame, verdicts: Mapping[int, str] | None = None) -> str:
     """The confirmed front as text: each member's seed means with across-seed 95 % intervals, how far
-    its gap moved from validation to test, and its groups on the test split.
+    its gap moved from validation to test, its groups on the test split, and how it compares with the
+    vanilla member.
 
     Args:
         front: the confirmed rows of ``pareto.parquet`` (:func:`read_confirmed`).
+        verdicts: :func:`paired_verdicts` of the front, by member.
     """
     if front.empty:
         return "Confirmed front: none (no confirmation runs completed yet)."
@@ -483,11 +551,9 @@ def format_confirmed(front: pd.DataFrame) -> str:
         "95 % across-seed intervals (t), in %",
         *table[:2],
     ]
-    vanillas = front[front.get("param/method", pd.Series(dtype=str)) == "vanilla"]
     for (_, row), line in zip(front.iterrows(), table[2:], strict=True):
         lines.append(line)
-        note = f"    test groups: {group_summary(row)}"
-        if len(vanillas) and row.get("param/method") != "vanilla":
-            note += f"; vs vanilla #{vanillas.iloc[0]['number']}: {verdict(row, vanillas.iloc[0])}"
-        lines.append(note)
+        lines.append(f"    test groups: {group_summary(row)}")
+        if verdicts and int(row["number"]) in verdicts:
+            lines.append(f"    {verdicts[int(row['number'])]}")
     return "\n".join(line.rstrip() for line in lines)
