@@ -347,7 +347,9 @@ def simulate(
 
     latest = np.full((n, d), np.nan)
     reports_made = np.zeros(n, dtype=np.int64)
-    epochs, seconds, volumes = [], [], []
+    epochs: list[float] = []
+    seconds: list[float] = []
+    volumes: list[float] = []
     spent = 0.0
     events: list[tuple[float, int, int, int]] = []  # (time, tie-break, trial, report index)
     counter = 0

@@ -35,8 +35,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from fairsearch.judge.paired import verdict
 from fairsearch.methods import METHODS
-from fairsearch.output.confirm import group_summary, read_confirmed, verdict
+from fairsearch.output.compare import compare_trials
+from fairsearch.output.confirm import group_summary, paired_verdicts, read_confirmed
 from fairsearch.train.checkpoint import read_test_metrics_at
 
 ACC_SLACK = 0.02
@@ -114,7 +116,8 @@ def one_seed(space: Path, seed: int, out: Path) -> dict[str, Any]:
     eligible = [f for f in fair if f["val_acc"] >= vanilla["val_acc"] - ACC_SLACK]
     chosen = min(eligible, key=lambda f: (f["val_gap"], -f["val_acc"])) if eligible else None
     if chosen is not None:
-        chosen["verdict"] = verdict(chosen["_flat"], vanilla["_flat"])
+        _, _, differences = compare_trials(outcome.results_dir, str(chosen["number"]), str(vanilla["number"]))
+        chosen["verdict"] = "paired on the test images: " + verdict(differences, ("fair", "vanilla"))
         chosen["meets_target"] = _meets(chosen, vanilla)
     result |= {
         "vanilla": vanilla,
@@ -123,6 +126,7 @@ def one_seed(space: Path, seed: int, out: Path) -> dict[str, Any]:
         "any_fair_member_meets_target": any(_meets(f, vanilla) for f in fair),
     }
     _, confirmed = read_confirmed(outcome.results_dir)
+    judged = paired_verdicts(outcome.results_dir, confirmed)
     result["confirmed"] = [
         {
             "number": int(r["number"]),
@@ -142,6 +146,7 @@ def one_seed(space: Path, seed: int, out: Path) -> dict[str, Any]:
                 )
             },
             "test_groups": group_summary(r),
+            "against_vanilla": judged.get(int(r["number"]), "-"),
         }
         for _, r in confirmed.iterrows()
     ]
@@ -192,6 +197,8 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"test gap {_pct(c['test/max_acc_gap'])} [{_pct(c['test/max_acc_gap_seeds_low'])}, "
                 f"{_pct(c['test/max_acc_gap_seeds_high'])}]; {c['test_groups']}"
             )
+            if c["against_vanilla"] != "-":
+                lines.append(f"    {c['against_vanilla']}")
     return "\n".join(lines)
 
 

@@ -424,19 +424,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f.write(
                     f"{c.name},{int(c.scheduler)},{c.seed},{p.epochs},{p.seconds:.3f},{p.hypervolume:.6f}\n"
                 )
+    total_wall_s = time.perf_counter() - started
     summary = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "scheduler": SCHEDULER,
         "target": TARGET,
         "rows": [asdict(r) for r in rows],
         "mean": mean_row(rows),
-        "total_wall_s": time.perf_counter() - started,
+        "total_wall_s": total_wall_s,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     print()
     print(
         f"MO-ASHA vs no early stopping: {args.repeats} repeats x {args.trials} trials x {args.epochs} epochs, "
-        f"synthetic_n {args.synthetic_n}, in {summary['total_wall_s'] / 60:.1f} min"
+        f"synthetic_n {args.synthetic_n}, in {total_wall_s / 60:.1f} min"
     )
     print(format_table(rows))
     print(f"curves and summary in {out}")

@@ -110,15 +110,15 @@ def main() -> None:
                 flush=True,
             )
         times = [s for _, _, s in outcomes]
-        died = sum(d for _, d, _ in outcomes)
+        died_n = sum(d for _, d, _ in outcomes)
         joined_n = sum(j for j, _, _ in outcomes)
-        rows.append((name, len(outcomes), died, joined_n, statistics.median(times), max(times)))
+        rows.append((name, len(outcomes), died_n, joined_n, statistics.median(times), max(times)))
     print(
         "\n| nodes start with | connections | server died on the first try | joined in the end | s (median, max) |"
     )
     print("| --- | --- | --- | --- | --- |")
-    for name, n, died, joined, median, most in rows:
-        print(f"| {name} | {n} | {died} | {joined} | {median:.1f}, {most:.1f} |")
+    for name, n, died_count, joined_count, median, most in rows:
+        print(f"| {name} | {n} | {died_count} | {joined_count} | {median:.1f}, {most:.1f} |")
 
 
 if __name__ == "__main__":

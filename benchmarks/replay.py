@@ -164,8 +164,8 @@ def scheduler_rows(
             metrics=SyneDriver.metric_names(),
             do_minimize=True,
             time_attr=TIME_ATTR,
-            max_t=max_t,  # type: ignore[arg-type]
-            grace_period=grace,  # type: ignore[arg-type]
+            max_t=max_t,
+            grace_period=grace,
             reduction_factor=eta,
             random_seed=seed,
         )
