@@ -108,6 +108,49 @@ def test_a_fresh_claim_of_another_machine_is_refused_a_stale_one_taken_over(url:
         assert claim.generation == 1 and _claims(url, "s") == [f"{CLAIM_PREFIX}s/1"]
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"heartbeat": "yesterday"},
+        {"heartbeat": float("nan")},
+        {"pid": 1.5},
+        {"pid": True},
+        {"host": None},
+        {"released": "no"},
+        {"extra": 1},
+        {"token": ["a"]},
+    ],
+    ids=[
+        "text-heartbeat",
+        "nan-heartbeat",
+        "fractional-pid",
+        "bool-pid",
+        "no-host",
+        "text-released",
+        "unknown-field",
+        "list-token",
+    ],
+)
+def test_a_damaged_claim_record_is_taken_over_with_a_warning(
+    url: str, damage: dict[str, object], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fresh claim (heartbeat 1 s ago) whose record was damaged: never a traceback, never a driver
+    kept out for good; the claim is taken over at once and the damage is logged."""
+    _write_holder(url, "s", 0, None)
+    storage = optuna.storages.RDBStorage(url)
+    study_id = storage.get_study_id_from_name(f"{CLAIM_PREFIX}s/0")
+    storage.set_study_user_attr(study_id, "holder", asdict(_elsewhere(heartbeat_age_s=1)) | damage)
+    with caplog.at_level("WARNING"), claim_study(url, "s") as claim:
+        assert claim.generation == 1
+    assert "a claim record of this study is damaged" in caplog.text
+    alive = _elsewhere(1)
+    assert Holder.from_attr(asdict(alive)) == alive and not alive.released
+    for record in ({k: v for k, v in asdict(alive).items() if k != "heartbeat"}, "holder", [1, 2]):
+        read = Holder.from_attr(record)  # a field missing, or not a record at all
+        assert read is not None and read.released
+    assert Holder.from_attr(None) is None  # not written yet
+
+
 def test_is_gone() -> None:
     now = time.time()
     me = study_module._this_driver("t", now)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -59,7 +60,7 @@ from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 
-from fairsearch.errors import FairsearchError
+from fairsearch.errors import FairsearchError, clip_value
 
 logger = logging.getLogger(__name__)
 
@@ -106,16 +107,51 @@ class Holder:
 
     @classmethod
     def from_attr(cls, value: Any) -> Holder | None:
-        """The holder of a stored attribute; ``None`` for one that is not a holder's."""
-        try:
-            return cls(**value)
-        except TypeError:
+        """The holder of a stored attribute; ``None`` when there is none (not written yet).
+
+        A record that is there but damaged (a field missing, of the wrong type, not finite) is a
+        released holder, logged as a warning: its driver cannot be told alive, and a damaged record
+        must not keep every later driver out.
+        """
+        if value is None:
             return None
+        fields = _HOLDER_FIELDS
+        if not (
+            isinstance(value, dict)
+            and set(fields) - {"released"} <= set(value) <= set(fields)
+            and all(_is_a(value[name], fields[name]) for name in value)
+        ):
+            logger.warning(
+                "a claim record of this study is damaged (%s): treated as released", clip_value(value, 120)
+            )
+            return cls("?", -1, "", -1, "", 0.0, 0.0, released=True)
+        typed: dict[str, Any] = {k: (int(v) if fields[k] is int else v) for k, v in value.items()}
+        return cls(**typed)
 
     def describe(self, now: float) -> str:
         """``pid 123 on host-a, claimed 2026-01-01 10:00:00, last heartbeat 5 s ago``."""
         started = datetime.fromtimestamp(self.started).strftime("%Y-%m-%d %H:%M:%S")
         return f"pid {self.pid} on {self.host}, claimed {started}, last heartbeat {max(now - self.heartbeat, 0):.0f} s ago"
+
+
+_HOLDER_FIELDS: dict[str, type] = {
+    "host": str,
+    "pid": int,
+    "machine": str,
+    "process_start": int,
+    "token": str,
+}
+_HOLDER_FIELDS |= {"started": float, "heartbeat": float, "released": bool}
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    """A claim record's field as :class:`Holder` types it: an ``int`` or ``float`` field a finite number
+    (an ``int`` one whole), never a bool."""
+    if kind in (str, bool):
+        return isinstance(value, kind)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return kind is float or float(value).is_integer()
 
 
 def _read_text(path: str) -> str:
