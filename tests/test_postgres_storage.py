@@ -66,6 +66,69 @@ def test_an_unreachable_server_is_refused_within_30_s_and_nothing_written(tmp_pa
     assert elapsed < 30 + 20  # the check's own limit, plus the CLI's start-up on a loaded machine
 
 
+def _schema(url: str) -> dict[str, object]:
+    """The database's tables and its Optuna schema version, as read by SQLAlchemy."""
+    import sqlalchemy
+
+    with sqlalchemy.create_engine(url).connect() as connection:
+        tables = sorted(sqlalchemy.inspect(connection).get_table_names())
+        version = None
+        if "alembic_version" in tables:
+            version = connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
+    return {"tables": tables, "version": version}
+
+
+@pytest.mark.parametrize(
+    ("statements", "fragment"),
+    [
+        (
+            ["UPDATE alembic_version SET version_num = 'v9.0.0.a'"],
+            "(schema v9.0.0.a, not one this Optuna knows)",
+        ),
+        (
+            ["UPDATE alembic_version SET version_num = 'v3.0.0.a'"],
+            "was written by an older Optuna (schema v3.0.0.a",
+        ),
+        (["DROP TABLE trial_heartbeats"], "missing tables: trial_heartbeats"),
+        (None, "is not an Optuna database (its tables: studies, users)"),
+    ],
+    ids=["newer-optuna", "older-optuna", "incomplete", "another-application"],
+)
+def test_a_postgres_schema_optuna_would_change_is_refused_untouched(
+    tmp_path: Path, postgres_url: str, statements: list[str] | None, fragment: str
+) -> None:
+    """A database whose schema another Optuna version wrote, or another application's with a ``studies``
+    table: refused before the sweep writes anything, and the database as it was."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(postgres_url)
+    if statements is None:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("CREATE TABLE studies (id INTEGER)"))
+            connection.execute(sqlalchemy.text("CREATE TABLE users (name TEXT)"))
+    else:
+        optuna.create_study(study_name="other", storage=postgres_url)
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(sqlalchemy.text(statement))
+    engine.dispose()
+    schema = _schema(postgres_url)
+    space = write_space(tmp_path, "pg", 2)
+    before = _tree(tmp_path)
+    proc = subprocess.run(
+        run_command(space, tmp_path / "results", "--optuna-storage", postgres_url),
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[
+        -3000:
+    ]
+    assert f"--optuna-storage {postgres_url}: the database" in proc.stderr
+    assert _schema(postgres_url) == schema and _tree(tmp_path) == before
+
+
 def test_one_driver_per_study_on_postgres(postgres_url: str) -> None:
     first = claim_study(postgres_url, "pg")
     try:

@@ -6,6 +6,8 @@ bounded time.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -43,11 +45,16 @@ fs, path = pyarrow.fs.FileSystem.from_uri(sys.argv[1])
 print(fs.get_file_info(path).type.name)
 """
 _DATABASE_PROBE = """
-import sys, sqlalchemy
+import json, sys, sqlalchemy
 try:
-    sqlalchemy.create_engine(sys.argv[1]).connect().close()
+    with sqlalchemy.create_engine(sys.argv[1]).connect() as connection:
+        tables = sqlalchemy.inspect(connection).get_table_names()
+        version = None
+        if "alembic_version" in tables:
+            version = connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
 except sqlalchemy.exc.SQLAlchemyError as err:  # the driver's reason, on one line (not SQLAlchemy's link)
     sys.exit(" ".join(str(getattr(err, "orig", None) or err).split()))
+print(json.dumps({"tables": tables, "version": version}))
 """
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -188,7 +195,8 @@ def _check_optuna_url(url: str, where: str) -> None:
             f"{where} {clip_value(shown)}: the {parsed.drivername} driver is not installed ({err}); install it "
             "in this environment, or use sqlite:///path/optuna.db"
         ) from None
-    _probe(_DATABASE_PROBE, url, f"{where} {clip_value(shown)}")
+    found = json.loads(_probe(_DATABASE_PROBE, url, f"{where} {clip_value(shown)}"))
+    _check_optuna_schema(set(found["tables"]), found["version"], f"{where} {clip_value(shown)}: the database")
 
 
 def _check_sqlite_file(path: Path, where: str) -> None:
@@ -209,6 +217,78 @@ def _check_sqlite_file(path: Path, where: str) -> None:
         )
     if not os.access(path, os.R_OK | os.W_OK):
         raise FairsearchError(f"{where}cannot write {path}")
+    if header:
+        tables, version = _sqlite_schema(path, where)
+        _check_optuna_schema(tables, version, f"{where}{path}")
+
+
+def _sqlite_schema(path: Path, where: str) -> tuple[set[str], str | None]:
+    """A SQLite file's tables and Alembic version, read through a read-only connection (not one byte
+    written), after SQLite's own check of the file."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(str(p) for p in problems))
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = None
+            if "alembic_version" in tables:
+                row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+                version = str(row[0]) if row else None
+    except sqlite3.Error as err:
+        raise FairsearchError(
+            f"{where}{path} is a damaged SQLite database ({clip_value(str(err), 200)}); restore it from a "
+            "copy, or give a new file (--optuna-storage, or --restart for the default one)"
+        ) from None
+    return tables, version
+
+
+@functools.cache
+def _optuna_schema() -> tuple[frozenset[str], tuple[str, ...]]:
+    """The tables of an Optuna database as the Optuna installed here makes them, and the schema versions
+    it knows (oldest last; the first is the one it writes): read from a new in-memory database."""
+    import optuna
+    import sqlalchemy
+
+    storage = optuna.storages.RDBStorage("sqlite:///:memory:")
+    tables = frozenset(sqlalchemy.inspect(storage.engine).get_table_names())
+    return tables, (storage.get_current_version(), *storage.get_all_versions())
+
+
+def _check_optuna_schema(tables: set[str], version: str | None, what: str) -> None:
+    """Refuses a database that Optuna would change or cannot read: another application's (tables but not
+    Optuna's), an incomplete Optuna one, or one whose schema another Optuna version wrote. An empty
+    database is fine: Optuna makes its tables."""
+    if not tables:
+        return
+    import optuna
+
+    expected, versions = _optuna_schema()
+    if not {"studies", "trials", "version_info", "alembic_version"} <= tables:
+        others = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
+        raise FairsearchError(
+            f"{what} is not an Optuna database (its tables: {clip_value(others, 200)}); Optuna would add its "
+            "own tables to it. Give the study's database or a new file"
+        )
+    if version not in versions:
+        raise FairsearchError(
+            f"{what} was written by another Optuna version than {optuna.__version__} here (schema "
+            f"{clip_value(version)}, not one this Optuna knows): run the sweep with the Optuna that wrote it, "
+            "or use a new database"
+        )
+    if version != versions[0]:
+        raise FairsearchError(
+            f"{what} was written by an older Optuna (schema {version}; {optuna.__version__} here writes "
+            f"{versions[0]}): back it up and run 'optuna storage upgrade --storage <its URL>', or use a new "
+            "database"
+        )
+    if not expected <= tables:
+        raise FairsearchError(
+            f"{what} is an incomplete Optuna database (missing tables: {', '.join(sorted(expected - tables))}); "
+            "restore it from a copy, or use a new database"
+        )
 
 
 def _probe(code: str, target: str, where: str) -> str:
