@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
-from fairsearch.errors import FairsearchError
+from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.judge.paired import paired_comparison
 from fairsearch.judge.paired import verdict as paired_verdict
 from fairsearch.judge.pareto import hypervolume, pareto_mask
@@ -45,6 +45,7 @@ from fairsearch.judge.thresholds import TrialScores
 from fairsearch.output.results import (
     PARETO_FILE,
     SEARCH_FRONT,
+    TRIALS_FILE,
     TrialRecord,
     completed_trials,
     feasible_mask,
@@ -74,6 +75,7 @@ __all__ = [
     "PLAN_FILE",
     "ConfirmPlan",
     "candidates",
+    "check_confirmation",
     "confirmed_front",
     "make_plan",
     "paired_verdicts",
@@ -247,7 +249,88 @@ def read_plan(folder: Path) -> ConfirmPlan | None:
             {int(k): {m: float(x) for m, x in v.items()} for k, v in raw["original_test"].items()},
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise FairsearchError(f"{path}: not a confirmation plan ({err}); delete it to plan again") from None
+        raise FairsearchError(f"{path}: not a confirmation plan ({clip_value(str(err), 200)})") from None
+
+
+def _same_setting(planned: Any, recorded: Any) -> bool:
+    """A setting as ``confirm.json`` holds it (JSON) against its ``trials.parquet`` value."""
+    if isinstance(planned, int | float) and isinstance(recorded, int | float | np.number):
+        return math.isclose(float(planned), float(recorded), rel_tol=1e-9, abs_tol=1e-12)
+    return str(planned) == str(recorded)
+
+
+def check_confirmation(folder: Path, trials: pd.DataFrame, experiment: str) -> None:
+    """Checks a sweep's confirmation files against each other and against its trials, reading only:
+    the plan (``confirm.json``) names completed trials of ``trials.parquet`` and repeats their settings
+    with other seeds; every run of ``confirm.parquet`` is one the plan made; confirmed rows in
+    ``pareto.parquet`` come with their runs.
+
+    Args:
+        folder: the sweep's results folder.
+        trials: its ``trials.parquet`` (read and checked by the caller).
+        experiment: the confirmation's Tune experiment, named in the way out.
+
+    Raises:
+        FairsearchError: one message naming the file, what does not fit, and the way out.
+    """
+    again = (
+        f"delete {folder / PLAN_FILE}, {folder / CONFIRM_FILE} and {experiment} to plan the confirmation "
+        "again (its runs are trained again), or run with --restart to start the sweep over"
+    )
+    try:
+        plan = read_plan(folder)
+    except FairsearchError as err:
+        raise FairsearchError(f"{err}; {again}") from None
+    try:
+        runs = _read(folder / CONFIRM_FILE)
+        _, confirmed = read_confirmed(folder) if (folder / PARETO_FILE).is_file() else (None, pd.DataFrame())
+    except FairsearchError as err:
+        raise FairsearchError(f"{err}; {again}") from None
+    if plan is None:
+        if len(runs) or len(confirmed):
+            what = folder / CONFIRM_FILE if len(runs) else folder / PARETO_FILE
+            raise FairsearchError(
+                f"{what} holds confirmation runs but {folder / PLAN_FILE} is missing; {again}"
+            )
+        return
+    done = completed_trials(trials).set_index("number")
+    for number in plan.candidates:
+        if number not in done.index:
+            raise FairsearchError(
+                f"{folder / PLAN_FILE} plans to confirm trial {number}, which {folder / TRIALS_FILE} has not "
+                f"completed (a plan of another sweep?); {again}"
+            )
+    seeds: dict[int, set[int]] = {n: set() for n in plan.candidates}
+    for run in plan.runs:
+        confirms, seed = run.get("confirms"), run.get("seed")
+        if not isinstance(confirms, int) or confirms not in seeds or not isinstance(seed, int):
+            raise FairsearchError(
+                f"{folder / PLAN_FILE}: a run confirms {clip_value(repr(confirms))} with seed {clip_value(repr(seed))}, "
+                f"not a seed of one of its candidates; {again}"
+            )
+        recorded = _settings(done.loc[confirms])
+        differs = sorted(
+            k
+            for k, v in run.items()
+            if k not in ("seed", "confirms") and (k not in recorded or not _same_setting(v, recorded[k]))
+        )
+        if differs:
+            raise FairsearchError(
+                f"{folder / PLAN_FILE}: its run of trial {confirms} has settings {clip_value(', '.join(differs))} "
+                f"other than the trial's in {folder / TRIALS_FILE} (a plan of another sweep?); {again}"
+            )
+        seeds[confirms].add(seed)
+    for _, row in runs.iterrows():
+        number, run_seed = row.get("number"), row.get("param/seed")
+        if number not in seeds or pd.isna(run_seed) or int(run_seed) not in seeds[int(number)]:
+            raise FairsearchError(
+                f"{folder / CONFIRM_FILE}: a run of trial {clip_value(number)} with seed {clip_value(run_seed)} "
+                f"that {folder / PLAN_FILE} did not plan; {again}"
+            )
+    if len(confirmed) and runs.empty:
+        raise FairsearchError(
+            f"{folder / PARETO_FILE} has a confirmed front but {folder / CONFIRM_FILE} is missing; {again}"
+        )
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:

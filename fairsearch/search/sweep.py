@@ -39,6 +39,7 @@ from fairsearch.output.confirm import (
 from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.output.tables import constraint_lines
 from fairsearch.search.preflight import check_inputs
+from fairsearch.search.resumable import check_resume
 from fairsearch.search.scheduler import scheduler_from_settings
 from fairsearch.search.study import claim_study
 from fairsearch.search.tune_trials import (
@@ -166,6 +167,14 @@ def run_sweep(
     check_inputs(
         spec, address=address, storage=storage, optuna_storage=optuna_storage, results_dir=results_dir
     )
+    if not restart and (results_dir / SPACE_FILE).exists():  # a resume: every file it relies on, checked
+        check_resume(
+            results_dir,
+            study_name=spec.name,
+            optuna_url=optuna_url,
+            experiment=experiment,
+            confirm_experiment=_confirm_experiment(storage_root, spec.name),
+        )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray's automatic TensorBoard logger rejects group names with spaces; JSON and CSV loggers are added
     # explicitly below.
@@ -177,26 +186,28 @@ def run_sweep(
     if not ray.is_initialized():
         start_ray(address)
     gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)), joined=address is not None)
-    claim = claim_study(optuna_url, spec.name)  # one driver per study: a second one is refused
-    resuming = _prepare_folder(spec, results_dir, experiment, restart)
-    if restart:
-        claim.renew()  # --restart removed the results folder, and the default database with the claim
-        _remove_experiment(_confirm_experiment(storage_root, spec.name))
-
     # Trials keep their checkpoints in <experiment>/trials/<key>, not in Tune's bookkeeping.
     state_root = f"{experiment}/{STATE_FOLDER}"
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, state_root=state_root), {"cpu": spec.cpus, "gpu": gpus}
     )
-
-    if resuming:
+    tuner: tune.Tuner | None = None
+    if not restart and (results_dir / SPACE_FILE).exists() and tune.Tuner.can_restore(experiment):
         logger.info("resuming sweep %r from %s", spec.name, experiment)
+        # read before the study is claimed: a state that cannot load leaves the study as it was
+        tuner = _restore(experiment, trainable)
+    claim = claim_study(optuna_url, spec.name)  # one driver per study: a second one is refused
+    if _prepare_folder(spec, results_dir, experiment, restart) and tuner is None:  # made meanwhile
         try:
             tuner = _restore(experiment, trainable)
         except FairsearchError:
             claim.release()
             raise
-    else:
+    if restart:
+        claim.renew()  # --restart removed the results folder, and the default database with the claim
+        _remove_experiment(_confirm_experiment(storage_root, spec.name))
+
+    if tuner is None:
         scheduler = scheduler_from_settings(
             spec.scheduler or {},
             max_epochs=spec.max_epochs,
