@@ -18,6 +18,7 @@ that would need pickle is refused with a message, never executed.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fairsearch.bounded import DATA_CSV_MAX_BYTES, read_bytes
 from fairsearch.data.npz import IMAGE_KEYS, image_key, open_npz, read_image
 from fairsearch.errors import FairsearchError
 
@@ -281,7 +283,8 @@ def _index_npz(root: Path) -> dict[str, list[Path]]:
 def _records_from_csv(root: Path, csv_path: Path) -> dict[str, list[_Record]]:
     """CSV variant: labels, splits and attributes from ``data_summary.csv``; files checked for an image."""
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        text = read_bytes(csv_path, DATA_CSV_MAX_BYTES)
+        table = pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise FairsearchError(f"{csv_path}: cannot read the CSV ({type(exc).__name__}: {exc})") from exc
     missing = [c for c in _CSV_COLUMNS if c not in table.columns]

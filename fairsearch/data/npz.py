@@ -1,8 +1,10 @@
 """Safe, lazy reading of one ``.npz`` file: key by key, ``allow_pickle=False``, headers before data.
 
-:func:`open_npz` turns every low-level failure (a corrupt or truncated zip, a bad ``.npy`` header) into one
+:func:`open_npz` refuses a file over :data:`~fairsearch.bounded.DATA_NPZ_MAX_BYTES` and turns every
+low-level failure (a corrupt or truncated zip, a bad ``.npy`` header) into one
 :class:`~fairsearch.errors.FairsearchError` naming the file; :meth:`NpzReader.read` refuses object arrays,
-which would need pickle, with a message instead of running them.
+which would need pickle, and an array whose header declares more than
+:data:`~fairsearch.bounded.DATA_ARRAY_MAX_BYTES`, with a message instead of loading them.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from fairsearch.bounded import DATA_ARRAY_MAX_BYTES, DATA_NPZ_MAX_BYTES, npy_header, size_text
 from fairsearch.errors import FairsearchError
 
 __all__ = ["IMAGE_KEYS", "NpzReader", "image_key", "open_npz", "read_image"]
@@ -34,48 +37,56 @@ class NpzReader:
     def header(self, key: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
         """Shape and dtype of ``key`` from its ``.npy`` header."""
         with self.zf.open(key + ".npy") as fp:
-            return _read_header(fp)
+            return npy_header(fp)
 
     def crc(self, key: str) -> int:
         """CRC-32 of ``key``'s stored ``.npy`` bytes, from the zip directory (nothing is read)."""
         return self.zf.getinfo(key + ".npy").CRC
 
     def read(self, key: str) -> np.ndarray:
-        """The array under ``key``; refuses object arrays (they need pickle)."""
-        _, dtype = self.header(key)
+        """The array under ``key``; refuses object arrays (they need pickle) and arrays whose header
+        declares more than :data:`~fairsearch.bounded.DATA_ARRAY_MAX_BYTES`."""
+        shape, dtype = self.header(key)
         if dtype.hasobject:
             raise FairsearchError(
                 f"{self.path}: key {key!r} holds an object array ({dtype}) that needs pickle to load; "
                 "fairsearch reads .npz files with allow_pickle=False and never runs pickled data — "
                 "re-save that key as a plain numeric or string array"
             )
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize  # a Python int: never overflows
+        if declared > DATA_ARRAY_MAX_BYTES:
+            raise FairsearchError(
+                f"{self.path}: key {key!r} declares shape {shape} of {dtype} ({size_text(declared)}), over "
+                f"the {size_text(DATA_ARRAY_MAX_BYTES)} fairsearch reads of one array; the file is damaged "
+                "or not a FairVLMed sample"
+            )
         with self.zf.open(key + ".npy") as fp:
             return np.asarray(np.lib.format.read_array(fp, allow_pickle=False))
 
     def scalar(self, key: str) -> Any:
-        """The one value stored under ``key`` as a Python scalar (``str`` for text)."""
+        """The one value stored under ``key`` as a Python scalar (``str`` for text); its shape is
+        checked from the header, before it is read."""
+        shape, _ = self.header(key)
+        if int(np.prod(shape, dtype=object)) != 1:
+            raise FairsearchError(f"{self.path}: key {key!r} should hold one value, found shape {shape}")
         array = self.read(key)
-        if array.size != 1:
-            raise FairsearchError(
-                f"{self.path}: key {key!r} should hold one value, found shape {array.shape}"
-            )
         value = array.reshape(-1)[0].item()
         return value.decode() if isinstance(value, bytes) else value
 
 
-def _read_header(fp: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    """Read a ``.npy`` header (magic + dict) from ``fp``; returns ``(shape, dtype)``."""
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-    else:  # 2.0 and 3.0 share the 4-byte header length; 3.0 only allows UTF-8 field names
-        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
-    return tuple(shape), dtype
-
-
 @contextmanager
 def open_npz(path: Path) -> Iterator[NpzReader]:
-    """Open ``path`` as an npz; any low-level read failure becomes one :class:`FairsearchError`."""
+    """Open ``path`` as an npz; a file over :data:`~fairsearch.bounded.DATA_NPZ_MAX_BYTES`, and any
+    low-level read failure, becomes one :class:`FairsearchError`."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # opening it below says why it cannot be read
+    if size > DATA_NPZ_MAX_BYTES:
+        raise FairsearchError(
+            f"{path}: {size_text(size)}, over the {size_text(DATA_NPZ_MAX_BYTES)} fairsearch reads of one "
+            "sample's .npz; the file is damaged or not a FairVLMed sample"
+        )
     try:
         with zipfile.ZipFile(path) as zf:
             yield NpzReader(zf, path)

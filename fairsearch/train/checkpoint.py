@@ -11,11 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any, cast
+
+from fairsearch.bounded import (
+    FEATURES_MAX_BYTES,
+    JSON_MAX_BYTES,
+    MAX_GROUPS,
+    MAX_NAME_CHARS,
+    MAX_SPLIT_SAMPLES,
+    SCORES_MAX_BYTES,
+    STATE_MAX_BYTES,
+    ArraySpec,
+    load_npz,
+    read_bytes,
+    read_json,
+)
+from fairsearch.errors import FairsearchError
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 """``epoch`` (float), ``history`` (one validation report per report so far), the trial's config and
@@ -39,6 +57,23 @@ MANIFEST_FILE = "manifest.json"
 """Written last: each other file's name and size, so that a copy cut short (a driver or node killed
 while Ray persisted the folder) is told apart from a complete checkpoint."""
 
+JSON_BOUNDS = {STATE_FILE: STATE_MAX_BYTES}
+"""The most bytes each JSON file of a checkpoint may hold: :data:`~fairsearch.bounded.JSON_MAX_BYTES`
+unless named here."""
+_PER_SAMPLE = ArraySpec("f", 1, MAX_SPLIT_SAMPLES), ArraySpec("iu", 1, MAX_SPLIT_SAMPLES)
+SCORES_ARRAYS = {
+    "group_by": ArraySpec("U", 0, 1, 4 * MAX_NAME_CHARS),
+    "group_names": ArraySpec("U", 1, MAX_GROUPS, 4 * MAX_NAME_CHARS),
+    **{f"{split}_score": _PER_SAMPLE[0] for split in ("val", "test")},
+    **{f"{split}_{what}": _PER_SAMPLE[1] for split in ("val", "test") for what in ("label", "group")},
+}
+"""The arrays a :data:`SCORES_FILE` may hold, checked from their headers before any is read."""
+FEATURES_ARRAYS = {
+    name: ArraySpec("f", 2, FEATURES_MAX_BYTES // 8) for name in ("val_features", "test_features")
+}
+"""The arrays a :data:`FEATURES_FILE` may hold: float ``[N, hidden]``, each at most
+:data:`~fairsearch.bounded.FEATURES_MAX_BYTES` however stored."""
+
 
 def write_manifest(folder: Path) -> None:
     """Writes the manifest of a checkpoint folder whose other files are all written."""
@@ -47,8 +82,7 @@ def write_manifest(folder: Path) -> None:
 
 
 def _read_json(fs: Any, path: str, name: str) -> Any:
-    with fs.open_input_stream(f"{path}/{name}") as f:
-        return json.loads(f.readall())
+    return read_json(f"{path}/{name}", JSON_BOUNDS.get(name, JSON_MAX_BYTES), fs)
 
 
 def complete_checkpoint_state(fs: Any, path: str) -> dict[str, Any] | None:
@@ -71,6 +105,9 @@ def complete_checkpoint_state(fs: Any, path: str) -> dict[str, Any] | None:
             return None
         state = _read_json(fs, path, STATE_FILE)
         float(state["epoch"]), list(state["history"])
+    except FairsearchError as err:
+        logger.warning("checkpoint passed over: %s", err)
+        return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return cast(dict[str, Any], state)
@@ -80,6 +117,9 @@ def read_test_metrics(fs: Any, path: str) -> dict[str, float]:
     """A checkpoint's test-split metrics; empty when the folder has none (or cannot be read)."""
     try:
         return {k: float(v) for k, v in _read_json(fs, path, TEST_METRICS_FILE).items()}
+    except FairsearchError as err:
+        logger.warning("test metrics left out: %s", err)
+        return {}
     except (OSError, ValueError, AttributeError):
         return {}
 
@@ -88,6 +128,9 @@ def read_report_info(fs: Any, path: str) -> dict[str, float]:
     """A checkpoint's :data:`REPORT_FILE`; empty when it has none (written by ``fairsearch train``)."""
     try:
         return {k: float(v) for k, v in _read_json(fs, path, REPORT_FILE).items()}
+    except FairsearchError as err:
+        logger.warning("report times left out: %s", err)
+        return {}
     except (OSError, ValueError, AttributeError, TypeError):
         return {}
 
@@ -223,9 +266,10 @@ def read_scores_at(location: str) -> dict[str, Any] | None:
         checkpoint written before the file existed).
 
     Raises:
-        FairsearchError: the file is there but cannot be read as an ``.npz`` of plain (non-object) arrays.
+        FairsearchError: the file is there but cannot be read as an ``.npz`` of plain (non-object) arrays,
+            or holds more than :data:`SCORES_ARRAYS` allows.
     """
-    return _read_npz_at(location, SCORES_FILE)
+    return _read_npz_at(location, SCORES_FILE, SCORES_MAX_BYTES, SCORES_ARRAYS)
 
 
 def read_features_at(location: str) -> dict[str, Any] | None:
@@ -233,34 +277,30 @@ def read_features_at(location: str) -> dict[str, Any] | None:
     checkpoint at a path or URI, or None when it holds none (a trial without ``refit_last_layer``).
 
     Raises:
-        FairsearchError: the file is there but cannot be read as an ``.npz`` of plain (non-object) arrays.
+        FairsearchError: the file is there but cannot be read as an ``.npz`` of plain (non-object) arrays,
+            or holds more than :data:`FEATURES_ARRAYS` allows.
     """
-    return _read_npz_at(location, FEATURES_FILE)
+    return _read_npz_at(location, FEATURES_FILE, FEATURES_MAX_BYTES, FEATURES_ARRAYS)
 
 
-def _read_npz_at(location: str, file_name: str) -> dict[str, Any] | None:
-    import io
-
-    import numpy as np
+def _read_npz_at(
+    location: str, file_name: str, bound: int, arrays: dict[str, ArraySpec]
+) -> dict[str, Any] | None:
+    """An ``.npz`` of a checkpoint, at most ``bound`` bytes and only ``arrays`` (their headers checked
+    before any is read)."""
     import pyarrow.fs
 
-    from fairsearch.errors import FairsearchError
-
-    if "://" in location:
-        fs, path = pyarrow.fs.FileSystem.from_uri(location)
-    else:
-        fs, path = pyarrow.fs.LocalFileSystem(), location
+    fs, path = filesystem_of(location) if "://" in location else (pyarrow.fs.LocalFileSystem(), location)
     name = f"{path.rstrip('/')}/{file_name}"
+    source = f"{location.rstrip('/')}/{file_name}"
     try:
         if fs.get_file_info(name).type == pyarrow.fs.FileType.NotFound:
             return None
-        with fs.open_input_stream(name) as f:
-            data = f.readall()
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+        return load_npz(read_bytes(name, bound, fs), source, arrays)
+    except FairsearchError as err:
+        raise FairsearchError(f"cannot read {err}") from None
     except Exception as exc:  # anything numpy, zipfile or the filesystem meets in a damaged file
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
         raise FairsearchError(
-            f"cannot read {location.rstrip('/')}/{file_name}: damaged or not an .npz of plain arrays "
-            f"({reason})"
+            f"cannot read {source}: damaged or not an .npz of plain arrays ({reason})"
         ) from None
