@@ -31,7 +31,9 @@ import torch
 from filelock import FileLock
 from torch import Tensor
 
+from fairsearch.bounded import ArraySpec, load_npy, read_json
 from fairsearch.cache import cache_root
+from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.model.backbone import Backbone
 from fairsearch.model.inputs import InputBuilder
 
@@ -70,21 +72,47 @@ def default_cache_root() -> Path:
 class SplitEmbeddings:
     """Memory-mapped image embeddings of one split, read from a cache folder.
 
+    Every file of the entry is checked against the split's ``n`` images before it is read: the index
+    within :data:`~fairsearch.bounded.JSON_MAX_BYTES`, the offsets and grids from their ``.npy`` headers,
+    the rows file's size against the index's shape.
+
     Args:
         folder: A complete cache entry.
+        n: The number of images of the split it was computed for.
+
+    Raises:
+        FairsearchError: the entry is damaged or does not match ``n``; the message says to delete it.
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, n: int) -> None:
         self.folder = Path(folder)
-        self.index: dict[str, Any] = json.loads((self.folder / "index.json").read_text())
-        self.dtype: torch.dtype = _DTYPES[self.index["dtype"]]
-        self.offsets: np.ndarray = np.load(self.folder / "offsets.npy")
-        #: int64 [N, 3] patch grid of every image.
-        self.grid_thw: Tensor = torch.from_numpy(np.load(self.folder / "grid_thw.npy"))
-        rows, hidden = self.index["shape"]
-        self._rows = np.memmap(
-            self.folder / "embeddings.bin", dtype=_STORAGE[self.dtype], mode="r", shape=(rows, hidden)
-        )
+        try:
+            self.index: dict[str, Any] = read_json(self.folder / "index.json")
+            self.dtype: torch.dtype = _DTYPES[self.index["dtype"]]
+            self.offsets: np.ndarray = load_npy(
+                self.folder / "offsets.npy", ArraySpec("iu", 1, n + 1), shape=(n + 1,)
+            )
+            #: int64 [N, 3] patch grid of every image.
+            self.grid_thw: Tensor = torch.from_numpy(
+                load_npy(self.folder / "grid_thw.npy", ArraySpec("iu", 2, 3 * n), shape=(n, 3)).astype(
+                    np.int64
+                )
+            )
+            rows, hidden = (int(x) for x in self.index["shape"])
+            storage = np.dtype(_STORAGE[self.dtype])
+            size = (self.folder / "embeddings.bin").stat().st_size
+            if size != rows * hidden * storage.itemsize or self.offsets[0] != 0 or self.offsets[-1] != rows:
+                raise ValueError(
+                    f"embeddings.bin holds {size} bytes; the index says [{rows}, {hidden}] {storage}"
+                )
+            if np.any(np.diff(self.offsets) < 0):
+                raise ValueError("offsets.npy is not ascending")
+        except (OSError, ValueError, KeyError, TypeError, FairsearchError) as err:
+            raise FairsearchError(
+                f"vision cache entry {self.folder} is damaged ({clip_value(str(err), 300)}); delete it and "
+                "it is computed again"
+            ) from None
+        self._rows = np.memmap(self.folder / "embeddings.bin", dtype=storage, mode="r", shape=(rows, hidden))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -145,11 +173,11 @@ class VisionCache:
         parts = self._key_parts(backbone, builder, split)
         folder = self.root / _digest(parts)
         if (folder / "index.json").is_file():
-            return SplitEmbeddings(folder)
+            return SplitEmbeddings(folder, len(split))
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder) + ".lock"):
             if (folder / "index.json").is_file():  # another process wrote it while we waited
-                return SplitEmbeddings(folder)
+                return SplitEmbeddings(folder, len(split))
             tmp = self.root / f".{folder.name}.{uuid.uuid4().hex}.tmp"
             try:
                 _compute(tmp, backbone, builder, split, batch_size, parts)
@@ -158,7 +186,7 @@ class VisionCache:
                 os.replace(tmp, folder)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        return SplitEmbeddings(folder)
+        return SplitEmbeddings(folder, len(split))
 
     @staticmethod
     def _key_parts(backbone: Backbone, builder: InputBuilder, split: ImageSplit) -> dict[str, Any]:

@@ -37,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
+from fairsearch.bounded import RESULTS_TABLE, check_parquet, read_json
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.judge.paired import paired_comparison
 from fairsearch.judge.paired import verdict as paired_verdict
@@ -236,13 +237,14 @@ def read_plan(folder: Path) -> ConfirmPlan | None:
     """The plan a sweep wrote, or None when it has none.
 
     Raises:
-        FairsearchError: the file is there but is not a plan.
+        FairsearchError: the file is there but is not a plan, or holds more than
+            :data:`~fairsearch.bounded.JSON_MAX_BYTES`.
     """
     path = folder / PLAN_FILE
     if not path.is_file():
         return None
     try:
-        raw = json.loads(path.read_text())
+        raw = read_json(path)
         return ConfirmPlan(
             tuple(int(n) for n in raw["candidates"]),
             tuple(dict(r) for r in raw["runs"]),
@@ -477,6 +479,7 @@ def _read(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
     try:
         with open(path, "rb") as f:  # one handle: a path opened twice could straddle an atomic replace
+            check_parquet(f, path, RESULTS_TABLE)
             return pd.read_parquet(f)
     except (OSError, pa.ArrowException) as err:
         raise FairsearchError(f"cannot read {path}: {err}") from None

@@ -58,6 +58,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fairsearch.bounded import RESULTS_TABLE, check_parquet
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.spec.config import OBJECTIVES as DEFAULT_OBJECTIVES
@@ -429,8 +430,14 @@ def read_parquet_metadata(path: str | Path) -> dict[str, str]:
 
     Returns:
         The extra metadata as ``str -> str``.
+
+    Raises:
+        FairsearchError: the file's footer declares more than :data:`~fairsearch.bounded.RESULTS_TABLE`.
+        OSError, pyarrow.ArrowException: the file cannot be read.
     """
-    raw = pq.read_schema(path).metadata or {}
+    with open(path, "rb") as f:
+        check_parquet(f, path, RESULTS_TABLE)
+        raw = pq.read_schema(f).metadata or {}
     pairs = {k.decode(): v.decode() for k, v in raw.items()}
     return {k: v for k, v in pairs.items() if k != "pandas" and not k.startswith("ARROW:")}
 
@@ -580,15 +587,19 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     :func:`write_parquet_atomic` writes them), and its key-value metadata.
 
     Raises:
-        FairsearchError: the file is unreadable or damaged (a cut or changed byte).
+        FairsearchError: the file is unreadable or damaged (a cut or changed byte), or it or its footer is
+            over :data:`~fairsearch.bounded.RESULTS_TABLE`.
     """
     if not path.is_file():
         raise FairsearchError(f"cannot read {path}: it is a folder, not a Parquet file")
     try:
         with open(path, "rb") as f:  # one handle: a path opened twice could straddle an atomic replace
+            check_parquet(f, path, RESULTS_TABLE)
             table = pq.read_table(f, page_checksum_verification=True)
         metadata = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
         return table.to_pandas(), metadata
+    except FairsearchError:
+        raise
     except Exception as exc:  # anything pyarrow or pandas meets in a damaged file
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())
         reason = reason if len(reason) <= 200 else reason[:199] + "…"

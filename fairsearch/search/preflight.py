@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fairsearch.bounded import read_json
 from fairsearch.data.synthetic import RECIPE
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
@@ -346,8 +347,8 @@ def _check_model_config(folder: Path) -> None:
     """A model folder's ``config.json`` is a JSON object with a ``model_type``."""
     path = folder / "config.json"
     try:
-        config = json.loads(path.read_bytes()[: 1 << 24].decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as err:
+        config = read_json(path)
+    except (OSError, ValueError, FairsearchError) as err:
         raise FairsearchError(
             f"model folder '{folder}': config.json is not readable JSON ({clip_value(str(err))}); "
             "copy the model folder again"

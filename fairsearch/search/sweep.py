@@ -27,6 +27,7 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from fairsearch.bounded import read_json
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
 from fairsearch.output.confirm import (
@@ -421,10 +422,8 @@ def _read_marker(marker: Path) -> dict[str, Any]:
         f"run with --restart to discard {marker.parent} and start over, or --name to start a sweep beside it"
     )
     try:
-        with marker.open("rb") as f:
-            data = f.read(1 << 24)
-        saved = json.loads(data.decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as err:
+        saved = read_json(marker)
+    except (OSError, ValueError, FairsearchError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else clip_value(str(err), 80)
         raise FairsearchError(
             f"{marker}: damaged, so the space this sweep was made from is unknown ({reason}); {again}"

@@ -453,10 +453,17 @@ def _is_metric(key: str, value: Any) -> bool:
     return key not in _TUNE_KEYS and not isinstance(value, bool) and isinstance(value, int | float)
 
 
+ERROR_TAIL_BYTES = 64 << 10
+"""The end of Tune's ``error.txt`` read for a failed trial's ``error``: its last line is the exception."""
+
+
 def _error_message(trial: Any) -> str:
     path = trial.error_file
     if path and os.path.exists(path):
-        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        with open(path, "rb") as f:  # a traceback of any length: its end only
+            f.seek(max(0, os.fstat(f.fileno()).st_size - ERROR_TAIL_BYTES))
+            tail = f.read(ERROR_TAIL_BYTES).decode("utf-8", errors="replace")
+        lines = [line for line in tail.splitlines() if line.strip()]
         if lines:
             return lines[-1][:2000]
     return "trial failed (no error file)"

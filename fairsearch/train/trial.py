@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
+from fairsearch.bounded import STATE_MAX_BYTES, read_json
 from fairsearch.data import ATTRIBUTE_VALUES, ATTRIBUTES, Split, builtin_synthetic, load_fairvlmed
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.fairness import Grouping, encode_groups
@@ -567,7 +568,7 @@ def _load_checkpoint(
     """Loads a checkpoint into the model, optimizer and schedule; returns its report history (one entry
     per part of an epoch trained, so its length is where training goes on)."""
     try:
-        state = json.loads((folder / STATE_FILE).read_text())
+        state = read_json(folder / STATE_FILE, STATE_MAX_BYTES)
         saved_parts = int(state["config"].get("reports_per_epoch", 1))
         # refused before any weights or optimizer state are read (a 7B adapter's AdamW state is large)
         if state.get("backbone") != model.backbone_fingerprint:
