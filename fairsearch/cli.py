@@ -304,7 +304,13 @@ def _train(args: argparse.Namespace) -> int:
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
 
-    result = run_trial(config, report=report, resume_from=checkpoint if args.resume else None, progress=True)
+    result = run_trial(
+        config,
+        report=report,
+        resume_from=checkpoint if args.resume else None,
+        staging=out / ".checkpoint-staging",
+        progress=True,
+    )
     print(json.dumps({k: round(v, 4) for k, v in result.val.items() if "/" not in k}, indent=1))
     print(f"metrics and checkpoint in {out}")
     return 0

@@ -92,3 +92,35 @@ def test_folders_not_named_by_the_store_are_ignored(tmp_path: Path, name: str) -
     store = TrialStore(str(tmp_path / "trials"), "trial-00004")
     _checkpoint(Path(store.path) / name, 3)
     assert store.newest() is None and store.folders() == []
+
+
+def test_a_save_removes_the_staging_folders_a_killed_process_left_and_keeps_its_own(tmp_path: Path) -> None:
+    store = TrialStore(str(tmp_path / "trials"), "trial-00005")
+    assert store.staging.parent == store.resume_copy.parent == Path(store.path)  # in the store itself
+    left = [Path(store.path) / f"{kind}-0123456789ab" for kind in ("staging", "resume")]
+    for folder in left:
+        folder.mkdir(parents=True)
+        (folder / "trainable.pt").write_bytes(b"x" * 1000)
+    unrelated = Path(store.path) / "notes"
+    unrelated.mkdir()
+    store.staging.mkdir()
+    store.save(_checkpoint(tmp_path / "a", 1), 1)
+    assert not any(folder.exists() for folder in left)
+    assert store.staging.is_dir() and unrelated.is_dir()  # its own is the writer's to empty
+    assert store.newest() is not None and store.trained() == [1]
+
+
+def test_a_remote_store_stages_in_the_node_s_cache_not_the_temp_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAIRSEARCH_CACHE", str(tmp_path / "cache"))
+    store = TrialStore((tmp_path / "trials").as_uri(), "trial-00006")
+    store.fs = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fsspec.filesystem("memory")))
+    other = TrialStore((tmp_path / "other").as_uri(), "trial-00006")
+    other.fs = store.fs
+    assert store.staging.is_relative_to(tmp_path / "cache" / "staging")
+    assert store.staging_area != other.staging_area  # two sweeps' trial 6 never share one
+    leftover = store.staging_area / "staging-0123456789ab"
+    leftover.mkdir(parents=True)
+    store.sweep_staging()
+    assert not leftover.exists()

@@ -319,3 +319,42 @@ def test_selected_model_is_the_best_report_s_and_resumes_exactly(tmp_path: Path)
     for key in ("acc", "worst_group_acc", "selected_epoch", "epoch"):
         assert resumed.metrics[-1][key] == pytest.approx(final[key], abs=1e-6), key
     assert json.loads((tmp_path / "selected" / TEST_METRICS_FILE).read_text()) == pytest.approx(result.test)
+
+
+def test_a_sweep_trial_stages_its_checkpoints_in_its_own_store_and_leaves_nothing_in_the_temp_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from ray import tune
+
+    from fairsearch.search.tune_trials import tune_trainable
+    from fairsearch.spec.space import OPTUNA_NUMBER
+    from fairsearch.train.checkpoint import TrialStore
+
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    reports: list[dict[str, float]] = []
+    monkeypatch.setattr(tune, "report", reports.append)
+    staged: list[tuple[Path, list[str]]] = []
+    save = TrialStore.save
+
+    def spy(store: TrialStore, folder: Path, report: int) -> str:
+        staged.append((folder, sorted(p.name for p in folder.iterdir())))
+        return save(store, folder, report)
+
+    monkeypatch.setattr(TrialStore, "save", spy)
+    store = tmp_path / "trials" / "trial-00007"
+    for left in ("staging-0123456789ab", "resume-0123456789ab"):  # a process of this trial killed mid-save
+        (store / left).mkdir(parents=True)
+        (store / left / "trainable.pt").write_bytes(b"x" * 1000)
+
+    tune_trainable({**TrialConfig(epochs=2, **SMALL).as_dict(), OPTUNA_NUMBER: 7}, str(tmp_path / "trials"))
+    assert [r["report"] for r in reports] == [1, 2]
+    assert [(folder.parent, folder.name[:8], "trainable.pt" in names) for folder, names in staged] == [
+        (store, "staging-", True)
+    ] * 2
+    assert sorted(p.name[:14] for p in store.iterdir()) == ["report-000002-", "trained"]
+    assert list(system_temp.iterdir()) == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -173,6 +173,7 @@ def tune_trainable(config: dict[str, Any], state_root: str) -> None:
     started = time.monotonic()
     trial_config = TrialConfig.from_dict(config)
     store = TrialStore(state_root, trial_key(config))
+    store.sweep_staging()  # what a process of this trial killed while saving left
     parts = trial_config.reports_per_epoch
     newest = store.newest()
     info = {} if newest is None else read_report_info(store.fs, newest[0])
@@ -187,7 +188,7 @@ def tune_trainable(config: dict[str, Any], state_root: str) -> None:
         tune.report({**metrics, REPORT: number, **times, CHECKPOINT: location})
 
     if newest is None:
-        run_trial(trial_config, report=report)
+        run_trial(trial_config, report=report, staging=store.staging)
         return
     path, state = newest
     history = state["history"]
@@ -196,8 +197,11 @@ def tune_trainable(config: dict[str, Any], state_root: str) -> None:
         tune.report({**metrics, REPORT: number, **extra})
     if len(history) >= trial_config.epochs * parts:
         return  # it had ended: its last report is sent again, nothing is trained
-    with tempfile.TemporaryDirectory(prefix="fairsearch-resume-") as local:
-        run_trial(trial_config, report=report, resume_from=store.fetch(path, Path(local)))
+    try:
+        resume_from = store.fetch(path, store.resume_copy)
+        run_trial(trial_config, report=report, resume_from=resume_from, staging=store.staging)
+    finally:
+        shutil.rmtree(store.resume_copy, ignore_errors=True)
 
 
 class ResultsCallback(tune.Callback):

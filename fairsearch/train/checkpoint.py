@@ -10,6 +10,7 @@ needs no torch, so the driver does not import it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -31,6 +32,7 @@ from fairsearch.bounded import (
     read_bytes,
     read_json,
 )
+from fairsearch.cache import cache_root
 from fairsearch.errors import FairsearchError
 
 logger = logging.getLogger(__name__)
@@ -159,6 +161,12 @@ saved: the trial's record of work done, never pruned. Two files for one report n
 trained twice (two processes ran the trial at once, e.g. a worker outliving its killed driver)."""
 
 
+STAGING_PREFIXES = ("staging-", "resume-")
+"""Folders of a store's staging area (:attr:`TrialStore.staging_area`), each named by the token of the
+process that made it: ``staging-<token>`` where a checkpoint is written before it is saved, ``resume-<token>``
+where a remote checkpoint is copied to resume from."""
+
+
 class TrialStore:
     """A trial's own checkpoints, in a folder named by its stable identity: ``<root>/<key>/``.
 
@@ -166,11 +174,16 @@ class TrialStore:
     file by file with the manifest last, into a folder of its own (``report-000004-<token>``), and the
     trial always goes on from its newest *complete* folder, whatever Tune restarts it with: after a
     Ctrl-C, a driver or worker killed at any moment, a retry, or a lost node. A folder cut short by a kill
-    has no manifest, or files shorter than it says, and is passed over. Nothing Tune writes or deletes is
-    read, so Tune's snapshot can lag behind the trial without an epoch being lost or trained twice.
+    has no manifest, or files shorter than it says, and is passed over: the part whose save it was is
+    trained again. Nothing Tune writes or deletes is read, so Tune's snapshot can lag behind the trial
+    without a saved part being lost or trained again.
 
     Older folders are removed only after a newer one is complete; every writer uses its own token, so two
     processes running one trial at once never write into the same folder.
+
+    A checkpoint is written first into :attr:`staging` (never the system's temp folder), which the save
+    empties; what a killed process left there is removed by the next save or resume of the trial
+    (:meth:`sweep_staging`). A kill so costs at most the part of an epoch being trained or saved.
 
     Args:
         root: folder or URI holding every trial's store (``<storage>/<experiment>/trials``).
@@ -182,6 +195,39 @@ class TrialStore:
         self.scheme = "" if "://" not in root else root.split("://", 1)[0]
         self.path = f"{root_path}/{key}"
         self.token = uuid.uuid4().hex[:12]
+
+    @property
+    def staging_area(self) -> Path:
+        """Local folder of this trial's staging folders: the store itself on local storage; on remote
+        storage (S3, GCS) a folder of the node's fairsearch cache named by the store's location."""
+        import pyarrow.fs
+
+        if isinstance(self.fs, pyarrow.fs.LocalFileSystem):
+            return Path(self.path)
+        digest = hashlib.sha256(self.location(self.path).encode()).hexdigest()[:16]
+        return cache_root("staging") / digest
+
+    @property
+    def staging(self) -> Path:
+        """Where this process writes a checkpoint before :meth:`save` copies it into the store."""
+        return self.staging_area / f"{STAGING_PREFIXES[0]}{self.token}"
+
+    @property
+    def resume_copy(self) -> Path:
+        """Where this process copies a remote checkpoint to resume from (:meth:`fetch`)."""
+        return self.staging_area / f"{STAGING_PREFIXES[1]}{self.token}"
+
+    def sweep_staging(self) -> None:
+        """Removes the staging folders other processes of this trial left (a process killed while it
+        wrote or copied a checkpoint). A process running the trial at the same time (a worker outliving its
+        killed driver) loses the save in progress: its folder was never complete, so nothing is lost."""
+        try:
+            entries = list(self.staging_area.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if entry.name.startswith(STAGING_PREFIXES) and not entry.name.endswith(self.token):
+                shutil.rmtree(entry, ignore_errors=True)
 
     def location(self, path: str) -> str:
         """A folder's path as the results files name it: with the scheme on remote storage."""
@@ -230,6 +276,7 @@ class TrialStore:
             if number < report:
                 with contextlib.suppress(OSError):  # another process may be removing it too
                     self.fs.delete_dir(path)
+        self.sweep_staging()
         return self.location(target)
 
     def fetch(self, path: str, local: Path) -> Path:

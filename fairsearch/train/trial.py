@@ -154,6 +154,7 @@ def run_trial(
     *,
     report: Report,
     resume_from: Path | None = None,
+    staging: Path | None = None,
     device: str | torch.device | None = None,
     cache_root: Path | None = None,
     progress: bool = False,
@@ -167,6 +168,9 @@ def run_trial(
             ``train_loss``) and a folder holding the checkpoint; the folder is removed afterwards. The
             test split is evaluated once, for the last report: only that checkpoint holds its metrics.
         resume_from: a checkpoint folder written by an earlier call; training continues after its epoch.
+        staging: the folder each checkpoint is written into before ``report`` is called, emptied and made
+            anew for each (a sweep's is in the trial's own store, ``fairsearch train``'s in its ``--out``);
+            None: a new folder in the system's temp folder each time.
         device: where to train; default CUDA when available.
         cache_root: the vision cache's folder (default: the cache's own, shared by the node's trials).
         progress: show a progress bar (``fairsearch train``).
@@ -306,7 +310,7 @@ def run_trial(
         )
 
         t0 = time.perf_counter()
-        folder = Path(tempfile.mkdtemp(prefix="fairsearch-ckpt-"))
+        folder = _staging_folder(staging)
         try:
             _save_checkpoint(
                 folder,
@@ -333,6 +337,16 @@ def run_trial(
     return TrialResult(
         final, test, times, trainable, total, epochs_done=float(final.get("epoch", 0.0)), history=history
     )
+
+
+def _staging_folder(staging: Path | None) -> Path:
+    """An empty folder to write a checkpoint into: ``staging`` emptied (a killed writer may have left
+    files there), or a new one in the system's temp folder."""
+    if staging is None:
+        return Path(tempfile.mkdtemp(prefix="fairsearch-ckpt-"))
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
 
 
 class _Selection:
