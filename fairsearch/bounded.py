@@ -174,7 +174,7 @@ def read_bytes(path: str | Path, limit: int, fs: Any = None) -> bytes:
             with fs.open_input_stream(str(path)) as f:
                 data = f.read(limit + 1)
     if size > limit or len(data) > limit:
-        raise _too_large(path, f"{size_text(max(size, len(data)))}", size_text(limit))
+        raise _too_large(path, f"{max(size, len(data)):,} bytes", size_text(limit))
     return bytes(data)
 
 
@@ -301,7 +301,7 @@ def check_parquet(f: IO[bytes], source: str | Path, bound: TableBound = RESULTS_
 
     size = os.fstat(f.fileno()).st_size
     if size > bound.max_bytes:
-        raise _too_large(source, size_text(size), size_text(bound.max_bytes))
+        raise _too_large(source, f"{size:,} bytes", size_text(bound.max_bytes))
     meta = pq.read_metadata(f)
     f.seek(0)
     found = {

@@ -480,3 +480,17 @@ def test_gpu_step_benchmark_runs_in_tiny_mode() -> None:
     assert result["image_tokens_per_sample"] == 16 and result["tokens_per_step"] == 2 * result["seq_len"]
     assert result["step_s_median"] > 0 and 0 < result["mfu_needed"] < result["mfu_6nt"] * 10
     assert result["trainable"] == 2 * 32 * ((64 + 64) * 2 + (64 + 32) * 2) + 130
+
+
+def test_a_damaged_vision_cache_entry_is_refused_from_its_headers(backbone: Backbone, tmp_path: Path) -> None:
+    builder = InputBuilder(backbone.tokenizer, backbone.image_processor)
+    split = FakeSplit([fundus(30), fundus(31)], "split-d")
+    entry = VisionCache(tmp_path).embeddings(backbone, builder, split).folder
+    header = {"descr": "<i8", "fortran_order": False, "shape": (1 << 40,)}
+    with open(entry / "offsets.npy", "wb") as f:  # a tiny file declaring 8 TiB of offsets
+        np.lib.format.write_array_header_2_0(f, header)
+    with pytest.raises(
+        FairsearchError,
+        match=r"vision cache entry .* is damaged \(.*offsets.npy: array 'offsets' declares shape \(1099511627776,\).*; delete it",
+    ):
+        VisionCache(tmp_path).embeddings(backbone, builder, split)

@@ -234,3 +234,22 @@ def test_other_connection_failures_are_refused_at_once(
         start_ray("ray://head:10001")
     assert len(calls) == 1 and str(error) in str(refused.value)
     assert "GRPC_ENABLE_FORK_SUPPORT" not in str(refused.value)
+
+
+def test_a_failed_trial_s_error_is_the_last_line_of_its_error_file_read_from_its_end(
+    tmp_path: object,
+) -> None:
+    from pathlib import Path
+
+    from fairsearch.search.tune_trials import ERROR_TAIL_BYTES, trial_record
+
+    assert isinstance(tmp_path, Path)
+
+    error_file = tmp_path / "error.txt"
+    error_file.write_bytes(
+        b"Traceback (most recent call last):\n" + b"  frame\n" * 2_000_000 + b"ValueError: boom\n\n"
+    )
+    assert error_file.stat().st_size > 100 * ERROR_TAIL_BYTES
+    trial = _fake_trial("t1", "ERROR", 1)
+    trial.error_file = str(error_file)  # type: ignore[attr-defined]
+    assert trial_record(1, trial).error == "ValueError: boom"
