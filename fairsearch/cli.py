@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fairsearch.errors import FairsearchError
+from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fairsearch")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_ALL_FAILED = 1
+"""``run``: the sweep ended and not one trial completed."""
 SYNTH_MAX_N = 100_000
 SYNTH_MAX_SIZE = 1024
 SYNTH_MAX_BYTES = 2 << 30
@@ -236,6 +238,14 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"{left} unfinished; resume with: {shlex.join(_resume_command(args))}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if outcome.failed and not outcome.completed and outcome.first_error is not None:
+        error, count = outcome.first_error
+        print(
+            f"error: every trial failed ({outcome.failed}); the first one's error, which {count} of them had: "
+            f"{clip_value(error, 2000)}",
+            file=sys.stderr,
+        )
+        return EXIT_ALL_FAILED
     return 0
 
 
@@ -277,6 +287,8 @@ def _resume_command(args: argparse.Namespace) -> list[str]:
 def _train(args: argparse.Namespace) -> int:
     import shutil
 
+    from fairsearch.data import training_images
+    from fairsearch.spec.config import check_reports_per_epoch
     from fairsearch.spec.space import load_space, trial_config
     from fairsearch.train.trial import run_trial
 
@@ -287,6 +299,11 @@ def _train(args: argparse.Namespace) -> int:
             raise FairsearchError(f"--set {_short(item)}: expected KEY=VALUE, e.g. method=gr")
         overrides[key] = value
     config = trial_config(load_space(args.space), overrides)
+    n_train = training_images(
+        config.data, config.synthetic_n
+    )  # as `run` checks it, before anything is written
+    if n_train is not None:
+        check_reports_per_epoch(n_train, config.batch_size, config.grad_accum, config.reports_per_epoch)
     out = Path(args.out)
     check_writable_folder(out, f"--out {out}")
     checkpoint = out / "checkpoint"

@@ -635,6 +635,58 @@ def test_train_with_bad_data_leaves_no_out_folder(tmp_path: Path, capsys: pytest
     refused(capsys, tmp_path, ["train", "--space", "s.yaml", "--out", "o"], "dataset folder does not exist")
 
 
+@pytest.mark.parametrize("command", ["run", "train"])
+@pytest.mark.parametrize(
+    ("doc", "fragment"),
+    [
+        (  # 120 training images of the 580, batches of 16: 8 steps an epoch
+            {"fixed": {"synthetic_n": 580, "reports_per_epoch": 50}},
+            "reports_per_epoch: 50 is more than the 8 optimizer steps of an epoch (120 training images, "
+            "batch_size 16, grad_accum 1)",
+        ),
+        (
+            {"fixed": {"synthetic_n": 580, "reports_per_epoch": 3, "grad_accum": 4}},
+            "reports_per_epoch: 3 is more than the 2 optimizer steps",
+        ),
+        (  # the FairVLMed folder of _dataset: 4 training images
+            {"data": "FairVLMed", "fixed": {"reports_per_epoch": 2}},
+            "reports_per_epoch: 2 is more than the 1 optimizer steps of an epoch (4 training images",
+        ),
+    ],
+    ids=["synthetic", "grad-accum", "data-folder"],
+)
+def test_reports_per_epoch_beyond_an_epochs_steps_is_refused_by_run_as_by_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, doc: dict[str, Any], fragment: str
+) -> None:
+    """One check, shared: what `train` refuses, `run` refuses before anything is written (it used to start
+    the sweep, every trial failed, and it exited 0)."""
+    if doc.get("data"):
+        _dataset(tmp_path / "FairVLMed")
+    _space(tmp_path, **doc)
+    argv = ["run", "--space", "s.yaml"] if command == "run" else ["train", "--space", "s.yaml", "--out", "o"]
+    err = refused(capsys, tmp_path, argv, fragment)
+    assert ("s.yaml: the largest batch_size" in err) == (command == "run")
+
+
+def test_run_checks_the_largest_batches_a_space_can_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _space(tmp_path, fixed={"synthetic_n": 580, "reports_per_epoch": 4}, search={"batch_size": [8, 64]})
+    refused(
+        capsys,
+        tmp_path,
+        ["run", "--space", "s.yaml"],
+        "reports_per_epoch: 4 is more than the 2 optimizer steps",
+    )
+
+
+def test_the_synthetic_training_split_is_counted_as_it_is_written(tmp_path: Path) -> None:
+    from fairsearch.data import builtin_synthetic, load_fairvlmed, training_images
+
+    for n in (580, 97):
+        assert training_images(None, n) == len(load_fairvlmed(builtin_synthetic(n))["train"])
+
+
 # --- results folders ------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -253,3 +254,38 @@ def test_a_failed_trial_s_error_is_the_last_line_of_its_error_file_read_from_its
     trial = _fake_trial("t1", "ERROR", 1)
     trial.error_file = str(error_file)  # type: ignore[attr-defined]
     assert trial_record(1, trial).error == "ValueError: boom"
+
+
+def test_a_sweep_whose_every_trial_failed_exits_1_naming_the_first_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The outcome carries the first failed trial's error and how many failed trials had it; `run` prints
+    it and exits 1 (it used to exit 0)."""
+    from fairsearch.cli import EXIT_ALL_FAILED, main
+    from fairsearch.output.results import TrialRecord, write_results
+    from fairsearch.search.sweep import _outcome
+
+    spec = parse_space({"name": "s", "trials": 3})
+    records = [
+        TrialRecord("t2", 2, "failed", {"method": "vanilla"}, error="RuntimeError: other"),
+        TrialRecord("t0", 0, "failed", {"method": "vanilla"}, error="ValueError: boom"),
+        TrialRecord("t1", 1, "failed", {"method": "vanilla"}, error="ValueError: boom"),
+    ]
+    write_results(tmp_path, records, {})
+    outcome = _outcome(tmp_path, spec)
+    assert (outcome.completed, outcome.failed, outcome.first_error) == (0, 3, ("ValueError: boom", 2))
+
+    monkeypatch.setattr(fairsearch.search.sweep, "run_sweep", lambda *a, **k: outcome)
+    (tmp_path / "s.yaml").write_text("name: s\n")
+    assert main(["run", "--space", str(tmp_path / "s.yaml")]) == EXIT_ALL_FAILED == 1
+    err = capsys.readouterr().err
+    assert (
+        "error: every trial failed (3); the first one's error, which 2 of them had: ValueError: boom" in err
+    )
+
+    records[0] = TrialRecord("t2", 2, "completed", {"method": "vanilla"}, {"acc": 0.9, "max_acc_gap": 0.1})
+    write_results(tmp_path, records, {})
+    monkeypatch.setattr(fairsearch.search.sweep, "run_sweep", lambda *a, **k: _outcome(tmp_path, spec))
+    assert (
+        main(["run", "--space", str(tmp_path / "s.yaml")]) == 0
+    )  # one trial completed: the sweep gave an answer

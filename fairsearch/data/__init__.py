@@ -13,7 +13,7 @@ from fairsearch.data.fairvlmed import (
     load_fairvlmed,
 )
 from fairsearch.data.summary import format_summary, summarize
-from fairsearch.data.synthetic import builtin_synthetic, write_synthetic
+from fairsearch.data.synthetic import builtin_synthetic, training_images, write_synthetic
 
 __all__ = [
     "ATTRIBUTES",
@@ -25,5 +25,6 @@ __all__ = [
     "format_summary",
     "load_fairvlmed",
     "summarize",
+    "training_images",
     "write_synthetic",
 ]

@@ -59,6 +59,7 @@ from fairsearch.data.fairvlmed import (
     SPLIT_FOLDERS,
     SPLITS,
     SUMMARY_CSV,
+    load_fairvlmed,
 )
 from fairsearch.errors import FairsearchError
 
@@ -139,6 +140,12 @@ class SyntheticRecipe:
     def default_n(self) -> int:
         """Subjects in all splits at the recipe's own split sizes."""
         return sum(self.split_sizes)
+
+    def sizes(self, n: int) -> tuple[int, int, int]:
+        """The train/validation/test subjects of a set of ``n``: ``n`` split in the proportions of
+        :attr:`split_sizes` (largest remainder, at least one in each)."""
+        quotas = _quotas(n, dict(enumerate(map(float, self.split_sizes))), at_least_one=True)
+        return quotas[0], quotas[1], quotas[2]
 
 
 RECIPE = SyntheticRecipe()
@@ -257,7 +264,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def _write_all(folder: Path, n: int, seed: int, image_size: int, recipe: SyntheticRecipe) -> None:
     """Generate and write every split and the summary CSV into ``folder``."""
     rng = np.random.default_rng(seed)
-    sizes = _quotas(n, dict(enumerate(map(float, recipe.split_sizes))), at_least_one=True)
+    sizes = recipe.sizes(n)
     rows: list[dict[str, Any]] = []
     number = 0
     for index, split in enumerate(SPLITS):
@@ -375,3 +382,14 @@ def builtin_synthetic(n: int = RECIPE.default_n, seed: int = 0, image_size: int 
             "if none is running, delete the lock file"
         ) from exc
     return folder
+
+
+def training_images(data: str | Path | None, synthetic_n: int | None) -> int | None:
+    """Training images of the data a trial config names, before anything is written: a FairVLMed folder's
+    (read), or the built-in synthetic set's (counted from its recipe, not generated); ``None`` for data
+    at a URI, which only the trial reads."""
+    if data is None:
+        return RECIPE.sizes(RECIPE.default_n if synthetic_n is None else int(synthetic_n))[0]
+    if "://" in str(data):
+        return None
+    return len(load_fairvlmed(data)["train"])

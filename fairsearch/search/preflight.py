@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from fairsearch.bounded import read_json
-from fairsearch.data.synthetic import RECIPE
+from fairsearch.data.synthetic import RECIPE, training_images
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
-from fairsearch.spec.config import TrialConfig
+from fairsearch.spec.config import TrialConfig, check_reports_per_epoch
 from fairsearch.spec.space import SweepSpec
 
 __all__ = ["ADDRESS_TIMEOUT_S", "PROBE_TIMEOUT_S", "RAY_CLIENT_PORT", "check_inputs"]
@@ -99,6 +99,15 @@ def check_inputs(
         splits = load_fairvlmed(data)
         _check_groups(
             splits, spec.group_by, bool(spec.fixed.get("exclude_unknown", TrialConfig.exclude_unknown))
+        )
+    n_train = training_images(data, spec.fixed.get("synthetic_n"))
+    if n_train is not None:  # what `fairsearch train` refuses, at the largest values the space gives
+        check_reports_per_epoch(
+            n_train,
+            int(spec.largest("batch_size")),
+            int(spec.largest("grad_accum")),
+            int(spec.largest("reports_per_epoch")),
+            f"{spec.source}: the largest batch_size, grad_accum and reports_per_epoch give: ",
         )
     model = spec.fixed.get("model", TrialConfig.model)
     if model == "tiny":

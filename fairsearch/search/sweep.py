@@ -97,6 +97,8 @@ class SweepOutcome:
         feasible: the front of the trials meeting every constraint (empty without constraints).
         constraint_report: how many trials met each constraint, and the nearest miss of one no trial
             met (:func:`fairsearch.output.tables.constraint_lines`).
+        first_error: the error of the failed trial numbered first, and how many failed trials had that
+            very error (``None`` when none failed).
         recovered: of the completed trials, those whose process failed at least once and that Tune
             restarted from their checkpoint (``trials.parquet``'s ``failures``).
     """
@@ -112,6 +114,7 @@ class SweepOutcome:
     constraints: Constraints = ()
     feasible: pd.DataFrame = field(default_factory=pd.DataFrame)
     constraint_report: tuple[str, ...] = ()
+    first_error: tuple[str, int] | None = None
     recovered: int = 0
 
 
@@ -491,6 +494,10 @@ def _outcome(results_dir: Path, spec: SweepSpec) -> SweepOutcome:
     failed = int(counts.get("failed", 0))
     ended = trials["status"].isin(("completed", "stopped"))
     recovered = int((ended & (trials["failures"] > 0)).sum()) if "failures" in trials else 0
+    first_error = None
+    if failed and "error" in trials:
+        errors = trials[trials["status"] == "failed"].sort_values("number")["error"].fillna("(no message)")
+        first_error = (str(errors.iloc[0]), int((errors == errors.iloc[0]).sum()))
     return SweepOutcome(
         results_dir,
         done,
@@ -502,4 +509,5 @@ def _outcome(results_dir: Path, spec: SweepSpec) -> SweepOutcome:
         feasible=read_front(results_dir, FEASIBLE_FRONT) if spec.constraints else pd.DataFrame(),
         constraint_report=tuple(constraint_lines(trials, spec.constraints)),
         recovered=recovered,
+        first_error=first_error,
     )

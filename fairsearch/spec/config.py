@@ -41,12 +41,14 @@ __all__ = [
     "Objective",
     "Objectives",
     "TrialConfig",
+    "check_reports_per_epoch",
     "check_setting",
     "is_feasible",
     "objective_directions",
     "objective_keys",
     "objective_reference",
     "objectives_named",
+    "steps_per_epoch",
     "violations",
 ]
 
@@ -426,6 +428,30 @@ _UPPER_BOUNDS: Mapping[str, float] = {
     "n_boot": 1_000_000,
     "max_pixels": 1 << 26,
 }
+
+
+def steps_per_epoch(n_train: int, batch_size: int, grad_accum: int) -> int:
+    """Optimizer steps in one epoch of ``n_train`` training images (the last batch and step may be short)."""
+    return math.ceil(math.ceil(n_train / batch_size) / grad_accum)
+
+
+def check_reports_per_epoch(
+    n_train: int, batch_size: int, grad_accum: int, reports_per_epoch: int, where: str = ""
+) -> None:
+    """Refuses more validation reports per epoch than an epoch has optimizer steps: ``fairsearch train``
+    on its one config, and ``fairsearch run`` before anything is written, on the largest values the
+    space can give each setting (``where`` names the space file).
+
+    Raises:
+        FairsearchError: ``reports_per_epoch`` exceeds the steps.
+    """
+    steps = steps_per_epoch(n_train, batch_size, grad_accum)
+    if reports_per_epoch > steps:
+        raise FairsearchError(
+            f"{where}reports_per_epoch: {reports_per_epoch} is more than the {steps} optimizer steps of an "
+            f"epoch ({n_train} training images, batch_size {batch_size}, grad_accum {grad_accum}); report "
+            f"at most {steps} times an epoch, or take smaller batches"
+        )
 
 
 def check_setting(where: str, key: str, value: Any, problems: list[str]) -> Any:

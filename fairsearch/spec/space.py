@@ -141,6 +141,14 @@ class SweepSpec:
             return tuple(dist.choices)
         return (str(self.fixed.get("method", TrialConfig.method)),)
 
+    def largest(self, setting: str) -> Any:
+        """The largest value a trial setting takes in this sweep: its fixed value, its largest choice or
+        the top of its range when searched, else :class:`TrialConfig`'s default."""
+        dist = self.search.get(setting)
+        if dist is None:
+            return self.fixed.get(setting, getattr(TrialConfig, setting))
+        return max(dist.choices) if dist.choices else dist.high
+
     @property
     def max_epochs(self) -> int:
         """The most epochs any trial runs."""

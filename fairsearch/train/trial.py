@@ -42,7 +42,7 @@ from fairsearch.model import (
     load_backbone,
     parameter_counts,
 )
-from fairsearch.spec.config import SELECTIONS, TrialConfig
+from fairsearch.spec.config import SELECTIONS, TrialConfig, check_reports_per_epoch, steps_per_epoch
 from fairsearch.train.checkpoint import (
     FEATURES_FILE,
     SCORES_FILE,
@@ -222,14 +222,9 @@ def run_trial(
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
     )
-    steps_per_epoch = math.ceil(math.ceil(len(feeders["train"]) / config.batch_size) / config.grad_accum)
-    if config.reports_per_epoch > steps_per_epoch:
-        raise FairsearchError(
-            f"reports_per_epoch: {config.reports_per_epoch} is more than the {steps_per_epoch} optimizer "
-            f"steps of an epoch ({len(feeders['train'])} training images, batch_size {config.batch_size}, "
-            f"grad_accum {config.grad_accum})"
-        )
-    total_steps = steps_per_epoch * config.epochs
+    n_train = len(feeders["train"])
+    check_reports_per_epoch(n_train, config.batch_size, config.grad_accum, config.reports_per_epoch)
+    total_steps = steps_per_epoch(n_train, config.batch_size, config.grad_accum) * config.epochs
     schedule = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
 
     history: list[dict[str, float]] = []  # one validation report per part of an epoch trained
