@@ -289,3 +289,54 @@ def test_a_sweep_whose_every_trial_failed_exits_1_naming_the_first_error(
     assert (
         main(["run", "--space", str(tmp_path / "s.yaml")]) == 0
     )  # one trial completed: the sweep gave an answer
+
+
+def _killed_mid_write(path: Path) -> None:
+    """An Optuna database whose writer was killed inside a transaction: a hot journal beside it, which
+    a read-only connection cannot open ("attempt to write a readonly database")."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    import optuna
+
+    optuna.create_study(study_name="s", storage=f"sqlite:///{path}", directions=["maximize", "minimize"])
+    code = (
+        "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "c.execute('PRAGMA cache_size=1'); c.execute('BEGIN'); "
+        "c.execute(\"UPDATE studies SET study_name = 'x' || study_name\"); "
+        "c.execute('CREATE TABLE filler (b BLOB)'); "
+        "c.executemany('INSERT INTO filler VALUES (?)', [(b'0' * 4000,)] * 50); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
+    assert path.with_name(path.name + "-journal").stat().st_size > 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True).execute(
+            "PRAGMA quick_check"
+        ).fetchall()
+
+
+def test_a_database_left_with_a_hot_journal_by_a_kill_is_checked_in_a_copy_and_left_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """A driver SIGKILLed while Optuna wrote: the checks before a resume read the database as the rollback
+    will leave it (from a copy), and neither the file nor its journal changes."""
+    import hashlib
+
+    from fairsearch.search.preflight import _check_sqlite_file
+    from fairsearch.search.sqlite_copy import settled
+
+    path = tmp_path / "optuna.db"
+    _killed_mid_write(path)
+
+    def digests() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tmp_path.iterdir())}
+
+    before = digests()
+    _check_sqlite_file(path, "")  # an Optuna database once rolled back: accepted
+    with settled(path) as (readable, copied):
+        assert copied and readable != path
+        import optuna
+
+        assert optuna.get_all_study_names(f"sqlite:///{readable}") == ["s"]  # the rollback, in the copy
+    assert digests() == before and set(before) == {"optuna.db", "optuna.db-journal"}

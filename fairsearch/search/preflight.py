@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from fairsearch.bounded import read_json
 from fairsearch.data.synthetic import RECIPE, training_images
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
+from fairsearch.search.sqlite_copy import settled
 from fairsearch.spec.config import TrialConfig, check_reports_per_epoch
 from fairsearch.spec.space import SweepSpec
 
@@ -43,8 +45,10 @@ _STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 _STORAGE_PROBE = """
 import sys, pyarrow.fs
 fs, path = pyarrow.fs.FileSystem.from_uri(sys.argv[1])
-print(fs.get_file_info(path).type.name)
+print(fs.get_file_info(path.split("/", 1)[0]).type.name, fs.get_file_info(path).type.name)
 """
+_BUCKET_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss")
+"""Object stores whose paths start with a bucket (or container), which Tune would not create."""
 _DATABASE_PROBE = """
 import json, sys, sqlalchemy
 try:
@@ -155,7 +159,13 @@ def _check_storage(storage: str | None) -> None:
             f"--storage {clip_value(storage)}: unknown scheme {clip_value(scheme)!r}; give a folder or a URI of "
             f"{', '.join(f'{s}://' for s in _STORAGE_SCHEMES)}"
         )
-    kind = _probe(_STORAGE_PROBE, storage, f"--storage {clip_value(storage)}")
+    bucket, _, kind = _probe(_STORAGE_PROBE, storage, f"--storage {clip_value(storage)}").partition(" ")
+    if scheme.lower() in _BUCKET_SCHEMES and bucket == "NotFound":
+        name = rest.split("/", 1)[0]
+        raise FairsearchError(
+            f"--storage {clip_value(storage)}: no bucket {clip_value(name)!r} there, or these credentials cannot "
+            f"see it; create it first (e.g. aws s3 mb {scheme}://{clip_value(name)}) or check the credentials"
+        )
     if kind == "File":
         raise FairsearchError(f"--storage {clip_value(storage)}: is a file, not a folder")
 
@@ -234,11 +244,17 @@ def _check_sqlite_file(path: Path, where: str) -> None:
 
 def _sqlite_schema(path: Path, where: str) -> tuple[set[str], str | None]:
     """A SQLite file's tables and Alembic version, read through a read-only connection (not one byte
-    written), after SQLite's own check of the file."""
-    import sqlite3
+    written), after SQLite's own check of the file. A database with a journal beside it (a driver
+    killed mid-write leaves one, which the next writer rolls back) is read from a copy of both, rolled
+    back there, so that the file and its journal stay as they are."""
+    with settled(path) as (readable, copied):
+        target = readable.as_uri() if copied else f"{readable.resolve().as_uri()}?mode=ro"
+        return _read_schema(target, path, where)
 
+
+def _read_schema(target: str, path: Path, where: str) -> tuple[set[str], str | None]:
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(target, uri=True)) as db:
             problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
             if problems != ["ok"]:
                 raise sqlite3.DatabaseError("; ".join(str(p) for p in problems))

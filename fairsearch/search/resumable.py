@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.output.confirm import check_confirmation
 from fairsearch.output.results import TRIALS_FILE, read_results
+from fairsearch.search.sqlite_copy import settled
 
 __all__ = ["check_resume"]
 
@@ -75,25 +76,22 @@ def _check_study(results_dir: Path, trials: pd.DataFrame, study_name: str, url: 
     """Every trial of ``trials.parquet`` is a trial of the study, with the same sampled settings."""
     shown = make_url(url).render_as_string(hide_password=True)
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        path = Path(str(parsed.database)).expanduser()
+    database = str(parsed.database or "")
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not database.startswith("file:")
+    ):
+        path = Path(database).expanduser()
         if not path.is_file() or path.stat().st_size == 0:  # Optuna would make a new one: the study is lost
             raise FairsearchError(
                 f"{results_dir / TRIALS_FILE} holds {len(trials)} trial(s) but the Optuna database {path} "
                 f"is missing or empty: resume with the --optuna-storage it ran with, or {_FRESH}"
             )
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=url)
-    except KeyError:
-        raise FairsearchError(
-            f"{results_dir / TRIALS_FILE} holds {len(trials)} trial(s) but {clip_value(shown)} has no study "
-            f"{study_name!r}: resume with the --optuna-storage it ran with, or {_FRESH}"
-        ) from None
-    finally:
-        optuna.logging.set_verbosity(verbosity)
-    sampled = {t.number: t.params for t in study.get_trials(deepcopy=False)}
+        with settled(path) as (readable, _):  # a journal a kill left is rolled back in a copy only
+            sampled = _sampled(f"sqlite:///{readable}", study_name, results_dir, len(trials), shown)
+    else:
+        sampled = _sampled(url, study_name, results_dir, len(trials), shown)
     for _, row in trials.iterrows():
         number = int(row["number"])
         if number not in sampled:
@@ -112,6 +110,24 @@ def _check_study(results_dir: Path, trials: pd.DataFrame, study_name: str, url: 
                 f"those study {study_name!r} in {clip_value(shown)} sampled (results or a database of another "
                 f"sweep?): {_FRESH}"
             )
+
+
+def _sampled(
+    url: str, study_name: str, results_dir: Path, n_trials: int, shown: str
+) -> dict[int, dict[str, Any]]:
+    """Each trial's sampled settings in the study, by number."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=url)
+    except KeyError:
+        raise FairsearchError(
+            f"{results_dir / TRIALS_FILE} holds {n_trials} trial(s) but {clip_value(shown)} has no study "
+            f"{study_name!r}: resume with the --optuna-storage it ran with, or {_FRESH}"
+        ) from None
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return {t.number: t.params for t in study.get_trials(deepcopy=False)}
 
 
 def _same(sampled: Any, recorded: Any) -> bool:
