@@ -21,9 +21,9 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from fairsearch.errors import FairsearchError, clip_value
+from fairsearch.errors import FairsearchError, clip_value, printable
 from fairsearch.folders import check_writable_folder
 
 if TYPE_CHECKING:
@@ -40,9 +40,17 @@ SYNTH_MAX_BYTES = 2 << 30
 """``data synth`` writes (and holds a split of) ``n × size²`` bytes of images: at most 2 GiB."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose refusals (``unrecognized arguments: ...``) quote the arguments with their
+    control characters escaped, as every other message does."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(printable(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fairsearch",
         description="Multi-objective (accuracy vs. MaxAccGap) search for fair LoRA fine-tuning of Qwen2.5-VL.",
         epilog=__doc__.split("Examples::", 1)[1],
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "data":
             return _data(args)
     except FairsearchError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + printable(str(err), keep="\n"), file=sys.stderr)  # a path may hold an ESC too
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

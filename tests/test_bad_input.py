@@ -28,7 +28,7 @@ import pytest
 import yaml
 from refusals import MAX_MESSAGE, refused, snapshot
 
-from fairsearch.errors import FairsearchError
+from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.output.results import PARETO_FILE, TRIALS_FILE, TrialRecord, write_results
 
 FOLDERS = {"train": "Training", "val": "Validation", "test": "Test"}
@@ -1133,3 +1133,71 @@ def test_feasible_front_of_a_sweep_without_constraints(
         ["pareto", "results/s", "--feasible"],
         "--feasible: results/s is a sweep without constraints; add e.g. 'constraints: {max_acc_gap: 0.02}'",
     )
+
+
+# --- what a message quotes ------------------------------------------------------------------------
+
+ESC, BEL, RLO, CSI = "\x1b", "\x07", "\u202e", "\x9b"
+"""ESC ] 0 ; … BEL sets a terminal's title, ESC [ 2 J clears its screen, CSI is the one-byte ESC [,
+U+202E (right-to-left override) shows the text after it backwards."""
+
+ESCAPES: list[tuple[str, list[str], str]] = [
+    (
+        "space-top-key",
+        ["run", "--space", "keys.yaml"],
+        "keys.yaml: na\\x1b]0;pwned\\x07me: unknown key",
+    ),
+    (
+        "space-nested-key",
+        ["run", "--space", "nested.yaml"],
+        "fixed.lr\\u202e\\x9b2J: unknown trial setting",
+    ),
+    (
+        "space-constraint-key",
+        ["run", "--space", "constraint.yaml"],
+        "constraints.gap\\x1b[2J: unknown metric",
+    ),
+    ("space-name-value", ["run", "--space", "name.yaml"], "name: 'a\\x1b[2Jb' must be 1-64 letters"),
+    (
+        "storage-url",
+        ["run", "--space", "s.yaml", "--storage", f"s{ESC}[2J3://bucket/x"],
+        "--storage s\\x1b[2J3://bucket/x: unknown scheme",
+    ),
+    (
+        "optuna-url",
+        ["run", "--space", "s.yaml", "--optuna-storage", f"sqlite:///a_file{RLO}/x.db"],
+        "folder a_file\\u202e does not exist",
+    ),
+    ("compare-side", ["compare", "results/s", f"1{ESC}[2J", "0"], "compare: 1\\x1b[2J is not a trial"),
+    ("results-path", ["pareto", f"results/{ESC}]0;x{BEL}"], "no results in results/\\x1b]0;x\\x07"),
+    ("argparse-flag", ["run", "--space", "s.yaml", f"--bogus{CSI}"], "unrecognized arguments: --bogus\\x9b"),
+]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [c[1:] for c in ESCAPES], ids=[c[0] for c in ESCAPES])
+def test_a_message_quotes_control_characters_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    """A key, URL, value or path the user wrote comes back with its control and format characters written
+    as escapes: no message can set the terminal's title, clear its screen or reverse its text."""
+    _space(tmp_path)
+    (tmp_path / "keys.yaml").write_text('"na\\e]0;pwned\\ame": 1\n')  # YAML's own escapes: ESC, BEL
+    (tmp_path / "nested.yaml").write_text('fixed:\n  "lr\\u202e\\x9b2J": 1\n')
+    (tmp_path / "constraint.yaml").write_text('constraints:\n  "gap\\e[2J": 0.1\n')
+    (tmp_path / "name.yaml").write_text('name: "a\\e[2Jb"\n')
+    _results(tmp_path)
+    err = refused(capsys, tmp_path, argv, fragment)
+    assert not {ESC, BEL, RLO, CSI} & set(err), err
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\x00", "\t", "\r", ESC, "\x7f", "\x85", CSI, "\u200e", "\u202a", RLO, "\u2066", "\u2069", "\u2028"],
+)
+def test_clip_value_writes_a_control_or_format_character_as_its_escape(char: str) -> None:
+    shown = clip_value(f"key{char}end")
+    assert shown == f"key{repr(char)[1:-1]}end" and shown.isprintable()
+
+
+def test_clip_value_leaves_letters_of_any_script_and_spaces_alone() -> None:
+    assert clip_value("Hispanic café 中文 ü") == "Hispanic café 中文 ü"

@@ -200,13 +200,17 @@ def _check_optuna_url(url: str, where: str) -> None:
         _check_sqlite_file(path, f"{where} {clip_value(shown)}: ")
         if not path.exists():
             if path.parent.exists() and not path.parent.is_dir():
-                raise FairsearchError(f"{where} {clip_value(shown)}: {path.parent} is a file, not a folder")
+                raise FairsearchError(
+                    f"{where} {clip_value(shown)}: {clip_value(str(path.parent))} is a file, not a folder"
+                )
             if not path.parent.is_dir():
                 raise FairsearchError(
-                    f"{where} {clip_value(shown)}: folder {path.parent} does not exist; create it first"
+                    f"{where} {clip_value(shown)}: folder {clip_value(str(path.parent))} does not exist; create it first"
                 )
             if not os.access(path.parent, os.W_OK | os.X_OK):
-                raise FairsearchError(f"{where} {clip_value(shown)}: cannot create a file in {path.parent}")
+                raise FairsearchError(
+                    f"{where} {clip_value(shown)}: cannot create a file in {clip_value(str(path.parent))}"
+                )
         return
     try:
         dialect.import_dbapi()
@@ -225,21 +229,21 @@ def _check_sqlite_file(path: Path, where: str) -> None:
     if not (path.exists() or path.is_symlink()):
         return
     if not path.is_file():
-        raise FairsearchError(f"{where}{path} is not a file, so not a SQLite database")
+        raise FairsearchError(f"{where}{clip_value(str(path))} is not a file, so not a SQLite database")
     try:
         with path.open("rb") as f:
             header = f.read(len(_SQLITE_HEADER))
     except OSError as err:
-        raise FairsearchError(f"{where}cannot read {path} ({err.strerror or err})") from None
+        raise FairsearchError(f"{where}cannot read {clip_value(str(path))} ({err.strerror or err})") from None
     if header and header != _SQLITE_HEADER:
         raise FairsearchError(
-            f"{where}{path} is not a SQLite database; give the study's database or a new file"
+            f"{where}{clip_value(str(path))} is not a SQLite database; give the study's database or a new file"
         )
     if not os.access(path, os.R_OK | os.W_OK):
-        raise FairsearchError(f"{where}cannot write {path}")
+        raise FairsearchError(f"{where}cannot write {clip_value(str(path))}")
     if header:
         tables, version = _sqlite_schema(path, where)
-        _check_optuna_schema(tables, version, f"{where}{path}")
+        _check_optuna_schema(tables, version, f"{where}{clip_value(str(path))}")
 
 
 def _sqlite_schema(path: Path, where: str) -> tuple[set[str], str | None]:
@@ -265,7 +269,7 @@ def _read_schema(target: str, path: Path, where: str) -> tuple[set[str], str | N
                 version = str(row[0]) if row else None
     except sqlite3.Error as err:
         raise FairsearchError(
-            f"{where}{path} is a damaged SQLite database ({clip_value(str(err), 200)}); restore it from a "
+            f"{where}{clip_value(str(path))} is a damaged SQLite database ({clip_value(str(err), 200)}); restore it from a "
             "copy, or give a new file (--optuna-storage, or --restart for the default one)"
         ) from None
     return tables, version
