@@ -213,6 +213,34 @@ SPACES: list[tuple[str, str | bytes, str]] = [
     ),
     ("constraint-side", "constraints: {acc: {atleast: 0.5}}\n", "constraints.acc.atleast: unknown key"),
     ("constraints-list", "constraints: [max_acc_gap]\n", "constraints: ['max_acc_gap'] must be a mapping"),
+    (
+        "constraint-min-above-max",
+        "constraints: {acc: {min: 0.3, max: 0.1}}\n",
+        "constraints.acc: min 0.3 is above max 0.1, so no value can meet both",
+    ),
+    (
+        "constraint-floor-above-ceiling-of-auc",
+        "constraints: {auc: {max: 0.6, min: 0.61}}\n",
+        "constraints.auc: min 0.61 is above max 0.6",
+    ),
+    (
+        "constraint-floor-on-gap",
+        "constraints: {max_acc_gap: {min: 0.05}}\n",
+        "constraints.max_acc_gap.min: MaxAccGap is minimised, so a floor on it keeps only the worse trials; "
+        "it takes a ceiling only (max_acc_gap: 0.05, or {max: 0.05})",
+    ),
+    (
+        "constraint-floor-on-gap-beside-a-ceiling",
+        "constraints: {max_acc_gap: {min: 0.0, max: 0.1}}\n",
+        "constraints.max_acc_gap.min: MaxAccGap is minimised",
+    ),
+    ("constraint-nan", "constraints: {acc: .nan}\n", "constraints.acc: nan must be a fraction from 0 to 1"),
+    ("constraint-inf", "constraints: {acc: {max: .inf}}\n", "constraints.acc.max: inf must be a fraction"),
+    (
+        "constraint-negative",
+        "constraints: {worst_group_acc: -0.1}\n",
+        "constraints.worst_group_acc: -0.1 must",
+    ),
     ("sampler-unknown", "sampler: cmaes\n", "sampler.name: 'cmaes' is not one of ['tpe'"),
     ("sampler-list-name", "sampler: {name: [tpe]}\n", "sampler.name: ['tpe'] is not one of ['tpe'"),
     ("sampler-seed", "sampler: {name: tpe, seed: -1}\n", "sampler.seed: -1 must be an integer >= 0"),

@@ -104,6 +104,18 @@ def test_constraints_bound_a_metric_on_its_bad_side_or_the_side_named() -> None:
     )
 
 
+def test_a_two_sided_constraint_that_some_value_meets_is_kept() -> None:
+    spec = parse_space(
+        {"constraints": {"acc": {"min": 0.6, "max": 0.95}, "worst_group_acc": {"min": 0.5, "max": 0.5}}}
+    )
+    assert spec.constraints == (
+        Constraint("acc", 0.6, "min"),
+        Constraint("acc", 0.95, "max"),
+        Constraint("worst_group_acc", 0.5, "min"),
+        Constraint("worst_group_acc", 0.5, "max"),
+    )
+
+
 @pytest.mark.parametrize(
     ("constraints", "message"),
     [
@@ -114,6 +126,14 @@ def test_constraints_bound_a_metric_on_its_bad_side_or_the_side_named() -> None:
         ({"acc": {"least": 0.5}}, r"constraints.acc.least: unknown key; allowed are \['min', 'max'\]"),
         ({"acc": {}}, r"constraints.acc: \{\} names no bound"),
         ({"acc": {"min": -0.1}}, r"constraints.acc.min: -0.1 must be a fraction"),
+        (
+            {"acc": {"min": 0.9, "max": 0.8}},
+            r"^<space>: constraints.acc: min 0.9 is above max 0.8, so no value",
+        ),
+        (
+            {"max_acc_gap": {"min": 0.01}},
+            r"^<space>: constraints.max_acc_gap.min: MaxAccGap is minimised, so a",
+        ),
         ([0.02], r"constraints: \[0.02\] must be a mapping of metrics to bounds"),
         ({}, r"constraints: \{\} must be a mapping of metrics to bounds"),
     ],

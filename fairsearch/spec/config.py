@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fairsearch.errors import FairsearchError
+from fairsearch.errors import FairsearchError, short_repr
 from fairsearch.judge.pareto import Direction
 from fairsearch.methods import METHOD_PARAMETERS, METHODS, Method
 from fairsearch.methods.base import number_problem
@@ -41,8 +41,10 @@ __all__ = [
     "Objective",
     "Objectives",
     "TrialConfig",
+    "bound_problem",
     "check_reports_per_epoch",
     "check_setting",
+    "constraint_problems",
     "is_feasible",
     "objective_directions",
     "objective_keys",
@@ -166,6 +168,41 @@ class Constraint:
 
 
 Constraints = tuple[Constraint, ...]
+
+
+def bound_problem(bound: Any) -> str | None:
+    """Why ``bound`` cannot bound a metric, or None: every metric of :data:`METRICS` is a fraction, so a
+    bound is a number from 0 to 1 (NaN and the infinities are not)."""
+    if isinstance(bound, bool) or not _is_real(bound) or not 0 <= bound <= 1:
+        return f"{short_repr(bound)} must be a fraction from 0 to 1 (0.02 is 2 %)"
+    return None
+
+
+def constraint_problems(constraints: Constraints) -> list[str]:
+    """What makes a sweep's constraints meaningless, one line each, naming ``<key>.<side>`` or ``<key>``:
+    a bound that is not a fraction (:func:`bound_problem`); a floor (``min``) on a metric that is
+    minimised, which asks for worse models (``max_acc_gap: {min: 0.05}`` keeps only the *less* fair
+    ones; a ceiling on a metric maximised, ``auc: {max: 0.99}``, may screen out leakage and is allowed);
+    and a floor above a ceiling on one metric, which no value can meet. The space file
+    (:mod:`fairsearch.spec.space`) and the results files' metadata are both checked by it.
+    """
+    problems: list[str] = []
+    for c in constraints:
+        metric = METRICS[c.key]
+        problem = bound_problem(c.bound)
+        if problem is not None:
+            problems.append(f"{c.key}.{c.side}: {problem}")
+        elif c.side == "min" and metric.direction == "min":
+            problems.append(
+                f"{c.key}.min: {metric.label} is minimised, so a floor on it keeps only the worse trials; "
+                f"it takes a ceiling only ({c.key}: {c.bound:g}, or {{max: {c.bound:g}}})"
+            )
+    for key in dict.fromkeys(c.key for c in constraints):
+        floor = max((c.bound for c in constraints if c.key == key and c.side == "min"), default=-math.inf)
+        ceiling = min((c.bound for c in constraints if c.key == key and c.side == "max"), default=math.inf)
+        if floor > ceiling:
+            problems.append(f"{key}: min {floor:g} is above max {ceiling:g}, so no value can meet both")
+    return problems
 
 
 def violations(constraints: Constraints, metrics: Mapping[str, Any]) -> tuple[float, ...]:

@@ -38,7 +38,9 @@ from fairsearch.spec.config import (
     Constraints,
     Objectives,
     TrialConfig,
+    bound_problem,
     check_setting,
+    constraint_problems,
 )
 from fairsearch.spec.scheduler_settings import scheduler_settings
 from fairsearch.spec.yaml_input import read_yaml, read_yaml_file
@@ -467,10 +469,12 @@ def _constraints(block: Any, problems: list[str]) -> Constraints:
                 continue
             bound = sides[limit]
             shown = where if not isinstance(value, dict) else f"{where}.{limit}"
-            if isinstance(bound, bool) or not isinstance(bound, int | float) or not 0 <= bound <= 1:
-                problems.append(f"{shown}: {short_repr(bound)} must be a fraction from 0 to 1 (0.02 is 2 %)")
+            problem = bound_problem(bound)
+            if problem is not None:
+                problems.append(f"{shown}: {problem}")
                 continue
             out.append(Constraint(key, float(bound), limit))
+    problems += [f"constraints.{p}" for p in constraint_problems(tuple(out))]
     return tuple(out)
 
 
