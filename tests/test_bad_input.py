@@ -849,7 +849,7 @@ RESULTS: list[tuple[str, Callable[[Path], None], str]] = [
     (
         "old-trials-value-changed",
         _old_trials_value_changed,
-        "pareto.parquet: its front holds trial(s) t1 that results/s/trials.parquet does not hold as completed",
+        "pareto.parquet: its search front holds trial(s) t1 (#1) that trials.parquet does not hold as completed",
     ),
     ("trials-other-schema", _other_schema(TRIALS_FILE), "trials.parquet: not a fairsearch results table"),
     (
@@ -872,7 +872,11 @@ RESULTS: list[tuple[str, Callable[[Path], None], str]] = [
         _replace_with_folder(TRIALS_FILE),
         "trials.parquet: it is a folder, not a Parquet file",
     ),
-    ("trials-from-other-sweep", _trials_from_other_sweep, "pareto.parquet: its front holds trial(s) t2"),
+    (
+        "trials-from-other-sweep",
+        _trials_from_other_sweep,
+        "pareto.parquet: its search front holds trial(s) t2 (#2)",
+    ),
     (
         "pareto-cut-in-half",
         _cut(PARETO_FILE, 0.5),

@@ -31,6 +31,7 @@ from fairsearch.output.confirm import (
     write_confirmation,
     write_plan,
 )
+from fairsearch.output.fronts import REFIT_FRONT, REFIT_KIND
 from fairsearch.output.report import write_report
 from fairsearch.output.results import TrialRecord, read_results, write_results
 from fairsearch.search.tune_trials import STATE_FOLDER
@@ -303,13 +304,14 @@ def test_confirmation_files_keep_the_search_front_and_add_the_confirmed_one(tmp_
 
 
 def test_confirmation_keeps_every_other_front_as_the_search_wrote_it(tmp_path: Path) -> None:
-    """Fronts the confirmation does not know (a derived one, here a stand-in) stay, row for row."""
+    """Fronts the confirmation does not write (a derived one, here a stand-in refit front) stay, row for
+    row."""
     search = [_record("s0", 0, 0, 0.90, 0.05), _record("s1", 1, 0, 0.92, 0.20)]
     test = {"s0": {"acc": 0.89, "max_acc_gap": 0.07}, "s1": {"acc": 0.91, "max_acc_gap": 0.22}}
 
     def other_front(trials: pd.DataFrame, front: pd.DataFrame) -> pd.DataFrame:
         return front.drop(columns=["front", "hypervolume"]).assign(
-            front="some_front", kind="other", hypervolume=0.5
+            front=REFIT_FRONT, kind=REFIT_KIND, hypervolume=0.5
         )
 
     write_results(tmp_path, search, test, derived_fronts=(other_front,))
@@ -317,10 +319,10 @@ def test_confirmation_keeps_every_other_front_as_the_search_wrote_it(tmp_path: P
     plan = ConfirmPlan((0, 1), (), {0: test["s0"], 1: test["s1"]})
     write_confirmation(tmp_path, [_record("c0", 0, 1, 0.88, 0.07)], {}, plan)
     after = pd.read_parquet(tmp_path / "pareto.parquet")
-    kept = after[after["front"] == "some_front"].reset_index(drop=True)
-    expected = before[before["front"] == "some_front"].reset_index(drop=True)
+    kept = after[after["front"] == REFIT_FRONT].reset_index(drop=True)
+    expected = before[before["front"] == REFIT_FRONT].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept[expected.columns], expected)
-    assert set(after["front"]) == {"search", "some_front", "confirmed"}
+    assert set(after["front"]) == {"search", REFIT_FRONT, "confirmed"}
 
 
 # ------------------------------------------------------------------------------------------ end to end

@@ -43,13 +43,14 @@ from fairsearch.judge.paired import paired_comparison
 from fairsearch.judge.paired import verdict as paired_verdict
 from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.judge.thresholds import TrialScores
+from fairsearch.output.fronts import CONFIRMED_FRONT, SEARCH_FRONT
 from fairsearch.output.results import (
     PARETO_FILE,
-    SEARCH_FRONT,
     TRIALS_FILE,
     TrialRecord,
     completed_trials,
     feasible_mask,
+    read_front,
     read_parquet_metadata,
     read_results,
     read_sweep_goals,
@@ -89,8 +90,6 @@ __all__ = [
 
 CONFIRM_FILE = "confirm.parquet"
 PLAN_FILE = "confirm.json"
-CONFIRMED_FRONT = "confirmed"
-"""``front`` of the confirmed rows in ``pareto.parquet``."""
 SEED_SUFFIXES = ("_seeds_low", "_seeds_high")
 """``<split>/<metric>_seeds_low`` / ``_seeds_high``: the across-seed 95 % interval of a mean."""
 SUMMARISED = ("acc", "max_acc_gap", "worst_group_acc", "auc", "es_auc")
@@ -462,16 +461,11 @@ def read_confirmed(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A sweep's confirmation runs and confirmed front; both empty when it has none (yet).
 
     Raises:
-        FairsearchError: a file is there but unreadable.
+        FairsearchError: a file is there but unreadable, or a front of ``pareto.parquet`` is not what it
+            holds (:func:`fairsearch.output.results.read_front`).
     """
     folder = Path(folder)
-    runs = _read(folder / CONFIRM_FILE)
-    pareto = _read(folder / PARETO_FILE)
-    if "front" in pareto:
-        pareto = pareto[pareto["front"] == CONFIRMED_FRONT].reset_index(drop=True)
-    else:
-        pareto = pareto.iloc[:0]
-    return runs, pareto
+    return _read(folder / CONFIRM_FILE), read_front(folder, CONFIRMED_FRONT)
 
 
 def _read(path: Path) -> pd.DataFrame:

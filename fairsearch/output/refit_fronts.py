@@ -23,6 +23,7 @@ from fairsearch.judge.fairness import Grouping
 from fairsearch.judge.metrics import evaluate_split
 from fairsearch.judge.refit import refit_last_layer
 from fairsearch.judge.thresholds import TrialScores
+from fairsearch.output.fronts import REFIT_FRONT, REFIT_KIND
 from fairsearch.output.results import DerivedFront, completed_trials
 from fairsearch.output.threshold_fronts import nondominated_front, thresholds_apply
 from fairsearch.spec.config import Objectives
@@ -31,9 +32,6 @@ from fairsearch.train.checkpoint import FEATURES_FILE, read_features_at, read_sc
 __all__ = ["REFIT_FRONT", "REFIT_KIND", "derived_fronts", "refit_front_rows", "refit_rows"]
 
 logger = logging.getLogger(__name__)
-
-REFIT_FRONT = "last_layer_refit"
-REFIT_KIND = "last_layer_refit"
 
 
 @dataclass(frozen=True)

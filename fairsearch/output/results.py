@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -59,18 +60,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fairsearch.bounded import RESULTS_TABLE, check_parquet
-from fairsearch.errors import FairsearchError
+from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.judge.pareto import hypervolume, pareto_mask
-from fairsearch.spec.config import OBJECTIVES as DEFAULT_OBJECTIVES
+from fairsearch.output.fronts import FEASIBLE_FRONT, SEARCH_FRONT, TRAINED_KIND, front_problems
 from fairsearch.spec.config import (
+    MAX_OBJECTIVES,
+    MIN_OBJECTIVES,
     Constraint,
     Constraints,
     Objectives,
+    constraint_problems,
     objective_directions,
     objective_keys,
     objective_reference,
     objectives_named,
 )
+from fairsearch.spec.config import OBJECTIVES as DEFAULT_OBJECTIVES
 
 __all__ = [
     "DIRECTIONS",
@@ -116,16 +121,6 @@ OBJECTIVES = objective_keys("val/")
 DIRECTIONS = objective_directions()
 REFERENCE = objective_reference()
 SCHEMA_VERSION = "1"
-FEASIBLE_FRONT = "feasible"
-"""``front`` of the rows that are non-dominated among the trials meeting every constraint (written only
-for a sweep with ``constraints:``; the search front itself spans every completed trial and marks each row
-``feasible``)."""
-SEARCH_FRONT = "search"
-"""``front`` of the search's own rows in ``pareto.parquet``; the thresholded fronts' rows
-(:mod:`fairsearch.output.threshold_fronts`) and ``confirmed`` rows (:mod:`fairsearch.output.confirm`) follow them."""
-TRAINED_KIND = "trained"
-"""``kind`` of a row that is a trained model at its own threshold (0.5); :mod:`fairsearch.judge.thresholds` names
-the thresholded kinds."""
 
 _TAIL_DTYPES = {
     "epochs_done": "float64",
@@ -471,11 +466,30 @@ def sweep_goals(metadata: Mapping[str, str], path: Path | str = "") -> tuple[Obj
     before either was kept).
 
     Raises:
-        FairsearchError: the metadata names metrics or constraints this fairsearch does not know.
+        FairsearchError: the metadata names metrics this fairsearch does not know, fewer or more
+            objectives than a sweep has, a reference point that is not finite, or constraints a space file
+            could not hold (:func:`fairsearch.spec.config.constraint_problems`).
     """
     try:
-        columns = json.loads(metadata.get("objectives", "null")) or list(OBJECTIVES)
-        objectives = objectives_named([str(c).removeprefix("val/") for c in columns])
+        columns = json.loads(metadata.get("objectives", "null"))
+        columns = list(OBJECTIVES) if columns is None else columns
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise ValueError("objectives are not a list of column names")
+        objectives = objectives_named([c.removeprefix("val/") for c in columns])
+        if not MIN_OBJECTIVES <= len(set(objectives)) == len(objectives) <= MAX_OBJECTIVES:
+            raise ValueError(
+                f"{len(objectives)} objective(s) {[o.key for o in objectives][:5]}; a sweep has "
+                f"{MIN_OBJECTIVES} or {MAX_OBJECTIVES}, each once"
+            )
+        reference = json.loads(metadata.get("reference", "null"))
+        if reference is not None and (
+            not isinstance(reference, list)
+            or len(reference) != len(objectives)
+            or not all(isinstance(r, int | float) and math.isfinite(r) for r in reference)
+        ):
+            raise ValueError(
+                f"reference {clip_value(metadata['reference'], 60)} is not one finite number per objective"
+            )
         constraints = tuple(
             Constraint(str(c["key"]), float(c["bound"]), c["side"])
             for c in json.loads(metadata.get("constraints", "[]"))
@@ -483,6 +497,9 @@ def sweep_goals(metadata: Mapping[str, str], path: Path | str = "") -> tuple[Obj
         objectives_named([c.key for c in constraints])
         if any(c.side not in ("min", "max") for c in constraints):
             raise ValueError("a constraint's side is neither min nor max")
+        problems = constraint_problems(constraints)
+        if problems:
+            raise ValueError("constraints " + "; ".join(problems))
     except (ValueError, TypeError, KeyError, FairsearchError, RecursionError) as err:
         raise FairsearchError(
             f"{path}: its metadata names objectives or constraints this fairsearch does not read ({err}); "
@@ -641,27 +658,6 @@ def _check_table(path: Path, df: pd.DataFrame, metadata: Mapping[str, str], *, t
         )
 
 
-def _check_front_in_trials(
-    pareto_path: Path, front: pd.DataFrame, trials_path: Path, trials: pd.DataFrame, objectives: Objectives
-) -> None:
-    """Every front row is a completed trial of ``trials.parquet`` with the same objective values (a
-    completed trial's are final, so this holds while a sweep is between its two writes too)."""
-    completed = completed_trials(trials).drop_duplicates("trial_id").set_index("trial_id")
-    strangers = [str(t) for t in front["trial_id"] if t not in completed.index]
-    if not strangers:
-        keys = [k for k in objective_keys("val/", objectives) if k in front and k in completed]
-        mine = front[keys].to_numpy(dtype=np.float64)
-        theirs = completed.loc[front["trial_id"], keys].to_numpy(dtype=np.float64)
-        same = ((mine == theirs) | (np.isnan(mine) & np.isnan(theirs))).all(axis=1)
-        strangers = [str(t) for t, ok in zip(front["trial_id"], same, strict=True) if not ok]
-    if strangers:
-        shown = ", ".join(t[:40] for t in strangers[:5])
-        raise FairsearchError(
-            f"{pareto_path}: its front holds trial(s) {shown} that {trials_path} does not hold as completed "
-            "with the same objectives; one of the two files is damaged or from another sweep"
-        )
-
-
 def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a sweep's results, also while it is still running.
 
@@ -676,39 +672,50 @@ def read_results(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Raises:
         FairsearchError: If ``trials.parquet`` is missing, or either file is unreadable, damaged (a page
-            whose checksum fails), of another schema, or the front names trials the trials file lacks.
+            whose checksum fails) or of another schema, or any row of any front of ``pareto.parquet`` is
+            not what its front holds (:func:`fairsearch.output.fronts.front_problems`).
     """
     folder = Path(folder)
-    trials_path = folder / TRIALS_FILE
-    if not trials_path.exists():
-        raise FairsearchError(f"no results in {folder}: run `fairsearch run --space ...` first")
-    trials_df, metadata = _read_table(trials_path)
-    _check_table(trials_path, trials_df, metadata, trials=True)
-    objectives, constraints = sweep_goals(metadata, trials_path)
+    trials_df, objectives, constraints = _read_trials(folder)
     pareto_path = folder / PARETO_FILE
     state = "missing"
     if pareto_path.exists():
-        pareto_df, metadata = _read_table(pareto_path)
-        if "front" in pareto_df:
-            pareto_df = search_rows(pareto_df, metadata.get("search_columns"))
+        every, metadata = _read_table(pareto_path)
+        pareto_df = search_rows(every, metadata.get("search_columns"))
         if len(pareto_df):
             _check_table(pareto_path, pareto_df, metadata, trials=False)
-            _check_front_in_trials(pareto_path, pareto_df, trials_path, trials_df, objectives)
+        if len(every):
+            _check_fronts(pareto_path, every, trials_df, objectives)
         if len(pareto_df) or completed_trials(trials_df).empty:
             return trials_df, pareto_df
         state = "empty, older than the trials' completed ones"
     logger.warning(
-        "%s is %s; recomputing the front from %s without test metrics", pareto_path, state, trials_path
+        "%s is %s; recomputing the front from %s without test metrics",
+        pareto_path,
+        state,
+        folder / TRIALS_FILE,
     )
     return trials_df, pareto_frame(trials_df, {}, objectives, constraints)
 
 
+def _read_trials(folder: Path) -> tuple[pd.DataFrame, Objectives, Constraints]:
+    """``trials.parquet``, checked, with the sweep's objectives and constraints from its metadata."""
+    path = folder / TRIALS_FILE
+    if not path.exists():
+        raise FairsearchError(f"no results in {folder}: run `fairsearch run --space ...` first")
+    trials_df, metadata = _read_table(path)
+    _check_table(path, trials_df, metadata, trials=True)
+    return trials_df, *sweep_goals(metadata, path)
+
+
 def read_front(folder: str | Path, front: str) -> pd.DataFrame:
     """The rows of one front of a sweep's ``pareto.parquet`` (its ``front`` column), read with the page
-    checksums verified; empty when the file or the front is missing.
+    checksums verified and every front checked against ``trials.parquet`` as :func:`read_results` does;
+    empty when the file or the front is missing.
 
     Raises:
-        FairsearchError: the file is unreadable or damaged.
+        FairsearchError: a results file is missing, unreadable or damaged, or a front's rows are not what
+            it holds.
     """
     df = _rows_with_front(folder)
     return df[df["front"] == front].reset_index(drop=True) if len(df) else df
@@ -719,20 +726,39 @@ def rows_of_other_fronts(folder: str | Path, but: Sequence[str]) -> pd.DataFrame
     fronts another writer keeps as they are while it rewrites its own); empty when there is no file.
 
     Raises:
-        FairsearchError: the file is unreadable or damaged.
+        FairsearchError: as :func:`read_front`.
     """
     df = _rows_with_front(folder)
     return df[~df["front"].isin(list(but))].reset_index(drop=True) if len(df) else df
 
 
 def _rows_with_front(folder: str | Path) -> pd.DataFrame:
-    """``pareto.parquet``'s rows when it has a ``front`` column; else (no file, or a file from before the
-    column) no rows."""
-    path = Path(folder) / PARETO_FILE
+    """``pareto.parquet``'s rows, checked against ``trials.parquet``, when it has a ``front`` column; else
+    (no file, or a file from before the column) no rows."""
+    folder = Path(folder)
+    path = folder / PARETO_FILE
     if not path.exists():
         return pd.DataFrame()
+    trials_df, objectives, _ = _read_trials(folder)  # first, as a sweep writes it first
     df, _ = _read_table(path)
-    return df if "front" in df else df.iloc[:0]
+    if "front" not in df:
+        return df.iloc[:0]
+    _check_fronts(path, df, trials_df, objectives)
+    return df
+
+
+def _check_fronts(
+    path: Path, pareto_df: pd.DataFrame, trials_df: pd.DataFrame, objectives: Objectives
+) -> None:
+    """Refuses a ``pareto.parquet`` table any of whose fronts' rows is not what the front holds (a file
+    from before the ``front`` column holds the search front only)."""
+    rows = pareto_df if "front" in pareto_df else pareto_df.assign(front=SEARCH_FRONT)
+    problems = front_problems(rows, completed_trials(trials_df), objectives)
+    if problems:
+        raise FairsearchError(
+            f"{path}: {'; '.join(problems)}; it is damaged or from another sweep or version, so its fronts "
+            "are not shown"
+        )
 
 
 def search_rows(pareto_df: pd.DataFrame, columns: str | None = None) -> pd.DataFrame:

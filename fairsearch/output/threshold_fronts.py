@@ -37,12 +37,17 @@ from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.judge.thresholds import ABOVE_ALL, POINT_KINDS, ThresholdPoint, TrialScores, threshold_points
 from fairsearch.methods import METHODS
+from fairsearch.output.fronts import (
+    COMBINED_FRONT,
+    SEARCH_FRONT,
+    THRESHOLD_FRONTS,
+    TRAINED_KIND,
+    VANILLA_THRESHOLDS_FRONT,
+)
 from fairsearch.output.results import (
     DIRECTIONS,
     OBJECTIVES,
     REFERENCE,
-    SEARCH_FRONT,
-    TRAINED_KIND,
     DerivedFront,
     completed_trials,
     read_front,
@@ -75,10 +80,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-VANILLA_THRESHOLDS_FRONT = "vanilla_thresholds"
-COMBINED_FRONT = "combined"
-THRESHOLD_FRONTS = (VANILLA_THRESHOLDS_FRONT, COMBINED_FRONT)
-"""The ``front`` values of the thresholded fronts' rows, in the order they follow the search's."""
 KINDS = (TRAINED_KIND, *POINT_KINDS)
 FRONT_TITLES = {
     SEARCH_FRONT: "trained",
@@ -230,31 +231,12 @@ def read_threshold_fronts(folder: str | Path) -> dict[str, pd.DataFrame]:
     the thresholded ones are empty when no trial has scores.
 
     Raises:
-        FairsearchError: a results file is missing, damaged or of another schema, or a thresholded row
-            names a trial that ``trials.parquet`` does not hold as completed, or an unknown kind.
+        FairsearchError: a results file is missing, damaged or of another schema, or a row of a front is
+            not what the front holds (:func:`fairsearch.output.fronts.front_problems`: a trial that
+            ``trials.parquet`` does not hold as completed, an unknown kind, ...).
     """
-    trials, search = read_results(folder)
-    fronts = {SEARCH_FRONT: search}
-    completed = set(trials.loc[trials["status"] == "completed", "trial_id"])
-    for name in THRESHOLD_FRONTS:
-        rows = read_front(folder, name)
-        problems = []
-        if len(rows):
-            unknown = sorted({str(k) for k in rows.get("kind", pd.Series([None])).unique()} - set(KINDS))
-            strangers = sorted({str(t) for t in rows["trial_id"]} - completed)
-            if unknown:
-                problems.append(f"kind(s) {unknown[:3]}, allowed {list(KINDS)}")
-            if strangers:
-                problems.append(f"trial(s) {strangers[:3]} that trials.parquet does not hold as completed")
-            if any(k not in rows or not pd.api.types.is_float_dtype(rows[k]) for k in OBJECTIVES):
-                problems.append(f"objectives {list(OBJECTIVES)} missing or not float")
-        if problems:
-            raise FairsearchError(
-                f"{Path(folder) / 'pareto.parquet'}: its {name} front holds {'; '.join(problems)}; "
-                "the file is damaged or from another sweep"
-            )
-        fronts[name] = rows
-    return fronts
+    _, search = read_results(folder)
+    return {SEARCH_FRONT: search, **{name: read_front(folder, name) for name in THRESHOLD_FRONTS}}
 
 
 # ------------------------------------------------------------------------------------------- output
