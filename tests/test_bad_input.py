@@ -1190,6 +1190,7 @@ ESCAPES: list[tuple[str, list[str], str]] = [
         "constraints.gap\\x1b[2J: unknown metric",
     ),
     ("space-name-value", ["run", "--space", "name.yaml"], "name: 'a\\x1b[2Jb' must be 1-64 letters"),
+    ("space-model-folder", ["run", "--space", "model.yaml"], "model folder 'no\\x1b[2Jwhere' does not exist"),
     (
         "storage-url",
         ["run", "--space", "s.yaml", "--storage", f"s{ESC}[2J3://bucket/x"],
@@ -1217,6 +1218,7 @@ def test_a_message_quotes_control_characters_escaped(
     (tmp_path / "nested.yaml").write_text('fixed:\n  "lr\\u202e\\x9b2J": 1\n')
     (tmp_path / "constraint.yaml").write_text('constraints:\n  "gap\\e[2J": 0.1\n')
     (tmp_path / "name.yaml").write_text('name: "a\\e[2Jb"\n')
+    (tmp_path / "model.yaml").write_text('name: m\nmodel: "no\\e[2Jwhere"\n')
     _results(tmp_path)
     err = refused(capsys, tmp_path, argv, fragment)
     assert not {ESC, BEL, RLO, CSI} & set(err), err

@@ -29,7 +29,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from fairsearch.errors import FairsearchError
+from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.model.configs import QWEN_SPECIAL_TOKENS, tiny_config
 from fairsearch.model.tiny import QWEN2_5_VL_CHAT_TEMPLATE, tiny_image_processor, tiny_tokenizer
 
@@ -266,8 +266,8 @@ def resolve_model_folder(name: str) -> Path:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FairsearchError(
-                f"model folder '{path}' has no config.json, so it is not a Hugging Face model folder; "
-                f"{_FETCH_FOLDER}"
+                f"model folder '{clip_value(str(path))}' has no config.json, so it is not a Hugging Face "
+                f"model folder; {_FETCH_FOLDER}"
             )
         return path
     if _HUB_ID.match(name):
@@ -283,8 +283,8 @@ def resolve_model_folder(name: str) -> Path:
                 f"folder (the one holding hub/)"
             ) from err
     raise FairsearchError(
-        f"model folder '{path}' does not exist (and '{name}' is neither '{TINY}' nor a hub id like "
-        f"'{_EXAMPLE_HUB_ID}'); {_FETCH_FOLDER}"
+        f"model folder '{clip_value(str(path))}' does not exist (and '{clip_value(name)}' is neither "
+        f"'{TINY}' nor a hub id like '{_EXAMPLE_HUB_ID}'); {_FETCH_FOLDER}"
     )
 
 
