@@ -462,3 +462,17 @@ def test_sweep_without_scores_says_so(tmp_path: Path, records: list[TrialRecord]
     fronts = read_threshold_fronts(tmp_path / "s")
     assert fronts["vanilla_thresholds"].empty and fronts["combined"].empty
     assert format_threshold_fronts(fronts).startswith("Threshold fronts: none yet")
+
+
+def test_a_derived_front_of_an_unregistered_name_is_not_written(
+    tmp_path: Path, records: list[TrialRecord]
+) -> None:
+    """Readers refuse a front that ``fairsearch.output.fronts.FRONTS`` does not name, so the writer does
+    not write one."""
+
+    def unnamed(trials: pd.DataFrame, front: pd.DataFrame) -> pd.DataFrame:
+        return front.assign(front="my_front")
+
+    with pytest.raises(ValueError, match=r"derived front\(s\) \['my_front'\] are not registered"):
+        write_results(tmp_path / "s", records, {}, derived_fronts=(unnamed,))
+    assert not (tmp_path / "s" / PARETO_FILE).exists() and not (tmp_path / "s" / "trials.parquet").exists()

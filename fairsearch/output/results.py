@@ -62,7 +62,7 @@ import pyarrow.parquet as pq
 from fairsearch.bounded import RESULTS_TABLE, check_parquet
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.judge.pareto import hypervolume, pareto_mask
-from fairsearch.output.fronts import FEASIBLE_FRONT, SEARCH_FRONT, TRAINED_KIND, front_problems
+from fairsearch.output.fronts import FEASIBLE_FRONT, FRONTS, SEARCH_FRONT, TRAINED_KIND, front_problems
 from fairsearch.spec.config import (
     MAX_OBJECTIVES,
     MIN_OBJECTIVES,
@@ -546,9 +546,13 @@ def write_results(
         constraints: the sweep's constraints.
         derived_fronts: Fronts made from the trials and the search front (``(trials_df, search_front)
             -> rows``), written below the search's own; their rows are marked ``feasible`` like it.
+            Each row's ``front`` is one of :data:`fairsearch.output.fronts.FRONTS`.
 
     Returns:
         ``(trials_path, pareto_path)``.
+
+    Raises:
+        ValueError: a derived front's rows name a front that is not registered (nothing is written).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -561,7 +565,13 @@ def write_results(
             pareto_frame(trials_df, test_metrics, objectives, constraints, front_name=FEASIBLE_FRONT)
         )
     for derived in derived_fronts:
-        parts.append(_marked(derived(trials_df, pareto_df), trials_df, constraints))
+        rows = derived(trials_df, pareto_df)
+        strays = sorted(set(rows["front"]) - set(FRONTS)) if len(rows) else []
+        if strays:  # a reader would refuse the file: not written
+            raise ValueError(
+                f"derived front(s) {strays} are not registered in fairsearch.output.fronts.FRONTS"
+            )
+        parts.append(_marked(rows, trials_df, constraints))
     parts = [p for p in parts[1:] if len(p)]
     if parts:
         pareto_df = pd.concat([pareto_df, *parts], ignore_index=True)
