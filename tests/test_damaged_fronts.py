@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from refusals import refused
@@ -126,6 +127,18 @@ def _set(front: str, column: str, value: object, row: int = 0) -> Callable[[Path
     return _pareto(edit)
 
 
+def _trials(edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+    """``trials.parquet`` with its metadata after ``edit``."""
+
+    def damage(folder: Path) -> None:
+        path = folder / TRIALS_FILE
+        table = pq.read_table(path)
+        frame = pa.Table.from_pandas(edit(table.to_pandas()), preserve_index=False)
+        pq.write_table(frame.replace_schema_metadata(table.schema.metadata), path)
+
+    return damage
+
+
 def _drop(column: str) -> Callable[[Path], None]:
     return _pareto(lambda df: df.drop(columns=column))
 
@@ -175,6 +188,11 @@ DAMAGED: list[tuple[str, Callable[[Path], None], str]] = [
         "feasible-other-objectives",
         _set(FEASIBLE_FRONT, "val/acc", 0.123),
         "its feasible front holds trial(s) t",
+    ),
+    (
+        "feasible-member-not-feasible",
+        _trials(lambda df: df.assign(feasible=df["feasible"] & False)),  # the members' too
+        "that trials.parquet does not mark as meeting every constraint",
     ),
     ("vanilla-thresholds-stranger", _set(VANILLA_THRESHOLDS_FRONT, "number", 77), f"(#77) {NOT_COMPLETED}"),
     ("combined-stranger", _set(COMBINED_FRONT, "trial_id", "ghost"), "combined front holds trial(s) ghost"),

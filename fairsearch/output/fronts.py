@@ -80,19 +80,21 @@ class Front:
         kinds: the ``kind`` values its rows may have; ``None``: no kind (a row of a file written before
             the column, read as ``trained``; a confirmed row, which is a mean of several).
         trial_rows: its rows are their trials' own rows, so their objectives equal ``trials.parquet``'s.
+        feasible_only: its rows are trials that ``trials.parquet`` marks ``feasible``.
         measured: float columns its rows are placed or shown by, beside the sweep's objectives.
         counts: columns each of its rows holds as a whole number >= 1.
     """
 
     kinds: tuple[str | None, ...]
     trial_rows: bool = False
+    feasible_only: bool = False
     measured: tuple[str, ...] = ()
     counts: tuple[str, ...] = ()
 
 
 FRONTS: Mapping[str, Front] = {
     SEARCH_FRONT: Front((TRAINED_KIND, None), trial_rows=True),
-    FEASIBLE_FRONT: Front((TRAINED_KIND, None), trial_rows=True),
+    FEASIBLE_FRONT: Front((TRAINED_KIND, None), trial_rows=True, feasible_only=True),
     VANILLA_THRESHOLDS_FRONT: Front(POINT_KINDS, measured=_ACC_GAP),
     COMBINED_FRONT: Front((TRAINED_KIND, *POINT_KINDS), measured=_ACC_GAP),
     REFIT_FRONT: Front((REFIT_KIND,), measured=_ACC_GAP),
@@ -116,7 +118,7 @@ def front_problems(pareto: pd.DataFrame, completed: pd.DataFrame, objectives: Ob
         objectives: the sweep's objectives.
 
     Returns:
-        Lines such as ``its confirmed front holds trial(s) t7 that trials.parquet does not hold as
+        Lines such as ``its confirmed front holds trial(s) t7 (#7) that trials.parquet does not hold as
         completed``, to follow the file's name: an unknown or missing ``front``, a row naming a trial the
         sweep does not hold as completed (or, for the search and feasible fronts, holds with other
         objective values), a ``kind`` its front does not have, an objective or measured column missing or
@@ -179,6 +181,14 @@ def _row_problems(
             f"its {name} front holds trial(s) {_shown(strangers)} that trials.parquet does not "
             f"hold as completed{same}"
         )
+    elif front.feasible_only:
+        marked = trials.loc[pairs, "feasible"] if "feasible" in trials else pd.Series(pd.NA, index=pairs)
+        unmet = [f"{t} (#{n})" for (t, n), ok in zip(pairs, marked, strict=True) if pd.isna(ok) or not ok]
+        if unmet:
+            problems.append(
+                f"its {name} front holds trial(s) {_shown(unmet)} that trials.parquet does not mark as "
+                "meeting every constraint"
+            )
     return problems
 
 
