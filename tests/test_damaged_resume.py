@@ -186,7 +186,7 @@ RESUMES: list[tuple[str, Callable[[Path], None], str]] = [
     (
         "trials-renumbered",
         _edit_parquet("trials.parquet", lambda df: df.assign(number=df["number"] + 40)),
-        "which study 'dmg' in",
+        "that trials.parquet does not hold as completed",  # the fronts name the old numbers
     ),
     (
         "trial-setting-edited",
