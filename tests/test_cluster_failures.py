@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -415,3 +416,47 @@ def test_sweep_through_ray_client_runs_on_the_cluster(
     _assert_all_completed(results, name, trials, epochs=2)
     front = pd.read_parquet(results / name / "pareto.parquet")
     assert len(front) >= 1 and front["test/acc"].notna().all()
+
+
+def test_trials_share_the_gpus_nodes_declare_each_seeing_the_ids_ray_gave_it(
+    ray_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CPU-only node that declares 2 GPUs (as ``ray start --num-gpus 2``) and a space asking half a GPU
+    per trial: four trials run at once, two on each GPU id, each told its ids; the node's
+    ``FAIRSEARCH_ALLOW_CPU_FOR_GPU=1`` lets them train on its CPU (without it they stop, see
+    tests/test_sweep_unit.py)."""
+    from ray.cluster_utils import Cluster
+
+    from fairsearch.search.tune_trials import ALLOW_CPU_FOR_GPU, GPU_IDS
+
+    monkeypatch.setenv(ALLOW_CPU_FOR_GPU, "1")
+    ray_env = {**ray_env, ALLOW_CPU_FOR_GPU: "1"}
+    space = write_space(
+        tmp_path, "gpus", 4, fixed={"epochs": 1}, concurrency=4, resources={"cpus": 0.5, "gpus": 0.5}
+    )
+    results = tmp_path / "results"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=2, num_gpus=2)
+        cluster.wait_for_nodes()
+        proc = subprocess.run(
+            run_command(space, results, "--address", cluster.address),
+            env=ray_env,
+            capture_output=True,
+            text=True,
+            timeout=SWEEP_TIMEOUT_S,
+        )
+    finally:
+        cluster.shutdown()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = tune_reports(results / ".tune" / "gpus")
+    assert len(reports) == 4
+    ids = {trial: {r[GPU_IDS] for r in rows} for trial, rows in reports.items()}
+    assert all(len(found) == 1 for found in ids.values()), ids  # one assignment per trial
+    per_gpu = Counter(next(iter(found)) for found in ids.values())
+    assert per_gpu == {"0": 2, "1": 2}, per_gpu  # half a GPU each: two trials on each id
+    spans = [
+        (rows[-1]["reported_at"] - rows[-1]["trial_time_s"], rows[-1]["reported_at"])
+        for rows in reports.values()
+    ]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)  # all four ran at once

@@ -340,3 +340,23 @@ def test_a_database_left_with_a_hot_journal_by_a_kill_is_checked_in_a_copy_and_l
 
         assert optuna.get_all_study_names(f"sqlite:///{readable}") == ["s"]  # the rollback, in the copy
     assert digests() == before and set(before) == {"optuna.db", "optuna.db-journal"}
+
+
+def test_a_trial_given_a_gpu_on_a_node_without_cuda_stops_unless_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from fairsearch.search.tune_trials import ALLOW_CPU_FOR_GPU, trial_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv(ALLOW_CPU_FOR_GPU, raising=False)
+    assert trial_device([]) is None  # no GPU asked: the trial's own choice
+    with pytest.raises(
+        RuntimeError, match=r"Ray gave this trial GPU\(s\) 1 on .*, but torch sees no CUDA device"
+    ):
+        trial_device(["1"])
+    monkeypatch.setenv(ALLOW_CPU_FOR_GPU, "1")
+    assert trial_device(["1"]) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert trial_device(["0", "1"]) == "cuda"

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
@@ -38,7 +40,9 @@ from fairsearch.train.checkpoint import (
 logger = logging.getLogger("fairsearch.search.sweep")  # the status line is the sweep's
 
 __all__ = [
+    "ALLOW_CPU_FOR_GPU",
     "CHECKPOINT",
+    "GPU_IDS",
     "REPORT",
     "REPORTED_AT",
     "STATE_FOLDER",
@@ -50,6 +54,7 @@ __all__ = [
     "SweepSearch",
     "confirm_trainable",
     "front_summary",
+    "trial_device",
     "trial_key",
     "trial_record",
     "tune_trainable",
@@ -72,6 +77,11 @@ REPORTED_AT = "reported_at"
 it finished."""
 TRIAL_TIME = "trial_time_s"
 """Result key: seconds the trial had run when the report was first sent, over all its restarts."""
+GPU_IDS = "gpu_ids"
+"""Result key: the GPU ids Ray assigned the trial, comma-separated (empty: none)."""
+ALLOW_CPU_FOR_GPU = "FAIRSEARCH_ALLOW_CPU_FOR_GPU"
+"""Environment variable of a Ray node: ``1`` lets a trial Ray gave a GPU train on the CPU when the node has
+no CUDA (tests of GPU scheduling on CPU-only machines whose nodes declare GPUs); otherwise it stops."""
 CHECKPOINT = "checkpoint"
 """Result key: the location of the checkpoint saved with the report (absent from re-sent earlier ones)."""
 STATE_FOLDER = "trials"
@@ -178,6 +188,8 @@ def tune_trainable(config: dict[str, Any], state_root: str) -> None:
     from fairsearch.train.trial import run_trial
 
     started = time.monotonic()
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+    device = trial_device(gpu_ids)
     trial_config = TrialConfig.from_dict(config)
     store = TrialStore(state_root, trial_key(config))
     store.sweep_staging()  # what a process of this trial killed while saving left
@@ -192,10 +204,10 @@ def tune_trainable(config: dict[str, Any], state_root: str) -> None:
         (checkpoint_dir / REPORT_FILE).write_text(json.dumps(times))
         write_manifest(checkpoint_dir)  # anew, with the report's times
         location = store.save(checkpoint_dir, number)
-        tune.report({**metrics, REPORT: number, **times, CHECKPOINT: location})
+        tune.report({**metrics, REPORT: number, **times, CHECKPOINT: location, GPU_IDS: ",".join(gpu_ids)})
 
     if newest is None:
-        run_trial(trial_config, report=report, staging=store.staging)
+        run_trial(trial_config, report=report, staging=store.staging, device=device)
         return
     path, state = newest
     history = state["history"]
@@ -206,9 +218,35 @@ def tune_trainable(config: dict[str, Any], state_root: str) -> None:
         return  # it had ended: its last report is sent again, nothing is trained
     try:
         resume_from = store.fetch(path, store.resume_copy)
-        run_trial(trial_config, report=report, resume_from=resume_from, staging=store.staging)
+        run_trial(trial_config, report=report, resume_from=resume_from, staging=store.staging, device=device)
     finally:
         shutil.rmtree(store.resume_copy, ignore_errors=True)
+
+
+def trial_device(gpu_ids: Sequence[str]) -> str | None:
+    """The device of a trial Ray assigned ``gpu_ids``: ``None`` (the trial's own choice: CUDA when there
+    is one) without GPUs; ``cuda`` with them (Ray's ``CUDA_VISIBLE_DEVICES`` makes them the process's
+    only ones).
+
+    Raises:
+        RuntimeError: GPUs assigned on a node where torch sees no CUDA, unless :data:`ALLOW_CPU_FOR_GPU`
+            is ``1`` there (then ``cpu``): training silently on the CPU would take the GPU's share of
+            the sweep and days.
+    """
+    if not gpu_ids:
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if os.environ.get(ALLOW_CPU_FOR_GPU) == "1":
+        return "cpu"
+    raise RuntimeError(
+        f"Ray gave this trial GPU(s) {', '.join(gpu_ids)} on {socket.gethostname()}, but torch sees no CUDA "
+        f"device there (torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}): install a CUDA "
+        f"build of torch on the GPU nodes, or set {ALLOW_CPU_FOR_GPU}=1 in the node's environment to train "
+        "on its CPU (tests only)"
+    )
 
 
 class ResultsCallback(tune.Callback):
@@ -456,6 +494,7 @@ _TUNE_KEYS = frozenset(
         REPORT,
         REPORTED_AT,
         TRIAL_TIME,
+        GPU_IDS,
     }
 )
 
