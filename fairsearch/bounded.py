@@ -45,6 +45,7 @@ __all__ = [
     "RESULTS_TABLE",
     "SCORES_MAX_BYTES",
     "STATE_MAX_BYTES",
+    "TRAINABLE_MAX_BYTES",
     "ArraySpec",
     "TableBound",
     "check_npy",
@@ -78,6 +79,9 @@ names: at most 192 MiB of arrays."""
 FEATURES_MAX_BYTES = 1 * GiB
 """A ``features.npz`` (and each array in it, as float64): ``[N, hidden]`` of validation and test; a 72B
 model (hidden 8,192) on FairVLMed's 3,000 evaluated images holds 98 MB of float32."""
+TRAINABLE_MAX_BYTES = 8 * GiB
+"""A checkpoint's ``trainable.pt`` (LoRA + head), read by ``fairsearch export``: rank 32 on the attention
+of Qwen2.5-VL-7B is 81 MB of float32; rank 256 on a 72B model about 2 GiB."""
 DATA_NPZ_MAX_BYTES = 256 * MiB
 """One sample's ``.npz`` of a data folder (a FairVLMed file is about 0.2 MB)."""
 DATA_ARRAY_MAX_BYTES = 256 * MiB

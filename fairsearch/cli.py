@@ -8,6 +8,7 @@ Examples::
     fairsearch report results/hybrid                              # HTML report with plots
     fairsearch compare results/hybrid 3 0                         # trial 3 vs trial 0, paired on test
     fairsearch train --space search_spaces/hybrid.yaml --set method=gr lora_rank=16
+    fairsearch export results/hybrid --trial 3 --thresholds group --out exports/t3   # transformers + peft
     fairsearch data inspect /data/FairVLMed                       # group sizes per split and label
     fairsearch data synth /tmp/synthetic --n 2000 --seed 0        # the built-in synthetic set on disk
 """
@@ -109,6 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("b", help="the trial to compare it with, written the same way")
 
+    export = sub.add_parser(
+        "export", help="write a trial as a folder that transformers + peft load: adapter, head, model card"
+    )
+    export.add_argument("folder", help="results/<name>")
+    export.add_argument("--trial", type=int, required=True, help="the trial number")
+    export.add_argument(
+        "--seed", type=int, help="the trial's run with this seed (a confirmation run; default: its own)"
+    )
+    export.add_argument(
+        "--thresholds",
+        choices=["none", "single", "group"],
+        default="none",
+        help="the decision rule: the model's own 0.5 (none), or the thresholds of the trial's thresholded "
+        "front row of that kind (single: one for everyone; group: one per group)",
+    )
+    export.add_argument("--out", required=True, help="a new or empty folder")
+
     data = sub.add_parser("data", help="inspect a dataset or write the synthetic one")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     inspect = data_sub.add_parser("inspect", help="group sizes per split, attribute and label")
@@ -144,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             from fairsearch.output.compare import compare_trials, format_comparison
 
             print(format_comparison(*compare_trials(args.folder, args.a, args.b)))
+            return 0
+        if args.command == "export":
+            from fairsearch.export.exporter import export_run
+
+            print(export_run(args.folder, args.trial, args.out, seed=args.seed, thresholds=args.thresholds))
             return 0
         if args.command == "data":
             return _data(args)

@@ -1,0 +1,281 @@
+"""What ``fairsearch export`` takes out of a sweep, chosen and checked before anything is written.
+
+A sweep's trial ``N`` (``--trial``), or one of its confirmation runs (``--seed S``), with the decision
+thresholds of ``--thresholds``:
+
+- ``none``: the trained model's own rule, p(glaucoma) ≥ 0.5;
+- ``single`` / ``group``: the thresholds of a ``threshold`` / ``group_thresholds`` row of trial ``N`` on
+  the thresholded fronts of ``pareto.parquet`` (:mod:`fairsearch.output.threshold_fronts`), chosen on
+  the trial's validation scores. When the trial has several such rows, the most accurate on validation is
+  taken among those meeting the sweep's constraints (all, without constraints), a smaller validation gap
+  breaking ties; the card lists the others. Thresholds belong to the run they were chosen on, so they
+  are refused with ``--seed`` of another run.
+
+Every read is bounded (:mod:`fairsearch.bounded`); the checkpoint must be complete (its manifest), local,
+and hold its weights, state, scores and test metrics. Needs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fairsearch.bounded import TRAINABLE_MAX_BYTES, size_text
+from fairsearch.errors import FairsearchError, clip_value
+from fairsearch.judge.thresholds import DEFAULT_THRESHOLD, GROUP_THRESHOLDS, NO_GROUP, THRESHOLD, TrialScores
+from fairsearch.output.confirm import CONFIRMED_FRONT, read_confirmed
+from fairsearch.output.results import completed_trials, read_results, read_sweep_goals
+from fairsearch.output.threshold_fronts import THRESHOLD_FRONTS, read_threshold_fronts
+from fairsearch.spec.config import Constraints, Objectives, TrialConfig
+from fairsearch.train.checkpoint import (
+    TEST_METRICS_FILE,
+    complete_checkpoint_state,
+    filesystem_of,
+    read_scores_at,
+    read_test_metrics_at,
+)
+
+__all__ = ["THRESHOLD_CHOICES", "TRAINABLE_FILE", "ExportChoice", "choose_export"]
+
+TRAINABLE_FILE = "trainable.pt"
+"""A checkpoint's LoRA + head weights (``GlaucomaClassifier.trainable_state_dict()``)."""
+THRESHOLD_CHOICES = {"none": None, "single": THRESHOLD, "group": GROUP_THRESHOLDS}
+"""``--thresholds`` and the ``kind`` of the thresholded rows each takes its thresholds from."""
+
+
+@dataclass(frozen=True)
+class ExportChoice:
+    """A run of a sweep and the thresholds to export it with, every file it needs checked.
+
+    Attributes:
+        folder: the sweep's results folder.
+        number: the Optuna trial number.
+        seed: the run's seed (the trial's own, or a confirmation run's).
+        confirmation: True when the run is one of the trial's confirmation runs.
+        row: the run's row (``trials.parquet`` or ``confirm.parquet``).
+        checkpoint: the run's last checkpoint folder (local).
+        config: the run's settings, from its checkpoint's state.
+        selected_epoch: whose model the checkpoint holds (``select``).
+        scores: its validation and test scores, labels and groups (``scores.npz``).
+        test_metrics: its test split's flat metrics (``test_metrics.json``).
+        kind: ``none``, ``threshold`` or ``group_thresholds``.
+        thresholds: ``{"all": t}`` or one threshold per group name (positive when p ≥ t).
+        threshold_row: the thresholded front row they come from (None for ``none``).
+        other_rows: the trial's other rows of that kind, not taken.
+        fronts: every row of ``pareto.parquet`` (each front) that is this trial's, for the card.
+        front_sizes: the number of rows of each front of ``pareto.parquet``.
+        confirmed: the trial's row of the confirmed front, None when it has none.
+        objectives, constraints: the sweep's goals.
+    """
+
+    folder: Path
+    number: int
+    seed: int
+    confirmation: bool
+    row: pd.Series
+    checkpoint: Path
+    config: TrialConfig
+    selected_epoch: float
+    scores: TrialScores
+    test_metrics: dict[str, float]
+    kind: str
+    thresholds: dict[str, float]
+    threshold_row: pd.Series | None
+    other_rows: pd.DataFrame
+    fronts: pd.DataFrame
+    front_sizes: dict[str, int]
+    confirmed: pd.Series | None
+    objectives: Objectives
+    constraints: Constraints
+
+
+def _own_seed(row: pd.Series) -> int:
+    seed = row.get("param/seed")
+    return int(seed) if seed is not None and pd.notna(seed) else TrialConfig.seed
+
+
+def choose_export(
+    folder: str | Path, number: int, seed: int | None = None, thresholds: str = "none"
+) -> ExportChoice:
+    """Picks and checks what to export; reads, writes nothing.
+
+    Args:
+        folder: ``results/<name>``.
+        number: the trial (``--trial``).
+        seed: a seed of the trial's own run or of one of its confirmation runs (``--seed``); None: its own.
+        thresholds: a key of :data:`THRESHOLD_CHOICES`.
+
+    Returns:
+        The choice.
+
+    Raises:
+        FairsearchError: no such completed trial, seed or thresholded row; a checkpoint that is missing,
+            incomplete, remote or lacks a file; unreadable results.
+    """
+    folder = Path(folder)
+    if thresholds not in THRESHOLD_CHOICES:
+        raise FairsearchError(
+            f"--thresholds {clip_value(thresholds)}: must be one of {list(THRESHOLD_CHOICES)}"
+        )
+    trials, _ = read_results(folder)
+    objectives, constraints = read_sweep_goals(folder)
+    done = completed_trials(trials)
+    rows = done[done["number"] == number]
+    if rows.empty:
+        known = sorted(int(n) for n in done["number"])
+        raise FairsearchError(
+            f"--trial {number}: {folder} has no completed trial {number}; completed trials: "
+            f"{known[:30]}{' ...' if len(known) > 30 else ''}"
+        )
+    row = rows.iloc[0]
+    runs, confirmed_rows = read_confirmed(folder)
+    own = _own_seed(row)
+    confirmation = False
+    if seed is not None and seed != own:
+        mine = completed_trials(runs)[completed_trials(runs)["number"] == number] if len(runs) else runs
+        seeds = sorted(int(s) for s in mine["param/seed"]) if len(mine) and "param/seed" in mine else []
+        matching = mine[mine["param/seed"] == seed] if seeds else mine.iloc[:0]
+        if matching.empty:
+            raise FairsearchError(
+                f"--seed {seed}: trial {number} of {folder} has no completed run with that seed; its seeds: "
+                f"{[own, *seeds]} (its own run's first; others come from 'confirm: {{seeds: K}}')"
+            )
+        row, confirmation = matching.iloc[0], True
+        if thresholds != "none":
+            raise FairsearchError(
+                f"--seed {seed} --thresholds {thresholds}: the thresholds of trial {number} were chosen on "
+                f"its own run's (seed {own}) validation scores, not on this run's; export this run with "
+                "--thresholds none, or the trial's own run without --seed"
+            )
+    fronts, front_sizes = _trial_fronts(folder, number, confirmed_rows)
+    kind = THRESHOLD_CHOICES[thresholds]
+    chosen_row, others = None, fronts.iloc[:0]
+    chosen = {"all": DEFAULT_THRESHOLD}
+    if kind is not None:
+        chosen_row, others = _threshold_row(fronts, kind, number, thresholds, folder, constraints)
+        chosen = {str(k): float(v) for k, v in json.loads(str(chosen_row["thresholds"])).items()}
+    checkpoint = _local_checkpoint(row, number, folder)
+    state = _checked_state(checkpoint)
+    try:
+        config = TrialConfig.from_dict(state["config"])
+    except (FairsearchError, TypeError, ValueError, KeyError) as err:
+        raise FairsearchError(
+            f"{checkpoint}/state.json: its config is not a trial's ({clip_value(str(err))})"
+        ) from None
+    arrays = read_scores_at(str(checkpoint))
+    test_metrics = read_test_metrics_at(str(checkpoint))
+    if arrays is None or not test_metrics:
+        raise FairsearchError(
+            f"{checkpoint}: no scores.npz or {TEST_METRICS_FILE}: it is not the checkpoint of a trial's last "
+            "report (only that one holds the test split's scores)"
+        )
+    scores = TrialScores.from_arrays(arrays, f"{checkpoint}/scores.npz")
+    if kind == GROUP_THRESHOLDS:
+        needed = set(scores.group_names) | ({NO_GROUP} if (scores.test.group < 0).any() else set())
+        if missing := sorted(needed - set(chosen)):
+            raise FairsearchError(
+                f"--thresholds group: trial {number}'s row in {folder}/pareto.parquet has no threshold for "
+                f"group(s) {missing[:5]} of its scores' grouping {scores.group_by!r}; the file is damaged"
+            )
+    mine_confirmed = (
+        confirmed_rows[confirmed_rows["number"] == number] if len(confirmed_rows) else confirmed_rows
+    )
+    history = state.get("history") or [{}]
+    return ExportChoice(
+        folder=folder,
+        number=number,
+        seed=int(row.get("param/seed")) if confirmation else own,
+        confirmation=confirmation,
+        row=row,
+        checkpoint=checkpoint,
+        config=config,
+        selected_epoch=float(history[-1].get("selected_epoch", state.get("epoch", math.nan))),
+        scores=scores,
+        test_metrics=test_metrics,
+        kind=kind or "none",
+        thresholds=chosen,
+        threshold_row=chosen_row,
+        other_rows=others,
+        fronts=fronts,
+        front_sizes=front_sizes,
+        confirmed=mine_confirmed.iloc[0] if len(mine_confirmed) else None,
+        objectives=objectives,
+        constraints=constraints,
+    )
+
+
+def _local_checkpoint(row: pd.Series, number: int, folder: Path) -> Path:
+    location = row.get("checkpoint")
+    what = f"trial {number}'s run (seed {_own_seed(row)})"
+    if not isinstance(location, str) or not location:
+        raise FairsearchError(f"--trial {number}: {what} in {folder} has no checkpoint")
+    if "://" in location:
+        raise FairsearchError(
+            f"--trial {number}: {what} has its checkpoint on remote storage ({clip_value(location)}); copy "
+            "the sweep's storage to a local folder and give the results folder whose checkpoints point there"
+        )
+    path = Path(location)
+    fs, local = filesystem_of(location)
+    if not path.is_dir() or complete_checkpoint_state(fs, local) is None:
+        raise FairsearchError(
+            f"--trial {number}: {what} has no complete checkpoint at {clip_value(location)} (missing, moved, "
+            "or cut short)"
+        )
+    trainable = path / TRAINABLE_FILE
+    if not trainable.is_file():
+        raise FairsearchError(f"{path}: no {TRAINABLE_FILE}, so no weights to export")
+    if trainable.stat().st_size > TRAINABLE_MAX_BYTES:
+        raise FairsearchError(
+            f"{trainable}: {size_text(trainable.stat().st_size)}; a LoRA adapter and head take at most "
+            f"{size_text(TRAINABLE_MAX_BYTES)}"
+        )
+    return path
+
+
+def _checked_state(checkpoint: Path) -> dict[str, Any]:
+    fs, local = filesystem_of(str(checkpoint))
+    state = complete_checkpoint_state(fs, local)
+    if state is None or not isinstance(state.get("config"), dict):
+        raise FairsearchError(f"{checkpoint}/state.json: no trial config in it")
+    return state
+
+
+def _trial_fronts(folder: Path, number: int, confirmed: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Every front row of ``pareto.parquet`` that is trial ``number``'s, with its ``front``, and the number
+    of rows of each front."""
+    parts, sizes = [], {}
+    for name, rows in [*read_threshold_fronts(folder).items(), (CONFIRMED_FRONT, confirmed)]:
+        sizes[name] = len(rows)
+        if len(rows):
+            mine = rows[rows["number"] == number].copy()
+            mine["front"] = name
+            parts.append(mine)
+    fronts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["number", "front"])
+    return fronts, sizes
+
+
+def _threshold_row(
+    fronts: pd.DataFrame, kind: str, number: int, flag: str, folder: Path, constraints: Constraints
+) -> tuple[pd.Series, pd.DataFrame]:
+    """The trial's thresholded row of ``kind`` to export, and its other rows of that kind."""
+    rows = fronts[fronts["front"].isin(THRESHOLD_FRONTS)] if len(fronts) else fronts
+    rows = rows[rows.get("kind", pd.Series(dtype=str)) == kind] if len(rows) else rows
+    if rows.empty:
+        kinds = sorted({str(k) for k in fronts.get("kind", pd.Series(dtype=str)).dropna()})
+        raise FairsearchError(
+            f"--thresholds {flag}: trial {number} of {folder} has no {kind} row on the thresholded fronts "
+            f"of pareto.parquet (its rows there are of kind {kinds or 'none'}); choose another "
+            f"--thresholds, or a trial that `fairsearch pareto {folder} --kind {kind}` lists"
+        )
+    rows = rows.drop_duplicates("thresholds")
+    pool = rows
+    if constraints and "feasible" in rows and rows["feasible"].fillna(False).astype(bool).any():
+        pool = rows[rows["feasible"].fillna(False).astype(bool)]
+    order = pool.sort_values(["val/acc", "val/max_acc_gap"], ascending=[False, True], kind="stable")
+    best = order.iloc[0]
+    return best, rows[rows["thresholds"] != best["thresholds"]].reset_index(drop=True)
