@@ -16,6 +16,7 @@ from fairsearch.judge.pareto import (
     hypervolume,
     nondominated_ranks,
     pareto_mask,
+    spread_along,
 )
 from fairsearch.spec.config import objective_directions, objective_reference
 
@@ -258,3 +259,41 @@ def test_hypervolume_rejects_bad_reference() -> None:
         hypervolume([[0.5, 0.5]], DIRECTIONS, (np.nan, 1.0))
     with pytest.raises(ValueError, match="1 objective columns but 2 directions"):
         hypervolume([[0.5, 0.5]], DIRECTIONS, (0.0,))
+
+
+# ---------------------------------------------------------------- spread_along
+
+
+def test_spread_along_keeps_the_ends_and_the_kept_rows_and_spreads_the_rest() -> None:
+    # 200 members of a front, 180 of them crowded into its first tenth: picking every 20th row would
+    # leave 90 % of its length with one member
+    t = np.r_[np.linspace(0.0, 0.1, 180, endpoint=False), np.linspace(0.1, 1.0, 20)]
+    points = np.c_[0.7 + 0.2 * t, 0.3 * t]  # accuracy and gap both rising along the front
+    picks = spread_along(points, 10, keep=[150])
+    assert len(picks) == 10 and list(picks) == sorted(set(picks))
+    assert {0, 199, 150} <= set(picks)
+    assert np.diff(t[picks]).max() < 0.2  # evenly spaced would be 1/9; the index-spaced pick leaves 0.9
+    np.testing.assert_array_equal(spread_along(points[::-1], 10, keep=[49]), sorted(199 - picks))
+    np.testing.assert_array_equal(spread_along(points, 10, keep=[150]), picks)  # the same every time
+
+
+def test_spread_along_takes_every_row_of_a_short_front_and_nan_rows_last() -> None:
+    np.testing.assert_array_equal(spread_along(np.zeros((4, 2)), 10), [0, 1, 2, 3])
+    points = np.c_[np.linspace(0, 1, 12), np.linspace(0, 1, 12)]
+    points[[3, 5]] = np.nan
+    picks = spread_along(points, 10)
+    assert 3 not in picks and 5 not in picks and len(picks) == 10
+    assert list(spread_along(points, 11)) == [i for i in range(12) if i != 5]  # a NaN row only to fill
+    three = np.random.default_rng(0).random((50, 3))
+    picks = spread_along(three, 10)
+    ends = {int(np.argmin(c)) for c in three.T} | {int(np.argmax(c)) for c in three.T}
+    assert ends <= set(picks) and len(picks) == 10
+
+
+def test_spread_along_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match=r"keep \[7\] names rows outside 0..4"):
+        spread_along(np.zeros((5, 2)), 3, keep=[7])
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        spread_along(np.zeros((5, 2)), 0)
+    with pytest.raises(ValueError, match=r"points must be a 2-D array \[N, D\], got shape \(5,\)"):
+        spread_along(np.zeros(5), 3)

@@ -28,6 +28,7 @@ __all__ = [
     "hypervolume",
     "nondominated_ranks",
     "pareto_mask",
+    "spread_along",
 ]
 
 Direction = Literal["max", "min"]
@@ -222,3 +223,60 @@ def hypervolume(points: ArrayLike, directions: Sequence[Direction], reference: A
     if not counted.any():
         return 0.0
     return float(moocore.hypervolume(losses[counted], ref=ref))
+
+
+def spread_along(points: ArrayLike, limit: int, keep: Sequence[int] = ()) -> np.ndarray:
+    """Pick at most ``limit`` rows of a front spread along it, for a reader who cannot take in every row.
+
+    The ends of the front (each objective's lowest and highest row) and the rows of ``keep`` are always
+    picked; the rest are added one at a time, each the row farthest from every row picked so far
+    (farthest-point sampling), with each objective scaled by its range over the rows so that no unit
+    dominates. Distances need no directions. Ties go to the earlier row, so the pick is deterministic.
+
+    Args:
+        points: Objective values ``[N, D]`` of the front's rows. Rows holding a NaN are picked last.
+        limit: The most rows to pick (at least 1). The ends and ``keep`` are picked even when they
+            alone are more.
+        keep: Row indices that must be picked (e.g. the rows nearest a constraint's bound).
+
+    Returns:
+        Sorted int64 row indices ``[K]``, ``K = min(N, max(limit, |ends ∪ keep|))``; every row when
+        ``N <= limit``.
+
+    Raises:
+        ValueError: If ``points`` is not 2-D, ``limit`` is below 1, or ``keep`` names a row not there.
+    """
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"points must be a 2-D array [N, D], got shape {arr.shape}")
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    n = arr.shape[0]
+    if any(not 0 <= k < n for k in keep):
+        raise ValueError(f"keep {list(keep)} names rows outside 0..{n - 1}")
+    if n <= limit:
+        return np.arange(n, dtype=np.int64)
+    valid = _valid_rows(arr)
+    picked = np.zeros(n, dtype=bool)
+    picked[list(keep)] = True
+    scaled = np.zeros_like(arr)
+    if valid.any():
+        low, high = arr[valid].min(axis=0), arr[valid].max(axis=0)
+        scaled[valid] = (arr[valid] - low) / np.where(high > low, high - low, 1.0)
+        rows = np.flatnonzero(valid)
+        for column in arr[valid].T:  # the first row at each end of each objective
+            picked[rows[np.argmin(column)]] = picked[rows[np.argmax(column)]] = True
+    # each valid row's distance to the nearest picked one; -1 puts a NaN row after every valid one
+    nearest = np.where(valid, np.inf, -1.0)
+
+    def distances(row: int) -> np.ndarray:
+        return np.where(valid, np.linalg.norm(scaled - scaled[row], axis=1), -1.0)
+
+    for row in np.flatnonzero(picked & valid):
+        nearest = np.minimum(nearest, distances(int(row)))
+    while picked.sum() < limit:
+        farthest = int(np.argmax(np.where(picked, -np.inf, nearest)))
+        picked[farthest] = True
+        if valid[farthest]:
+            nearest = np.minimum(nearest, distances(farthest))
+    return np.flatnonzero(picked).astype(np.int64)
