@@ -28,7 +28,7 @@ from fairsearch.errors import FairsearchError, clip_value, printable
 from fairsearch.folders import check_writable_folder
 
 if TYPE_CHECKING:
-    from fairsearch.spec.config import Objectives
+    from fairsearch.spec.config import Constraints, Objectives
 
 logger = logging.getLogger("fairsearch")
 EXIT_USER_ERROR = 2
@@ -39,6 +39,10 @@ SYNTH_MAX_N = 100_000
 SYNTH_MAX_SIZE = 1024
 SYNTH_MAX_BYTES = 2 << 30
 """``data synth`` writes (and holds a split of) ``n × size²`` bytes of images: at most 2 GiB."""
+ALL_HELP = (
+    "list every member of every front (by default a long front is thinned to a few members spread along "
+    "it, both ends and those nearest a constraint's bound kept; pareto.parquet holds every one)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="sweep name (default: the space file's 'name')")
     run.add_argument("--optuna-storage", help="Optuna storage URL (default: SQLite in the results folder)")
     run.add_argument("--restart", action="store_true", help="discard an existing sweep of this name first")
+    run.add_argument("--all", action="store_true", dest="show_all", help=ALL_HELP)
 
     train = sub.add_parser("train", help="run one trial in the foreground (no Ray) to debug a configuration")
     train.add_argument("--space", required=True, help="search-space YAML file (its fixed settings are used)")
@@ -93,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["trained", "threshold", "group_thresholds"],
         help="list only the thresholded fronts' members of this kind",
     )
+    pareto.add_argument("--all", action="store_true", dest="show_all", help=ALL_HELP)
 
     report = sub.add_parser("report", help="write an HTML report with Pareto plots and per-group views")
     report.add_argument("folder", help="results/<name>")
@@ -194,15 +200,17 @@ def _pareto(args: argparse.Namespace) -> int:
                 f"--feasible: {folder} is a sweep without constraints; add e.g. "
                 "'constraints: {max_acc_gap: 0.02}' to its space file"
             )
-        print(format_front(read_front(folder, FEASIBLE_FRONT), objectives, "Feasible front"))
+        feasible = read_front(folder, FEASIBLE_FRONT)
+        title = "Feasible front"
+        print(format_front(feasible, objectives, title, constraints=constraints, show_all=args.show_all))
     else:
-        print(format_front(fronts["search"], objectives))
+        print(format_front(fronts["search"], objectives, constraints=constraints, show_all=args.show_all))
     if constraints:  # how many trials met each: read from the trials, which only then are needed
         trials, _ = read_results(folder)
         for line in constraint_lines(trials, constraints):
             print(line)
-    print("\n" + _thresholded(fronts, objectives, args.kind))
-    refit = _refit_front(folder, objectives)
+    print("\n" + _thresholded(fronts, objectives, args.kind, constraints, args.show_all))
+    refit = _refit_front(folder, objectives, constraints, args.show_all)
     if refit:
         print("\n" + refit)
     runs, confirmed = read_confirmed(folder)
@@ -229,15 +237,20 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # before Tune ran (starting Ray, checking inputs) or while it shut down
         print(f"interrupted; resume with: {shlex.join(_resume_command(args))}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(format_front(outcome.front, outcome.objectives))
-    if outcome.constraints:
-        print("\n" + format_front(outcome.feasible, outcome.objectives, "Feasible front"))
+    objectives, constraints, show_all = outcome.objectives, outcome.constraints, args.show_all
+    print(format_front(outcome.front, objectives, constraints=constraints, show_all=show_all))
+    if constraints:
+        feasible = format_front(
+            outcome.feasible, objectives, "Feasible front", constraints=constraints, show_all=show_all
+        )
+        print("\n" + feasible)
     if outcome.completed:
         from fairsearch.output.threshold_fronts import read_threshold_fronts
 
         try:  # the sweep has ended either way: its exit code does not hang on this table
-            print("\n" + _thresholded(read_threshold_fronts(outcome.results_dir), outcome.objectives))
-            refit = _refit_front(outcome.results_dir, outcome.objectives)
+            fronts = read_threshold_fronts(outcome.results_dir)
+            print("\n" + _thresholded(fronts, objectives, None, constraints, show_all))
+            refit = _refit_front(outcome.results_dir, objectives, constraints, show_all)
             if refit:
                 print("\n" + refit)
         except FairsearchError as err:
@@ -280,7 +293,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refit_front(folder: Path, objectives: Objectives) -> str | None:
+def _refit_front(
+    folder: Path, objectives: Objectives, constraints: Constraints = (), show_all: bool = False
+) -> str | None:
     """The last-layer refit front's table, or None for a sweep whose trials kept no features."""
     from fairsearch.output.refit_fronts import REFIT_FRONT
     from fairsearch.output.results import read_front
@@ -290,10 +305,16 @@ def _refit_front(folder: Path, objectives: Objectives) -> str | None:
     if refit.empty:
         return None
     title = "Last-layer refit front (a new head fitted on half of validation; val = the other half)"
-    return format_front(refit, objectives, title)
+    return format_front(refit, objectives, title, constraints=constraints, show_all=show_all)
 
 
-def _thresholded(fronts: dict[str, Any], objectives: Objectives, kind: str | None = None) -> str:
+def _thresholded(
+    fronts: dict[str, Any],
+    objectives: Objectives,
+    kind: str | None = None,
+    constraints: Constraints = (),
+    show_all: bool = False,
+) -> str:
     """The thresholded fronts' table, or why a sweep has none (they trace accuracy against MaxAccGap)."""
     from fairsearch.output.threshold_fronts import format_threshold_fronts, thresholds_apply
 
@@ -302,7 +323,7 @@ def _thresholded(fronts: dict[str, Any], objectives: Objectives, kind: str | Non
             "Thresholded fronts: not built, since accuracy and MaxAccGap are not both objectives of this "
             "sweep (they trace one against the other)"
         )
-    return format_threshold_fronts(fronts, kind)
+    return format_threshold_fronts(fronts, kind, constraints=constraints, show_all=show_all)
 
 
 def _resume_command(args: argparse.Namespace) -> list[str]:

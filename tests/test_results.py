@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from scored_sweeps import GROUP_NAMES, write_scored_sweep
 
-from fairsearch.cli import main
+from fairsearch.cli import build_parser, main
 from fairsearch.errors import FairsearchError
 from fairsearch.judge.pareto import hypervolume
 from fairsearch.judge.thresholds import threshold_points
@@ -36,7 +36,7 @@ from fairsearch.output.threshold_fronts import (
     format_threshold_fronts,
     read_threshold_fronts,
 )
-from fairsearch.spec.config import OBJECTIVES
+from fairsearch.spec.config import OBJECTIVES, Constraint
 from fairsearch.train.checkpoint import SCORES_FILE
 
 FIXED = ["trial_id", "number", "status"]
@@ -347,6 +347,64 @@ def test_format_front(records: list[TrialRecord]) -> None:
         "-",
         "-",
     ]
+
+
+LEFT_OUT = (
+    "… 20 of 30 members left out (10 shown, spread along the front: both ends and those nearest a "
+    "constraint's bound kept); --all lists them"
+)
+
+
+def long_front(n: int = 30) -> pd.DataFrame:
+    """A front of ``n`` completed trials, accuracy and gap rising together (0.60 / 0.00 up by 0.01)."""
+    return pareto_frame(trials_frame([record(i, "fr", 0.60 + 0.01 * i, 0.01 * i) for i in range(n)]), {})
+
+
+def listed(lines: list[str]) -> list[int]:
+    """The trial numbers of a text table's rows (the lines that start with one)."""
+    return [int(line.split()[0]) for line in lines if line.split() and line.split()[0].isdigit()]
+
+
+def test_a_long_front_lists_ten_members_spread_along_it_and_every_one_with_all() -> None:
+    front = long_front()
+    gap_limit = Constraint("max_acc_gap", 0.155, "max")  # met by trials 0-15, missed from 16 on
+    lines = format_front(front, OBJECTIVES, constraints=(gap_limit,)).splitlines()
+    assert lines[0].startswith("Pareto front: 30 trial(s), hypervolume")
+    shown = listed(lines)
+    assert len(shown) == 10 and {0, 29, 15, 16} <= set(shown)  # both ends, both sides of the bound
+    assert shown == [n for n in front["number"] if n in shown]  # in the front's order
+    assert max(np.diff(sorted(shown))) <= 6  # spread along it: evenly, 10 of 30 would be 3.2 apart
+    assert lines[-1] == LEFT_OUT
+    every = format_front(front, OBJECTIVES, show_all=True).splitlines()
+    assert listed(every) == front["number"].tolist() and "left out" not in every[-1]
+    short = format_front(front.head(10), OBJECTIVES).splitlines()
+    assert len(listed(short)) == 10 and "left out" not in short[-1]
+
+
+def test_pareto_and_run_take_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = [record(i, "fr", 0.60 + 0.01 * i, 0.01 * i) for i in range(30)]
+    write_results(tmp_path / "s", records, {}, derived_fronts=derived_fronts(OBJECTIVES))
+    assert main(["pareto", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(listed(out)) == 10 and LEFT_OUT in out
+    assert main(["pareto", str(tmp_path / "s"), "--all"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert listed(out) == list(range(29, -1, -1)) and not any("left out" in line for line in out)
+    assert build_parser().parse_args(["run", "--space", "s.yaml", "--all"]).show_all
+
+
+def test_thresholded_fronts_list_ten_members_of_each_and_every_one_with_all() -> None:
+    front = long_front()
+    points = front.assign(kind="threshold", thresholds=json.dumps({"all": 0.4}))
+    fronts = {"search": front.head(3), "vanilla_thresholds": points, "combined": points}
+    lines = format_threshold_fronts(fronts).splitlines()
+    assert lines.count(LEFT_OUT) == 2
+    for title in ("Thresholded vanilla front: 30 point(s):", "Combined front: 30 point(s):"):
+        rows = lines[lines.index(title) + 3 :][:10]
+        assert len(listed(rows)) == 10 and lines[lines.index(title) + 13] == LEFT_OUT
+    every = format_threshold_fronts(fronts, show_all=True).splitlines()
+    assert not any("left out" in line for line in every)
+    assert len(listed(every[every.index("Combined front: 30 point(s):") :])) == 30
 
 
 # --------------------------------------------------------------------------------------------- thresholds

@@ -14,12 +14,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fairsearch.judge.pareto import spread_along
 from fairsearch.methods import METHODS
 from fairsearch.output.results import completed_trials, constraint_violations
 from fairsearch.spec.config import OBJECTIVES as DEFAULT_OBJECTIVES
-from fairsearch.spec.config import Constraints, Objectives
+from fairsearch.spec.config import Constraints, Objectives, objective_keys
 
-__all__ = ["aligned_rows", "constraint_lines", "fmt_ci", "fmt_pct", "format_front", "method_settings"]
+__all__ = [
+    "SHOWN_MEMBERS",
+    "aligned_rows",
+    "constraint_lines",
+    "fmt_ci",
+    "fmt_pct",
+    "format_front",
+    "left_out_note",
+    "method_settings",
+    "same_in_every_trial",
+    "thin_front",
+]
+
+SHOWN_MEMBERS = 10
+"""The most members of one front that the text output (without ``--all``) and a report figure show."""
 
 
 def fmt_pct(value: Any) -> str:
@@ -75,13 +90,89 @@ def method_settings(row: Mapping[str, Any]) -> str:
     return text if method is None or method.uses_groups else f"{text} (no group labels)"
 
 
+def same_in_every_trial(trials_df: pd.DataFrame) -> dict[str, str]:
+    """The settings (``param/`` columns, and ``epochs_done`` as ``epochs trained``) that hold one value in
+    every completed trial, as shown text by column: a table of these trials can leave them out and say
+    them once. Nothing with fewer than two completed trials, and never ``param/method``.
+
+    Args:
+        trials_df: a ``trials.parquet`` table.
+
+    Returns:
+        ``{"param/batch_size": "16", "param/data": "-", "epochs_done": "3", …}`` in the table's column order.
+    """
+    done = completed_trials(trials_df)
+    if len(done) < 2:
+        return {}
+    same = {}
+    for column in done.columns:
+        if not (str(column).startswith("param/") or column == "epochs_done") or column == "param/method":
+            continue
+        if done[column].nunique(dropna=False) == 1:
+            same[str(column)] = _fmt_param(done[column].iloc[0], str(column).removeprefix("param/"))
+    return same
+
+
 def _fmt_feasible(value: Any) -> str:
     """``yes``/``no`` for a row's ``feasible``; ``-`` when unknown."""
     return "-" if value is None or pd.isna(value) else ("yes" if bool(value) else "no")
 
 
+def thin_front(
+    front: pd.DataFrame,
+    objectives: Objectives = DEFAULT_OBJECTIVES,
+    constraints: Constraints = (),
+    limit: int = SHOWN_MEMBERS,
+) -> pd.DataFrame:
+    """The members of a front a reader is shown: at most ``limit`` rows spread along it in the objectives,
+    both ends kept, and for each constraint the member nearest its bound on either side (the last that
+    meets it and the first that misses it); every row when there are no more than ``limit``.
+
+    Args:
+        front: front rows with the objectives' ``val/`` columns (any front of ``pareto.parquet``).
+        objectives: the objectives the front is on.
+        constraints: the sweep's constraints; one whose column the rows lack is passed over.
+        limit: the most rows (:data:`SHOWN_MEMBERS`); the ends and the members nearest a bound are kept
+            even past it.
+
+    Returns:
+        The chosen rows of ``front``, in its order (:func:`fairsearch.judge.pareto.spread_along` picks them).
+    """
+    if len(front) <= limit:
+        return front
+    columns = objective_keys("val/", objectives)
+    points = np.stack(
+        [front[c].to_numpy(np.float64) if c in front else np.full(len(front), np.nan) for c in columns], 1
+    )
+    bounded = [c for c in constraints if c.column in front]
+    keep: list[int] = []
+    for miss in constraint_violations(front, tuple(bounded)).T:
+        meets = miss <= 0
+        if meets.any():
+            keep.append(int(np.flatnonzero(meets)[np.argmax(miss[meets])]))
+        if (~meets).any():
+            keep.append(int(np.flatnonzero(~meets)[np.argmin(miss[~meets])]))
+    return front.iloc[spread_along(points, limit, keep)]
+
+
+def left_out_note(total: int, shown: int) -> str:
+    """What a thinned table says under its rows (``… 47 of 57 members left out …; --all lists them``);
+    empty when none is."""
+    if shown >= total:
+        return ""
+    return (
+        f"… {total - shown} of {total} members left out ({shown} shown, spread along the front: both ends "
+        "and those nearest a constraint's bound kept); --all lists them"
+    )
+
+
 def format_front(
-    pareto_df: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIVES, title: str = "Pareto front"
+    pareto_df: pd.DataFrame,
+    objectives: Objectives = DEFAULT_OBJECTIVES,
+    title: str = "Pareto front",
+    *,
+    constraints: Constraints = (),
+    show_all: bool = False,
 ) -> str:
     """Render a ``pareto.parquet`` table as an aligned text table (accuracies in percent).
 
@@ -90,11 +181,14 @@ def format_front(
             :func:`fairsearch.output.results.read_results`.
         objectives: the sweep's objectives (their validation values are shown).
         title: what the first line calls the front.
+        constraints: the sweep's constraints (the members nearest their bounds are always shown).
+        show_all: every member; otherwise at most :data:`SHOWN_MEMBERS` (:func:`thin_front`), and a
+            line saying how many were left out.
 
     Returns:
         A title line with the front size and hypervolume, then one line per front member: trial number,
         method, LoRA rank, the method's own settings (``lam=0.3 w_max=5``), learning rate, each objective on validation, whether it meets the
-        constraints (when the table says), test acc [95 % CI], test gap [CI].
+        constraints (when the table says), test acc [95 % CI], test gap [CI]; and what was left out.
     """
     if pareto_df.empty:
         return f"{title}: no completed trials yet."
@@ -110,8 +204,9 @@ def format_front(
         "test acc [CI]",
         "test gap [CI]",
     ]
+    shown = pareto_df if show_all else thin_front(pareto_df, objectives, constraints)
     rows = []
-    for _, row in pareto_df.iterrows():
+    for _, row in shown.iterrows():
         rows.append(
             [
                 str(row["number"]),
@@ -127,7 +222,8 @@ def format_front(
         )
     goals = ", ".join(f"val {o.label} {o.direction}" for o in objectives)
     line = f"{title}: {len(pareto_df)} trial(s), hypervolume {hv:.4f} ({goals}; in %)"
-    return "\n".join([line, *aligned_rows(header, rows)])
+    note = left_out_note(len(pareto_df), len(shown))
+    return "\n".join([line, *aligned_rows(header, rows), *([note] if note else [])])
 
 
 def constraint_lines(trials_df: pd.DataFrame, constraints: Constraints) -> list[str]:

@@ -53,8 +53,9 @@ from fairsearch.output.results import (
     read_front,
     read_results,
 )
-from fairsearch.output.tables import aligned_rows, fmt_ci, fmt_pct
-from fairsearch.spec.config import Objectives
+from fairsearch.output.tables import aligned_rows, fmt_ci, fmt_pct, left_out_note, thin_front
+from fairsearch.spec.config import OBJECTIVES as DEFAULT_OBJECTIVES
+from fairsearch.spec.config import Constraints, Objectives
 from fairsearch.train.checkpoint import SCORES_FILE, read_scores_at
 
 __all__ = [
@@ -331,13 +332,22 @@ def member_rows(front: pd.DataFrame) -> list[list[str]]:
     ]
 
 
-def format_threshold_fronts(fronts: Mapping[str, pd.DataFrame], kind: str | None = None) -> str:
+def format_threshold_fronts(
+    fronts: Mapping[str, pd.DataFrame],
+    kind: str | None = None,
+    *,
+    constraints: Constraints = (),
+    show_all: bool = False,
+) -> str:
     """The three fronts side by side, then the thresholded fronts' members, and the sentence on groups at
     inference time.
 
     Args:
         fronts: :func:`read_threshold_fronts`'s fronts.
         kind: list only the members of this kind (the side-by-side table stays whole).
+        constraints: the sweep's constraints (the members nearest their bounds are always listed).
+        show_all: list every member; otherwise at most :data:`~fairsearch.output.tables.SHOWN_MEMBERS` of
+            each front (:func:`~fairsearch.output.tables.thin_front`), saying how many were left out.
     """
     if all(fronts.get(name, pd.DataFrame()).empty for name in THRESHOLD_FRONTS):
         return (
@@ -356,9 +366,12 @@ def format_threshold_fronts(fronts: Mapping[str, pd.DataFrame], kind: str | None
         title = f"{FRONT_TITLES[name].capitalize()} front: {len(front)} point(s)"
         if len(shown) < len(front):
             title += f", {len(shown)} of kind {kind}"
+        listed = shown if show_all else thin_front(shown, DEFAULT_OBJECTIVES, constraints)
+        note = left_out_note(len(shown), len(listed))
         lines += [
             "",
             title + (":" if len(shown) else "."),
-            *(aligned_rows(MEMBER_HEADER, member_rows(shown)) if len(shown) else []),
+            *(aligned_rows(MEMBER_HEADER, member_rows(listed)) if len(listed) else []),
+            *([note] if note else []),
         ]
     return "\n".join(lines)
