@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scored_sweeps import write_scored_sweep
+from headless_browser import render
+from scored_sweeps import GROUP_NAMES, write_scored_sweep
 
 from fairsearch.errors import FairsearchError
 from fairsearch.output.confirm import ConfirmPlan, read_confirmed, write_confirmation
 from fairsearch.output.report import FRONT_CAPTION, compare_to_vanilla, write_report
-from fairsearch.output.report_figures import front_figure, hypervolume_progress
+from fairsearch.output.report_figures import drawn_groups, front_figure, group_figure, hypervolume_progress
 from fairsearch.output.results import (
     FEASIBLE_FRONT,
     TrialRecord,
@@ -64,7 +65,10 @@ def split_metrics(acc: float, gap: float, rng: np.random.Generator) -> dict[str,
         spread = gap if grouping == "race" else float(rng.uniform(0.0, 0.08))
         offsets = np.linspace(-spread * 0.7, spread * 0.3, len(sizes))
         for (group, n), offset in zip(sizes.items(), offsets, strict=True):
-            metrics[f"acc/{grouping}/{group}"] = float(np.clip(acc + offset, 0, 1))
+            group_acc = float(np.clip(acc + offset, 0, 1))
+            metrics[f"acc/{grouping}/{group}"] = group_acc
+            metrics[f"acc/{grouping}/{group}_ci_low"] = max(group_acc - 3 / np.sqrt(n), 0.0)
+            metrics[f"acc/{grouping}/{group}_ci_high"] = min(group_acc + 2 / np.sqrt(n), 1.0)
             metrics[f"n/{grouping}/{group}"] = float(n)
         metrics[f"max_acc_gap/{grouping}"] = float(offsets[-1] - offsets[0])
     worst = min(metrics[f"acc/race/{group}"] for group in GROUPS["race"])  # race's worst group is the lowest
@@ -516,3 +520,108 @@ def test_group_charts_take_groups_from_accuracy_columns_not_their_intervals() ->
         "ethnicity": ["Hispanic", "Non-Hispanic"],
         "race*gender": ["Black*Female"],
     }
+
+
+def test_tables_leave_out_the_settings_every_trial_shares_and_say_so_once(
+    report: tuple[Path, Path, ReportParser],
+) -> None:
+    _, out, parser = report
+    # every completed trial of SWEEP has lr 2e-4 and trained 5 epochs; rank, λ and w_max vary
+    assert parser.texts["same-settings"] == (
+        "The same in every completed trial, so left out of the tables: lr 2.0e-04, epochs trained 5."
+    )
+    header = parser.tables["front"][0]
+    assert "lr" not in header and "epochs" not in header and "lora_rank" in header and "lam" in header
+    assert out.read_text(encoding="utf-8").count("so left out of the tables") == 1
+
+
+def test_group_charts_show_each_group_once_with_its_interval_as_an_error_bar() -> None:
+    trials = completed_frame()
+    members = trials[trials["number"].isin([6, 12, 7])]
+    fig = group_figure(members, "race", list(GROUPS["race"]))
+    (ax,) = fig.axes
+    assert drawn_groups(fig) == ["Asian", "Black", "White"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "Asian\n(n=80)",
+        "Black\n(n=150)",
+        "White\n(n=770)",
+    ]
+    bars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == len(members)  # one set of error bars per member, one bar per group
+    for container, (_, row) in zip(bars, members.iterrows(), strict=True):
+        (segments,) = container.lines[2]
+        ends = [sorted(seg[:, 1]) for seg in segments.get_segments()]
+        expected = [
+            [100 * row[f"val/acc/race/{g}_ci_low"], 100 * row[f"val/acc/race/{g}_ci_high"]]
+            for g in GROUPS["race"]
+        ]
+        np.testing.assert_allclose(ends, expected)
+
+
+LONG = 30
+
+
+def long_sweep(folder: Path) -> Path:
+    """A sweep whose 30 completed trials are all on the front (accuracy and gap rising together), with
+    per-group metrics and intervals for three groupings; its report."""
+    rng = np.random.default_rng(1)
+    records, test = [], {}
+    for number in range(LONG):
+        acc, gap = 0.60 + 0.01 * number, 0.01 * number
+        method = ("vanilla", "fr", "gr", "hybrid")[number % 4]
+        params: dict[str, object] = {"method": method, "lora_rank": 8, "lr": 2e-4 * (1 + number % 3)}
+        params |= {"batch_size": 16, "epochs": 3, "group_by": "race", "model": "tiny"}
+        records.append(TrialRecord(f"t{number:02d}", number, "completed", params, split_metrics(acc, gap, rng),
+                                   3, 10.0, None, f"/ckpt/{number}", 1_700_000_000.0 + number))  # fmt: skip
+        test[f"t{number:02d}"] = split_metrics(acc - 0.01, gap + 0.01, rng)
+    write_results(folder, records, test, OBJECTIVES, (Constraint("max_acc_gap", 0.155, "max"),))
+    return write_report(folder)
+
+
+def test_a_long_front_is_drawn_thinned_and_listed_whole(tmp_path: Path) -> None:
+    text, parser = parse(long_sweep(tmp_path / "s"))
+    drawn = "drawn: 10 of the 30 front members, spread along the front (both ends and those nearest a constraint's bound kept); the tables below list every one"
+    captions = text.count(f"{html.escape(drawn)} (<a href=")
+    assert captions == 4  # the front figure's and the three per-group charts'
+
+    assert len(parser.tables["front"]) == 1 + LONG
+    assert parser.texts["same-settings"].endswith(
+        "batch_size 16, epochs 3, group_by race, lora_rank 8, model tiny, epochs trained 3."
+    )
+    assert {"batch_size", "epochs", "group_by", "lora_rank", "model"}.isdisjoint(parser.tables["front"][0])
+
+
+def check_rendered(page: Path, groupings: dict[str, set[str]]) -> None:
+    """The report as Chromium renders it: every image loaded, no error logged, and every group chart
+    names (from what matplotlib drew) each group of one grouping of the data once."""
+    rendered = render(page)
+    assert rendered.errors == []
+    figures = sorted(page.parent.glob(f"{page.stem}-*.png"))
+    assert len(rendered.images) == len(figures) >= 3
+    for image in rendered.images:
+        assert image["complete"] and image["width"] > 100 and image["height"] > 100, image["alt"]
+    charts = [image["groups"] for image in rendered.images if image["groups"] is not None]
+    assert len(charts) == len(groupings)
+    for groups in charts:
+        assert len(groups) == len(set(groups)) and set(groups) in groupings.values(), groups
+
+
+def test_the_report_renders_in_a_headless_browser(tmp_path: Path) -> None:
+    check_rendered(long_sweep(tmp_path / "long"), {k: set(v) for k, v in GROUPS.items()})
+    records, test, _ = write_scored_sweep(tmp_path / "ckpts", seed=3)  # with the thresholded fronts' figure
+    write_results(tmp_path / "scored", records, test, derived_fronts=derived_fronts(OBJECTIVES))
+    page = write_report(tmp_path / "scored")
+    assert (page.parent / "report-threshold_fronts.png").exists()
+    check_rendered(page, {"ethnicity": set(GROUP_NAMES)})
+
+
+def test_the_browser_check_sees_a_broken_image_a_missing_file_and_a_logged_error(tmp_path: Path) -> None:
+    page = tmp_path / "broken.html"
+    page.write_text(
+        '<html><body><img src="data:image/png;base64,iVBORw0KGgo=" data-groups=\'["A"]\'>'
+        '<img src="missing.png"><script>console.error("drawn wrong")</script></body></html>'
+    )
+    rendered = render(page)
+    assert [(i["width"], i["groups"]) for i in rendered.images] == [(0, ["A"]), (0, None)]
+    assert "console: drawn wrong" in rendered.errors
+    assert any("ERR_FILE_NOT_FOUND" in e and e.endswith("missing.png") for e in rendered.errors)

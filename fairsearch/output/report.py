@@ -9,9 +9,11 @@ constraints the sweep was run with (:func:`fairsearch.output.results.read_sweep_
    intervals; with others, one such panel per pair of objectives. Trials that miss a constraint are
    crossed out, and a constraint on a plotted metric is a dashed line at its bound;
 2. the hypervolume of the front of the trials finished so far, in the order they finished;
-3. per front member, the accuracy of every group of every grouping, with the group sizes;
+3. per front member, the accuracy of every group of every grouping with its 95 % interval as an error
+   bar, and the group sizes;
 4. the front as a table with its parameters, each objective on validation, whether it meets the
-   constraints, and the test split with intervals;
+   constraints, and the test split with intervals; a setting the same in every completed trial is left
+   out of the tables and named once above them;
 5. with constraints: how many trials meet each, and the front of the trials that meet them all;
 6. the comparison the paper makes: the most accurate vanilla trial against the fair methods' trials
    with the lowest gap at equal-or-better accuracy (within one point), and the gap reduction in percent;
@@ -22,6 +24,9 @@ constraints the sweep was run with (:func:`fairsearch.output.results.read_sweep_
 Sections 3, 6 and 7 and the seed-confirmed front are about accuracy and MaxAccGap whatever the objectives:
 every trial reports both.
 
+A figure of a long front draws the members :func:`fairsearch.output.tables.thin_front` picks (at most
+10, spread along it) and says so in its caption; the tables list every member.
+
 Images are PNGs drawn by :mod:`fairsearch.output.report_figures`, embedded as base64 data URIs (the page needs no
 network) and also written beside the HTML file.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 import os
 import re
@@ -53,6 +59,7 @@ from fairsearch.output.report_figures import (
     accuracy_vs_gap,
     arrow,
     confirmed_figure,
+    drawn_groups,
     front_figure,
     group_figure,
     hypervolume_figure,
@@ -71,7 +78,14 @@ from fairsearch.output.results import (
     read_results,
     read_sweep_goals,
 )
-from fairsearch.output.tables import constraint_lines, fmt_ci, fmt_pct, method_settings
+from fairsearch.output.tables import (
+    constraint_lines,
+    fmt_ci,
+    fmt_pct,
+    method_settings,
+    same_in_every_trial,
+    thin_front,
+)
 from fairsearch.output.threshold_fronts import (
     COMPARISON_HEADER,
     FRONT_TITLES,
@@ -83,6 +97,7 @@ from fairsearch.output.threshold_fronts import (
     read_threshold_fronts,
 )
 from fairsearch.spec.config import METRICS, Constraints, Objectives
+from fairsearch.spec.config import OBJECTIVES as THRESHOLD_OBJECTIVES
 
 __all__ = ["ACC_TOLERANCE", "Comparison", "compare_to_vanilla", "write_report"]
 
@@ -91,7 +106,6 @@ logger = logging.getLogger(__name__)
 ACC_TOLERANCE = 0.01
 """A fair trial counts as "equal-or-better accuracy" when within this much (one point) of vanilla's."""
 FAIR_METHODS = tuple(name for name, spec in METHODS.items() if spec.is_fair)
-MAX_MEMBERS_PER_CHART = 8
 _GROUP_ACC = re.compile(r"^val/acc/(?P<grouping>[^/]+)/(?P<group>.+)(?<!_ci_low)(?<!_ci_high)$")
 """A group's validation accuracy column (``val/acc/ethnicity/Hispanic``), not its interval's ends."""
 ACC, GAP = METRICS["acc"].column, METRICS["max_acc_gap"].column
@@ -240,12 +254,17 @@ def _groupings(front: pd.DataFrame) -> dict[str, list[str]]:
     return found
 
 
-def _members(front: pd.DataFrame) -> pd.DataFrame:
-    """At most ``MAX_MEMBERS_PER_CHART`` front members, evenly spaced along the front (ends kept)."""
-    if len(front) <= MAX_MEMBERS_PER_CHART:
-        return front
-    keep = np.unique(np.linspace(0, len(front) - 1, MAX_MEMBERS_PER_CHART).round().astype(int))
-    return front.iloc[keep]
+def _drawn_of(fronts: Mapping[str, pd.DataFrame], objectives: Objectives, constraints: Constraints) -> str:
+    """What a caption adds when a figure draws only some members of its fronts (by name), as
+    :func:`~fairsearch.output.tables.thin_front` picks them: ``; drawn: 10 of the 57 … members, …``."""
+    counts = [(len(thin_front(f, objectives, constraints)), len(f), name) for name, f in fronts.items()]
+    thinned = [f"{drawn} of the {total} {name} members" for drawn, total, name in counts if drawn < total]
+    if not thinned:
+        return ""
+    return (
+        f"; drawn: {' and '.join(thinned)}, spread along the front (both ends and those nearest a "
+        "constraint's bound kept); the tables below list every one"
+    )
 
 
 # ------------------------------------------------------------------------------------------- HTML
@@ -293,24 +312,34 @@ def _numeric(cell: str) -> bool:
 
 
 def _front_table(
-    front: pd.DataFrame, objectives: Objectives, table_id: str = "front", *, meets: bool = True
+    front: pd.DataFrame,
+    objectives: Objectives,
+    table_id: str = "front",
+    *,
+    meets: bool = True,
+    same: Mapping[str, str] | None = None,
 ) -> str:
     """A front's members: parameters, each objective on validation, whether it meets the constraints
-    (``meets`` and a ``feasible`` column), the test split with 95 % intervals, and epochs trained."""
-    params = [c for c in front.columns if str(c).startswith("param/") and c != "param/method"]
+    (``meets`` and a ``feasible`` column), the test split with 95 % intervals, and epochs trained; the
+    columns of ``same`` (:func:`~fairsearch.output.tables.same_in_every_trial`) left out."""
+    same = same or {}
+    params = [
+        c for c in front.columns if str(c).startswith("param/") and c != "param/method" and c not in same
+    ]
+    epochs = "epochs_done" not in same
     tested = [*_TEST_KEYS, *(o.key for o in objectives if o.key not in _TEST_KEYS)]
     meets = meets and "feasible" in front
     header = ["trial", "method", *(c[len("param/") :] for c in params)]
     header += [f"val {SHORT.get(o.key, o.key)} %" for o in objectives] + (
         ["meets constraints"] if meets else []
     )
-    header += [f"test {SHORT.get(k, k)} % [95 % CI]" for k in tested] + ["epochs"]
+    header += [f"test {SHORT.get(k, k)} % [95 % CI]" for k in tested] + (["epochs"] if epochs else [])
     rows = []
     for _, row in front.iterrows():
         cells = [str(row["number"]), method_of(row), *(_param(row[c], c[len("param/") :]) for c in params)]
         cells += [fmt_pct(row.get(o.column)) for o in objectives]
         cells += [_yes_no(row.get("feasible"))] if meets else []
-        cells += [_ci(row, key) for key in tested] + [f"{float(row['epochs_done']):g}"]
+        cells += [_ci(row, key) for key in tested] + ([f"{float(row['epochs_done']):g}"] if epochs else [])
         rows.append(cells)
     return _table(header, rows, table_id)
 
@@ -330,6 +359,15 @@ def _feasible_front(
         logger.warning("%s has no feasible front; recomputing it without test metrics", folder)
         front = pareto_frame(trials, {}, objectives, constraints, front_name=FEASIBLE_FRONT)
     return front
+
+
+def _same_html(same: Mapping[str, str]) -> str:
+    """The one sentence naming the settings the tables leave out, the same in every completed trial."""
+    if not same:
+        return ""
+    names = {"epochs_done": "epochs trained"}
+    listed = ", ".join(f"{names.get(c, c.removeprefix('param/'))} {v}" for c, v in same.items())
+    return f'<p id="same-settings">The same in every completed trial, so left out of the tables: {html.escape(listed)}.</p>'
 
 
 def _constraints_html(
@@ -356,7 +394,8 @@ def _constraints_html(
         f'<p id="feasible-summary">{len(feasible)} trial(s) on the feasible front, hypervolume {hv:.4f}; '
         "test-split values with 95 % intervals.</p>"
     )
-    parts.append(_front_table(feasible, objectives, "feasible-front", meets=False))
+    same = same_in_every_trial(trials)
+    parts.append(_front_table(feasible, objectives, "feasible-front", meets=False, same=same))
     return "\n".join(parts)
 
 
@@ -394,10 +433,14 @@ def _comparison_html(comparison: Comparison, front: pd.DataFrame) -> str:
     return "\n".join(parts)
 
 
-def _figure_html(data: bytes, name: str, caption: str) -> str:
+def _figure_html(data: bytes, name: str, caption: str, groups: Sequence[str] | None = None) -> str:
+    """A figure: the PNG as a data URI, its caption and a link to the file beside the page; a group chart
+    states the groups it drew (:func:`~fairsearch.output.report_figures.drawn_groups`) as ``data-groups``
+    (a JSON list)."""
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    drawn = "" if groups is None else f' data-groups="{html.escape(json.dumps(list(groups)))}"'
     return (
-        f'<figure><img src="{uri}" alt="{html.escape(caption)}">'
+        f'<figure><img src="{uri}" alt="{html.escape(caption)}"{drawn}>'
         f'<figcaption>{html.escape(caption)} (<a href="{html.escape(name)}">{html.escape(name)}</a>)</figcaption></figure>'
     )
 
@@ -442,10 +485,11 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
     out = Path(out) if out is not None else folder / "report.html"
     _check_out(out)
     progress = hypervolume_progress(trials, objectives)
+    members = thin_front(front, objectives, constraints)
     figures: list[tuple[str, str, Figure]] = [
         (
             "pareto_front",
-            _front_caption(objectives, constraints),
+            _front_caption(objectives, constraints) + _drawn_of({"front": front}, objectives, constraints),
             front_figure(trials, front, objectives, constraints),
         ),
         (
@@ -454,18 +498,26 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
             hypervolume_figure(progress, objectives),
         ),
     ]
-    members = _members(front)
     for grouping, groups in _groupings(front).items():
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", grouping)
-        caption = f"Validation accuracy per {grouping} group (n = validation samples) for the front members"
+        caption = (
+            f"Validation accuracy per {grouping} group (n = validation samples) for the front members, "
+            "with 95 % intervals (Clopper–Pearson)" + _drawn_of({"front": front}, objectives, constraints)
+        )
         figures.append((f"groups-{safe}", caption, group_figure(members, grouping, groups)))
     if thresholded:
-        figures.append(("threshold_fronts", THRESHOLD_CAPTION, threshold_figure(fronts)))
+        titled = {FRONT_TITLES[name]: front for name, front in fronts.items()}
+        caption = THRESHOLD_CAPTION + _drawn_of(titled, THRESHOLD_OBJECTIVES, constraints)
+        figures.append(("threshold_fronts", caption, threshold_figure(fronts, constraints)))
     _, confirmed = read_confirmed(folder)
     if len(confirmed):
         figures.append(("confirmed_front", CONFIRMED_CAPTION, confirmed_figure(confirmed)))
     pngs = [(f"{out.stem}-{key}.png", png(fig), caption) for key, caption, fig in figures]
-    images = [_figure_html(data, name, caption) for name, data, caption in pngs]
+    groups_drawn = [drawn_groups(fig) if key.startswith("groups-") else None for key, _, fig in figures]
+    images = [
+        _figure_html(data, name, caption, groups)
+        for (name, data, caption), groups in zip(pngs, groups_drawn, strict=True)
+    ]
     extra = int(thresholded) + int(len(confirmed) > 0)
     section = ""
     if constraints:
@@ -609,12 +661,9 @@ def _page(
     body.append("<h2>Accuracy per group, front members</h2>")
     if len(images) == 2:
         body.append("<p>The front members reported no per-group metrics.</p>")
-    if len(members) < len(front):
-        body.append(
-            f"<p>{len(members)} of the {len(front)} front members are shown, evenly spaced along the front.</p>"
-        )
     body += images[2:]
-    body += ["<h2>The Pareto front</h2>", _front_table(front, objectives)]
+    same = same_in_every_trial(trials)
+    body += ["<h2>The Pareto front</h2>", _same_html(same), _front_table(front, objectives, same=same)]
     body += [constraints_section] if constraints_section else []
     body += ["<h2>Vanilla vs. fair methods</h2>", _comparison_html(compare_to_vanilla(trials), front)]
     return (

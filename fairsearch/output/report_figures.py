@@ -21,10 +21,11 @@ from matplotlib.figure import Figure
 
 from fairsearch.judge.pareto import hypervolume
 from fairsearch.output.results import SEARCH_FRONT
-from fairsearch.output.tables import fmt_pct
+from fairsearch.output.tables import fmt_pct, thin_front
 from fairsearch.output.threshold_fronts import FRONT_TITLES, THRESHOLD_FRONTS
 from fairsearch.spec.config import (
     METRICS,
+    OBJECTIVES,
     Constraints,
     Objective,
     Objectives,
@@ -37,6 +38,7 @@ __all__ = [
     "accuracy_vs_gap",
     "arrow",
     "confirmed_figure",
+    "drawn_groups",
     "front_figure",
     "group_figure",
     "hypervolume_figure",
@@ -91,15 +93,17 @@ def front_figure(
 
     Each panel shows every trial's validation point by method (hollow: not completed), a grey × on each
     completed trial that misses a constraint, the front members ringed and numbered with their test points
-    and 95 % intervals, and a constraint on either axis as a dashed line at its bound; with two objectives
-    the front is drawn as a staircase. The default objectives keep their accuracy-vs.-MaxAccGap titles.
+    and 95 % intervals (of a long front, those :func:`~fairsearch.output.tables.thin_front` picks), and a
+    constraint on either axis as a dashed line at its bound; with two objectives the whole front is drawn
+    as a staircase. The default objectives keep their accuracy-vs.-MaxAccGap titles.
     """
+    shown = thin_front(front, objectives, constraints)
     pairs = [_axes_pair(a, b) for a, b in itertools.combinations(objectives, 2)]
     single = len(pairs) == 1
     fig = Figure(figsize=(7.5, 5.2) if single else (5.2 * len(pairs), 4.8))
     axes = fig.subplots(1, len(pairs), squeeze=False)[0]
     for ax, (x, y) in zip(axes, pairs, strict=True):
-        _panel(ax, trials, front, x, y, constraints)
+        _panel(ax, trials, shown, x, y, constraints)
         if single:
             _staircase(ax, front, trials, x, y)
         ax.set_xlabel(_axis_label(x))
@@ -285,24 +289,38 @@ def hypervolume_figure(progress: pd.DataFrame, objectives: Objectives) -> Figure
 
 
 def group_figure(members: pd.DataFrame, grouping: str, groups: list[str]) -> Figure:
-    """Grouped bars: accuracy of each group (x) for each front member (one bar colour per member)."""
+    """Grouped bars: each group (x) once, one bar per front member (one colour per member), its 95 %
+    interval (``val/acc/<grouping>/<group>_ci_low``/``_ci_high``) as an error bar."""
     fig = Figure(figsize=(max(6.0, 1.3 * len(groups) + 3.0), 4.2))
     ax = fig.add_subplot()
     width = 0.8 / max(len(members), 1)
     palette = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, max(len(members), 1)))
     for i, (_, row) in enumerate(members.iterrows()):
-        accs = [100 * float(row.get(f"val/acc/{grouping}/{g}", np.nan)) for g in groups]
+        accs = np.array([float(row.get(f"val/acc/{grouping}/{g}", np.nan)) for g in groups])
         gap = row.get(f"val/max_acc_gap/{grouping}", np.nan)
         label = f"trial {row['number']} {method_of(row)} (acc {fmt_pct(row[ACC])}, gap here {fmt_pct(gap)})"
         x = np.arange(len(groups)) + (i - (len(members) - 1) / 2) * width
-        bars = ax.bar(x, accs, width, label=label, color=palette[i])
-        ax.bar_label(bars, fmt="%.1f", fontsize=6, rotation=90 if len(members) > 3 else 0, padding=2)
+        ax.bar(x, 100 * accs, width, label=label, color=palette[i])
+        low, high = (
+            np.array([float(row.get(f"val/acc/{grouping}/{g}_ci_{end}", np.nan)) for g in groups])
+            for end in ("low", "high")
+        )
+        known = np.isfinite(accs) & np.isfinite(low) & np.isfinite(high)
+        if known.any():
+            below, above = np.clip(accs - low, 0, None), np.clip(high - accs, 0, None)
+            ax.errorbar(x[known], 100 * accs[known], yerr=100 * np.vstack([below, above])[:, known],
+                        fmt="none", ecolor="0.2", elinewidth=0.8, capsize=2)  # fmt: skip
+        tops = 100 * np.fmax(accs, np.where(known, high, accs))
+        for bx, top, acc in zip(x, tops, accs, strict=True):  # each value above its bar and interval
+            if np.isfinite(acc):
+                ax.annotate(f"{100 * acc:.1f}", (bx, top), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=6, rotation=90 if len(members) > 3 else 0)  # fmt: skip
     sizes = [members.get(f"val/n/{grouping}/{g}", pd.Series(dtype=float)).dropna() for g in groups]
     labels = [
         f"{g}\n(n={int(s.iloc[0])})" if len(s) else f"{g}\n(n=?)" for g, s in zip(groups, sizes, strict=True)
     ]
     ax.set_xticks(np.arange(len(groups)), labels)
-    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylabel("validation accuracy (%), 95 % interval")
     ax.set_ylim(0, 112)
     ax.set_title(f"Accuracy per {grouping} group, front members")
     ax.grid(axis="y", alpha=0.3)
@@ -310,8 +328,16 @@ def group_figure(members: pd.DataFrame, grouping: str, groups: list[str]) -> Fig
     return fig
 
 
-def threshold_figure(fronts: dict[str, pd.DataFrame]) -> Figure:
-    """The three fronts' validation staircases and their members' test points with 95 % intervals."""
+def drawn_groups(fig: Figure) -> list[str]:
+    """The group names a :func:`group_figure` drew on its x axis, read back from its tick labels (each
+    ``group\\n(n=…)``), for the report to state beside the image (call it after :func:`png`)."""
+    return [tick.get_text().split("\n", 1)[0] for tick in fig.axes[0].get_xticklabels()]
+
+
+def threshold_figure(fronts: dict[str, pd.DataFrame], constraints: Constraints = ()) -> Figure:
+    """The three fronts' validation staircases through every member, and the members
+    :func:`~fairsearch.output.tables.thin_front` picks of each ringed with their test points and 95 %
+    intervals."""
     fig = Figure(figsize=(7.5, 5.2))
     ax = fig.add_subplot()
     right = 100 * max(float(f[GAP].max()) for f in fronts.values() if len(f)) * 1.05 + 0.5
@@ -321,10 +347,10 @@ def threshold_figure(fronts: dict[str, pd.DataFrame]) -> Figure:
         colour, ordered = _FRONT_COLOURS[name], front.sort_values([GAP, ACC], ascending=[True, False])
         gaps, accs = 100 * ordered[GAP].to_numpy(float), 100 * ordered[ACC].to_numpy(float)
         ax.step(np.append(gaps, right), np.append(accs, accs[-1]), where="post", color=colour, lw=1.2)
-        ax.scatter(
-            gaps, accs, s=40, facecolors="none", edgecolors=colour, label=f"{FRONT_TITLES[name]} (val)"
-        )
-        for _, row in ordered.iterrows():
+        shown = thin_front(ordered, OBJECTIVES, constraints)
+        ax.scatter(100 * shown[GAP], 100 * shown[ACC], s=40, facecolors="none", edgecolors=colour,
+                   label=f"{FRONT_TITLES[name]} (val)")  # fmt: skip
+        for _, row in shown.iterrows():
             _test_point(ax, row, colour, GAP_METRIC, ACC_METRIC)
     ax.set_xlabel("MaxAccGap (%)  ← fairer")
     ax.set_ylabel("accuracy (%)  ↑ better")

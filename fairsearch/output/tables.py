@@ -109,7 +109,13 @@ def same_in_every_trial(trials_df: pd.DataFrame) -> dict[str, str]:
         if not (str(column).startswith("param/") or column == "epochs_done") or column == "param/method":
             continue
         if done[column].nunique(dropna=False) == 1:
-            same[str(column)] = _fmt_param(done[column].iloc[0], str(column).removeprefix("param/"))
+            value = done[column].iloc[0]
+            shown = (
+                f"{float(value):g}"
+                if column == "epochs_done"
+                else _fmt_param(value, str(column).removeprefix("param/"))
+            )
+            same[str(column)] = shown
     return same
 
 
