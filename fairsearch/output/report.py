@@ -523,9 +523,7 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
     if constraints:
         feasible = _feasible_front(folder, trials, objectives, constraints)
         section = _constraints_html(trials, feasible, objectives, constraints)
-    page = _page(
-        folder, trials, front, members, images[: len(images) - extra], (objectives, constraints), section
-    )
+    page = _page(folder, trials, front, images[: len(images) - extra], (objectives, constraints), section)
     if thresholded:
         page = page.replace("</body>", _threshold_html(fronts, images[len(images) - extra]) + "\n</body>")
     if len(confirmed):
@@ -632,7 +630,6 @@ def _page(
     folder: Path,
     trials: pd.DataFrame,
     front: pd.DataFrame,
-    members: pd.DataFrame,
     images: list[str],
     goals: tuple[Objectives, Constraints],
     constraints_section: str,
