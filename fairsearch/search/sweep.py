@@ -10,11 +10,13 @@ atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -242,7 +244,7 @@ def run_sweep(
                 verbose=0,
             ),
         )
-    tuner.fit()
+    _fit(tuner)
     outcome = _outcome(results_dir, spec)
     if outcome.unfinished:
         claim.release()
@@ -303,7 +305,7 @@ def _confirm(
                 verbose=0,
             ),
         )
-    tuner.fit()
+    _fit(tuner)
     refresh_confirmed(results_dir, plan)  # the search's writer may have rewritten pareto.parquet on resume
     runs, confirmed = read_confirmed(results_dir)
     ended = int(runs["status"].isin(["completed", "failed"]).sum()) if len(runs) else 0
@@ -321,6 +323,13 @@ def _restore(experiment: str, trainable: Any) -> tune.Tuner:
             f"be read here ({type(err).__name__}: {clip_value(str(err))}); run with --restart to start the "
             "sweep over, or --name to start one beside it"
         ) from None
+
+
+def _fit(tuner: tune.Tuner) -> None:
+    """Runs Tune with its own console output (its "Configuration for experiment" box, "View detailed
+    results here") on stderr beside the sweep's log lines: stdout holds the results alone."""
+    with contextlib.redirect_stdout(sys.stderr):
+        tuner.fit()
 
 
 def _confirm_experiment(storage_root: str, name: str) -> str:
