@@ -360,3 +360,47 @@ def test_a_trial_given_a_gpu_on_a_node_without_cuda_stops_unless_allowed(
     assert trial_device(["1"]) == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert trial_device(["0", "1"]) == "cuda"
+
+
+def test_endings_within_the_interval_are_written_together_at_the_next_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each rewrite of the files reads every trial: trials ending within ``min_interval_s`` of the last
+    write are written once, at the first step of Tune's loop after the interval, and at the end."""
+    import pandas as pd
+
+    from fairsearch.search import tune_trials
+    from fairsearch.search.tune_trials import ResultsCallback
+
+    now = [1000.0]
+    monkeypatch.setattr(tune_trials.time, "monotonic", lambda: now[0])
+    writes: list[int] = []
+    original = ResultsCallback.write
+
+    def counted(self: ResultsCallback, trials: object, completed: object = None) -> None:
+        writes.append(1)
+        original(self, trials, completed)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ResultsCallback, "write", counted)
+    callback = ResultsCallback(str(tmp_path), min_interval_s=10.0)
+    trials = [_fake_trial(f"t{i}", "RUNNING", 2) for i in range(4)]
+    statuses = lambda: pd.read_parquet(tmp_path / "trials.parquet")["status"].tolist()  # noqa: E731
+    callback.on_trial_complete(0, trials, trials[0])  # the first ending: written at once
+    trials[0].status = "TERMINATED"  # type: ignore[attr-defined]
+    assert len(writes) == 1 and statuses().count("completed") == 1
+    for trial in trials[1:3]:  # two more within the interval: not yet
+        now[0] += 1.0
+        callback.on_trial_complete(0, trials, trial)
+        trial.status = "TERMINATED"  # type: ignore[attr-defined]
+        callback.on_step_end(0, trials)
+    assert len(writes) == 1
+    now[0] += 10.0
+    callback.on_step_end(0, trials)  # the interval has passed: both, in one write
+    assert len(writes) == 2 and statuses().count("completed") == 3
+    callback.on_step_end(0, trials)  # nothing new: no write
+    assert len(writes) == 2
+    now[0] += 1.0
+    callback.on_trial_error(0, trials, trials[3])
+    trials[3].status = "ERROR"  # type: ignore[attr-defined]
+    callback.on_experiment_end(trials)  # the end writes whatever waits
+    assert len(writes) == 3 and statuses().count("failed") == 1
