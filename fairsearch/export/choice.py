@@ -29,7 +29,7 @@ from fairsearch.bounded import TRAINABLE_MAX_BYTES, size_text
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.judge.thresholds import DEFAULT_THRESHOLD, GROUP_THRESHOLDS, NO_GROUP, THRESHOLD, TrialScores
 from fairsearch.output.confirm import CONFIRMED_FRONT, read_confirmed
-from fairsearch.output.results import completed_trials, read_results, read_sweep_goals
+from fairsearch.output.results import completed_trial, completed_trials, read_results, read_sweep_goals
 from fairsearch.output.threshold_fronts import THRESHOLD_FRONTS, read_threshold_fronts
 from fairsearch.spec.config import Constraints, Objectives, TrialConfig
 from fairsearch.train.checkpoint import (
@@ -124,15 +124,7 @@ def choose_export(
         )
     trials, _ = read_results(folder)
     objectives, constraints = read_sweep_goals(folder)
-    done = completed_trials(trials)
-    rows = done[done["number"] == number]
-    if rows.empty:
-        known = sorted(int(n) for n in done["number"])
-        raise FairsearchError(
-            f"--trial {number}: {folder} has no completed trial {number}; completed trials: "
-            f"{known[:30]}{' ...' if len(known) > 30 else ''}"
-        )
-    row = rows.iloc[0]
+    row = completed_trial(trials, number, f"--trial {number}: {folder}")
     runs, confirmed_rows = read_confirmed(folder)
     own = _own_seed(row)
     confirmation = False

@@ -21,7 +21,7 @@ from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.judge.paired import PairedDifference, paired_comparison, verdict
 from fairsearch.judge.refit import refit_last_layer
 from fairsearch.judge.thresholds import SplitScores, TrialScores
-from fairsearch.output.results import completed_trials, read_results
+from fairsearch.output.results import completed_trial, read_results
 from fairsearch.output.tables import aligned_rows, fmt_pct, method_settings
 from fairsearch.train.checkpoint import read_features_at, read_scores_at
 
@@ -67,15 +67,7 @@ def _side(spec: str, trials: pd.DataFrame, folder: Path) -> Side:
             "threshold in [0, 1] (7@0.42), or a trial with its last layer refitted (7@refit)"
         )
     number, how = int(match.group(1)), match.group(2) or "0.5"
-    done = completed_trials(trials)
-    rows = done[done["number"] == number]
-    if rows.empty:
-        known = sorted(int(n) for n in done["number"])
-        raise FairsearchError(
-            f"compare: {folder} has no completed trial {number}; completed trials: {known[:30]}"
-            + (" ..." if len(known) > 30 else "")
-        )
-    row = rows.iloc[0]
+    row = completed_trial(trials, number, f"compare: {folder}")
     location = row.get("checkpoint")
     arrays = read_scores_at(str(location)) if isinstance(location, str) and location else None
     if arrays is None:

@@ -89,6 +89,7 @@ __all__ = [
     "TRIALS_FILE",
     "DerivedFront",
     "TrialRecord",
+    "completed_trial",
     "completed_trials",
     "constraint_violations",
     "feasible_mask",
@@ -274,6 +275,23 @@ def completed_trials(trials_df: pd.DataFrame) -> pd.DataFrame:
     """The rows of a ``trials.parquet`` table whose status is ``completed`` (none without a ``status``
     column)."""
     return trials_df[trials_df["status"] == "completed"] if "status" in trials_df else trials_df.iloc[:0]
+
+
+def completed_trial(trials_df: pd.DataFrame, number: int, where: str) -> pd.Series:
+    """The ``trials.parquet`` row of completed trial ``number``.
+
+    Raises:
+        FairsearchError: ``{where} has no completed trial N; completed trials: [...]`` (the first 30).
+    """
+    done = completed_trials(trials_df)
+    rows = done[done["number"] == number]
+    if rows.empty:
+        known = sorted(int(n) for n in done["number"])
+        raise FairsearchError(
+            f"{where} has no completed trial {number}; completed trials: {known[:30]}"
+            + (" ..." if len(known) > 30 else "")
+        )
+    return rows.iloc[0]
 
 
 def front_hypervolume(trials_df: pd.DataFrame, objectives: Objectives = DEFAULT_OBJECTIVES) -> float:
