@@ -188,7 +188,8 @@ def tune_trainable(config: dict[str, Any], state_root: str) -> None:
     from fairsearch.train.trial import run_trial
 
     started = time.monotonic()
-    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+    # in a Ray worker, its assigned GPUs; called outside Ray (a test), none: asking would start a Ray
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
     device = trial_device(gpu_ids)
     trial_config = TrialConfig.from_dict(config)
     store = TrialStore(state_root, trial_key(config))
