@@ -28,6 +28,9 @@ from transformers import AutoTokenizer, Qwen2_5_VLModel, Qwen2VLImageProcessorPi
 CLASSIFIER_FILE = "classifier.json"
 THRESHOLDS_FILE = "thresholds.json"
 HEAD_FILE = "head.safetensors"
+EXPORT_FORMAT = 1
+"""The version of an export's files, ``classifier.json``'s ``format``; a folder without it (written before
+the key was) is format 1. Raised when a file changes meaning, so that readers refuse what they do not know."""
 # Checkpoints written by transformers 4.52-4.57 name the vision tower model.visual.*; this maps them.
 KEY_MAPPING = {r"^model\.visual\.": "visual."}
 
@@ -106,14 +109,19 @@ class GlaucomaClassifier:
             out.append(torch.softmax(logits, dim=-1)[:, 1].cpu())
         return torch.cat(out).double().numpy()
 
-    def decide(self, p: np.ndarray, groups: list[str] | None = None) -> np.ndarray:
-        """1 (glaucoma) where p ≥ the threshold; with per-group thresholds each image's group name is needed."""
+    def threshold_of(self, n: int, groups: list[str] | None = None) -> np.ndarray:
+        """Each of ``n`` images' threshold: float64 [n]; with per-group thresholds each image's group name
+        is needed."""
         chosen = self.thresholds["thresholds"]
         if self.thresholds["kind"] != "group_thresholds":
-            return (np.asarray(p) >= chosen["all"]).astype(np.int64)
-        if groups is None or len(groups) != len(p):
+            return np.full(n, float(chosen["all"]))
+        if groups is None or len(groups) != n:
             raise ValueError(f"per-group thresholds need one group of {list(chosen)} per image")
-        return np.array([int(pi >= chosen[g]) for pi, g in zip(p, groups, strict=True)], dtype=np.int64)
+        return np.array([float(chosen[g]) for g in groups], dtype=np.float64)
+
+    def decide(self, p: np.ndarray, groups: list[str] | None = None) -> np.ndarray:
+        """1 (glaucoma) where p ≥ the threshold; with per-group thresholds each image's group name is needed."""
+        return (np.asarray(p) >= self.threshold_of(len(p), groups)).astype(np.int64)
 
 
 if __name__ == "__main__":

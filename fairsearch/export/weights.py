@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from fairsearch.bounded import TRAINABLE_MAX_BYTES
 from fairsearch.errors import FairsearchError
 from fairsearch.export.choice import TRAINABLE_FILE, ExportChoice
+from fairsearch.export.standalone import EXPORT_FORMAT
 from fairsearch.model import TINY, Backbone, GlaucomaClassifier, InputBuilder, build_classifier, load_backbone
 
 __all__ = [
@@ -122,6 +123,7 @@ def write_model_files(model: ExportModel, folder: Path) -> None:
     backbone.tokenizer.save_pretrained(folder)
     processor.save_pretrained(folder)
     spec = {
+        "format": EXPORT_FORMAT,
         "base_model": model.base,
         "prompt": model.builder.prompt,
         "score": "softmax(head(h))[1]: p(glaucoma); h = the base model with the adapter's final hidden "
