@@ -38,6 +38,8 @@ __all__ = [
     "DATA_CSV_MAX_BYTES",
     "DATA_NPZ_MAX_BYTES",
     "FEATURES_MAX_BYTES",
+    "IMAGE_FILE_MAX_BYTES",
+    "IMAGE_MAX_PIXELS",
     "JSON_MAX_BYTES",
     "MAX_GROUPS",
     "MAX_NAME_CHARS",
@@ -87,7 +89,13 @@ DATA_NPZ_MAX_BYTES = 256 * MiB
 DATA_ARRAY_MAX_BYTES = 256 * MiB
 """The most bytes one array of a data folder's ``.npz`` may declare (an 8,192² RGBA uint8 image)."""
 DATA_CSV_MAX_BYTES = 256 * MiB
-"""A data folder's ``data_summary.csv`` (FairVLMed's is 5 MB for 10,000 samples)."""
+"""A data folder's ``data_summary.csv`` (FairVLMed's is 5 MB for 10,000 samples); ``fairsearch predict``'s
+``--groups`` CSV."""
+IMAGE_FILE_MAX_BYTES = 256 * MiB
+"""One PNG or JPEG file that ``fairsearch predict`` reads (a fundus photograph is a few MB)."""
+IMAGE_MAX_PIXELS = 8192 * 8192
+"""The most pixels a PNG or JPEG may declare in its header, checked before it is decoded (as
+:data:`DATA_ARRAY_MAX_BYTES` bounds an ``.npz`` image: 8,192² RGBA uint8)."""
 
 
 @dataclass(frozen=True)

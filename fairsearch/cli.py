@@ -9,6 +9,7 @@ Examples::
     fairsearch compare results/hybrid 3 0                         # trial 3 vs trial 0, paired on test
     fairsearch train --space search_spaces/hybrid.yaml --set method=gr lora_rank=16
     fairsearch export results/hybrid --trial 3 --thresholds group --out exports/t3   # transformers + peft
+    fairsearch predict exports/t3 --data /data/FairVLMed --out preds.parquet         # its decisions
     fairsearch data inspect /data/FairVLMed                       # group sizes per split and label
     fairsearch data synth /tmp/synthetic --n 2000 --seed 0        # the built-in synthetic set on disk
 """
@@ -133,6 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", required=True, help="a new or empty folder")
 
+    predict = sub.add_parser(
+        "predict", help="an export's p(glaucoma) and decisions for a folder of images, as a Parquet file"
+    )
+    predict.add_argument("export", help="a folder made by `fairsearch export`")
+    predict.add_argument(
+        "--data", required=True, help="a FairVLMed folder, or a folder of PNG, JPEG and .npz files"
+    )
+    predict.add_argument("--out", required=True, help="the Parquet file to write (its folder must exist)")
+    predict.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        default="test",
+        help="a FairVLMed folder's split to score (default: test)",
+    )
+    predict.add_argument(
+        "--groups",
+        help="a CSV of columns image (the path relative to --data) and group: each image's group, for an "
+        "export with per-group thresholds (a FairVLMed folder's attributes give them otherwise)",
+    )
+    predict.add_argument("--batch-size", type=int, default=16, help="images scored at once (default 16)")
+    predict.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:1… (default: cuda when there is one)"
+    )
+    predict.add_argument("--force", action="store_true", help="replace --out if it exists")
+
     data = sub.add_parser("data", help="inspect a dataset or write the synthetic one")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     inspect = data_sub.add_parser("inspect", help="group sizes per split, attribute and label")
@@ -173,6 +199,15 @@ def main(argv: list[str] | None = None) -> int:
             from fairsearch.export.exporter import export_run
 
             print(export_run(args.folder, args.trial, args.out, seed=args.seed, thresholds=args.thresholds))
+            return 0
+        if args.command == "predict":
+            from fairsearch.export.predict import format_prediction, predict_folder
+
+            prediction = predict_folder(
+                args.export, args.data, args.out, groups=args.groups, split=args.split,
+                batch_size=args.batch_size, device=args.device, force=args.force,
+            )  # fmt: skip
+            print(format_prediction(prediction))
             return 0
         if args.command == "data":
             return _data(args)
