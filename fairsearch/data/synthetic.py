@@ -63,7 +63,14 @@ from fairsearch.data.fairvlmed import (
 )
 from fairsearch.errors import FairsearchError
 
-__all__ = ["RECIPE", "SyntheticRecipe", "builtin_synthetic", "synthetic_cache_dir", "write_synthetic"]
+__all__ = [
+    "BUILTIN_IMAGE_SIZE",
+    "RECIPE",
+    "SyntheticRecipe",
+    "builtin_synthetic",
+    "synthetic_cache_dir",
+    "write_synthetic",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +156,9 @@ class SyntheticRecipe:
 
 
 RECIPE = SyntheticRecipe()
+
+BUILTIN_IMAGE_SIZE = 112
+"""Side in pixels of the built-in synthetic set's square images."""
 """The built-in synthetic set's recipe."""
 
 MIN_SAMPLES = 30
@@ -293,7 +303,7 @@ def write_synthetic(
     out: str | Path,
     n: int = RECIPE.default_n,
     seed: int = 0,
-    image_size: int = 112,
+    image_size: int = BUILTIN_IMAGE_SIZE,
     *,
     recipe: SyntheticRecipe = RECIPE,
 ) -> Path:
@@ -349,7 +359,7 @@ def synthetic_cache_dir() -> Path:
     return cache_root("synthetic")
 
 
-def builtin_synthetic(n: int = RECIPE.default_n, seed: int = 0, image_size: int = 112) -> Path:
+def builtin_synthetic(n: int = RECIPE.default_n, seed: int = 0, image_size: int = BUILTIN_IMAGE_SIZE) -> Path:
     """The built-in synthetic dataset, generated once per machine and reused.
 
     Many processes may call this at once (trials starting together on one node): a file lock makes

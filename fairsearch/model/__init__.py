@@ -11,7 +11,15 @@ Knows nothing about losses or trials. Typical use::
     logits = classifier(builder.text_inputs(cached.grids(idx)), image_embeds=cached[idx])
 """
 
-from fairsearch.model.backbone import TINY, Backbone, default_dtype, load_backbone, random_backbone
+from fairsearch.model.backbone import (
+    TINY,
+    Backbone,
+    ModelParts,
+    default_dtype,
+    load_backbone,
+    load_model_parts,
+    random_backbone,
+)
 from fairsearch.model.classifier import (
     LORA_TARGET_MODULES,
     GlaucomaClassifier,
@@ -21,7 +29,7 @@ from fairsearch.model.classifier import (
     last_token_pool,
     parameter_counts,
 )
-from fairsearch.model.configs import qwen2_5_vl_7b_config, tiny_config
+from fairsearch.model.configs import qwen2_5_vl_3b_config, qwen2_5_vl_7b_config, tiny_config
 from fairsearch.model.inputs import DEFAULT_PROMPT, IMAGE_TOKEN, InputBuilder
 from fairsearch.model.vision_cache import ImageSplit, SplitEmbeddings, VisionCache, default_cache_root
 
@@ -35,6 +43,7 @@ __all__ = [
     "ImageSplit",
     "InputBuilder",
     "LoraSettings",
+    "ModelParts",
     "SplitEmbeddings",
     "VisionCache",
     "build_classifier",
@@ -43,7 +52,9 @@ __all__ = [
     "describe_trainable",
     "last_token_pool",
     "load_backbone",
+    "load_model_parts",
     "parameter_counts",
+    "qwen2_5_vl_3b_config",
     "qwen2_5_vl_7b_config",
     "random_backbone",
     "tiny_config",

@@ -33,7 +33,15 @@ from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.model.configs import QWEN_SPECIAL_TOKENS, tiny_config
 from fairsearch.model.tiny import QWEN2_5_VL_CHAT_TEMPLATE, tiny_image_processor, tiny_tokenizer
 
-__all__ = ["TINY", "Backbone", "default_dtype", "load_backbone", "random_backbone"]
+__all__ = [
+    "TINY",
+    "Backbone",
+    "ModelParts",
+    "default_dtype",
+    "load_backbone",
+    "load_model_parts",
+    "random_backbone",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +145,7 @@ def load_backbone(
                 key_mapping=_VISUAL_KEY_MAPPING,
             )
         model, info = cast(tuple[Qwen2_5_VLModel, dict[str, Any]], loaded)
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder, local_files_only=True)
+        tokenizer, image_processor = _processors(folder)
     except OSError as err:
         raise FairsearchError(f"model folder '{folder}' ({name_or_path}) is incomplete: {err}") from err
     if info.get("missing_keys"):
@@ -150,8 +157,6 @@ def load_backbone(
     unexpected = sorted(k for k in info.get("unexpected_keys", ()) if not k.startswith("lm_head"))
     if unexpected:
         logger.warning("%s: %d checkpoint weights not used, e.g. %s", folder, len(unexpected), unexpected[:3])
-    if tokenizer.chat_template is None:
-        tokenizer.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
     model.eval()
     return Backbone(
         model=model,
@@ -160,6 +165,55 @@ def load_backbone(
         name=name_or_path,
         fingerprint=_folder_fingerprint(name_or_path, folder),
     )
+
+
+@dataclass
+class ModelParts:
+    """What a model is without its weights: its configuration and what turns an image and a prompt into
+    its inputs (enough to count its parameters and its tokens per sample).
+
+    Attributes:
+        config: The Qwen2.5-VL configuration.
+        tokenizer: The model's tokenizer, with a chat template.
+        image_processor: Qwen2-VL's PIL image processor.
+    """
+
+    config: Qwen2_5_VLConfig
+    tokenizer: PreTrainedTokenizerBase
+    image_processor: Qwen2VLImageProcessorPil
+
+
+def load_model_parts(name_or_path: str) -> ModelParts:
+    """The configuration, tokenizer and image processor of a model, from local files, without its weights.
+
+    Args:
+        name_or_path: As for `load_backbone`.
+
+    Returns:
+        The parts.
+
+    Raises:
+        FairsearchError: The model is not on this machine, or its folder is incomplete.
+    """
+    if name_or_path == TINY:
+        tokenizer = tiny_tokenizer()
+        config = tiny_config({t: token_id(tokenizer, t) for t in QWEN_SPECIAL_TOKENS})
+        return ModelParts(config, tokenizer, tiny_image_processor())
+    folder = resolve_model_folder(name_or_path)
+    try:
+        config = Qwen2_5_VLConfig.from_pretrained(folder, local_files_only=True)
+        tokenizer, image_processor = _processors(folder)
+    except (OSError, ValueError) as err:
+        raise FairsearchError(f"model folder '{folder}' ({name_or_path}) is incomplete: {err}") from err
+    return ModelParts(config, tokenizer, image_processor)
+
+
+def _processors(folder: Path) -> tuple[PreTrainedTokenizerBase, Qwen2VLImageProcessorPil]:
+    """A model folder's tokenizer (given Qwen2.5-VL's chat template when it has none) and image processor."""
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = QWEN2_5_VL_CHAT_TEMPLATE
+    return tokenizer, Qwen2VLImageProcessorPil.from_pretrained(folder, local_files_only=True)
 
 
 def tiny_backbone(*, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Backbone:
@@ -172,9 +226,10 @@ def tiny_backbone(*, device: str | torch.device = "cpu", dtype: torch.dtype = to
     Returns:
         The backbone in eval mode.
     """
-    tokenizer = tiny_tokenizer()
-    config = tiny_config({t: token_id(tokenizer, t) for t in QWEN_SPECIAL_TOKENS})
-    return random_backbone(config, tokenizer=tokenizer, name=TINY, seed=TINY_SEED, device=device, dtype=dtype)
+    parts = load_model_parts(TINY)
+    return random_backbone(
+        parts.config, tokenizer=parts.tokenizer, name=TINY, seed=TINY_SEED, device=device, dtype=dtype
+    )
 
 
 def random_backbone(

@@ -108,6 +108,10 @@ class InputBuilder:
         h, w = smart_resize(height, width, factor, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
         return (h // self.patch_size) * (w // self.patch_size) // self.merge_size**2
 
+    def sequence_length(self, height: int, width: int) -> int:
+        """Tokens of one sample whose image has this size: the prompt's plus `num_image_tokens`."""
+        return len(self._prefix) + self.num_image_tokens(height, width) + len(self._suffix)
+
     def encode_image(self, image: np.ndarray) -> tuple[Tensor, Tensor]:
         """Resize, normalise and patchify one image.
 
