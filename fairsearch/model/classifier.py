@@ -55,7 +55,12 @@ class LoraSettings:
 
 
 def build_classifier(
-    backbone: Backbone, *, lora_rank: int, lora_alpha: float, lora_dropout: float = 0.0
+    backbone: Backbone,
+    *,
+    lora_rank: int,
+    lora_alpha: float,
+    lora_dropout: float = 0.0,
+    gradient_checkpointing: bool = False,
 ) -> GlaucomaClassifier:
     """Freeze the backbone, add LoRA to the LLM's attention and a trainable 2-way head.
 
@@ -67,6 +72,10 @@ def build_classifier(
         lora_rank: LoRA rank r ≥ 1.
         lora_alpha: LoRA alpha > 0.
         lora_dropout: In [0, 1).
+        gradient_checkpointing: Keep only each layer's input for the backward pass and recompute the
+            rest there (transformers' ``activation_checkpointing_enable``, non-reentrant): the LLM's
+            activations shrink from ~(3·intermediate + 10·hidden) to one hidden per token and layer
+            (`fairsearch.model.memory`), for one more forward pass per step. Same gradients.
 
     Returns:
         The classifier, on the backbone's device, in train mode; only LoRA and head weights train.
@@ -95,6 +104,8 @@ def build_classifier(
         # peft 0.21 calls a transformers 5 method that warns of its own rename; nothing for us to change.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = get_peft_model(model, peft_config)
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable()
     hidden_size = int(backbone.config.get_text_config().hidden_size)
     head = nn.Linear(hidden_size, NUM_CLASSES, device=backbone.device, dtype=torch.float32)
     classifier = GlaucomaClassifier(peft_model, head, lora=lora, backbone_fingerprint=backbone.fingerprint)

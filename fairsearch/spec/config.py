@@ -321,6 +321,10 @@ class TrialConfig:
             test; ``fairsearch.data.synthetic.RECIPE``).
         max_pixels: image size cap in pixels; sets the number of image tokens. ``None``: the model's own.
         vision_cache: compute the frozen vision tower's image embeddings once and reuse them.
+        gradient_checkpointing: keep only each LLM layer's input for the backward pass and recompute its
+            activations there: the same gradients, for about one more forward pass per step, in a
+            fraction of the activation memory (``fairsearch plan`` shows how much); a fixed setting, not
+            searched.
         eval_batch_size: samples per forward pass when evaluating.
         n_boot: 0 turns the 95 % intervals off, any other value on (a name kept from when they were
             bootstrapped: they are now computed exactly, see ``fairsearch.judge.intervals``).
@@ -353,6 +357,7 @@ class TrialConfig:
     synthetic_n: int | None = None
     max_pixels: int | None = None
     vision_cache: bool = True
+    gradient_checkpointing: bool = False
     eval_batch_size: int = 64
     n_boot: int = 1000
     select: str = "last"

@@ -202,6 +202,7 @@ def run_trial(
         lora_rank=config.lora_rank,
         lora_alpha=config.lora_alpha if config.lora_alpha is not None else 2.0 * config.lora_rank,
         lora_dropout=config.lora_dropout,
+        gradient_checkpointing=config.gradient_checkpointing,
     )
     trainable, total = parameter_counts(model)  # build_classifier has logged them
 
