@@ -8,6 +8,7 @@ Examples::
     fairsearch report results/hybrid                              # HTML report with plots
     fairsearch compare results/hybrid 3 0                         # trial 3 vs trial 0, paired on test
     fairsearch train --space search_spaces/hybrid.yaml --set method=gr lora_rank=16
+    fairsearch plan --space search_spaces/hybrid.yaml --gpu-memory 80     # GPU memory of the largest trial
     fairsearch export results/hybrid --trial 3 --thresholds group --out exports/t3   # transformers + peft
     fairsearch predict exports/t3 --data /data/FairVLMed --out preds.parquet         # its decisions
     fairsearch data inspect /data/FairVLMed                       # group sizes per split and label
@@ -36,6 +37,8 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_ALL_FAILED = 1
 """``run``: the sweep ended and not one trial completed."""
+DEFAULT_GPU_MEMORY_GB = 80.0
+"""``plan``'s GPU when neither ``--gpu-memory`` nor the space names one: an H100's."""
 SYNTH_MAX_N = 100_000
 SYNTH_MAX_SIZE = 1024
 SYNTH_MAX_BYTES = 2 << 30
@@ -84,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--out", default="runs/train", help="folder for metrics.jsonl and the checkpoint")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+
+    plan = sub.add_parser(
+        "plan", help="the GPU memory the space's largest trial needs, by part, and how many fit one GPU"
+    )
+    plan.add_argument("--space", required=True, help="search-space YAML file")
+    plan.add_argument(
+        "--gpu-memory",
+        type=float,
+        metavar="GB",
+        help=f"memory of one GPU (default: the space's resources.gpu_memory_gb, else {DEFAULT_GPU_MEMORY_GB:g})",
+    )
 
     pareto = sub.add_parser(
         "pareto", help="print a sweep's Pareto front, and the fronts of thresholding its trials' scores"
@@ -185,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "pareto":
             return _pareto(args)
+        if args.command == "plan":
+            return _plan(args)
         if args.command == "report":
             from fairsearch.output.report import write_report
 
@@ -217,6 +233,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from fairsearch.search.capacity import format_plan, largest_trial
+    from fairsearch.spec.space import load_space
+
+    spec = load_space(args.space)
+    gpu_memory = (
+        args.gpu_memory if args.gpu_memory is not None else spec.gpu_memory_gb or DEFAULT_GPU_MEMORY_GB
+    )
+    if not 0 < gpu_memory <= 100_000:
+        raise FairsearchError(f"--gpu-memory {gpu_memory:g}: must be the memory of one GPU in GB, > 0")
+    print(format_plan(largest_trial(spec), gpu_memory, spec.gpus))
     return 0
 
 

@@ -24,6 +24,7 @@ from fairsearch.bounded import read_json
 from fairsearch.data.synthetic import RECIPE, training_images
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.folders import check_writable_folder
+from fairsearch.search.capacity import check_fits
 from fairsearch.search.sqlite_copy import settled
 from fairsearch.spec.config import TrialConfig, check_reports_per_epoch
 from fairsearch.spec.space import SweepSpec
@@ -74,7 +75,9 @@ def check_inputs(
 ) -> None:
     """Fails fast, on the driver and before anything is written, on a bad Ray address, an Optuna URL or
     Tune storage that is unknown or unreachable, a data folder that is missing or malformed (or lacks
-    training samples of a group it evaluates), and a model that is not here.
+    training samples of a group it evaluates), a model that is not here, and a largest trial that does
+    not fit the GPU memory the space states (``resources.gpu_memory_gb``; without it the sweep checks the
+    cluster's accelerator once Ray runs).
 
     Args:
         spec: the space.
@@ -120,6 +123,13 @@ def check_inputs(
         from fairsearch.model.backbone import resolve_model_folder
 
         _check_model_config(resolve_model_folder(str(model)))
+    if spec.gpu_memory_gb is not None and spec.gpus != 0:  # the cluster's GPUs are checked once Ray runs
+        check_fits(
+            spec,
+            spec.gpu_memory_gb,
+            spec.gpus if spec.gpus is not None else 1.0,
+            f"resources.gpu_memory_gb: {spec.gpu_memory_gb:g}",
+        )
 
 
 def _check_address(address: str | None) -> None:

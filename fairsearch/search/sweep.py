@@ -41,6 +41,7 @@ from fairsearch.output.confirm import (
 )
 from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results
 from fairsearch.output.tables import constraint_lines
+from fairsearch.search.capacity import check_fits, cluster_gpu_memory
 from fairsearch.search.preflight import check_inputs
 from fairsearch.search.resumable import check_resume
 from fairsearch.search.scheduler import scheduler_from_settings
@@ -192,6 +193,16 @@ def run_sweep(
     if not ray.is_initialized():
         start_ray(address)
     gpus = _gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)), joined=address is not None)
+    if gpus > 0 and spec.gpu_memory_gb is None:  # a stated memory was checked with the other inputs
+        memory, accelerator = cluster_gpu_memory(ray.cluster_resources())
+        if memory is None:
+            logger.info(
+                "memory: trials not checked against the GPUs (%s); state resources.gpu_memory_gb to check "
+                "them, or see fairsearch plan",
+                accelerator,
+            )
+        else:
+            check_fits(spec, memory, gpus, f"the cluster's {accelerator}")
     # Trials keep their checkpoints in <experiment>/trials/<key>, not in Tune's bookkeeping.
     state_root = f"{experiment}/{STATE_FOLDER}"
     trainable = tune.with_resources(

@@ -112,6 +112,8 @@ class SweepSpec:
         objectives: what the search optimises (``objectives: {maximize: [...], minimize: [...]}``), 2 or 3
             of :data:`fairsearch.spec.config.METRICS`; default accuracy up and MaxAccGap down.
         constraints: requirements a configuration must meet to count (``constraints:``); empty: none.
+        gpu_memory_gb: the memory of one GPU the trials run on, in GB, as the user states it
+            (``resources: {gpu_memory_gb: 80}``); ``None``: read from the cluster's accelerator type.
     """
 
     name: str
@@ -134,6 +136,7 @@ class SweepSpec:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
     objectives: Objectives = OBJECTIVES
     constraints: Constraints = ()
+    gpu_memory_gb: float | None = None
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -322,7 +325,7 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
     trials = _positive_int(raw, "trials", 8, problems, most=100_000)
     concurrency = _positive_int(raw, "concurrency", 2, problems, most=10_000)
     sampler, seed = _sampler(raw.get("sampler"), problems)
-    cpus, gpus = _resources(raw.get("resources"), problems)
+    cpus, gpus, gpu_memory_gb = _resources(raw.get("resources"), problems)
     max_failures = raw.get("max_failures", 2)
     if isinstance(max_failures, bool) or not isinstance(max_failures, int) or not 0 <= max_failures <= 1000:
         problems.append(f"max_failures: {short_repr(max_failures)} must be an integer from 0 to 1000")
@@ -361,6 +364,7 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
         raw=raw,
         objectives=objectives,
         constraints=constraints,
+        gpu_memory_gb=gpu_memory_gb,
     )
 
 
@@ -682,28 +686,43 @@ def _confirm(block: Any, problems: list[str]) -> dict[str, int]:
     return values
 
 
-def _resources(block: Any, problems: list[str]) -> tuple[float, float | None]:
+RESOURCE_KEYS = ("cpus", "gpus", "gpu_memory_gb")
+"""``resources.<key>``."""
+
+
+def _resources(block: Any, problems: list[str]) -> tuple[float, float | None, float | None]:
+    """``resources:``: CPUs and GPUs per trial, and the memory of one GPU in GB when the user states it."""
     if block is None:
-        return 1.0, None
+        return 1.0, None, None
     if not isinstance(block, dict):
         problems.append(f"resources: {short_repr(block)} must be a mapping with 'cpus' and/or 'gpus'")
-        return 1.0, None
+        return 1.0, None, None
     for key in block:
-        if key not in ("cpus", "gpus"):
-            problems.append(f"resources.{_key(key)}: unknown key; allowed are ['cpus', 'gpus']")
+        if key not in RESOURCE_KEYS:
+            problems.append(f"resources.{_key(key)}: unknown key; allowed are {list(RESOURCE_KEYS)}")
     cpus = block.get("cpus", 1)
     if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0 < cpus < math.inf:
         problems.append(f"resources.cpus: {short_repr(cpus)} must be a finite number > 0")
         cpus = 1
+    memory = block.get("gpu_memory_gb")
+    if memory is not None and (
+        isinstance(memory, bool) or not isinstance(memory, int | float) or not 0 < memory <= 100_000
+    ):
+        problems.append(
+            f"resources.gpu_memory_gb: {short_repr(memory)} must be the memory of one GPU in GB, a number "
+            "> 0 (e.g. 80 for an H100)"
+        )
+        memory = None
+    gpu_memory = float(memory) if memory is not None else None
     gpus = block.get("gpus", "auto")
     if gpus == "auto":
-        return float(cpus), None
+        return float(cpus), None, gpu_memory
     if isinstance(gpus, bool) or not isinstance(gpus, int | float) or not 0 <= gpus < math.inf:
         problems.append(
             f"resources.gpus: {short_repr(gpus)} must be 'auto' or a number >= 0 (fractions allowed)"
         )
-        return float(cpus), None
-    return float(cpus), float(gpus)
+        return float(cpus), None, gpu_memory
+    return float(cpus), float(gpus), gpu_memory
 
 
 def _check_scheduler(
