@@ -73,7 +73,12 @@ def sweep(finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ray, "init", no_ray)
     monkeypatch.setenv("FAIRSEARCH_CACHE", str(finished / "cache"))
+    environment = dict(os.environ)
     yield tmp_path / "results" / NAME
+    # a case that gets past the checks sets the sweep's own variables (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS):
+    # they must not reach later tests' Tune runs in this process
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 def _argv(folder: Path, *extra: str) -> list[str]:
