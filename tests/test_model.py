@@ -166,6 +166,24 @@ def test_load_backbone_from_a_saved_folder(backbone: Backbone, tmp_path: Path, l
     )
 
 
+def test_a_small_model_folder_remade_in_place_gets_a_new_fingerprint(
+    backbone: Backbone, tmp_path: Path
+) -> None:
+    # e.g. scripts/pretrain_tiny.py run again with other settings: same names and sizes, other weights,
+    # whose vision cache entries must not be reused
+    full = Qwen2_5_VLForConditionalGeneration(backbone.config)
+    full.model.load_state_dict(backbone.model.state_dict())
+    full.save_pretrained(tmp_path)
+    backbone.tokenizer.save_pretrained(tmp_path)
+    backbone.image_processor.save_pretrained(tmp_path)
+    size, before = (tmp_path / "model.safetensors").stat().st_size, load_backbone(str(tmp_path)).fingerprint
+    with torch.no_grad():
+        next(full.model.visual.parameters()).add_(0.01)
+    full.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").stat().st_size == size
+    assert load_backbone(str(tmp_path)).fingerprint != before
+
+
 def test_missing_hub_model_says_where_it_looked_and_how_to_fetch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -353,11 +353,20 @@ def _transformers_verbosity(level: int) -> Iterator[None]:
         hf_logging.set_verbosity(previous)
 
 
+#: Weights up to this many bytes in all are hashed whole for a folder's fingerprint (a few ms for a tiny
+#: model, so one re-made in place, same sizes, gets a new one); larger ones by their names and sizes.
+_HASHED_WEIGHTS_BYTES = 64 * 2**20
+
+
 def _folder_fingerprint(name: str, folder: Path) -> str:
     digest = hashlib.sha256()
     digest.update((folder / "config.json").read_bytes())
     weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-    digest.update(json.dumps([(w.name, w.stat().st_size) for w in weights]).encode())
+    sizes = [(w.name, w.stat().st_size) for w in weights]
+    digest.update(json.dumps(sizes).encode())
+    if sum(size for _, size in sizes) <= _HASHED_WEIGHTS_BYTES:
+        for path in weights:
+            digest.update(path.read_bytes())
     # A hub snapshot folder is named by its commit: different revisions get different fingerprints.
     digest.update(folder.resolve().name.encode())
     return f"{name}:{digest.hexdigest()[:16]}"
