@@ -43,6 +43,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,11 @@ from fairsearch.errors import FairsearchError
 
 __all__ = [
     "BUILTIN_IMAGE_SIZE",
+    "PRETEXT_CLASSES",
     "RECIPE",
     "SyntheticRecipe",
     "builtin_synthetic",
+    "pretext_images",
     "synthetic_cache_dir",
     "write_synthetic",
 ]
@@ -260,6 +263,78 @@ def _render(
         noisy = shifted + rng.standard_normal(shifted.shape, dtype=np.float32) * recipe.noise
         images[s] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     return images
+
+
+#: The pretext task's classes, in label order: ``4 * column + 2 * size + mosaic``.
+PRETEXT_CLASSES: tuple[str, ...] = tuple(
+    f"disc {column}, {size}, {mosaic}"
+    for column in ("left", "centre", "right")
+    for size in ("small", "large")
+    for mosaic in ("no mosaic", "mosaic")
+)
+_PRETEXT_COLUMNS = (-0.3, 0.0, 0.3)  # the disc centre's x (± 0.08) per column, in half-widths
+_PRETEXT_RADII = ((0.2, 0.28), (0.38, 0.46))  # small, large disc radius
+_PRETEXT_PERIOD = (8.0, 12.0)  # the mosaic's period in pixels of a 112-pixel image
+
+
+def pretext_images(
+    indices: Sequence[int] | np.ndarray, seed: int, size: int = 112
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fundus-like images of a task other than glaucoma, to pre-train a backbone on (``scripts/pretrain_tiny.py``).
+
+    Each image is drawn like the built-in set's (surround, retina, disc, cup, vessels, noise, exposure), but
+    its label says where its disc is (left, centre or right), how large (radius 0.2–0.28 or 0.38–0.46 of
+    the half-width) and whether its retina carries a pigment mosaic (period 8–12 pixels, at a random
+    angle, phase and amplitude). The cup-to-disc ratio (the glaucoma sign) is drawn from 0.05–0.85
+    whatever the label, and there are no demographics, so no glaucoma label or group is in the task.
+    Image ``i`` of a seed is the same whichever others are drawn with it (its own generator,
+    ``default_rng((seed, i))``), so a run's first batches can be redrawn alone.
+
+    Args:
+        indices: Which images, each ≥ 0; image ``i``'s label is ``i % len(PRETEXT_CLASSES)``.
+        seed: Seed of the images.
+        size: Height and width.
+
+    Returns:
+        ``(images, labels)``: uint8 ``[n, size, size]`` and int64 ``[n]`` in ``range(len(PRETEXT_CLASSES))``,
+        ``4 * column + 2 * large + mosaic`` (see :data:`PRETEXT_CLASSES`).
+    """
+    recipe = RECIPE
+    labels = np.asarray(indices, dtype=np.int64) % len(PRETEXT_CLASSES)
+    axis = ((np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
+    y, x = np.meshgrid(axis, axis, indexing="ij")
+    radius2 = x**2 + y**2
+    field = _sigmoid((0.92 - np.sqrt(radius2)) / 0.02)
+    images = np.empty((len(labels), size, size), dtype=np.uint8)
+    for row, (index, label) in enumerate(zip(np.asarray(indices).tolist(), labels.tolist(), strict=True)):
+        rng = np.random.default_rng((seed, int(index)))
+        column, large, tessellated = label // 4, label // 2 % 2, label % 2
+        cx, cy = _PRETEXT_COLUMNS[column] + rng.uniform(-0.08, 0.08), rng.uniform(-0.25, 0.25)
+        radius, aspect = rng.uniform(*_PRETEXT_RADII[large]), rng.uniform(*recipe.aspect)
+        ratio = rng.uniform(0.05, 0.85)
+        dx, dy = x - cx, y - cy
+        d = np.sqrt((dx / (radius * aspect)) ** 2 + (dy / radius) ** 2)
+        disc = _sigmoid((1.0 - d) / 0.08)
+        cup = _sigmoid((ratio - d) / 0.06)
+        lines = np.zeros_like(d)
+        for angle in rng.uniform(0.0, np.pi, recipe.vessels):  # straight vessels through the disc centre
+            np.maximum(lines, np.exp(-(((dy * np.cos(angle) - dx * np.sin(angle)) / 0.025) ** 2)), out=lines)
+        lines *= d > 1.0
+        retina = recipe.retina * (1.0 - 0.3 * radius2) - recipe.vessel * lines
+        if tessellated:
+            wavenumber = np.pi * 112 / rng.uniform(*_PRETEXT_PERIOD)  # 2π / (period in half-widths)
+            angle, amplitude = rng.uniform(0.0, np.pi), rng.uniform(10.0, 20.0)
+            phase_u, phase_v = rng.uniform(0.0, 2 * np.pi, 2)
+            u, v = x * np.cos(angle) + y * np.sin(angle), y * np.cos(angle) - x * np.sin(angle)
+            mosaic = np.cos(wavenumber * u + phase_u) * np.cos(wavenumber * v + phase_v)
+            retina = retina + amplitude * mosaic * (1.0 - disc)
+        fundus = retina - recipe.surround + recipe.disc * disc + recipe.cup * cup
+        clean = recipe.surround + field * fundus
+        brightness, contrast = rng.uniform(0.75, 1.25, 2)
+        shifted = brightness * (recipe.retina + contrast * (clean - recipe.retina))
+        noisy = shifted + rng.standard_normal(shifted.shape, dtype=np.float32) * recipe.noise
+        images[row] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    return images, labels
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -1,7 +1,8 @@
 """Load Qwen2.5-VL (without its lm_head) with its tokenizer and image processor, offline only.
 
 A model is named by a hub id (``Qwen/Qwen2.5-VL-7B-Instruct``, read from the local Hugging Face cache), a
-local folder, or ``"tiny"``: a small random Qwen2.5-VL built from config, identical in every process.
+local folder, ``"tiny"``: a small random Qwen2.5-VL built from config, identical in every process, or
+``"tiny-pretrained"``: the same model pre-trained on another synthetic task, a folder the package ships.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from fairsearch.model.configs import QWEN_SPECIAL_TOKENS, tiny_config
 from fairsearch.model.tiny import QWEN2_5_VL_CHAT_TEMPLATE, tiny_image_processor, tiny_tokenizer
 
 __all__ = [
+    "PRETRAINED_TINY_FOLDER",
     "TINY",
+    "TINY_PRETRAINED",
     "Backbone",
     "ModelParts",
     "default_dtype",
@@ -47,6 +50,10 @@ logger = logging.getLogger(__name__)
 
 #: The name of the built-in tiny model.
 TINY = "tiny"
+#: The name of the tiny model pre-trained on a task other than glaucoma, shipped as a model folder.
+TINY_PRETRAINED = "tiny-pretrained"
+#: That folder, made by ``scripts/pretrain_tiny.py`` (its README says how).
+PRETRAINED_TINY_FOLDER = Path(__file__).with_name("pretrained_tiny")
 #: Seed of the tiny model's weights: every process builds the same model.
 TINY_SEED = 20251203
 
@@ -114,7 +121,8 @@ def load_backbone(
     """Load Qwen2.5-VL without lm_head, its tokenizer and image processor, from local files only.
 
     Args:
-        name_or_path: ``"tiny"``, a hub id found in the local Hugging Face cache, or a model folder.
+        name_or_path: ``"tiny"``, ``"tiny-pretrained"`` (the shipped folder), a hub id found in the local
+            Hugging Face cache, or a model folder.
         device: Where to put the model.
         dtype: Weight dtype; `default_dtype(device)` when None (bf16 on CUDA, fp32 on CPU).
 
@@ -311,13 +319,14 @@ _FETCH_FOLDER = (
 
 
 def resolve_model_folder(name: str) -> Path:
-    """The local folder of a model named by a folder path or a hub id in the local Hugging Face cache.
+    """The local folder of a model named by a folder path, a hub id in the local Hugging Face cache, or
+    ``"tiny-pretrained"`` (:data:`PRETRAINED_TINY_FOLDER`, which the package ships).
 
     Raises:
         FairsearchError: no such folder, a folder without ``config.json``, or a hub id not in the cache;
             the message says where it looked and how to bring the model here.
     """
-    path = Path(name).expanduser()
+    path = PRETRAINED_TINY_FOLDER if name == TINY_PRETRAINED else Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FairsearchError(
@@ -339,7 +348,7 @@ def resolve_model_folder(name: str) -> Path:
             ) from err
     raise FairsearchError(
         f"model folder '{clip_value(str(path))}' does not exist (and '{clip_value(name)}' is neither "
-        f"'{TINY}' nor a hub id like '{_EXAMPLE_HUB_ID}'); {_FETCH_FOLDER}"
+        f"'{TINY}', '{TINY_PRETRAINED}' nor a hub id like '{_EXAMPLE_HUB_ID}'); {_FETCH_FOLDER}"
     )
 
 

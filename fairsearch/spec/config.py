@@ -314,7 +314,8 @@ class TrialConfig:
             attribute (``race``) or an intersection (``race*gender``).
         exclude_unknown: leave samples whose attribute is unknown (−1) out of the fairness terms instead
             of treating ``unknown`` as a group of its own.
-        model: ``tiny`` (the built-in random Qwen2.5-VL), a hub id in the local cache, or a folder.
+        model: ``tiny`` (the built-in random Qwen2.5-VL), ``tiny-pretrained`` (it pre-trained on another
+            synthetic task, a folder the package ships), a hub id in the local cache, or a folder.
         data: a Harvard-FairVLMed folder, or ``None`` for the built-in synthetic set.
         synthetic_n: size of the built-in synthetic set (all splits, split in its proportions); ``None``:
             its own size, 5,800 (1,200 / 2,300 / 2,300, so that 101 minority images are in validation and
