@@ -209,8 +209,8 @@ def test_missing_or_empty_folder_messages(tmp_path: Path) -> None:
     with pytest.raises(FairsearchError) as err:
         load_backbone(str(missing))
     assert str(err.value) == (
-        f"model folder '{missing}' does not exist (and '{missing}' is neither 'tiny' nor a hub id like "
-        f"'Qwen/Qwen2.5-VL-7B-Instruct'); {fetch}"
+        f"model folder '{missing}' does not exist (and '{missing}' is not 'tiny', 'tiny-pretrained' or a hub "
+        f"id like 'Qwen/Qwen2.5-VL-7B-Instruct'); {fetch}"
     )
     with pytest.raises(FairsearchError) as err:
         load_backbone(str(tmp_path))

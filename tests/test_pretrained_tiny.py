@@ -65,7 +65,7 @@ def test_the_name_resolves_to_the_shipped_folder_and_loads_as_a_folder(
     data = write_synthetic(tmp_path / "data", n=60, seed=0)
     images = [np.load(p)["slo_fundus"] for p in sorted((data / "Test").glob("*.npz"))[:3]]
     builder = InputBuilder(pretrained.tokenizer, pretrained.image_processor)
-    classifier = build_classifier(pretrained, lora_rank=4)
+    classifier = build_classifier(pretrained, lora_rank=4, lora_alpha=8)
     with torch.no_grad():
         features = classifier.features(builder.collate(images))
         logits = classifier(builder.collate(images))

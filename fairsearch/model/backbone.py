@@ -347,8 +347,8 @@ def resolve_model_folder(name: str) -> Path:
                 f"folder (the one holding hub/)"
             ) from err
     raise FairsearchError(
-        f"model folder '{clip_value(str(path))}' does not exist (and '{clip_value(name)}' is neither "
-        f"'{TINY}', '{TINY_PRETRAINED}' nor a hub id like '{_EXAMPLE_HUB_ID}'); {_FETCH_FOLDER}"
+        f"model folder '{clip_value(str(path))}' does not exist (and '{clip_value(name)}' is not '{TINY}', "
+        f"'{TINY_PRETRAINED}' or a hub id like '{_EXAMPLE_HUB_ID}'); {_FETCH_FOLDER}"
     )
 
 
