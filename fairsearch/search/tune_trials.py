@@ -253,13 +253,6 @@ def trial_device(gpu_ids: Sequence[str]) -> str | None:
 class ResultsCallback(tune.Callback):
     """Rewrites the Parquet files as trials report, finish and fail, and logs a live status line.
 
-    The files are rewritten at most every ``min_interval_s`` (10 s), however fast trials end, and at the
-    experiment's end: each rewrite reads every trial (and the fronts' members' checkpoints), so writing
-    at every ending cost the driver time in proportion to the trials at every ending. The first ending
-    after a quiet spell is written at once; endings within the interval wait for the next step of Tune's
-    loop after it. A killed driver's files may so lag by up to that interval; the resume writes them
-    from Tune's saved trials.
-
     The status line (trials done/running/pending/failed and the current front) is logged when a trial
     ends and at least every ``status_interval_s`` while trials run. The callback is pickled with the
     experiment and unpickled on resume, so it holds plain values only; the class-level defaults let a
@@ -268,7 +261,6 @@ class ResultsCallback(tune.Callback):
 
     status_interval_s = 30.0
     _last_status = 0.0
-    _unwritten = False  # an ending not yet in the files (a write was less than min_interval_s ago)
     _front = "none yet"
     _ended: set[str] | None = None  # None: a callback saved before ended trials were tracked
     objectives: Objectives = OBJECTIVES
@@ -314,24 +306,16 @@ class ResultsCallback(tune.Callback):
         # Tune marks the trial TERMINATED only after this callback returns.
         if self._ended is not None:
             self._ended.add(str(trial.trial_id))
-        self._write_soon(trials, completed=trial)
+        self.write(trials, completed=trial)
         self.announce(trials, completed=trial)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if self._ended is not None:
             self._ended.add(str(trial.trial_id))
-        self._write_soon(trials)
+        self.write(trials)
         self.announce(trials)
 
-    def _write_soon(self, trials: Sequence[Any], completed: Any = None) -> None:
-        if time.monotonic() - self._last_write >= self.min_interval_s:
-            self.write(trials, completed=completed)
-        else:
-            self._unwritten = True
-
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        if self._unwritten and time.monotonic() - self._last_write >= self.min_interval_s:
-            self.write(trials)
         if trials and time.monotonic() - self._last_status >= self.status_interval_s:
             self.announce(trials)
 
@@ -378,7 +362,6 @@ class ResultsCallback(tune.Callback):
             derived_fronts=(*derived_fronts(self.objectives), *refit_fronts(self.objectives)),
         )
         self._last_write = time.monotonic()
-        self._unwritten = False
         self._front = front_summary(pareto_frame(trials_frame(records), {}, self.objectives))
 
     stage = ""
@@ -432,7 +415,6 @@ class ConfirmCallback(ResultsCallback):
             return
         front = write_confirmation(Path(self.results_dir), records, tests, plan)
         self._last_write = time.monotonic()
-        self._unwritten = False
         self._front = front_summary(front)
 
 
