@@ -4,9 +4,8 @@ Two costs that grew with the trials at every ending, measured in one run on the 
 
 - the searcher's "already told?" check: loading the Optuna study and scanning its trials (before) against
   two indexed lookups by number in the storage (``SweepSearch._told`` now);
-- rewriting ``trials.parquet`` and ``pareto.parquet`` (``write_results``, without derived fronts): now done
-  at most every 10 s by the results callback instead of at every ending, so its cost per ending falls
-  with the endings per interval.
+- rewriting ``trials.parquet`` and ``pareto.parquet`` (``write_results``, without derived fronts), which the
+  results callback does at every ending.
 
 Not measured here: a whole sweep of thousands of stand-in trials beside bare Ray Tune + OptunaSearch (the
 issue's ``driver_scale.py``), nor TPE's own suggestion time (``sampler_cost.py``).
