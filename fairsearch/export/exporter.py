@@ -34,6 +34,7 @@ import numpy as np
 from fairsearch.errors import FairsearchError
 from fairsearch.export.card import fairness_records, model_card, test_figures, thresholds_record
 from fairsearch.export.choice import choose_export
+from fairsearch.export.standalone import THRESHOLDS_FILE
 from fairsearch.export.weights import load_export_model, write_model_files
 from fairsearch.folders import check_writable_folder
 from fairsearch.train.trial import groupings_for, load_splits
@@ -42,7 +43,6 @@ __all__ = ["FAIRNESS_FILE", "LOADER_FILE", "THRESHOLDS_FILE", "export_run"]
 
 logger = logging.getLogger(__name__)
 
-THRESHOLDS_FILE = "thresholds.json"
 FAIRNESS_FILE = "fairness.json"
 LOADER_FILE = "load.py"
 

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from fairsearch.bounded import TRAINABLE_MAX_BYTES
 from fairsearch.errors import FairsearchError
 from fairsearch.export.choice import TRAINABLE_FILE, ExportChoice
-from fairsearch.export.standalone import EXPORT_FORMAT
+from fairsearch.export.standalone import CLASSIFIER_FILE, EXPORT_FORMAT, HEAD_FILE
 from fairsearch.model import TINY, Backbone, GlaucomaClassifier, InputBuilder, build_classifier, load_backbone
 
 __all__ = [
@@ -40,8 +40,6 @@ __all__ = [
 
 BASE_FOLDER = "base_model"
 """The tiny base model's folder inside an export."""
-CLASSIFIER_FILE = "classifier.json"
-HEAD_FILE = "head.safetensors"
 
 
 @dataclass
