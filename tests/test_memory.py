@@ -77,18 +77,6 @@ def test_7b_lora_share_is_the_papers() -> None:
     assert lora == 20_185_088  # r = 32 on q, k, v, o of 28 layers (docs: 0.24 % of 8.29 B)
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_tiny_step_peak_is_predicted_within_15_percent(checkpointing: bool) -> None:
-    bench = _benchmark()
-    run = {"size": "tiny", "device": "cpu", "dtype": "float32", "batch_size": 32, "rank": 32}
-    result = bench.run_child({**run, "checkpointing": checkpointing}, threads=1)
-    predicted = bench.predicted(result)
-    measured = result["peak_bytes"]
-    # the step's activations are most of what is measured: the check is of them, not of fixed costs
-    assert predicted["activations"] + predicted["backward workspace"] > 0.6 * measured
-    assert predicted["step peak"] == pytest.approx(measured, rel=0.15)
-
-
 def test_the_model_keeps_far_less_with_checkpointing() -> None:
     arch = Architecture.from_config(qwen2_5_vl_7b_config().to_dict())
     shape = TrialShape(batch_size=8, tokens_per_sample=470, lora_rank=32, weight_bytes=2)
