@@ -107,6 +107,13 @@ class SplitScores:
     label: np.ndarray
     group: np.ndarray
 
+    def same_images(self, other: SplitScores) -> bool:
+        """Whether ``other`` holds the same samples in the same order: the same labels and groups (what
+        a paired comparison of the two needs)."""
+        return self.label.shape == other.label.shape and bool(
+            np.array_equal(self.label, other.label) and np.array_equal(self.group, other.group)
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class TrialScores:

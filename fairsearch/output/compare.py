@@ -20,7 +20,7 @@ import pandas as pd
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.judge.paired import PairedDifference, paired_comparison, verdict
 from fairsearch.judge.refit import refit_last_layer
-from fairsearch.judge.thresholds import SplitScores, TrialScores
+from fairsearch.judge.thresholds import TrialScores
 from fairsearch.output.results import completed_trial, read_results
 from fairsearch.output.tables import aligned_rows, fmt_pct, method_settings
 from fairsearch.train.checkpoint import read_features_at, read_scores_at
@@ -92,12 +92,6 @@ def _side(spec: str, trials: pd.DataFrame, folder: Path) -> Side:
     return Side(spec, row, scores, decisions, f"with its last layer refitted on validation (C {refit.c:g})")
 
 
-def _same_images(a: SplitScores, b: SplitScores) -> bool:
-    return a.label.shape == b.label.shape and bool(
-        np.array_equal(a.label, b.label) and np.array_equal(a.group, b.group)
-    )
-
-
 def compare_trials(
     folder: str | Path, a: str, b: str, *, n_boot: int = 2000, seed: int = 0
 ) -> tuple[Side, Side, list[PairedDifference]]:
@@ -120,7 +114,7 @@ def compare_trials(
     trials, _ = read_results(folder)
     side_a, side_b = _side(a, trials, folder), _side(b, trials, folder)
     sa, sb = side_a.scores, side_b.scores
-    if sa.group_by != sb.group_by or sa.group_names != sb.group_names or not _same_images(sa.test, sb.test):
+    if sa.group_by != sb.group_by or sa.group_names != sb.group_names or not sa.test.same_images(sb.test):
         raise FairsearchError(
             f"compare: trials {a} and {b} were not tested on the same images with the same groups "
             f"({sa.group_by}: {len(sa.test.label)} images, {sb.group_by}: {len(sb.test.label)}); "

@@ -504,11 +504,7 @@ def _seed_runs(number: int, trials: pd.DataFrame, runs: pd.DataFrame) -> _SeedRu
         scores = TrialScores.from_arrays(arrays, f"{location}'s scores")
         if first is None:
             first = scores
-        elif not (
-            np.array_equal(scores.test.label, first.test.label)
-            and np.array_equal(scores.test.group, first.test.group)
-            and scores.group_names == first.group_names
-        ):
+        elif not (scores.test.same_images(first.test) and scores.group_names == first.group_names):
             raise FairsearchError(
                 f"trial {number}'s seed runs were not tested on the same images: {location} differs from its first run"
             )
@@ -548,10 +544,7 @@ def paired_verdicts(folder: str | Path, front: pd.DataFrame) -> dict[int, str]:
         if base is None or fair is None:
             out[number] = f"{head}: no paired comparison (a side's checkpoints kept no test scores)"
             continue
-        if not (
-            np.array_equal(fair.scores.test.label, base.scores.test.label)
-            and np.array_equal(fair.scores.test.group, base.scores.test.group)
-        ):
+        if not fair.scores.test.same_images(base.scores.test):
             out[number] = f"{head}: no paired comparison (not tested on the same images)"
             continue
         differences = paired_comparison(
