@@ -55,6 +55,7 @@ from fairsearch.output.results import (
     read_results,
     read_sweep_goals,
     rows_of_other_fronts,
+    same_setting,
     trials_frame,
     write_parquet_atomic,
 )
@@ -253,13 +254,6 @@ def read_plan(folder: Path) -> ConfirmPlan | None:
         raise FairsearchError(f"{path}: not a confirmation plan ({clip_value(str(err), 200)})") from None
 
 
-def _same_setting(planned: Any, recorded: Any) -> bool:
-    """A setting as ``confirm.json`` holds it (JSON) against its ``trials.parquet`` value."""
-    if isinstance(planned, int | float) and isinstance(recorded, int | float | np.number):
-        return math.isclose(float(planned), float(recorded), rel_tol=1e-9, abs_tol=1e-12)
-    return str(planned) == str(recorded)
-
-
 def check_confirmation(folder: Path, trials: pd.DataFrame, experiment: str) -> None:
     """Checks a sweep's confirmation files against each other and against its trials, reading only:
     the plan (``confirm.json``) names completed trials of ``trials.parquet`` and repeats their settings
@@ -280,9 +274,6 @@ def check_confirmation(folder: Path, trials: pd.DataFrame, experiment: str) -> N
     )
     try:
         plan = read_plan(folder)
-    except FairsearchError as err:
-        raise FairsearchError(f"{err}; {again}") from None
-    try:
         runs = _read(folder / CONFIRM_FILE)
         _, confirmed = read_confirmed(folder) if (folder / PARETO_FILE).is_file() else (None, pd.DataFrame())
     except FairsearchError as err:
@@ -313,7 +304,7 @@ def check_confirmation(folder: Path, trials: pd.DataFrame, experiment: str) -> N
         differs = sorted(
             k
             for k, v in run.items()
-            if k not in ("seed", "confirms") and (k not in recorded or not _same_setting(v, recorded[k]))
+            if k not in ("seed", "confirms") and (k not in recorded or not same_setting(v, recorded[k]))
         )
         if differs:
             raise FairsearchError(

@@ -100,6 +100,7 @@ __all__ = [
     "read_results",
     "read_sweep_goals",
     "rows_of_other_fronts",
+    "same_setting",
     "search_rows",
     "trials_frame",
     "write_parquet_atomic",
@@ -275,6 +276,16 @@ def completed_trials(trials_df: pd.DataFrame) -> pd.DataFrame:
     """The rows of a ``trials.parquet`` table whose status is ``completed`` (none without a ``status``
     column)."""
     return trials_df[trials_df["status"] == "completed"] if "status" in trials_df else trials_df.iloc[:0]
+
+
+def same_setting(value: Any, cell: Any) -> bool:
+    """Whether a setting kept elsewhere (a confirmation plan's JSON, an Optuna study) is the one a
+    ``trials.parquet`` cell holds: numbers to 1e-9, anything else as text; a missing cell never is."""
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return False
+    if isinstance(value, int | float) and isinstance(cell, int | float | np.number):
+        return math.isclose(float(value), float(cell), rel_tol=1e-9, abs_tol=1e-12)
+    return str(value) == str(cell)
 
 
 def completed_trial(trials_df: pd.DataFrame, number: int, where: str) -> pd.Series:

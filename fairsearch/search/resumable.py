@@ -20,11 +20,9 @@ short is skipped, see :mod:`fairsearch.train.checkpoint`).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 from ray import tune
@@ -32,7 +30,7 @@ from sqlalchemy.engine import make_url
 
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.output.confirm import check_confirmation
-from fairsearch.output.results import TRIALS_FILE, read_results
+from fairsearch.output.results import TRIALS_FILE, read_results, same_setting
 from fairsearch.search.sqlite_copy import settled
 
 __all__ = ["check_resume"]
@@ -102,7 +100,7 @@ def _check_study(results_dir: Path, trials: pd.DataFrame, study_name: str, url: 
         differs = sorted(
             name
             for name, value in sampled[number].items()
-            if f"param/{name}" in row and not _same(value, row[f"param/{name}"])
+            if f"param/{name}" in row and not same_setting(value, row[f"param/{name}"])
         )
         if differs:
             raise FairsearchError(
@@ -128,12 +126,3 @@ def _sampled(
     finally:
         optuna.logging.set_verbosity(verbosity)
     return {t.number: t.params for t in study.get_trials(deepcopy=False)}
-
-
-def _same(sampled: Any, recorded: Any) -> bool:
-    """A sampled value against its ``trials.parquet`` cell (a missing cell never matches)."""
-    if recorded is None or (isinstance(recorded, float) and math.isnan(recorded)):
-        return False
-    if isinstance(sampled, int | float) and isinstance(recorded, int | float | np.number):
-        return math.isclose(float(sampled), float(recorded), rel_tol=1e-9, abs_tol=1e-12)
-    return str(sampled) == str(recorded)
