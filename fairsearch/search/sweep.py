@@ -209,17 +209,19 @@ def run_sweep(
         tune.with_parameters(tune_trainable, state_root=state_root), {"cpu": spec.cpus, "gpu": gpus}
     )
     tuner: tune.Tuner | None = None
-    if not restart and (results_dir / SPACE_FILE).exists() and tune.Tuner.can_restore(experiment):
+    if _resumable(results_dir, experiment, restart):
         logger.info("resuming sweep %r from %s", spec.name, experiment)
         # read before the study is claimed: a state that cannot load leaves the study as it was
         tuner = _restore(experiment, trainable)
     claim = claim_study(optuna_url, spec.name)  # one driver per study: a second one is refused
-    if _prepare_folder(spec, results_dir, experiment, restart) and tuner is None:  # made meanwhile
+    if tuner is None and _resumable(results_dir, experiment, restart):  # made while the claim was awaited
         try:
             tuner = _restore(experiment, trainable)
         except FairsearchError:
             claim.release()
             raise
+    if tuner is None:
+        _prepare_folder(spec, results_dir, experiment, restart)
     if restart:
         claim.renew()  # --restart removed the results folder, and the default database with the claim
         _remove_experiment(_confirm_experiment(storage_root, spec.name))
@@ -456,28 +458,25 @@ def _read_marker(marker: Path) -> dict[str, Any]:
     return saved
 
 
-def _prepare_folder(spec: SweepSpec, results_dir: Path, experiment: str, restart: bool) -> bool:
-    """Creates the results folder, or keeps an existing one of this space (checked by
-    :func:`_check_results_folder`).
+def _resumable(results_dir: Path, experiment: str, restart: bool) -> bool:
+    """Whether the run resumes: no ``--restart``, a results folder of this space and Tune's state of it."""
+    return not restart and (results_dir / SPACE_FILE).exists() and tune.Tuner.can_restore(experiment)
 
-    Returns:
-        True when an existing experiment is resumed.
-    """
+
+def _prepare_folder(spec: SweepSpec, results_dir: Path, experiment: str, restart: bool) -> None:
+    """Makes the results folder of a sweep that starts (not one that resumes): after ``--restart`` has
+    removed the old one and its experiment state, or beside an existing one of this space that has no
+    experiment to resume (checked by :func:`_check_results_folder`), with its ``space.json``."""
     marker = results_dir / SPACE_FILE
-    exists = marker.exists()
-    if exists and restart:
+    if marker.exists() and restart:
         logger.info("--restart: removing %s and its experiment state", results_dir)
         shutil.rmtree(results_dir)
         _remove_experiment(experiment)
-        exists = False
-    if exists and tune.Tuner.can_restore(experiment):
-        return True
     results_dir.mkdir(parents=True, exist_ok=True)
     payload = json.dumps({"digest": spec.digest, "source": str(spec.source), "space": spec.raw}, default=str)
     with tempfile.NamedTemporaryFile("w", dir=results_dir, delete=False, suffix=".tmp") as f:
         f.write(payload)
     os.replace(f.name, marker)
-    return False
 
 
 def _remove_experiment(experiment: str) -> None:
