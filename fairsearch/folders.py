@@ -1,13 +1,15 @@
-"""Where a command will write: one check, shared by ``run``, ``train``, ``report`` and ``data synth``."""
+"""Where a command will write: one check, shared by ``run``, ``train``, ``report`` and ``data synth``; and
+the one way a small file is replaced so that a reader never sees a part of it."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 from fairsearch.errors import FairsearchError
 
-__all__ = ["check_writable_folder"]
+__all__ = ["check_writable_folder", "write_atomic"]
 
 
 def check_writable_folder(folder: Path, where: str) -> None:
@@ -28,3 +30,16 @@ def check_writable_folder(folder: Path, where: str) -> None:
             if not os.access(path, os.W_OK | os.X_OK):
                 raise FairsearchError(f"{where}: cannot write in {path}")
             return
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replaces ``path`` with ``data``: readers see the old file or the new one, never a part (the mode is
+    an ordinary write's)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

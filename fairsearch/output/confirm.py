@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from scipy import stats
 
 from fairsearch.bounded import RESULTS_TABLE, check_parquet, read_json
 from fairsearch.errors import FairsearchError, clip_value
+from fairsearch.folders import write_atomic
 from fairsearch.judge.paired import paired_comparison
 from fairsearch.judge.paired import verdict as paired_verdict
 from fairsearch.judge.pareto import hypervolume, pareto_mask
@@ -228,9 +227,7 @@ def write_plan(folder: Path, plan: ConfirmPlan) -> None:
         },
         default=str,
     )
-    with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
-        f.write(payload)
-    os.replace(f.name, folder / PLAN_FILE)
+    write_atomic(folder / PLAN_FILE, payload.encode("utf-8"))
 
 
 def read_plan(folder: Path) -> ConfirmPlan | None:

@@ -37,10 +37,8 @@ import base64
 import html
 import json
 import logging
-import os
 import re
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +49,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fairsearch.errors import FairsearchError
-from fairsearch.folders import check_writable_folder
+from fairsearch.folders import check_writable_folder, write_atomic
 from fairsearch.methods import METHODS
 from fairsearch.output.confirm import group_summary, paired_verdicts, read_confirmed
 from fairsearch.output.report_figures import (
@@ -536,8 +534,8 @@ def write_report(results_folder: str | Path, out: str | Path | None = None) -> P
             )
     out.parent.mkdir(parents=True, exist_ok=True)
     for name, data, _ in pngs:
-        _write_atomic(out.parent / name, data)
-    _write_atomic(out, page.encode("utf-8"))
+        write_atomic(out.parent / name, data)
+    write_atomic(out, page.encode("utf-8"))
     logger.info("wrote %s and %d figure(s) beside it", out, len(images))
     return out
 
@@ -579,18 +577,6 @@ def _check_out(out: Path) -> None:
             f"--out {out}: is a folder; give the HTML file to write, e.g. {out / 'report.html'}"
         )
     check_writable_folder(out.parent, f"--out {out}")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a part (the mode is an ordinary write's)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _seed_ci(row: pd.Series, key: str) -> str:
