@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster to join: 'auto' or ray://host:port (default: local Ray)")
     run.add_argument("--name", help="sweep name (default: the space file's 'name')")
     run.add_argument("--optuna-storage", help="Optuna storage URL (default: SQLite in the results folder)")
+    run.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="MLflow tracking URI: a parent run for the sweep, a nested run per trial (default: the space's "
+        "tracking.mlflow; needs fairsearch[mlflow])",
+    )
     run.add_argument("--restart", action="store_true", help="discard an existing sweep of this name first")
     run.add_argument("--all", action="store_true", dest="show_all", help=ALL_HELP)
 
@@ -288,7 +294,11 @@ def _run(args: argparse.Namespace) -> int:
     from fairsearch.output.confirm import format_confirmed, paired_verdicts
     from fairsearch.output.tables import format_front
     from fairsearch.search.sweep import run_sweep
+    from fairsearch.spec.config import mlflow_uri_problem
 
+    problem = args.mlflow is not None and mlflow_uri_problem("--mlflow", args.mlflow)
+    if problem:
+        raise FairsearchError(problem)
     try:
         outcome = run_sweep(
             args.space,
@@ -298,6 +308,7 @@ def _run(args: argparse.Namespace) -> int:
             name=args.name,
             restart=args.restart,
             optuna_storage=args.optuna_storage,
+            mlflow=args.mlflow,
         )
     except KeyboardInterrupt:  # before Tune ran (starting Ray, checking inputs) or while it shut down
         print(f"interrupted; resume with: {shlex.join(_resume_command(args))}", file=sys.stderr)
@@ -394,7 +405,7 @@ def _thresholded(
 def _resume_command(args: argparse.Namespace) -> list[str]:
     """The ``fairsearch run`` command that resumes this sweep (``--restart`` left out)."""
     resume = ["fairsearch", "run", "--space", str(args.space)]
-    for flag in ("results", "storage", "address", "name", "optuna_storage"):
+    for flag in ("results", "storage", "address", "name", "optuna_storage", "mlflow"):
         value = getattr(args, flag)
         if value is not None and not (flag == "results" and value == "results"):
             resume += [f"--{flag.replace('_', '-')}", str(value)]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +80,27 @@ def start_sweep(
         text=True,
         start_new_session=new_session,
     )
+
+
+def run_to_end(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Runs a sweep's command to its end, output captured. One that has not ended after ``timeout`` s fails
+    the test with where its driver stood: it gets SIGABRT, on which Python's fault handler (on here)
+    writes every thread's stack to its stderr, and the failure shows that stderr's end; then its process
+    group (the local Ray it started) is killed."""
+    proc = start_sweep(command, {**env, "PYTHONFAULTHANDLER": "1"})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(
+            f"{shlex.join(command)} had not ended after {timeout:g} s; its stderr ends:\n{err[-6000:]}"
+        )
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def tune_reports(experiment: Path) -> dict[str, list[dict[str, Any]]]:

@@ -225,6 +225,17 @@ RESUMES: list[tuple[str, Callable[[Path], None], str]] = [
         _sql("UPDATE trial_params SET param_value = param_value * 3 WHERE param_name = 'lr'"),
         "'s lr differ from those study 'dmg'",
     ),
+    # the record of the sweep's MLflow run (a sweep logged with --mlflow)
+    (
+        "mlflow-record-truncated",
+        lambda f: (f / "mlflow.json").write_text('{"uri": "http://127.0.0.1:5000", '),
+        "mlflow.json",
+    ),
+    (
+        "mlflow-record-foreign",
+        lambda f: (f / "mlflow.json").write_text(json.dumps({"uri": "ftp://elsewhere", "run": 3})),
+        "mlflow.json: not the record of this sweep's MLflow run",
+    ),
     # Tune's state
     (
         "tune-state-gone",

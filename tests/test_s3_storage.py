@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 from s3_server import S3Server
-from sweep_helpers import run_command, start_sweep, write_space
+from sweep_helpers import run_command, run_to_end, start_sweep, write_space
 
 pytestmark = pytest.mark.slow  # each case starts a server and the CLI; the sweep runs minutes
 
@@ -56,7 +56,7 @@ def test_a_sweep_on_s3_killed_mid_way_resumes_and_completes_every_trial_once(
     proc.communicate(timeout=120)
     assert _completed(results / "s3k" / "trials.parquet") < 4, "the sweep ended before the kill"
 
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    resumed = run_to_end(command, env, timeout=480)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = pd.read_parquet(results / "s3k" / "trials.parquet")
     assert len(trials) == 4 and (trials["status"] == "completed").all() and trials["number"].is_unique

@@ -63,6 +63,12 @@ except sqlalchemy.exc.SQLAlchemyError as err:  # the driver's reason, on one lin
 print(json.dumps({"tables": tables, "version": version}))
 """
 _SQLITE_HEADER = b"SQLite format 3\x00"
+_MLFLOW_PROBE = """
+import os, sys
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+from mlflow import MlflowClient
+MlflowClient(sys.argv[1]).search_experiments(max_results=1)
+"""
 
 
 def check_inputs(
@@ -72,6 +78,7 @@ def check_inputs(
     storage: str | None = None,
     optuna_storage: str | None = None,
     results_dir: Path | None = None,
+    mlflow: str | None = None,
 ) -> None:
     """Fails fast, on the driver and before anything is written, on a bad Ray address, an Optuna URL or
     Tune storage that is unknown or unreachable, a data folder that is missing or malformed (or lacks
@@ -85,8 +92,11 @@ def check_inputs(
         storage: ``--storage``.
         optuna_storage: ``--optuna-storage``.
         results_dir: ``results/<name>``, where the default Optuna database lives.
+        mlflow: ``--mlflow``, else the space's ``tracking.mlflow``: the MLflow server must answer.
     """
     _check_address(address)
+    if mlflow is not None:
+        _check_mlflow(mlflow, "--mlflow" if mlflow != spec.mlflow else f"{spec.source}: tracking.mlflow:")
     if optuna_storage is not None:
         _check_optuna_url(optuna_storage, "--optuna-storage")
     elif spec.optuna_storage is not None:
@@ -130,6 +140,17 @@ def check_inputs(
             spec.gpus if spec.gpus is not None else 1.0,
             f"resources.gpu_memory_gb: {spec.gpu_memory_gb:g}",
         )
+
+
+def _check_mlflow(uri: str, where: str) -> None:
+    """MLflow is installed (an optional extra) and its tracking store at ``uri`` answers."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        raise FairsearchError(
+            f"{where} {uri}: MLflow is not installed here; install it with: pip install 'fairsearch[mlflow]'"
+        )
+    _probe(_MLFLOW_PROBE, uri, f"{where} {uri}")
 
 
 def _check_address(address: str | None) -> None:

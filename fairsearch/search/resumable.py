@@ -32,6 +32,7 @@ from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.output.confirm import check_confirmation
 from fairsearch.output.results import TRIALS_FILE, read_results, same_setting
 from fairsearch.search.sqlite_copy import settled
+from fairsearch.search.tracking import read_tracking
 
 __all__ = ["check_resume"]
 
@@ -53,6 +54,7 @@ def check_resume(
     Raises:
         FairsearchError: a file that is damaged or does not fit the others.
     """
+    read_tracking(results_dir)  # the sweep's MLflow run, when it is tracked
     if not (results_dir / TRIALS_FILE).exists():
         return  # killed before its first trial was recorded: nothing to lose
     try:

@@ -39,13 +39,14 @@ from fairsearch.output.confirm import (
     refresh_confirmed,
     write_plan,
 )
-from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results
+from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results, rows_of_other_fronts
 from fairsearch.output.tables import constraint_lines
 from fairsearch.search.capacity import check_fits, cluster_gpu_memory
 from fairsearch.search.preflight import check_inputs
 from fairsearch.search.resumable import check_resume
 from fairsearch.search.scheduler import scheduler_from_settings
 from fairsearch.search.study import claim_study
+from fairsearch.search.tracking import SweepTracking
 from fairsearch.search.tune_trials import (
     STATE_FOLDER,
     ConfirmCallback,
@@ -139,6 +140,7 @@ def run_sweep(
     name: str | None = None,
     restart: bool = False,
     optuna_storage: str | None = None,
+    mlflow: str | None = None,
 ) -> SweepOutcome:
     """Runs (or resumes) the sweep a space file describes.
 
@@ -151,6 +153,8 @@ def run_sweep(
         name: overrides the space file's name.
         restart: discard an existing experiment of this name and start over.
         optuna_storage: an Optuna storage URL; default the space file's, else SQLite in the results folder.
+        mlflow: an MLflow tracking URI to log the sweep to; default the space file's ``tracking.mlflow``,
+            else the one a resumed sweep logged to (``mlflow.json``), else none.
 
     Returns:
         How the sweep ended.
@@ -168,11 +172,17 @@ def run_sweep(
         storage_root = str(Path(storage_root).resolve())
     experiment = f"{storage_root.rstrip('/')}/{spec.name}"
     optuna_url = optuna_storage or spec.optuna_storage or f"sqlite:///{results_dir / 'optuna.db'}"
+    mlflow = mlflow or spec.mlflow
 
     # Every input is checked before anything is written: a refused run leaves no folder and no file.
     _check_results_folder(results_dir, spec, restart)
     check_inputs(
-        spec, address=address, storage=storage, optuna_storage=optuna_storage, results_dir=results_dir
+        spec,
+        address=address,
+        storage=storage,
+        optuna_storage=optuna_storage,
+        results_dir=results_dir,
+        mlflow=mlflow,
     )
     if not restart and (results_dir / SPACE_FILE).exists():  # a resume: every file it relies on, checked
         check_resume(
@@ -225,6 +235,14 @@ def run_sweep(
     if restart:
         claim.renew()  # --restart removed the results folder, and the default database with the claim
         _remove_experiment(_confirm_experiment(storage_root, spec.name))
+    if mlflow is not None:  # else a resumed sweep logs where mlflow.json says, if anywhere
+        try:
+            SweepTracking.start(
+                mlflow, spec.name, results_dir, _tracked_settings(spec), results_dir / SPACE_FILE
+            )
+        except FairsearchError:
+            claim.release()
+            raise
 
     if tuner is None:
         scheduler = scheduler_from_settings(
@@ -259,14 +277,36 @@ def run_sweep(
         )
     _fit(tuner)
     outcome = _outcome(results_dir, spec)
-    if outcome.unfinished:
-        claim.release()
-        return outcome
-    _fail_orphans(spec.name, optuna_url)
-    if spec.confirm_seeds:
-        outcome = _confirm(spec, results_dir, storage_root, {"cpu": spec.cpus, "gpu": gpus}, outcome)
+    if not outcome.unfinished:
+        _fail_orphans(spec.name, optuna_url)
+        if spec.confirm_seeds:
+            outcome = _confirm(spec, results_dir, storage_root, {"cpu": spec.cpus, "gpu": gpus}, outcome)
+    _track_fronts(results_dir, ended=not outcome.unfinished and not outcome.unconfirmed)
     claim.release()
     return outcome
+
+
+def _tracked_settings(spec: SweepSpec) -> dict[str, Any]:
+    """The sweep's settings as its MLflow run's params: the space file's top-level keys (``tracking``
+    left out), a block as its JSON."""
+    return {
+        key: value if isinstance(value, str | int | float) else json.dumps(value, sort_keys=True, default=str)
+        for key, value in spec.raw.items()
+        if key != "tracking"
+    }
+
+
+def _track_fronts(results_dir: Path, *, ended: bool) -> None:
+    """Tags the front members' MLflow runs and logs their test metrics, when the sweep is tracked."""
+    tracking = SweepTracking.of(results_dir)
+    if tracking is None:
+        return
+    try:
+        fronts = rows_of_other_fronts(results_dir, but=())
+    except FairsearchError as err:  # the sweep has ended either way: its exit code does not hang on this
+        logger.warning("MLflow: the fronts were not logged: %s", err)
+        return
+    tracking.finish(fronts, ended)
 
 
 def _confirm(

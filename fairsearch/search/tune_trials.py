@@ -27,6 +27,7 @@ from fairsearch.output.confirm import read_plan, write_confirmation
 from fairsearch.output.refit_fronts import derived_fronts as refit_fronts
 from fairsearch.output.results import TrialRecord, pareto_frame, trials_frame, write_results
 from fairsearch.output.threshold_fronts import derived_fronts
+from fairsearch.search.tracking import SweepTracking
 from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
 from fairsearch.spec.space import OPTUNA_NUMBER
 from fairsearch.train.checkpoint import (
@@ -251,12 +252,14 @@ def trial_device(gpu_ids: Sequence[str]) -> str | None:
 
 
 class ResultsCallback(tune.Callback):
-    """Rewrites the Parquet files as trials report, finish and fail, and logs a live status line.
+    """Rewrites the Parquet files as trials report, finish and fail, logs a live status line, and logs
+    each report into the trial's MLflow run when the sweep is tracked (:mod:`fairsearch.search.tracking`).
 
     The status line (trials done/running/pending/failed and the current front) is logged when a trial
     ends and at least every ``status_interval_s`` while trials run. The callback is pickled with the
-    experiment and unpickled on resume, so it holds plain values only; the class-level defaults let a
-    callback pickled by an older fairsearch resume.
+    experiment and unpickled on resume, so it holds plain values only (the MLflow client is left out and
+    made again from ``mlflow.json``); the class-level defaults let a callback pickled by an older
+    fairsearch resume.
     """
 
     status_interval_s = 30.0
@@ -284,6 +287,21 @@ class ResultsCallback(tune.Callback):
         self._front = "none yet"
         self._ended = set()
 
+    tracks = True
+    """Logs the trials into the sweep's MLflow runs (the confirmation runs are not the search's trials)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_tracking"}
+
+    def tracking(self) -> SweepTracking | None:
+        """The sweep's MLflow runs, as ``mlflow.json`` names them when this driver first asks; ``None``:
+        the sweep is not tracked."""
+        if not self.tracks:
+            return None
+        if "_tracking" not in self.__dict__:
+            self._tracking = SweepTracking.of(Path(self.results_dir))
+        return self._tracking
+
     def get_state(self) -> dict[str, Any]:
         """The trials that really ended (Tune saves this with each experiment snapshot)."""
         return {"ended": sorted(self._ended or ())}
@@ -295,6 +313,12 @@ class ResultsCallback(tune.Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
     ) -> None:
+        tracking, number = self.tracking(), _number(trial)
+        if tracking is not None and number is not None and REPORT in result:
+            # as trials.parquet names them; ``result``, as Tune has not yet made it trial.last_result
+            metrics = {f"val/{k}": float(v) for k, v in result.items() if _is_metric(k, v)}
+            metrics["epoch"] = float(result.get("epoch", 0.0) or 0.0)
+            tracking.report(number, _settings(trial.config), metrics, int(result[REPORT]))
         if time.monotonic() - self._last_write >= self.min_interval_s:
             self.write(trials)
 
@@ -308,12 +332,19 @@ class ResultsCallback(tune.Callback):
             self._ended.add(str(trial.trial_id))
         self.write(trials, completed=trial)
         self.announce(trials, completed=trial)
+        self._track_end(trial, trial_record(0, trial, completed=True).status)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if self._ended is not None:
             self._ended.add(str(trial.trial_id))
         self.write(trials)
         self.announce(trials)
+        self._track_end(trial, "failed")
+
+    def _track_end(self, trial: Any, status: str) -> None:
+        tracking, number = self.tracking(), _number(trial)
+        if tracking is not None and number is not None:
+            tracking.ended(number, _settings(trial.config), status)
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         if trials and time.monotonic() - self._last_status >= self.status_interval_s:
@@ -389,6 +420,7 @@ class ConfirmCallback(ResultsCallback):
     into ``pareto.parquet`` (:func:`fairsearch.output.confirm.write_confirmation`)."""
 
     stage = "confirming: "
+    tracks = False
 
     def records(self, trials: Sequence[Any], completed: Any = None) -> list[TrialRecord]:
         """One row per run, numbered by the trial it confirms, with the candidate's settings."""
@@ -458,7 +490,7 @@ def trial_record(
         trial_id=str(trial.trial_id),
         number=number,
         status=status,
-        params={k: v for k, v in config.items() if not isinstance(v, dict) and k not in _NOT_SETTINGS},
+        params=_settings(config),
         val_metrics={k: float(v) for k, v in result.items() if _is_metric(k, v)},
         epochs_done=epochs,
         wall_time_s=float(result.get(TRIAL_TIME, result.get("time_total_s", 0.0)) or 0.0),
@@ -469,6 +501,17 @@ def trial_record(
         if status in ("completed", "stopped", "failed") and ended is not None
         else None,
     )
+
+
+def _settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's settings: its config without the bookkeeping of :data:`_NOT_SETTINGS`."""
+    return {k: v for k, v in config.items() if not isinstance(v, dict) and k not in _NOT_SETTINGS}
+
+
+def _number(trial: Any) -> int | None:
+    """The Optuna study's number of a search trial (``None``: a trial made before its config held it)."""
+    number = trial.config.get(OPTUNA_NUMBER)
+    return None if number is None else int(number)
 
 
 _TUNE_KEYS = frozenset(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fairsearch.errors import FairsearchError, short_repr
+from fairsearch.errors import FairsearchError, clip_value, short_repr
 from fairsearch.judge.pareto import Direction
 from fairsearch.methods import METHOD_PARAMETERS, METHODS, Method
 from fairsearch.methods.base import number_problem
@@ -46,6 +46,7 @@ __all__ = [
     "check_setting",
     "constraint_problems",
     "is_feasible",
+    "mlflow_uri_problem",
     "objective_directions",
     "objective_keys",
     "objective_reference",
@@ -471,6 +472,27 @@ _UPPER_BOUNDS: Mapping[str, float] = {
     "n_boot": 1_000_000,
     "max_pixels": 1 << 26,
 }
+
+
+MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+"""The MLflow tracking URIs a sweep logs to: a tracking server, a local ``file:`` store, a database store or
+Databricks (``tracking: {mlflow: URI}`` or ``fairsearch run --mlflow URI``)."""
+
+
+def mlflow_uri_problem(where: str, value: Any) -> str | None:
+    """What is wrong with an MLflow tracking URI, or ``None``: a string of one of :data:`MLFLOW_SCHEMES`.
+
+    Args:
+        where: how the message names it (``tracking.mlflow``, ``--mlflow``).
+        value: the URI as given.
+    """
+    scheme = value.split(":", 1)[0].lower() if isinstance(value, str) and ":" in value else ""
+    if scheme in MLFLOW_SCHEMES and len(value) <= 2000 and value.isprintable():
+        return None
+    return (
+        f"{where}: {clip_value(value, 80)} must be an MLflow tracking URI, one of "
+        f"{', '.join(s + ':' for s in MLFLOW_SCHEMES)} (e.g. http://127.0.0.1:5000)"
+    )
 
 
 def steps_per_epoch(n_train: int, batch_size: int, grad_accum: int) -> int:

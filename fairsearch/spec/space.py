@@ -41,6 +41,7 @@ from fairsearch.spec.config import (
     bound_problem,
     check_setting,
     constraint_problems,
+    mlflow_uri_problem,
 )
 from fairsearch.spec.scheduler_settings import scheduler_settings
 from fairsearch.spec.yaml_input import read_yaml, read_yaml_file
@@ -66,6 +67,7 @@ _TOP_KEYS = (
     "optuna_storage",
     "confirm",
     "constraints",
+    "tracking",
 )
 CONFIRM_KEYS = {"seeds": (0, 20, 0), "max_trials": (1, 100, 8)}
 """``confirm.<key>``: (lowest, highest, default)."""
@@ -114,6 +116,7 @@ class SweepSpec:
         constraints: requirements a configuration must meet to count (``constraints:``); empty: none.
         gpu_memory_gb: the memory of one GPU the trials run on, in GB, as the user states it
             (``resources: {gpu_memory_gb: 80}``); ``None``: read from the cluster's accelerator type.
+        mlflow: the MLflow tracking URI the sweep logs to (``tracking: {mlflow: URI}``); ``None``: none.
     """
 
     name: str
@@ -137,6 +140,7 @@ class SweepSpec:
     objectives: Objectives = OBJECTIVES
     constraints: Constraints = ()
     gpu_memory_gb: float | None = None
+    mlflow: str | None = None
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -338,6 +342,7 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
     storage = raw.get("optuna_storage")
     if storage is not None and not isinstance(storage, str):
         problems.append(f"optuna_storage: {short_repr(storage)} must be a database URL string")
+    mlflow = _tracking(raw.get("tracking"), problems)
 
     if problems:
         raise FairsearchError(_message(problems, source))
@@ -365,6 +370,7 @@ def parse_space(raw: Any, *, source: Path = Path("<space>")) -> SweepSpec:
         objectives=objectives,
         constraints=constraints,
         gpu_memory_gb=gpu_memory_gb,
+        mlflow=mlflow,
     )
 
 
@@ -684,6 +690,32 @@ def _confirm(block: Any, problems: list[str]) -> dict[str, int]:
             continue
         values[key] = value
     return values
+
+
+TRACKING_KEYS = ("mlflow",)
+"""``tracking.<key>``."""
+
+
+def _tracking(block: Any, problems: list[str]) -> str | None:
+    """``tracking: {mlflow: URI}``: the MLflow tracking URI, or ``None``."""
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        problems.append(
+            f"tracking: {short_repr(block)} must be a mapping such as {{mlflow: http://127.0.0.1:5000}}"
+        )
+        return None
+    for key in block:
+        if key not in TRACKING_KEYS:
+            problems.append(f"tracking.{_key(key)}: unknown key; allowed are {list(TRACKING_KEYS)}")
+    uri = block.get("mlflow")
+    if uri is None:
+        return None
+    problem = mlflow_uri_problem("tracking.mlflow", uri)
+    if problem:
+        problems.append(problem)
+        return None
+    return str(uri)
 
 
 RESOURCE_KEYS = ("cpus", "gpus", "gpu_memory_gb")
