@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,6 +170,68 @@ def test_jtt_takes_the_error_set_before_epoch_t_and_then_draws_it_jtt_up_times_a
     fresh = method.make_loss(training, params)
     fresh.load_state_dict(method.make_loss(training, params).state_dict())
     assert fresh.errors is None
+
+
+@pytest.mark.parametrize("stages", [(10, 10), (6, 14), (20,)])
+@pytest.mark.parametrize("warmup_ratio", [0.0, 0.1, 0.3])
+def test_each_stage_has_transformers_cosine_schedule_of_its_own(
+    stages: tuple[int, ...], warmup_ratio: float
+) -> None:
+    from transformers import get_cosine_schedule_with_warmup
+
+    from fairsearch.train.trial import stage_lr_factor
+
+    expected = []
+    for length in stages:  # a new optimizer and schedule per stage, as a new model would have
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        schedule = get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * length), length)
+        for _ in range(length):
+            expected.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+    got = [stage_lr_factor(step, stages, warmup_ratio) for step in range(sum(stages))]
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_jtt_s_second_stage_trains_a_new_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At epoch T the weights are the trial's initial ones again, the optimizer holds no state, the
+    learning rate starts its second warm-up, and no first-stage model is selected."""
+    import fairsearch.train.trial as trial_module
+
+    monkeypatch.setenv("FAIRSEARCH_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    config = TrialConfig(
+        method="jtt",
+        params={"jtt_epochs": 1, "jtt_up": 5.0},
+        epochs=3,
+        lr=2e-3,
+        warmup_ratio=0.5,  # every stage of 2 or more steps starts at a learning rate of 0
+        select="best_worst_group",
+        **SMALL,
+    )
+    seen: dict[int, tuple[dict[str, torch.Tensor], int, float]] = {}
+    train_part = trial_module._train_part
+
+    def watch(
+        *args: Any,
+    ) -> Any:  # (model, feeder, labels, groups, optimizer, schedule, config, loss, order, epoch, …)
+        model, optimizer, epoch = args[0], args[4], args[9]
+        weights = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+        seen[epoch] = (weights, len(optimizer.state), optimizer.param_groups[0]["lr"])
+        return train_part(*args)
+
+    monkeypatch.setattr(trial_module, "_train_part", watch)
+    collect = _Collect()
+    run_trial(config, report=collect)
+    assert sorted(seen) == [0, 1, 2]
+    initial = seen[0][0]
+    weights, optimizer_state, lr = seen[1]
+    assert all(torch.equal(weights[k], initial[k]) for k in initial)  # the new model: the initial weights
+    assert optimizer_state == 0 and lr == 0.0  # a fresh optimizer, at the start of its own warm-up
+    assert seen[0][1] == 0 and seen[2][1] > 0  # (the first stage's was fresh too; the second's fills)
+    assert not all(torch.equal(seen[2][0][k], initial[k]) for k in initial)  # and it trains on
+    assert [m["selected_epoch"] >= 2.0 for m in collect.metrics[1:]] == [True, True]
 
 
 def test_jtt_s_first_stage_must_end_before_the_trial_does() -> None:

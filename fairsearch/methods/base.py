@@ -135,6 +135,12 @@ with a function that evaluates the model on the whole training split and returns
 sample is classified right (only computed when called); what the method learns goes into its ``loss``
 object's state, which the checkpoints keep."""
 
+Restart = Callable[[Mapping[str, float]], int]
+"""``restart(params) -> T``: before epoch T (0-based; after ``before_epoch``) training starts over as a new
+model: the trainable weights as the trial began, a fresh optimizer state, and a learning-rate schedule of
+its own (warm-up and cosine decay) over the remaining epochs, the first T having had theirs; the models of
+the first T epochs are no candidates of ``select``."""
+
 
 @dataclass(frozen=True)
 class Method:
@@ -152,6 +158,7 @@ class Method:
         draw_order: the training order of an epoch (:data:`Order`); ``None``: every training sample once,
             in a random order.
         before_epoch: what the method does before each epoch (:data:`BeforeEpoch`); ``None``: nothing.
+        restart: the epoch at which training starts over as a new model (:data:`Restart`); ``None``: never.
         uses_groups: whether training reads the samples' group labels (JTT does not: only validation,
             for model selection, and the metrics do).
     """
@@ -164,6 +171,7 @@ class Method:
     order: int = 100
     draw_order: Order | None = None
     before_epoch: BeforeEpoch | None = None
+    restart: Restart | None = None
     uses_groups: bool = True
 
     @property

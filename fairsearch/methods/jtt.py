@@ -6,9 +6,10 @@ the whole training split once, and the samples it gets wrong form the error set 
 epoch draws as many samples as the split holds, with replacement, a sample of E ``jtt_up`` (λ_up) times
 as likely as any other: the up-sampling of the paper, in expectation. Training never reads a group label;
 only validation (``select``, the metrics) does, as the paper's model selection does, so JTT answers the
-paper's open question of fairness without demographics. Unlike the paper, the second stage goes on from
-the first stage's model instead of training a new one from scratch, so that a trial keeps one learning
-rate schedule and one budget of ``epochs``.
+paper's open question of fairness without demographics. As in the paper, the second stage trains a new
+model: at epoch T the trial starts over from its initial weights with a fresh optimizer and a learning
+rate schedule of its own over the remaining ``epochs`` − T (:data:`fairsearch.methods.base.Restart`), and
+only second-stage models are candidates of ``select``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ def take_error_set(
         loss.errors = ~np.asarray(train_correct(), dtype=bool)
 
 
+def second_stage(params: Mapping[str, float]) -> int:
+    """T: the second stage trains a new model from epoch T on."""
+    return int(params["jtt_epochs"])
+
+
 def upsampled_order(
     groups: TrainingGroups, params: Mapping[str, float], generator: torch.Generator, loss: Loss | None = None
 ) -> torch.Tensor:
@@ -92,5 +98,6 @@ METHOD = Method(
     order=12,
     draw_order=upsampled_order,
     before_epoch=take_error_set,
+    restart=second_stage,
     uses_groups=False,
 )

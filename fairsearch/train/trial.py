@@ -225,8 +225,20 @@ def run_trial(
     )
     n_train = len(feeders["train"])
     check_reports_per_epoch(n_train, config.batch_size, config.grad_accum, config.reports_per_epoch)
-    total_steps = steps_per_epoch(n_train, config.batch_size, config.grad_accum) * config.epochs
-    schedule = get_cosine_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    epoch_steps = steps_per_epoch(n_train, config.batch_size, config.grad_accum)
+    restart = config.method_spec.restart
+    restart_at = restart(config.method_params) if restart is not None else None
+    initial = _snapshot(model) if restart_at is not None else None  # the new model's weights, before any
+    if restart_at is None:
+        total_steps = epoch_steps * config.epochs
+        schedule = get_cosine_schedule_with_warmup(
+            optimizer, int(config.warmup_ratio * total_steps), total_steps
+        )
+    else:  # each stage its own warm-up and decay
+        stages = (epoch_steps * restart_at, epoch_steps * (config.epochs - restart_at))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: stage_lr_factor(step, stages, config.warmup_ratio)
+        )
 
     history: list[dict[str, float]] = []  # one validation report per part of an epoch trained
     selection = _Selection(SELECTIONS[config.select])
@@ -252,6 +264,11 @@ def run_trial(
                 return (prob >= 0.5) == splits["train"].labels.astype(bool)
 
             before_epoch(loss_fn, epoch, config.method_params, train_correct)
+        if part == 0 and epoch == restart_at and initial is not None:
+            model.load_trainable_state_dict(initial)
+            optimizer.state.clear()  # AdamW's moments and step counts: a fresh optimizer's
+            selection = _Selection(SELECTIONS[config.select])  # the first stage's models are not candidates
+            logger.info("epoch %d: training starts over as a new model (%s)", epoch, config.method)
         t0 = time.perf_counter()
         train_loss, trained = _train_part(
             model,
@@ -343,6 +360,22 @@ def _staging_folder(staging: Path | None) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     return staging
+
+
+def stage_lr_factor(step: int, stages: tuple[int, ...], warmup_ratio: float) -> float:
+    """The learning rate's factor at optimizer ``step`` of a trial trained in ``stages`` (their steps), each
+    stage a new model with its own schedule: a linear warm-up over ``warmup_ratio`` of the stage, then a
+    cosine decay to 0 at its end (``transformers.get_cosine_schedule_with_warmup``'s, stage by stage)."""
+    length = stages[-1]
+    for i, length in enumerate(stages):  # the stage the step falls in (the last for any step beyond)
+        if step < length or i == len(stages) - 1:
+            break
+        step -= length
+    warmup = int(warmup_ratio * length)
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = (step - warmup) / max(1, length - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 class _Selection:
