@@ -19,6 +19,7 @@ weights were learnt first on another synthetic task (``scripts/pretrain_tiny.py`
     .venv/bin/python benchmarks/fair_methods.py --out /tmp/fair_methods                  # 3 seeds, ~10 min
     .venv/bin/python benchmarks/fair_methods.py --out /tmp/fm --seeds 0 1 2 3 4
     .venv/bin/python benchmarks/fair_methods.py --out /tmp/fm-pre --seeds 0 1 2 3 4 --model tiny-pretrained
+    .venv/bin/python benchmarks/fair_methods.py --out /tmp/fm --seeds 0 1 2 3 4 --only "JTT T=1 λ_up=5 (no group labels)"
 """
 
 from __future__ import annotations
@@ -164,16 +165,26 @@ def main() -> None:
         help="the backbone every trial fine-tunes ('model:' of a space file): 'tiny' (random weights), "
         "'tiny-pretrained' (pre-trained on another task by scripts/pretrain_tiny.py), a folder…",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SETTING",
+        choices=[name for name in SETTINGS if name != "vanilla"],
+        help="train only these settings of SETTINGS (vanilla, its thresholding and its refit always): to "
+        "measure one method again beside the others' kept scores",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("fairsearch").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     data = data_folder(args.out)
 
-    rows, paired_rows, target = [], [], {name: 0 for name in [*SETTINGS, REFIT] if name != "vanilla"}
+    chosen = [n for n in SETTINGS if args.only is None or n in args.only]
+    rows, paired_rows, target = [], [], {name: 0 for name in [*chosen, REFIT] if name != "vanilla"}
     per_method: dict[str, list[dict[str, float]]] = {}
     for seed in args.seeds:
-        scores = {name: train(name, seed, data, args.out, args.model) for name in SETTINGS}
+        trained = [n for n in SETTINGS if n == "vanilla" or args.only is None or n in args.only]
+        scores = {name: train(name, seed, data, args.out, args.model) for name in trained}
         vanilla = scores["vanilla"]
         names = vanilla.group_names
         label, group = vanilla.test.label, vanilla.test.group
