@@ -23,7 +23,7 @@ from fairsearch.export.choice import ExportChoice
 from fairsearch.judge.fairness import Grouping
 from fairsearch.judge.intervals import proportion_interval
 from fairsearch.judge.metrics import GroupingMetrics, SplitMetrics, evaluate_split
-from fairsearch.judge.thresholds import NO_GROUP
+from fairsearch.judge.thresholds import NO_GROUP, decisions_at
 from fairsearch.methods import METHODS
 from fairsearch.output.confirm import SEED_SUFFIXES
 from fairsearch.output.tables import fmt_ci, fmt_pct, method_settings
@@ -70,11 +70,7 @@ class TestFigures:
 
 def decisions_of(choice: ExportChoice) -> np.ndarray:
     """The test split's 0/1 decisions at the exported thresholds (``[N]``)."""
-    test, names = choice.scores.test, choice.scores.group_names
-    if choice.kind != "group_thresholds":
-        return (test.score >= choice.thresholds["all"]).astype(np.int64)
-    by_sample = [choice.thresholds[names[g] if g >= 0 else NO_GROUP] for g in test.group]
-    return (test.score >= np.asarray(by_sample, dtype=np.float64)).astype(np.int64)
+    return decisions_at(choice.scores.test, choice.thresholds, choice.scores.group_names)
 
 
 def test_figures(choice: ExportChoice, groupings: Mapping[str, Grouping]) -> TestFigures:

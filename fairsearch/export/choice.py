@@ -6,9 +6,9 @@ thresholds of ``--thresholds``:
 - ``none``: the trained model's own rule, p(glaucoma) ≥ 0.5;
 - ``single`` / ``group``: the thresholds of a ``threshold`` / ``group_thresholds`` row of trial ``N`` on
   the thresholded fronts of ``pareto.parquet`` (:mod:`fairsearch.output.threshold_fronts`), chosen on
-  the trial's validation scores. When the trial has several such rows, the most accurate on validation is
-  taken among those meeting the sweep's constraints (all, without constraints), a smaller validation gap
-  breaking ties; the card lists the others. Thresholds belong to the run they were chosen on, so they
+  the trial's validation scores. When the trial has several such rows,
+  :func:`~fairsearch.output.threshold_fronts.chosen_threshold_row` takes one (as ``fairsearch compare
+  7@group`` does); the card lists the others. Thresholds belong to the run they were chosen on, so they
   are refused with ``--seed`` of another run.
 
 Every read is bounded (:mod:`fairsearch.bounded`); the checkpoint must be complete (its manifest), local,
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,16 @@ import pandas as pd
 
 from fairsearch.bounded import TRAINABLE_MAX_BYTES, size_text
 from fairsearch.errors import FairsearchError, clip_value
-from fairsearch.judge.thresholds import DEFAULT_THRESHOLD, GROUP_THRESHOLDS, NO_GROUP, THRESHOLD, TrialScores
+from fairsearch.judge.thresholds import (
+    DEFAULT_THRESHOLD,
+    GROUP_THRESHOLDS,
+    THRESHOLD,
+    TrialScores,
+    missing_group_thresholds,
+)
 from fairsearch.output.confirm import CONFIRMED_FRONT, read_confirmed
 from fairsearch.output.results import completed_trial, completed_trials, read_results, read_sweep_goals
-from fairsearch.output.threshold_fronts import THRESHOLD_FRONTS, read_threshold_fronts
+from fairsearch.output.threshold_fronts import chosen_threshold_row, read_threshold_fronts
 from fairsearch.spec.config import Constraints, Objectives, TrialConfig
 from fairsearch.train.checkpoint import (
     TEST_METRICS_FILE,
@@ -144,12 +151,21 @@ def choose_export(
                 f"its own run's (seed {own}) validation scores, not on this run's; export this run with "
                 "--thresholds none, or the trial's own run without --seed"
             )
-    fronts, front_sizes = _trial_fronts(folder, number, confirmed_rows)
+    every_front = {**read_threshold_fronts(folder), CONFIRMED_FRONT: confirmed_rows}
+    fronts, front_sizes = _trial_fronts(every_front, number)
     kind = THRESHOLD_CHOICES[thresholds]
     chosen_row, others = None, fronts.iloc[:0]
     chosen = {"all": DEFAULT_THRESHOLD}
     if kind is not None:
-        chosen_row, others = _threshold_row(fronts, kind, number, thresholds, folder, constraints)
+        chosen_row, others = chosen_threshold_row(
+            every_front,
+            number,
+            kind,
+            constraints,
+            folder=folder,
+            asked=f"--thresholds {thresholds}",
+            instead=f"choose another --thresholds, or a trial that `fairsearch pareto {folder} --kind {kind}` lists",
+        )
         chosen = {str(k): float(v) for k, v in json.loads(str(chosen_row["thresholds"])).items()}
     checkpoint = _local_checkpoint(row, number, folder)
     state = _checked_state(checkpoint)
@@ -167,13 +183,13 @@ def choose_export(
             "report (only that one holds the test split's scores)"
         )
     scores = TrialScores.from_arrays(arrays, f"{checkpoint}/scores.npz")
-    if kind == GROUP_THRESHOLDS:
-        needed = set(scores.group_names) | ({NO_GROUP} if (scores.test.group < 0).any() else set())
-        if missing := sorted(needed - set(chosen)):
-            raise FairsearchError(
-                f"--thresholds group: trial {number}'s row in {folder}/pareto.parquet has no threshold for "
-                f"group(s) {missing[:5]} of its scores' grouping {scores.group_by!r}; the file is damaged"
-            )
+    if kind == GROUP_THRESHOLDS and (
+        missing := missing_group_thresholds(chosen, scores.group_names, scores.test)
+    ):
+        raise FairsearchError(
+            f"--thresholds group: trial {number}'s row in {folder}/pareto.parquet has no threshold for "
+            f"group(s) {missing[:5]} of its scores' grouping {scores.group_by!r}; the file is damaged"
+        )
     mine_confirmed = (
         confirmed_rows[confirmed_rows["number"] == number] if len(confirmed_rows) else confirmed_rows
     )
@@ -237,37 +253,13 @@ def _checked_state(checkpoint: Path) -> dict[str, Any]:
     return state
 
 
-def _trial_fronts(folder: Path, number: int, confirmed: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Every front row of ``pareto.parquet`` that is trial ``number``'s, with its ``front``, and the number
+def _trial_fronts(fronts: Mapping[str, pd.DataFrame], number: int) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Every row of ``fronts`` (by name) that is trial ``number``'s, with its ``front``, and the number
     of rows of each front."""
     parts, sizes = [], {}
-    for name, rows in [*read_threshold_fronts(folder).items(), (CONFIRMED_FRONT, confirmed)]:
+    for name, rows in fronts.items():
         sizes[name] = len(rows)
         if len(rows):
-            mine = rows[rows["number"] == number].copy()
-            mine["front"] = name
-            parts.append(mine)
-    fronts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["number", "front"])
-    return fronts, sizes
-
-
-def _threshold_row(
-    fronts: pd.DataFrame, kind: str, number: int, flag: str, folder: Path, constraints: Constraints
-) -> tuple[pd.Series, pd.DataFrame]:
-    """The trial's thresholded row of ``kind`` to export, and its other rows of that kind."""
-    rows = fronts[fronts["front"].isin(THRESHOLD_FRONTS)] if len(fronts) else fronts
-    rows = rows[rows.get("kind", pd.Series(dtype=str)) == kind] if len(rows) else rows
-    if rows.empty:
-        kinds = sorted({str(k) for k in fronts.get("kind", pd.Series(dtype=str)).dropna()})
-        raise FairsearchError(
-            f"--thresholds {flag}: trial {number} of {folder} has no {kind} row on the thresholded fronts "
-            f"of pareto.parquet (its rows there are of kind {kinds or 'none'}); choose another "
-            f"--thresholds, or a trial that `fairsearch pareto {folder} --kind {kind}` lists"
-        )
-    rows = rows.drop_duplicates("thresholds")
-    pool = rows
-    if constraints and "feasible" in rows and rows["feasible"].fillna(False).astype(bool).any():
-        pool = rows[rows["feasible"].fillna(False).astype(bool)]
-    order = pool.sort_values(["val/acc", "val/max_acc_gap"], ascending=[False, True], kind="stable")
-    best = order.iloc[0]
-    return best, rows[rows["thresholds"] != best["thresholds"]].reset_index(drop=True)
+            parts.append(rows[rows["number"] == number].assign(front=name))
+    mine = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["number", "front"])
+    return mine, sizes

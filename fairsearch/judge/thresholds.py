@@ -67,6 +67,8 @@ __all__ = [
     "TrialScores",
     "best_group_thresholds",
     "candidate_thresholds",
+    "decisions_at",
+    "missing_group_thresholds",
     "single_threshold_curve",
     "threshold_points",
 ]
@@ -344,6 +346,42 @@ def _metrics(scores: TrialScores, split: SplitScores, pred: np.ndarray) -> dict[
 
 def _per_sample(split: SplitScores, by_group: np.ndarray, no_group: float) -> np.ndarray:
     return np.where(split.group >= 0, by_group[np.maximum(split.group, 0)], no_group)
+
+
+def missing_group_thresholds(
+    thresholds: Mapping[str, float], group_names: Sequence[str], split: SplitScores
+) -> list[str]:
+    """The group names that per-group ``thresholds`` lack: every group of the domain, and
+    :data:`NO_GROUP` when a sample of ``split`` is in no group; sorted, empty when none is missing."""
+    needed = set(group_names) | ({NO_GROUP} if (split.group < 0).any() else set())
+    return sorted(needed - set(thresholds))
+
+
+def decisions_at(
+    split: SplitScores, thresholds: Mapping[str, float], group_names: Sequence[str]
+) -> np.ndarray:
+    """``split``'s decisions at a point's thresholds: positive when a sample's score is at least its
+    threshold.
+
+    Args:
+        split: the scores decided.
+        thresholds: ``{"all": t}``, or one threshold per name of ``group_names`` (and :data:`NO_GROUP`
+            for the samples in no group), as :class:`ThresholdPoint` holds them.
+        group_names: the name of every group id of ``split.group``.
+
+    Returns:
+        int64 ``[N]`` 0/1.
+
+    Raises:
+        ValueError: per-group thresholds that lack a group (:func:`missing_group_thresholds`).
+    """
+    if list(thresholds) == ["all"]:
+        return (split.score >= thresholds["all"]).astype(np.int64)
+    if missing := missing_group_thresholds(thresholds, group_names, split):
+        raise ValueError(f"no threshold for group(s) {missing[:5]}")
+    by_group = np.array([thresholds[name] for name in group_names], dtype=np.float64)
+    cut = _per_sample(split, by_group, thresholds.get(NO_GROUP, DEFAULT_THRESHOLD))
+    return (split.score >= cut).astype(np.int64)
 
 
 def threshold_points(scores: TrialScores, gap_limits: Sequence[float] = GAP_LADDER) -> list[ThresholdPoint]:

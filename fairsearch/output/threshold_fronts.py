@@ -67,6 +67,7 @@ __all__ = [
     "MEMBER_HEADER",
     "THRESHOLD_FRONTS",
     "VANILLA_THRESHOLDS_FRONT",
+    "chosen_threshold_row",
     "derived_fronts",
     "format_threshold_fronts",
     "format_thresholds",
@@ -238,6 +239,59 @@ def read_threshold_fronts(folder: str | Path) -> dict[str, pd.DataFrame]:
     """
     _, search = read_results(folder)
     return {SEARCH_FRONT: search, **{name: read_front(folder, name) for name in THRESHOLD_FRONTS}}
+
+
+def chosen_threshold_row(
+    fronts: Mapping[str, pd.DataFrame],
+    number: int,
+    kind: str,
+    constraints: Constraints,
+    *,
+    folder: str | Path,
+    asked: str,
+    instead: str,
+) -> tuple[pd.Series, pd.DataFrame]:
+    """Trial ``number``'s row of ``kind`` on the thresholded fronts that stands for the trial with
+    thresholds of that kind (``fairsearch export --thresholds``, ``fairsearch compare 7@group``): of its
+    rows of that kind, the most accurate on validation among those meeting the sweep's constraints (all,
+    without constraints, or when none meets them), a smaller validation gap breaking ties.
+
+    Args:
+        fronts: a sweep's fronts by name (:func:`read_threshold_fronts`'s, others may be added): the
+            thresholded ones are searched, the trial's rows on every one give its kinds for a refusal.
+        number: the trial.
+        kind: :data:`~fairsearch.judge.thresholds.THRESHOLD` or
+            :data:`~fairsearch.judge.thresholds.GROUP_THRESHOLDS`.
+        constraints: the sweep's constraints.
+        folder, asked, instead: for the refusal: the results folder, what the user asked for
+            (``--thresholds group``), and what they may do instead.
+
+    Returns:
+        ``(row, others)``: the row, and the trial's other rows of that kind (one per distinct thresholds),
+        each with its ``front``.
+
+    Raises:
+        FairsearchError: the trial has no row of ``kind`` on the thresholded fronts.
+    """
+    mine = {
+        name: rows[rows["number"] == number].assign(front=name) for name, rows in fronts.items() if len(rows)
+    }
+    parts = [rows for name, rows in mine.items() if name in THRESHOLD_FRONTS and "kind" in rows]
+    rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    rows = rows[rows["kind"] == kind] if len(rows) else rows
+    if rows.empty:
+        kinds = sorted({str(k) for r in mine.values() if "kind" in r for k in r["kind"].dropna()})
+        raise FairsearchError(
+            f"{asked}: trial {number} of {folder} has no {kind} row on the thresholded fronts of "
+            f"pareto.parquet (its rows there are of kind {kinds or 'none'}); {instead}"
+        )
+    rows = rows.drop_duplicates("thresholds")
+    pool = rows
+    if constraints and "feasible" in rows and rows["feasible"].fillna(False).astype(bool).any():
+        pool = rows[rows["feasible"].fillna(False).astype(bool)]
+    order = pool.sort_values(["val/acc", "val/max_acc_gap"], ascending=[False, True], kind="stable")
+    best = order.iloc[0]
+    return best, rows[rows["thresholds"] != best["thresholds"]].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------- output
