@@ -133,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("folder", help="results/<name>")
     compare.add_argument(
-        "a", help="a trial number (7), a trial at a decision threshold (7@0.42), or refitted (7@refit)"
+        "a",
+        help="a trial number (7), a trial at a decision threshold (7@0.42), at the thresholds of its "
+        "group_thresholds or threshold row on the thresholded fronts (7@group: needs the group at "
+        "inference; 7@single), or refitted (7@refit)",
     )
     compare.add_argument("b", help="the trial to compare it with, written the same way")
 

@@ -1,20 +1,34 @@
 """Paired comparisons: the intervals cover the true differences (0 included) in simulation, and
-``fairsearch compare`` gives them for two trials of a sweep, on the very images both were tested on."""
+``fairsearch compare`` gives them for two trials of a sweep, on the very images both were tested on, a
+trial's side deciding as trained, at a threshold, or at the group or single thresholds of the row of the
+thresholded fronts that ``fairsearch export`` takes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from refusals import refused
+from scored_sweeps import write_scored_sweep
 
 from fairsearch.cli import main
 from fairsearch.errors import FairsearchError
+from fairsearch.export.choice import TRAINABLE_FILE, choose_export
 from fairsearch.judge.paired import paired_comparison, verdict
-from fairsearch.judge.thresholds import SplitScores, TrialScores
+from fairsearch.judge.thresholds import NO_GROUP, SplitScores, TrialScores
 from fairsearch.output.compare import compare_trials, format_comparison
-from fairsearch.output.results import TrialRecord, write_results
-from fairsearch.train.checkpoint import SCORES_FILE
+from fairsearch.output.results import (
+    TrialRecord,
+    read_parquet_metadata,
+    write_parquet_atomic,
+    write_results,
+)
+from fairsearch.output.threshold_fronts import derived_fronts, format_thresholds
+from fairsearch.spec.config import OBJECTIVES, Constraint, Constraints, TrialConfig
+from fairsearch.train.checkpoint import SCORES_FILE, STATE_FILE, TEST_METRICS_FILE, write_manifest
 
 
 def _pair(
@@ -212,3 +226,136 @@ def test_compare_refuses_what_it_cannot_compare_with_exit_2(
 def test_compare_refuses_trials_tested_on_different_images(tmp_path: Path) -> None:
     with pytest.raises(FairsearchError, match="were not tested on the same images"):
         compare_trials(_sweep(tmp_path, other_images=True), "2", "0")
+
+
+# ------------------------------------------------------------- fairsearch compare 7@group / 7@single
+def _thresholded_sweep(root: Path, constraints: Constraints = ()) -> Path:
+    """``scored_sweeps``' sweep with its thresholded fronts, its ``unknown`` images put in no group (id −1,
+    so group thresholds hold a :data:`NO_GROUP` one), and trial 0's checkpoint complete enough for
+    ``choose_export``: a state, a weights file, test metrics and the manifest."""
+    records, test, by_trial = write_scored_sweep(root / "checkpoints")
+    for number, scores in enumerate(by_trial.values()):
+        out = [
+            SplitScores(s.score, s.label, np.where(s.group == 2, -1, s.group))
+            for s in (scores.val, scores.test)
+        ]
+        TrialScores(scores.group_by, scores.group_names, *out).save(
+            root / "checkpoints" / f"ckpt{number}" / SCORES_FILE
+        )
+    checkpoint = root / "checkpoints" / "ckpt0"
+    state = {"epoch": 3, "history": [{}], "config": TrialConfig().as_dict()}
+    (checkpoint / STATE_FILE).write_text(json.dumps(state))
+    (checkpoint / TRAINABLE_FILE).write_bytes(b"weights")
+    (checkpoint / TEST_METRICS_FILE).write_text(json.dumps(test["t0"]))
+    write_manifest(checkpoint)
+    folder = root / "results" / "scored"
+    write_results(folder, records, test, OBJECTIVES, constraints, derived_fronts(OBJECTIVES))
+    return folder
+
+
+def _export_rule_row(folder: Path, number: int, kind: str, feasible_only: bool = False) -> pd.Series:
+    """Trial ``number``'s row of ``kind`` on the thresholded fronts as export's rule picks it, read straight
+    from ``pareto.parquet``: the most accurate on validation (of the feasible ones), the smaller gap on ties."""
+    rows = pd.read_parquet(folder / "pareto.parquet")
+    rows = rows[
+        (rows["number"] == number)
+        & (rows["kind"] == kind)
+        & rows["front"].isin(["vanilla_thresholds", "combined"])
+    ]
+    if feasible_only:
+        rows = rows[rows["feasible"].astype(bool)]
+    return rows.sort_values(["val/acc", "val/max_acc_gap"], ascending=[False, True]).iloc[0]
+
+
+def test_the_group_side_decides_each_image_at_its_groups_threshold(tmp_path: Path) -> None:
+    folder = _thresholded_sweep(tmp_path)
+    row = _export_rule_row(folder, 0, "group_thresholds")
+    side, plain, result = compare_trials(folder, "0@group", "0", n_boot=200)
+    thresholds = json.loads(str(row["thresholds"]))
+    arrays = np.load(tmp_path / "checkpoints" / "ckpt0" / SCORES_FILE)
+    names = [str(n) for n in arrays["group_names"]]
+    score, label, group = arrays["test_score"], arrays["test_label"], arrays["test_group"]
+    assert (group < 0).any() and NO_GROUP in thresholds  # images in no group have their own threshold
+    cut = np.array([thresholds[names[g]] if g >= 0 else thresholds[NO_GROUP] for g in group])
+    decided = (score >= cut).astype(np.int64)
+    assert side.thresholds == thresholds and np.array_equal(side.decisions, decided)
+    assert not np.array_equal(decided, score >= 0.5)  # the thresholds change some decisions
+
+    by = {d.metric: d for d in result}
+    acc_group, acc_plain = np.mean(decided == label), np.mean((score >= 0.5) == label)
+    assert by["acc"].a == pytest.approx(acc_group) and by["acc"].a == pytest.approx(row["test/acc"])
+    assert by["acc"].b == pytest.approx(acc_plain)
+    assert by["acc"].diff == pytest.approx(acc_group - acc_plain) and by["acc"].diff != 0
+    assert format_comparison(side, plain, result).splitlines()[:2] == [
+        f"A: trial 0 (vanilla, -) with group thresholds chosen on validation for a gap of at most "
+        f"{100 * row['gap_limit']:g} % ({format_thresholds(row)}); they need each image's group at inference",
+        "B: trial 0 (vanilla, -)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "constraints",
+    [(), (Constraint("max_acc_gap", 0.005, "max"),)],
+    ids=["no-constraints", "gap-at-most-0.5%"],
+)
+def test_the_group_side_takes_the_row_export_takes(tmp_path: Path, constraints: Constraints) -> None:
+    folder = _thresholded_sweep(tmp_path, constraints)
+    rows = pd.read_parquet(folder / "pareto.parquet")
+    mine = rows[(rows["number"] == 0) & (rows["kind"] == "group_thresholds")]
+    assert mine["thresholds"].nunique() >= 2, "trial 0 has several group rows to choose from"
+    expected = _export_rule_row(folder, 0, "group_thresholds", feasible_only=bool(constraints))
+    # the constraint leaves the most accurate row out
+    assert (expected["val/acc"] < mine["val/acc"].max()) == bool(constraints)
+    side, _, _ = compare_trials(folder, "0@group", "0", n_boot=50)
+    export = choose_export(folder, 0, thresholds="group")
+    assert export.threshold_row is not None
+    assert side.thresholds == export.thresholds == json.loads(str(expected["thresholds"]))
+
+
+def test_the_single_side_is_the_trial_at_that_threshold(tmp_path: Path) -> None:
+    folder = _thresholded_sweep(tmp_path)
+    t = json.loads(str(_export_rule_row(folder, 0, "threshold")["thresholds"]))["all"]
+    assert t != 0.5
+    single, at, result = compare_trials(folder, "0@single", f"0@{t!r}", n_boot=50)
+    assert single.thresholds == at.thresholds == {"all": t}
+    assert np.array_equal(single.decisions, at.decisions)
+    assert all(d.diff == d.low == d.high == 0 for d in result)
+    assert single.how == f"at its single threshold chosen on validation ({t:.3g})"
+
+
+def test_a_trial_without_a_group_row_is_refused_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _thresholded_sweep(tmp_path)
+    rows = pd.read_parquet(folder / "pareto.parquet")
+    kinds = sorted(set(rows.loc[rows["number"] == 2, "kind"].dropna()))
+    assert "threshold" in kinds and "group_thresholds" not in kinds
+    refused(
+        capsys,
+        tmp_path,
+        ["compare", str(folder), "2@group", "0"],
+        f"error: compare: 2@group: trial 2 of {folder} has no group_thresholds row on the thresholded fronts "
+        f"of pareto.parquet (its rows there are of kind {kinds}); `fairsearch pareto {folder} --kind "
+        "group_thresholds` lists the trials that have one\n",
+    )
+
+
+def test_a_group_row_without_a_groups_threshold_is_refused_as_damaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _thresholded_sweep(tmp_path)
+    path = folder / "pareto.parquet"
+    rows = pd.read_parquet(path)
+    grouped = rows["kind"] == "group_thresholds"
+    rows.loc[grouped, "thresholds"] = [
+        json.dumps({k: v for k, v in json.loads(t).items() if k != "Hispanic"})
+        for t in rows.loc[grouped, "thresholds"]
+    ]
+    write_parquet_atomic(rows, path, read_parquet_metadata(path))
+    refused(
+        capsys,
+        tmp_path,
+        ["compare", str(folder), "0", "0@group"],
+        f"compare: 0@group: trial 0's row in {folder}/pareto.parquet has no threshold for group(s) ['Hispanic'] "
+        "of its scores' grouping 'ethnicity'; the file is damaged",
+    )

@@ -1,15 +1,25 @@
 """``fairsearch compare``: two trials of a sweep on the same test images, with paired intervals.
 
-A side is a trial number (``7``: the trial as trained, deciding positive at p ≥ 0.5), a trial at a
-decision threshold of its own (``7@0.42``, as the thresholded fronts of
-:mod:`fairsearch.output.threshold_fronts` decide), or a trial with its last layer refitted on validation
-(``7@refit``, as its row of the ``last_layer_refit`` front; the trial must have kept its features). Both sides' decisions come from their trials'
-checkpointed test scores (``scores.npz``), so the comparison is on the very same images; the differences
-and their intervals are :func:`fairsearch.judge.paired.paired_comparison`'s.
+A side is
+
+- a trial number (``7``: the trial as trained, deciding positive at p ≥ 0.5);
+- a trial at a decision threshold of its own (``7@0.42``, as the thresholded fronts of
+  :mod:`fairsearch.output.threshold_fronts` decide);
+- a trial with the thresholds of its row of kind ``group_thresholds`` (``7@group``: one threshold per
+  group, which needs each image's group at inference) or ``threshold`` (``7@single``) on the thresholded
+  fronts of ``pareto.parquet``, chosen on validation; of several such rows, the one ``fairsearch export
+  --thresholds group|single`` takes (:func:`~fairsearch.output.threshold_fronts.chosen_threshold_row`);
+- or a trial with its last layer refitted on validation (``7@refit``, as its row of the
+  ``last_layer_refit`` front; the trial must have kept its features).
+
+Both sides' decisions come from their trials' checkpointed test scores (``scores.npz``), so the comparison
+is on the very same images; the differences and their intervals are
+:func:`fairsearch.judge.paired.paired_comparison`'s.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +30,25 @@ import pandas as pd
 from fairsearch.errors import FairsearchError, clip_value
 from fairsearch.judge.paired import PairedDifference, paired_comparison, verdict
 from fairsearch.judge.refit import refit_last_layer
-from fairsearch.judge.thresholds import TrialScores
-from fairsearch.output.results import completed_trial, read_results
+from fairsearch.judge.thresholds import (
+    GROUP_THRESHOLDS,
+    THRESHOLD,
+    TrialScores,
+    decisions_at,
+    missing_group_thresholds,
+)
+from fairsearch.output.results import completed_trial, read_results, read_sweep_goals
 from fairsearch.output.tables import aligned_rows, fmt_pct, method_settings
+from fairsearch.output.threshold_fronts import chosen_threshold_row, format_thresholds, read_threshold_fronts
 from fairsearch.train.checkpoint import read_features_at, read_scores_at
 
 __all__ = ["Side", "compare_trials", "format_comparison"]
 
-_SIDE = re.compile(r"^(\d{1,9})(?:@(refit|0(?:\.\d+)?|1(?:\.0+)?|\.\d+))?$")
+_SIDE = re.compile(r"^(\d{1,9})(?:@(refit|group|single|0(?:\.\d+)?|1(?:\.0+)?|\.\d+))?$")
 REFIT = "refit"
 """``7@refit``: trial 7 with its last layer refitted on validation, as its ``last_layer_refit`` row."""
+CHOSEN_THRESHOLDS = {"group": GROUP_THRESHOLDS, "single": THRESHOLD}
+"""``7@group`` / ``7@single``: the ``kind`` of trial 7's thresholded row whose thresholds decide."""
 
 
 @dataclass(frozen=True)
@@ -37,11 +56,13 @@ class Side:
     """One side of a comparison: a trial's row, its test scores, and the test decisions compared.
 
     Attributes:
-        spec: as written (``7``, ``7@0.42``, ``7@refit``).
+        spec: as written (``7``, ``7@0.42``, ``7@group``, ``7@single``, ``7@refit``).
         row: the trial's ``trials.parquet`` row.
         scores: its checkpointed scores (labels and groups of both splits).
         decisions: ``[N]`` 0/1 test decisions.
         how: how they were made, beyond the trial's own threshold of 0.5 (empty for that).
+        thresholds: the thresholds they were made at, ``{"all": t}`` or one per group name; None for a
+            refitted layer.
     """
 
     spec: str
@@ -49,6 +70,7 @@ class Side:
     scores: TrialScores
     decisions: np.ndarray
     how: str = ""
+    thresholds: dict[str, float] | None = None
 
     @property
     def title(self) -> str:
@@ -64,7 +86,8 @@ def _side(spec: str, trials: pd.DataFrame, folder: Path) -> Side:
     if match is None:
         raise FairsearchError(
             f"compare: {clip_value(spec)} is not a trial: give a trial number (7), a trial at a decision "
-            "threshold in [0, 1] (7@0.42), or a trial with its last layer refitted (7@refit)"
+            "threshold in [0, 1] (7@0.42), at the group or single thresholds of its row on the thresholded "
+            "fronts (7@group, 7@single), or a trial with its last layer refitted (7@refit)"
         )
     number, how = int(match.group(1)), match.group(2) or "0.5"
     row = completed_trial(trials, number, f"compare: {folder}")
@@ -76,9 +99,12 @@ def _side(spec: str, trials: pd.DataFrame, folder: Path) -> Side:
             "(a sweep from before scores were kept, or its checkpoint was moved)"
         )
     scores = TrialScores.from_arrays(arrays, f"trial {number}'s scores")
+    if how in CHOSEN_THRESHOLDS:
+        return _chosen_thresholds_side(spec, row, scores, CHOSEN_THRESHOLDS[how], folder)
     if how != REFIT:
         decisions = (scores.test.score >= float(how)).astype(np.int64)
-        return Side(spec, row, scores, decisions, "" if float(how) == 0.5 else f"at threshold {float(how):g}")
+        at = "" if float(how) == 0.5 else f"at threshold {float(how):g}"
+        return Side(spec, row, scores, decisions, at, {"all": float(how)})
     features = read_features_at(str(location))
     if features is None or "val_features" not in features or "test_features" not in features:
         raise FairsearchError(
@@ -92,6 +118,42 @@ def _side(spec: str, trials: pd.DataFrame, folder: Path) -> Side:
     return Side(spec, row, scores, decisions, f"with its last layer refitted on validation (C {refit.c:g})")
 
 
+def _chosen_thresholds_side(spec: str, row: pd.Series, scores: TrialScores, kind: str, folder: Path) -> Side:
+    """The side of ``7@group`` / ``7@single``: the trial's test scores at the thresholds of its row of
+    ``kind`` on the thresholded fronts, the row ``fairsearch export --thresholds`` takes."""
+    number = int(row["number"])
+    _, constraints = read_sweep_goals(folder)
+    chosen, _ = chosen_threshold_row(
+        read_threshold_fronts(folder),
+        number,
+        kind,
+        constraints,
+        folder=folder,
+        asked=f"compare: {spec}",
+        instead=f"`fairsearch pareto {folder} --kind {kind}` lists the trials that have one",
+    )
+    thresholds = {str(k): float(v) for k, v in json.loads(str(chosen["thresholds"])).items()}
+    if kind == GROUP_THRESHOLDS:
+        missing = missing_group_thresholds(thresholds, scores.group_names, scores.test)
+    else:
+        missing = [] if list(thresholds) == ["all"] else ["all"]
+    if missing:
+        raise FairsearchError(
+            f"compare: {spec}: trial {number}'s row in {folder}/pareto.parquet has no threshold for "
+            f"group(s) {missing[:5]} of its scores' grouping {scores.group_by!r}; the file is damaged"
+        )
+    decisions = decisions_at(scores.test, thresholds, scores.group_names)
+    how = f"at its single threshold chosen on validation ({format_thresholds(chosen)})"
+    if kind == GROUP_THRESHOLDS:
+        limit = chosen.get("gap_limit")
+        within = f" for a gap of at most {100 * float(limit):g} %" if pd.notna(limit) else ""
+        how = (
+            f"with group thresholds chosen on validation{within} ({format_thresholds(chosen)}); "
+            "they need each image's group at inference"
+        )
+    return Side(spec, row, scores, decisions, how, thresholds)
+
+
 def compare_trials(
     folder: str | Path, a: str, b: str, *, n_boot: int = 2000, seed: int = 0
 ) -> tuple[Side, Side, list[PairedDifference]]:
@@ -99,7 +161,8 @@ def compare_trials(
 
     Args:
         folder: the sweep's results folder.
-        a, b: the sides: ``7`` or ``7@0.42``.
+        a, b: the sides: ``7``, ``7@0.42``, ``7@group``, ``7@single`` or ``7@refit`` (the module's
+            docstring says what each decides).
         n_boot: bootstrap replicates of the paired intervals.
         seed: their seed.
 
@@ -107,7 +170,8 @@ def compare_trials(
         ``(side_a, side_b, differences)``: differences A − B, as :func:`paired_comparison` gives them.
 
     Raises:
-        FairsearchError: a side that is not a completed trial with test scores, or two trials tested on
+        FairsearchError: a side that is not a completed trial with test scores, a ``7@group`` /
+            ``7@single`` of a trial without such a row (or with a damaged one), or two trials tested on
             different images or groupings.
     """
     folder = Path(folder)
