@@ -102,6 +102,10 @@ class S3Server:
             found += [o["Key"] for o in page.get("Contents", [])]
         return found
 
+    def get(self, bucket: str, key: str) -> bytes:
+        """The bytes of one object."""
+        return bytes(self._client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()

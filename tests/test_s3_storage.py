@@ -4,9 +4,11 @@ before anything is written."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,9 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import torch
 from s3_server import S3Server
+from safetensors.torch import load_file
 from sweep_helpers import run_command, run_to_end, start_sweep, write_space
 
 pytestmark = pytest.mark.slow  # each case starts a server and the CLI; the sweep runs minutes
@@ -72,6 +76,20 @@ def test_a_sweep_on_s3_killed_mid_way_resumes_and_completes_every_trial_once(
     done = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
     assert done == set(trials["number"])  # Optuna and Parquet agree
     assert not list((results.parent).glob("**/fairsearch-ckpt-*"))
+
+    # the chosen model comes out of S3 as it does out of a local folder: its head is the checkpoint's
+    number = int(trials["number"].iloc[0])
+    out = tmp_path / "export"
+    exported = subprocess.run(
+        [sys.executable, "-m", "fairsearch.cli", "export", str(results / "s3k"), "--trial", str(number), "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    location = trials.set_index("number").loc[number, "checkpoint"]
+    key = location.removeprefix("s3://sweeps/").rstrip("/") + "/trainable.pt"
+    weights = torch.load(io.BytesIO(s3.get("sweeps", key)), weights_only=True)
+    head = load_file(out / "head.safetensors")
+    assert head and all(torch.equal(tensor, weights[f"head.{name}"].float()) for name, tensor in head.items())
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ thresholds of ``--thresholds``:
   7@group`` does); the card lists the others. Thresholds belong to the run they were chosen on, so they
   are refused with ``--seed`` of another run.
 
-Every read is bounded (:mod:`fairsearch.bounded`); the checkpoint must be complete (its manifest), local,
-and hold its weights, state, scores and test metrics. Needs no torch.
+Every read is bounded (:mod:`fairsearch.bounded`); the checkpoint must be complete (its manifest) and hold
+its weights, state, scores and test metrics, in a local folder or on the sweep's storage (``s3://…``, read
+through ``pyarrow.fs`` as the sweep wrote it). Needs no torch.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class ExportChoice:
         seed: the run's seed (the trial's own, or a confirmation run's).
         confirmation: True when the run is one of the trial's confirmation runs.
         row: the run's row (``trials.parquet`` or ``confirm.parquet``).
-        checkpoint: the run's last checkpoint folder (local).
+        checkpoint: the run's last checkpoint folder: a local path, or a URI of the sweep's storage.
         config: the run's settings, from its checkpoint's state.
         selected_epoch: whose model the checkpoint holds (``select``).
         scores: its validation and test scores, labels and groups (``scores.npz``).
@@ -85,7 +86,7 @@ class ExportChoice:
     seed: int
     confirmation: bool
     row: pd.Series
-    checkpoint: Path
+    checkpoint: str
     config: TrialConfig
     selected_epoch: float
     scores: TrialScores
@@ -167,7 +168,7 @@ def choose_export(
             instead=f"choose another --thresholds, or a trial that `fairsearch pareto {folder} --kind {kind}` lists",
         )
         chosen = {str(k): float(v) for k, v in json.loads(str(chosen_row["thresholds"])).items()}
-    checkpoint = _local_checkpoint(row, number, folder)
+    checkpoint = _checkpoint(row, number, folder)
     state = _checked_state(checkpoint)
     try:
         config = TrialConfig.from_dict(state["config"])
@@ -175,8 +176,8 @@ def choose_export(
         raise FairsearchError(
             f"{checkpoint}/state.json: its config is not a trial's ({clip_value(str(err))})"
         ) from None
-    arrays = read_scores_at(str(checkpoint))
-    test_metrics = read_test_metrics_at(str(checkpoint))
+    arrays = read_scores_at(checkpoint)
+    test_metrics = read_test_metrics_at(checkpoint)
     if arrays is None or not test_metrics:
         raise FairsearchError(
             f"{checkpoint}: no scores.npz or {TEST_METRICS_FILE}: it is not the checkpoint of a trial's last "
@@ -217,36 +218,39 @@ def choose_export(
     )
 
 
-def _local_checkpoint(row: pd.Series, number: int, folder: Path) -> Path:
+def _checkpoint(row: pd.Series, number: int, folder: Path) -> str:
+    """The run's last checkpoint, a local folder or a URI of the sweep's storage (``s3://…``), checked
+    complete and holding weights of a bounded size."""
     location = row.get("checkpoint")
     what = f"trial {number}'s run (seed {_own_seed(row)})"
     if not isinstance(location, str) or not location:
         raise FairsearchError(f"--trial {number}: {what} in {folder} has no checkpoint")
-    if "://" in location:
+    try:
+        fs, path = filesystem_of(location)
+        state = complete_checkpoint_state(fs, path)
+        trainable = fs.get_file_info(f"{path}/{TRAINABLE_FILE}")
+    except (OSError, ValueError) as err:  # an unknown scheme, storage that cannot be reached
         raise FairsearchError(
-            f"--trial {number}: {what} has its checkpoint on remote storage ({clip_value(location)}); copy "
-            "the sweep's storage to a local folder and give the results folder whose checkpoints point there"
-        )
-    path = Path(location)
-    fs, local = filesystem_of(location)
-    if not path.is_dir() or complete_checkpoint_state(fs, local) is None:
+            f"--trial {number}: {what}'s checkpoint at {clip_value(location)} cannot be read "
+            f"({clip_value(str(err), 300)})"
+        ) from None
+    if state is None:
         raise FairsearchError(
             f"--trial {number}: {what} has no complete checkpoint at {clip_value(location)} (missing, moved, "
             "or cut short)"
         )
-    trainable = path / TRAINABLE_FILE
-    if not trainable.is_file():
-        raise FairsearchError(f"{path}: no {TRAINABLE_FILE}, so no weights to export")
-    if trainable.stat().st_size > TRAINABLE_MAX_BYTES:
+    if trainable.type.name != "File":
+        raise FairsearchError(f"{location}: no {TRAINABLE_FILE}, so no weights to export")
+    if (trainable.size or 0) > TRAINABLE_MAX_BYTES:
         raise FairsearchError(
-            f"{trainable}: {size_text(trainable.stat().st_size)}; a LoRA adapter and head take at most "
+            f"{location}/{TRAINABLE_FILE}: {size_text(trainable.size or 0)}; a LoRA adapter and head take at most "
             f"{size_text(TRAINABLE_MAX_BYTES)}"
         )
-    return path
+    return location
 
 
-def _checked_state(checkpoint: Path) -> dict[str, Any]:
-    fs, local = filesystem_of(str(checkpoint))
+def _checked_state(checkpoint: str) -> dict[str, Any]:
+    fs, local = filesystem_of(checkpoint)
     state = complete_checkpoint_state(fs, local)
     if state is None or not isinstance(state.get("config"), dict):
         raise FairsearchError(f"{checkpoint}/state.json: no trial config in it")

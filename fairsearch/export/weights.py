@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from fairsearch.bounded import TRAINABLE_MAX_BYTES
+from fairsearch.bounded import TRAINABLE_MAX_BYTES, read_bytes
 from fairsearch.errors import FairsearchError
 from fairsearch.export.choice import TRAINABLE_FILE, ExportChoice
 from fairsearch.export.standalone import CLASSIFIER_FILE, EXPORT_FORMAT, HEAD_FILE
 from fairsearch.model import TINY, Backbone, GlaucomaClassifier, InputBuilder, build_classifier, load_backbone
+from fairsearch.train.checkpoint import filesystem_of
 
 __all__ = [
     "BASE_FOLDER",
@@ -76,11 +78,13 @@ def load_export_model(choice: ExportChoice) -> ExportModel:
         lora_alpha=config.lora_alpha if config.lora_alpha is not None else 2.0 * config.lora_rank,
         lora_dropout=config.lora_dropout,
     )
-    path = choice.checkpoint / TRAINABLE_FILE
+    path = f"{choice.checkpoint.rstrip('/')}/{TRAINABLE_FILE}"
     try:
-        if path.stat().st_size > TRAINABLE_MAX_BYTES:
-            raise ValueError(f"larger than {TRAINABLE_MAX_BYTES} bytes")
-        classifier.load_trainable_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        fs, located = filesystem_of(path)
+        data = read_bytes(located, TRAINABLE_MAX_BYTES, fs)  # a local file or one on the sweep's storage
+        classifier.load_trainable_state_dict(
+            torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        )
     except (OSError, ValueError, RuntimeError) as err:
         raise FairsearchError(
             f"{path}: not the weights of this trial's classifier ({str(err)[:300]})"
