@@ -328,7 +328,8 @@ def _run(args: argparse.Namespace) -> int:
 
         try:  # the sweep has ended either way: its exit code does not hang on this table
             fronts = read_threshold_fronts(outcome.results_dir)
-            print("\n" + _thresholded(fronts, objectives, None, constraints, show_all))
+            listing = None if show_all else f"fairsearch pareto {shlex.quote(str(outcome.results_dir))}"
+            print("\n" + _thresholded(fronts, objectives, None, constraints, show_all, listing))
             refit = _refit_front(outcome.results_dir, objectives, constraints, show_all)
             if refit:
                 print("\n" + refit)
@@ -393,6 +394,7 @@ def _thresholded(
     kind: str | None = None,
     constraints: Constraints = (),
     show_all: bool = False,
+    members_at: str | None = None,
 ) -> str:
     """The thresholded fronts' table, or why a sweep has none (they trace accuracy against MaxAccGap)."""
     from fairsearch.output.threshold_fronts import format_threshold_fronts, thresholds_apply
@@ -402,7 +404,9 @@ def _thresholded(
             "Thresholded fronts: not built, since accuracy and MaxAccGap are not both objectives of this "
             "sweep (they trace one against the other)"
         )
-    return format_threshold_fronts(fronts, kind, constraints=constraints, show_all=show_all)
+    return format_threshold_fronts(
+        fronts, kind, constraints=constraints, show_all=show_all, members_at=members_at
+    )
 
 
 def _resume_command(args: argparse.Namespace) -> list[str]:

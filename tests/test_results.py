@@ -407,6 +407,17 @@ def test_thresholded_fronts_list_ten_members_of_each_and_every_one_with_all() ->
     assert len(listed(every[every.index("Combined front: 30 point(s):") :])) == 30
 
 
+def test_the_end_of_run_names_the_thresholded_fronts_members_instead_of_listing_them() -> None:
+    front = long_front()
+    points = front.assign(kind="threshold", thresholds=json.dumps({"all": 0.4}))
+    fronts = {"search": front.head(3), "vanilla_thresholds": points, "combined": points.head(12)}
+    full = format_threshold_fronts(fronts).splitlines()
+    short = format_threshold_fronts(fronts, members_at="fairsearch pareto results/x").splitlines()
+    assert short[:-1] == full[: full.index(GROUPS_AT_INFERENCE) + 1]  # the side-by-side table, whole
+    assert short[-1] == "Their members (thresholded vanilla 30, combined 12): fairsearch pareto results/x"
+    assert not listed(short[short.index(GROUPS_AT_INFERENCE) :])
+
+
 # --------------------------------------------------------------------------------------------- thresholds
 def _objectives(df: pd.DataFrame) -> list[tuple[float, float]]:
     return sorted(zip(df["val/acc"].round(12), df["val/max_acc_gap"].round(12), strict=True))

@@ -392,6 +392,7 @@ def format_threshold_fronts(
     *,
     constraints: Constraints = (),
     show_all: bool = False,
+    members_at: str | None = None,
 ) -> str:
     """The three fronts side by side, then the thresholded fronts' members, and the sentence on groups at
     inference time.
@@ -402,6 +403,8 @@ def format_threshold_fronts(
         constraints: the sweep's constraints (the members nearest their bounds are always listed).
         show_all: list every member; otherwise at most :data:`~fairsearch.output.tables.SHOWN_MEMBERS` of
             each front (:func:`~fairsearch.output.tables.thin_front`), saying how many were left out.
+        members_at: the command that lists the members, said in one line instead of listing them (the
+            end of ``run``, where the side-by-side table is the answer); ``None``: list them.
     """
     if all(fronts.get(name, pd.DataFrame()).empty for name in THRESHOLD_FRONTS):
         return (
@@ -414,6 +417,9 @@ def format_threshold_fronts(
         *aligned_rows(COMPARISON_HEADER, front_comparison(fronts)),
         GROUPS_AT_INFERENCE,
     ]
+    if members_at is not None:
+        sizes = ", ".join(f"{FRONT_TITLES[n]} {len(fronts.get(n, pd.DataFrame()))}" for n in THRESHOLD_FRONTS)
+        return "\n".join([*lines, f"Their members ({sizes}): {members_at}"])
     for name in THRESHOLD_FRONTS:
         front = fronts.get(name, pd.DataFrame())
         shown = front if kind is None or front.empty else front[front["kind"].fillna(TRAINED_KIND) == kind]
