@@ -245,36 +245,7 @@ def run_sweep(
             raise
 
     if tuner is None:
-        scheduler = scheduler_from_settings(
-            spec.scheduler or {},
-            max_epochs=spec.max_epochs,
-            objectives=spec.objectives,
-            constraints=spec.constraints,
-        )
-        callbacks: list[tune.Callback] = [
-            ResultsCallback(str(results_dir), objectives=spec.objectives, constraints=spec.constraints),
-            JsonLoggerCallback(),
-            CSVLoggerCallback(),
-        ]
-        if scheduler is not None:
-            callbacks.append(scheduler.state_callback())  # Tune saves callbacks' state, not the scheduler's
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=_searcher(spec, optuna_url),
-                scheduler=scheduler,
-                num_samples=spec.trials,
-                max_concurrent_trials=spec.concurrency,
-                # No metric/mode here on purpose: they would make the Optuna study single-objective.
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=storage_root,
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=callbacks,
-                verbose=0,
-            ),
-        )
+        tuner = search_tuner(spec, trainable, results_dir, storage_root, optuna_url)
     _fit(tuner)
     outcome = _outcome(results_dir, spec)
     if not outcome.unfinished:
@@ -307,6 +278,52 @@ def _track_fronts(results_dir: Path, *, ended: bool) -> None:
         logger.warning("MLflow: the fronts were not logged: %s", err)
         return
     tracking.finish(fronts, ended)
+
+
+def search_tuner(
+    spec: SweepSpec, trainable: Any, results_dir: Path, storage_root: str, optuna_url: str
+) -> tune.Tuner:
+    """The search's Tune experiment, new: ``trainable`` under Optuna's searcher in ``optuna_url`` (and the
+    space's scheduler), with the callbacks that write the results folder.
+
+    Args:
+        spec: the space.
+        trainable: the trial (:func:`~fairsearch.search.tune_trials.tune_trainable` with its resources; a
+            benchmark's stand-in).
+        results_dir: where the Parquet files go.
+        storage_root: Tune's storage; the experiment is ``<storage_root>/<name>``.
+        optuna_url: the study's storage.
+    """
+    scheduler = scheduler_from_settings(
+        spec.scheduler or {},
+        max_epochs=spec.max_epochs,
+        objectives=spec.objectives,
+        constraints=spec.constraints,
+    )
+    callbacks: list[tune.Callback] = [
+        ResultsCallback(str(results_dir), objectives=spec.objectives, constraints=spec.constraints),
+        JsonLoggerCallback(),
+        CSVLoggerCallback(),
+    ]
+    if scheduler is not None:
+        callbacks.append(scheduler.state_callback())  # Tune saves callbacks' state, not the scheduler's
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=_searcher(spec, optuna_url),
+            scheduler=scheduler,
+            num_samples=spec.trials,
+            max_concurrent_trials=spec.concurrency,
+            # No metric/mode here on purpose: they would make the Optuna study single-objective.
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage_root,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            callbacks=callbacks,
+            verbose=0,
+        ),
+    )
 
 
 def _confirm(
