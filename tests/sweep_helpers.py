@@ -9,9 +9,11 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -80,6 +82,31 @@ def start_sweep(
         text=True,
         start_new_session=new_session,
     )
+
+
+def completed_trials(path: Path) -> int:
+    """The completed trials in a sweep's ``trials.parquet`` (0 before it is written)."""
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:  # one handle: a path read twice could straddle a replace
+        return int((pd.read_parquet(f)["status"] == "completed").sum())
+
+
+def kill_after_first_completion(proc: subprocess.Popen[str], trials: Path, *, within: float = 500) -> None:
+    """Waits until ``trials`` (a ``trials.parquet``) records a completed trial while the sweep ``proc`` still
+    runs, then SIGKILLs its process group: the driver and the local Ray it started, trials still running,
+    no clean-up at all. Fails the test if the sweep ends first or no trial completes ``within`` s."""
+    deadline = time.monotonic() + within
+    try:
+        while completed_trials(trials) < 1:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, f"no trial completed within {within:g} s"
+            time.sleep(0.5)
+        assert proc.poll() is None, "the sweep ended before it could be killed"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=120)
 
 
 def run_to_end(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:

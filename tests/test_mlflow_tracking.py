@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from mlflow_server import MlflowServer
-from sweep_helpers import run_command, run_to_end, start_sweep, write_space
+from sweep_helpers import (
+    completed_trials,
+    kill_after_first_completion,
+    run_command,
+    run_to_end,
+    start_sweep,
+    write_space,
+)
 
 from fairsearch.search.tracking import TRACKING_FILE, SweepTracking
 
@@ -33,13 +38,6 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "FAIRSEARCH_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
 
 
-def _completed(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with open(path, "rb") as f:
-        return int((pd.read_parquet(f)["status"] == "completed").sum())
-
-
 def test_a_tracked_sweep_killed_mid_way_resumes_into_the_same_runs(
     tmp_path: Path, server: MlflowServer
 ) -> None:
@@ -47,13 +45,8 @@ def test_a_tracked_sweep_killed_mid_way_resumes_into_the_same_runs(
     results = tmp_path / "results"
     command = run_command(space, results)
     proc = start_sweep(command, _env(tmp_path))
-    deadline = time.monotonic() + 500
-    while time.monotonic() < deadline and _completed(results / "tracked" / "trials.parquet") < 1:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray, with trials still running
-    proc.communicate(timeout=120)
-    assert _completed(results / "tracked" / "trials.parquet") < 4, "the sweep ended before the kill"
+    kill_after_first_completion(proc, results / "tracked" / "trials.parquet")
+    assert completed_trials(results / "tracked" / "trials.parquet") < 4, "the sweep ended before the kill"
 
     resumed = run_to_end(command, _env(tmp_path), timeout=480)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

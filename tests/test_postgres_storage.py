@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from claim_race import race_for_claim
 from postgres_server import PostgresServer
-from sweep_helpers import run_command, start_sweep, write_space
+from sweep_helpers import kill_after_first_completion, run_command, start_sweep, write_space
 
 from fairsearch.search.study import StudyClaim, StudyClaimedError, claim_holder, claim_study
 from fairsearch.spec.config import objective_keys
@@ -147,13 +147,6 @@ def test_drivers_starting_at_the_same_moment_do_not_both_win_on_postgres(postgre
     assert answers[:3] == ["refused"] * 3 and answers[3].startswith("won "), answers
 
 
-def _completed(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with open(path, "rb") as f:  # one handle: a path read twice could straddle a replace
-        return int((pd.read_parquet(f)["status"] == "completed").sum())
-
-
 def _wait_for_claim(url: str, study_name: str, pid: int, proc: subprocess.Popen[str]) -> None:
     storage = optuna.storages.RDBStorage(url)
     deadline = time.monotonic() + 300
@@ -186,14 +179,11 @@ def test_sweep_on_postgres_refuses_a_second_driver_and_resumes_after_a_kill(
             run_command(space, tmp_path / "other", "--optuna-storage", postgres_url), _env(tmp_path)
         )
         _, other_err = other.communicate(timeout=300)
-        deadline = time.monotonic() + 400
-        while _completed(results / "pg" / "trials.parquet") < 1 and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            time.sleep(0.5)
-        assert proc.poll() is None, "driver 1 ended before it could be killed"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, no clean-up at all
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
         proc.communicate(timeout=120)
+        raise
+    kill_after_first_completion(proc, results / "pg" / "trials.parquet", within=400)
     assert other.returncode == 2, other_err[-3000:]
     assert "Traceback" not in other_err
     assert (

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,14 @@ import pytest
 import torch
 from s3_server import S3Server
 from safetensors.torch import load_file
-from sweep_helpers import run_command, run_to_end, start_sweep, write_space
+from sweep_helpers import (
+    completed_trials,
+    kill_after_first_completion,
+    run_command,
+    run_to_end,
+    start_sweep,
+    write_space,
+)
 
 pytestmark = pytest.mark.slow  # each case starts a server and the CLI; the sweep runs minutes
 
@@ -37,13 +42,6 @@ def _env(tmp_path: Path, server: S3Server) -> dict[str, str]:
     )
 
 
-def _completed(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with open(path, "rb") as f:  # one handle: a path read twice could straddle a replace
-        return int((pd.read_parquet(f)["status"] == "completed").sum())
-
-
 def test_a_sweep_on_s3_killed_mid_way_resumes_and_completes_every_trial_once(
     tmp_path: Path, s3: S3Server
 ) -> None:
@@ -52,13 +50,8 @@ def test_a_sweep_on_s3_killed_mid_way_resumes_and_completes_every_trial_once(
     command = run_command(space, results, "--storage", "s3://sweeps/runs")
     env = _env(tmp_path, s3)
     proc = start_sweep(command, env)
-    deadline = time.monotonic() + 500
-    while time.monotonic() < deadline and _completed(results / "s3k" / "trials.parquet") < 1:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray, with trials still running
-    proc.communicate(timeout=120)
-    assert _completed(results / "s3k" / "trials.parquet") < 4, "the sweep ended before the kill"
+    kill_after_first_completion(proc, results / "s3k" / "trials.parquet")
+    assert completed_trials(results / "s3k" / "trials.parquet") < 4, "the sweep ended before the kill"
 
     resumed = run_to_end(command, env, timeout=480)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
