@@ -210,11 +210,14 @@ def test_pareto_frame_without_completed_trials() -> None:
 def test_write_and_read_results_with_pandas_pyarrow_duckdb(
     tmp_path: Path, records: list[TrialRecord]
 ) -> None:
-    trials_path, pareto_path = write_results(tmp_path / "sweep", records, {"t001": {"acc": 0.84}})
+    trials_path, pareto_path, search_front = write_results(
+        tmp_path / "sweep", records, {"t001": {"acc": 0.84}}
+    )
     assert trials_path == tmp_path / "sweep" / TRIALS_FILE and pareto_path == tmp_path / "sweep" / PARETO_FILE
     trials_df, pareto_df = read_results(tmp_path / "sweep")
     pd.testing.assert_frame_equal(trials_df, trials_frame(records))
     pd.testing.assert_frame_equal(pareto_df, pareto_frame(trials_frame(records), {"t001": {"acc": 0.84}}))
+    pd.testing.assert_frame_equal(search_front.reset_index(drop=True), pareto_df)  # the front written
     schema = pq.read_schema(trials_path)
     assert str(schema.field("number").type) == "int64" and str(schema.field("val/acc").type) == "double"
     assert pq.read_table(pareto_path).num_rows == 4

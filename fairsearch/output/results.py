@@ -52,7 +52,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -89,6 +89,7 @@ __all__ = [
     "TRIALS_FILE",
     "DerivedFront",
     "TrialRecord",
+    "WrittenResults",
     "completed_trial",
     "completed_trials",
     "constraint_violations",
@@ -551,6 +552,14 @@ def read_sweep_goals(folder: str | Path) -> tuple[Objectives, Constraints]:
     return sweep_goals(metadata, path)
 
 
+class WrittenResults(NamedTuple):
+    """What :func:`write_results` wrote: the two files, and the search front's rows."""
+
+    trials_path: Path
+    pareto_path: Path
+    search_front: pd.DataFrame
+
+
 def write_results(
     folder: str | Path,
     records: Sequence[TrialRecord],
@@ -558,7 +567,7 @@ def write_results(
     objectives: Objectives = DEFAULT_OBJECTIVES,
     constraints: Constraints = (),
     derived_fronts: Sequence[DerivedFront] = (),
-) -> tuple[Path, Path]:
+) -> WrittenResults:
     """Write ``trials.parquet`` and ``pareto.parquet`` of a sweep, each atomically.
 
     ``pareto.parquet`` holds the search's front, the front of the trials meeting every constraint (with
@@ -578,7 +587,8 @@ def write_results(
             Each row's ``front`` is one of :data:`fairsearch.output.fronts.FRONTS`.
 
     Returns:
-        ``(trials_path, pareto_path)``.
+        The two paths and the search front's rows as written (a caller that shows the front needs not
+        build the trials table again).
 
     Raises:
         ValueError: a derived front's rows name a front that is not registered (nothing is written).
@@ -587,6 +597,7 @@ def write_results(
     folder.mkdir(parents=True, exist_ok=True)
     trials_df = with_feasible(trials_frame(records), constraints)
     pareto_df = pareto_frame(trials_df, test_metrics, objectives, constraints)
+    search_front = pareto_df
     search_columns = list(pareto_df.columns)
     parts = [pareto_df]
     if constraints:
@@ -619,7 +630,7 @@ def write_results(
         hv,
         folder,
     )
-    return trials_path, pareto_path
+    return WrittenResults(trials_path, pareto_path, search_front)
 
 
 def _marked(rows: pd.DataFrame, trials_df: pd.DataFrame, constraints: Constraints) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.output.confirm import read_plan, write_confirmation
 from fairsearch.output.refit_fronts import derived_fronts as refit_fronts
-from fairsearch.output.results import TrialRecord, pareto_frame, trials_frame, write_results
+from fairsearch.output.results import TrialRecord, write_results
 from fairsearch.output.threshold_fronts import derived_fronts
 from fairsearch.search.tracking import SweepTracking
 from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
@@ -384,7 +384,7 @@ class ResultsCallback(tune.Callback):
         """
         records = self.records(trials, completed)
         # each front asks for its members' test metrics: only those checkpoints are read, each once
-        write_results(
+        written = write_results(
             Path(self.results_dir),
             records,
             _TestMetrics(trials),
@@ -393,7 +393,7 @@ class ResultsCallback(tune.Callback):
             derived_fronts=(*derived_fronts(self.objectives), *refit_fronts(self.objectives)),
         )
         self._last_write = time.monotonic()
-        self._front = front_summary(pareto_frame(trials_frame(records), {}, self.objectives))
+        self._front = front_summary(written.search_front)
 
     stage = ""
     """Written before the status line: empty for the search, ``confirming: `` for confirmation runs."""
