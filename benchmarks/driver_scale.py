@@ -65,31 +65,36 @@ def _unit(text: str) -> float:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
+def report_metrics(key: str, fair: float, report: int) -> dict[str, float]:
+    """A stand-in report of the trial with settings ``key``: accuracy and MaxAccGap traded off (``fair``, 0
+    for vanilla, costs accuracy and narrows the gap), each group's figures around them; 230 values."""
+    acc = 0.80 + 0.12 * _unit(key + "acc") - 0.05 * fair + 0.02 * report
+    gap = 0.02 + 0.15 * _unit(key + "gap") * (1.0 - 0.6 * fair)
+    metrics: dict[str, float] = {
+        "acc": acc,
+        "max_acc_gap": gap,
+        "auc": acc + 0.03,
+        "worst_group_acc": acc - gap,
+        "loss": 1.0 - acc,
+    }
+    for attribute, groups in GROUPS.items():
+        metrics[f"max_acc_gap/{attribute}"] = gap
+        for i, group in enumerate(groups):
+            for what in ("acc", "auc", "p_pos"):
+                value = acc - gap * _unit(f"{key}{attribute}{group}{what}") + 0.001 * i
+                metrics[f"{what}/{attribute}/{group}"] = value
+                metrics[f"{what}/{attribute}/{group}_ci_low"] = value - 0.05
+                metrics[f"{what}/{attribute}/{group}_ci_high"] = value + 0.05
+    return metrics
+
+
 def stand_in(config: dict[str, Any], seconds: float) -> None:
-    """Two reports, ``seconds`` apart, of metrics fixed by the trial's settings: a trade-off of accuracy
-    against MaxAccGap (a fairer method costs accuracy), each group's figures around them."""
+    """Two reports, ``seconds`` apart, of :func:`report_metrics` for the trial's settings."""
     key = repr(sorted((k, v) for k, v in config.items() if k != "optuna_number"))
     fair = 0.0 if config.get("method") == "vanilla" else float(config.get("lam", 0.5))
     for report in (1, 2):
         time.sleep(seconds)
-        acc = 0.80 + 0.12 * _unit(key + "acc") - 0.05 * fair + 0.02 * report
-        gap = 0.02 + 0.15 * _unit(key + "gap") * (1.0 - 0.6 * fair)
-        metrics: dict[str, float] = {
-            "acc": acc,
-            "max_acc_gap": gap,
-            "auc": acc + 0.03,
-            "worst_group_acc": acc - gap,
-            "loss": 1.0 - acc,
-        }
-        for attribute, groups in GROUPS.items():
-            metrics[f"max_acc_gap/{attribute}"] = gap
-            for i, group in enumerate(groups):
-                for what in ("acc", "auc", "p_pos"):
-                    value = acc - gap * _unit(f"{key}{attribute}{group}{what}") + 0.001 * i
-                    metrics[f"{what}/{attribute}/{group}"] = value
-                    metrics[f"{what}/{attribute}/{group}_ci_low"] = value - 0.05
-                    metrics[f"{what}/{attribute}/{group}_ci_high"] = value + 0.05
-        tune.report({**metrics, "epoch": float(report), REPORT: report})
+        tune.report({**report_metrics(key, fair, report), "epoch": float(report), REPORT: report})
 
 
 def _space(out: Path, trials: int) -> Path:
