@@ -332,18 +332,20 @@ class ResultsCallback(tune.Callback):
             self._ended.add(str(trial.trial_id))
         self.write(trials, completed=trial)
         self.announce(trials, completed=trial)
-        self._track_end(trial, trial_record(0, trial, completed=True).status)
+        self._track_end(trial, completed=True)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if self._ended is not None:
             self._ended.add(str(trial.trial_id))
         self.write(trials)
         self.announce(trials)
-        self._track_end(trial, "failed")
+        self._track_end(trial, completed=False)
 
-    def _track_end(self, trial: Any, status: str) -> None:
+    def _track_end(self, trial: Any, *, completed: bool) -> None:
+        """Ends a tracked trial's MLflow run: completed (or stopped early, as its record says), or failed."""
         tracking, number = self.tracking(), _number(trial)
         if tracking is not None and number is not None:
+            status = trial_record(number, trial, completed=True).status if completed else "failed"
             tracking.ended(number, _settings(trial.config), status)
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
