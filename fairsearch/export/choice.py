@@ -168,8 +168,7 @@ def choose_export(
             instead=f"choose another --thresholds, or a trial that `fairsearch pareto {folder} --kind {kind}` lists",
         )
         chosen = {str(k): float(v) for k, v in json.loads(str(chosen_row["thresholds"])).items()}
-    checkpoint = _checkpoint(row, number, folder)
-    state = _checked_state(checkpoint)
+    checkpoint, state = _checkpoint(row, number, folder)
     try:
         config = TrialConfig.from_dict(state["config"])
     except (FairsearchError, TypeError, ValueError, KeyError) as err:
@@ -218,9 +217,9 @@ def choose_export(
     )
 
 
-def _checkpoint(row: pd.Series, number: int, folder: Path) -> str:
+def _checkpoint(row: pd.Series, number: int, folder: Path) -> tuple[str, dict[str, Any]]:
     """The run's last checkpoint, a local folder or a URI of the sweep's storage (``s3://…``), checked
-    complete and holding weights of a bounded size."""
+    complete, holding a trial config and weights of a bounded size; and its saved state."""
     location = row.get("checkpoint")
     what = f"trial {number}'s run (seed {_own_seed(row)})"
     if not isinstance(location, str) or not location:
@@ -239,6 +238,8 @@ def _checkpoint(row: pd.Series, number: int, folder: Path) -> str:
             f"--trial {number}: {what} has no complete checkpoint at {clip_value(location)} (missing, moved, "
             "or cut short)"
         )
+    if not isinstance(state.get("config"), dict):
+        raise FairsearchError(f"{location}/state.json: no trial config in it")
     if trainable.type.name != "File":
         raise FairsearchError(f"{location}: no {TRAINABLE_FILE}, so no weights to export")
     if (trainable.size or 0) > TRAINABLE_MAX_BYTES:
@@ -246,15 +247,7 @@ def _checkpoint(row: pd.Series, number: int, folder: Path) -> str:
             f"{location}/{TRAINABLE_FILE}: {size_text(trainable.size or 0)}; a LoRA adapter and head take at most "
             f"{size_text(TRAINABLE_MAX_BYTES)}"
         )
-    return location
-
-
-def _checked_state(checkpoint: str) -> dict[str, Any]:
-    fs, local = filesystem_of(checkpoint)
-    state = complete_checkpoint_state(fs, local)
-    if state is None or not isinstance(state.get("config"), dict):
-        raise FairsearchError(f"{checkpoint}/state.json: no trial config in it")
-    return state
+    return location, state
 
 
 def _trial_fronts(fronts: Mapping[str, pd.DataFrame], number: int) -> tuple[pd.DataFrame, dict[str, int]]:
