@@ -111,11 +111,11 @@ class SweepTracking:
         run_id: the sweep's run; the trials' runs are nested under it.
     """
 
-    def __init__(self, uri: str, experiment_id: str, run_id: str) -> None:
+    def __init__(self, uri: str, experiment_id: str, run_id: str, client: Any = None) -> None:
         self.uri = uri
         self.experiment_id = experiment_id
         self.run_id = run_id
-        self._client = _client(uri)
+        self._client = client if client is not None else _client(uri)
         self._runs: dict[int, str] = {}  # trial number -> its run
         self._logged: dict[int, int] = {}  # trial number -> the last report logged
         self._failures = 0
@@ -141,9 +141,8 @@ class SweepTracking:
         recorded = read_tracking(results_dir)
         try:
             if recorded is not None and recorded["uri"] == uri and _run_exists(client, recorded["run_id"]):
-                tracking = cls(uri, recorded["experiment_id"], recorded["run_id"])
-                client.update_run(tracking.run_id, status="RUNNING")
-                return tracking
+                client.update_run(recorded["run_id"], status="RUNNING")
+                return cls(uri, recorded["experiment_id"], recorded["run_id"], client)
             experiment = client.get_experiment_by_name(name)
             experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
             run = client.create_run(
@@ -151,12 +150,11 @@ class SweepTracking:
                 run_name=name,
                 tags={"fairsearch.sweep": name, "fairsearch.results": str(results_dir)},
             )
-            params = {_name(k): clip_value(v, 6000) for k, v in settings.items()}
-            _log_params(client, run.info.run_id, params)
+            _log_params(client, run.info.run_id, settings)
             client.log_artifact(run.info.run_id, str(space_file))
         except Exception as err:  # MlflowException, a refused connection, …: the server's reason
             raise FairsearchError(f"MLflow at {uri}: {clip_value(str(err), 300)}") from None
-        tracking = cls(uri, experiment_id, run.info.run_id)
+        tracking = cls(uri, experiment_id, run.info.run_id, client)
         record = {"uri": uri, "experiment_id": experiment_id, "run_id": run.info.run_id}
         write_atomic(results_dir / TRACKING_FILE, json.dumps(record).encode("utf-8"))
         logger.info(
@@ -235,7 +233,7 @@ class SweepTracking:
                 tags={_PARENT_TAG: self.run_id, TRIAL_TAG: str(number), "fairsearch.status": "running"},
             )
             run_id = run.info.run_id
-            _log_params(self._client, run_id, {_name(k): clip_value(v, 6000) for k, v in settings.items()})
+            _log_params(self._client, run_id, settings)
             self._logged[number] = -1
         self._runs[number] = run_id
         return run_id
@@ -286,10 +284,11 @@ def _run_exists(client: Any, run_id: str) -> bool:
         return False
 
 
-def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
+def _log_params(client: Any, run_id: str, settings: Mapping[str, Any]) -> None:
+    """``settings`` as the run's params: names MLflow accepts, values cut to its 6,000 characters."""
     from mlflow.entities import Param
 
-    items = [Param(k, v) for k, v in params.items()]
+    items = [Param(_name(k), clip_value(v, 6000)) for k, v in settings.items()]
     for start in range(0, len(items), _PARAM_BATCH):
         client.log_batch(run_id, params=items[start : start + _PARAM_BATCH])
 
