@@ -17,7 +17,6 @@ import os
 import pickle
 import shutil
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from fairsearch.bounded import read_json
 from fairsearch.errors import FairsearchError, clip_value
-from fairsearch.folders import check_writable_folder
+from fairsearch.folders import check_writable_folder, write_atomic
 from fairsearch.output.confirm import (
     make_plan,
     read_confirmed,
@@ -531,9 +530,7 @@ def _prepare_folder(spec: SweepSpec, results_dir: Path, experiment: str, restart
         _remove_experiment(experiment)
     results_dir.mkdir(parents=True, exist_ok=True)
     payload = json.dumps({"digest": spec.digest, "source": str(spec.source), "space": spec.raw}, default=str)
-    with tempfile.NamedTemporaryFile("w", dir=results_dir, delete=False, suffix=".tmp") as f:
-        f.write(payload)
-    os.replace(f.name, marker)
+    write_atomic(marker, payload.encode("utf-8"))
 
 
 def _remove_experiment(experiment: str) -> None:
