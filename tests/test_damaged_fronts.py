@@ -1,12 +1,15 @@
-"""Damaged fronts and goals: ``pareto`` and ``report`` refuse a results folder whose ``pareto.parquet``
-holds a front this fairsearch does not know, a row of any front naming a trial the sweep does not hold
-as completed, a row of a kind its front does not have or without what its front's tables read, or whose
-files' metadata names goals a sweep cannot have; one message, exit 2, no traceback, nothing written.
+"""Damaged fronts and goals: ``pareto``, ``report``, ``compare`` and ``export`` refuse a results folder
+whose ``pareto.parquet`` holds a front this fairsearch does not know, a row of any front naming a trial
+the sweep does not hold as completed, a row of a kind its front does not have or without what its
+front's tables read, or whose files' metadata names goals a sweep cannot have; one message, exit 2, no
+traceback, nothing written.
 
 The folder is a real sweep's: five completed trials with scores and features (``scored_sweeps``), a
 constraint some meet, the thresholded and refit fronts, and a confirmed front of two candidates; every
-front holds rows (:func:`test_every_front_of_the_sweep_holds_rows`) and both commands show it whole
-(:func:`test_the_undamaged_folder_is_shown`). Each case damages a copy of it.
+front holds rows (:func:`test_every_front_of_the_sweep_holds_rows`) and ``pareto``, ``report`` and
+``compare`` take it whole (:func:`test_the_undamaged_folder_is_shown`). ``export`` needs a trained
+checkpoint that the scored trials lack, so each of its cases passes only on its damage's own message.
+Each case damages a copy of the folder.
 """
 
 from __future__ import annotations
@@ -89,12 +92,13 @@ def test_every_front_of_the_sweep_holds_rows(sweep: Path) -> None:
     assert set(fronts) == set(FRONTS)
 
 
-@pytest.mark.parametrize("command", ["pareto", "report"])
+@pytest.mark.parametrize("command", ["pareto", "report", "compare"])
 def test_the_undamaged_folder_is_shown(
     results: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
     monkeypatch.chdir(results.parent.parent)
-    assert main([command, "results/s"]) == 0, capsys.readouterr().err
+    argv = ["0", "0@single"] if command == "compare" else []  # the scored trials' test images differ
+    assert main([command, "results/s", *argv]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     if command == "pareto":
         assert "Confirmed front: 1 configuration(s)" in out and "Last-layer refit front" in out
@@ -320,7 +324,7 @@ DAMAGED: list[tuple[str, Callable[[Path], None], str]] = [
 ]
 
 
-@pytest.mark.parametrize("command", ["pareto", "report"])
+@pytest.mark.parametrize("command", ["pareto", "report", "compare", "export"])
 @pytest.mark.parametrize(("damage", "fragment"), [c[1:] for c in DAMAGED], ids=[c[0] for c in DAMAGED])
 def test_damaged_front_or_goals(
     results: Path,
@@ -333,4 +337,5 @@ def test_damaged_front_or_goals(
     damage(results)
     root = results.parent.parent
     monkeypatch.chdir(root)
-    refused(capsys, root, [command, "results/s"], fragment)
+    argv = {"compare": ["0", "0@single"], "export": ["--trial", "0", "--out", "exported"]}.get(command, [])
+    refused(capsys, root, [command, "results/s", *argv], fragment)
