@@ -95,6 +95,7 @@ __all__ = [
     "constraint_violations",
     "feasible_mask",
     "front_hypervolume",
+    "param_column",
     "pareto_frame",
     "read_front",
     "read_parquet_metadata",
@@ -104,6 +105,7 @@ __all__ = [
     "same_setting",
     "search_rows",
     "trials_frame",
+    "trials_frame_columns",
     "write_parquet_atomic",
     "write_results",
 ]
@@ -193,7 +195,26 @@ def _metric_order(keys: Iterable[str]) -> list[str]:
     return [k for k in _FIRST_METRICS if k in keys] + sorted(keys - set(_FIRST_METRICS))
 
 
-def _param_column(values: list[Any]) -> pd.Series:
+def _param_order(names: Iterable[str]) -> list[str]:
+    """:data:`_FIRST_PARAMS` first, then the rest by name."""
+    names = set(names)
+    return [p for p in _FIRST_PARAMS if p in names] + sorted(names - set(_FIRST_PARAMS))
+
+
+def trials_frame_columns(params: Iterable[str], metrics: Iterable[str]) -> list[str]:
+    """The columns of :func:`trials_frame`'s table, in its order, for trials holding ``params`` and
+    ``metrics`` (keys without their ``param/`` and ``val/`` prefixes)."""
+    return [
+        "trial_id",
+        "number",
+        "status",
+        *(f"param/{name}" for name in _param_order(params)),
+        *(f"val/{key}" for key in _metric_order(metrics)),
+        *_TAIL_DTYPES,
+    ]
+
+
+def param_column(values: list[Any]) -> pd.Series:
     """One ``param/<name>`` column from per-trial values (None where a trial lacks the parameter)."""
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, (bool, np.bool_)) for v in present):
@@ -228,10 +249,8 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
         "number": pd.Series([r.number for r in records], dtype="int64"),
         "status": pd.Series([r.status for r in records], dtype="str"),
     }
-    param_names = {name for r in records for name in r.params}
-    ordered = [p for p in _FIRST_PARAMS if p in param_names] + sorted(param_names - set(_FIRST_PARAMS))
-    for name in ordered:
-        columns[f"param/{name}"] = _param_column([r.params.get(name) for r in records])
+    for name in _param_order({name for r in records for name in r.params}):
+        columns[f"param/{name}"] = param_column([r.params.get(name) for r in records])
     for key in _metric_order(k for r in records for k in r.val_metrics):
         values = [r.val_metrics.get(key) for r in records]
         columns[f"val/{key}"] = pd.Series(
@@ -567,6 +586,7 @@ def write_results(
     objectives: Objectives = DEFAULT_OBJECTIVES,
     constraints: Constraints = (),
     derived_fronts: Sequence[DerivedFront] = (),
+    table: Callable[[Sequence[TrialRecord]], pd.DataFrame] = trials_frame,
 ) -> WrittenResults:
     """Write ``trials.parquet`` and ``pareto.parquet`` of a sweep, each atomically.
 
@@ -585,6 +605,9 @@ def write_results(
         derived_fronts: Fronts made from the trials and the search front (``(trials_df, search_front)
             -> rows``), written below the search's own; their rows are marked ``feasible`` like it.
             Each row's ``front`` is one of :data:`fairsearch.output.fronts.FRONTS`.
+        table: builds the trials table of ``records``: :func:`trials_frame`, or a
+            :class:`fairsearch.output.trials_table.TrialsTable`'s ``frame``, which keeps rows between a
+            sweep's writes.
 
     Returns:
         The two paths and the search front's rows as written (a caller that shows the front needs not
@@ -595,7 +618,7 @@ def write_results(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    trials_df = with_feasible(trials_frame(records), constraints)
+    trials_df = with_feasible(table(records), constraints)
     pareto_df = pareto_frame(trials_df, test_metrics, objectives, constraints)
     search_front = pareto_df
     search_columns = list(pareto_df.columns)
