@@ -8,7 +8,10 @@ Two costs that grew with the trials at every ending, measured in one run on the 
   results callback does at every ending;
 - the results callback's whole write (``ResultsCallback.write``: Tune's trials to records, both files, the
   status line's front) of ended Tune trials each carrying a real report's 230 values
-  (``driver_scale.report_metrics``).
+  (``driver_scale.report_metrics``), one trial's report new at each write, as when a trial ends: with
+  every record and row built again (what each write did before the callback kept them, and what the
+  first write after a resume still does) and with the records and rows of unchanged trials kept
+  (:class:`fairsearch.output.trials_table.TrialsTable`).
 
 Not measured here: a whole sweep of thousands of stand-in trials beside bare Ray Tune + OptunaSearch (the
 issue's ``driver_scale.py``), nor TPE's own suggestion time (``sampler_cost.py``).
@@ -96,11 +99,22 @@ def _tune_trials(n: int) -> list[SimpleNamespace]:
     ]
 
 
-def _time(repeats: int, fn: Callable[..., object], *args: object) -> float:
+def _one_trial_reports(callback: ResultsCallback, trials: list[SimpleNamespace], *, rebuild: bool) -> None:
+    """A new report of one trial (a new ``last_result``, as Tune gives it), then the callback's write;
+    with ``rebuild`` the callback first forgets what it kept."""
+    trial = trials[len(trials) // 2]
+    trial.last_result = {**trial.last_result, "timestamp": trial.last_result["timestamp"] + 1.0}
+    if rebuild:
+        callback.__dict__.pop("_kept", None)
+        callback.__dict__.pop("_table", None)
+    callback.write(trials)
+
+
+def _time(repeats: int, fn: Callable[..., object], *args: object, **kwargs: object) -> float:
     """Mean seconds of ``fn(*args)`` over ``repeats`` calls."""
     started = time.perf_counter()
     for _ in range(repeats):
-        fn(*args)
+        fn(*args, **kwargs)
     return (time.perf_counter() - started) / repeats
 
 
@@ -128,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         trials = _tune_trials(n)
         callback._ended = {t.trial_id for t in trials}  # they ended under its eyes
         callback.write(trials)  # the first write makes the folder
-        callback_write = _time(3, callback.write, trials)
+        rebuilt = _time(3, _one_trial_reports, callback, trials, rebuild=True)
+        kept = _time(5, _one_trial_reports, callback, trials, rebuild=False)
         rows.append(
             [
                 str(n),
@@ -136,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{lookup * 1000:.1f}",
                 f"{scan / lookup:.0f}×",
                 f"{write * 1000:.0f}",
-                f"{callback_write * 1000:.0f}",
+                f"{rebuilt * 1000:.0f}",
+                f"{kept * 1000:.0f}",
+                f"{rebuilt / kept:.1f}×",
             ]
         )
     print(
@@ -148,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                     "told? lookup ms",
                     "ratio",
                     "Parquet write ms",
-                    "callback write ms",
+                    "callback write, all rebuilt ms",
+                    "callback write, rows kept ms",
+                    "ratio",
                 ],
                 rows,
             )

@@ -137,6 +137,34 @@ def test_trials_shut_down_by_ctrl_c_read_interrupted_not_completed(tmp_path: obj
     assert legacy["cut"] == "stopped"  # epochs 1 of 2 and TERMINATED: the old reading
 
 
+def test_the_callback_builds_again_only_the_records_of_trials_that_changed(tmp_path: object) -> None:
+    import pickle
+
+    from fairsearch.search.tune_trials import ResultsCallback, trial_record
+
+    callback = ResultsCallback(str(tmp_path))
+    trials = [_fake_trial(f"t{n}", "RUNNING", 2) for n in range(4)]
+    first = callback.records(trials)
+    assert callback.records(trials) == first
+    assert all(a is b for a, b in zip(callback.records(trials), first, strict=True))  # kept, not rebuilt
+    trials[1].last_result = {**trials[1].last_result, "acc": 0.9}  # a new report
+    trials[2].status = "TERMINATED"
+    trials[3].num_failures = 1
+    again = callback.records(trials, completed=trials[0])
+    assert [a is b for a, b in zip(again, first, strict=True)] == [False, False, False, False]
+    assert again[1].val_metrics["acc"] == 0.9 and again[0].status == "completed"
+    expected = [
+        trial_record(n, t, completed=t is trials[0], interrupted=callback._interrupted(t))
+        for n, t in enumerate(trials)
+    ]
+    assert again == expected
+    assert callback.records(trials)[0].status == "running"  # no longer the completed one
+    callback.write(trials)
+    state = pickle.loads(pickle.dumps(callback)).__dict__
+    assert "_kept" in callback.__dict__ and "_table" in callback.__dict__
+    assert "_kept" not in state and "_table" not in state  # made again by the driver that resumes
+
+
 def test_a_saved_experiment_another_version_wrote_is_refused_with_a_way_out(tmp_path: object) -> None:
     """Tune pickles the Tuner; one that names a module this fairsearch no longer has (a sweep made before
     ``fairsearch.resume`` was removed) cannot be restored, and the run says so instead of a traceback."""

@@ -27,6 +27,7 @@ from fairsearch.output.confirm import read_plan, write_confirmation
 from fairsearch.output.refit_fronts import derived_fronts as refit_fronts
 from fairsearch.output.results import TrialRecord, write_results
 from fairsearch.output.threshold_fronts import derived_fronts
+from fairsearch.output.trials_table import TrialsTable
 from fairsearch.search.tracking import SweepTracking
 from fairsearch.spec.config import OBJECTIVES, Constraints, Objectives, TrialConfig, violations
 from fairsearch.spec.space import OPTUNA_NUMBER
@@ -290,8 +291,12 @@ class ResultsCallback(tune.Callback):
     tracks = True
     """Logs the trials into the sweep's MLflow runs (the confirmation runs are not the search's trials)."""
 
+    _UNPICKLED = frozenset({"_tracking", "_kept", "_table"})
+    """Made again on the driver that resumes: the MLflow client, and the records and table kept between
+    writes (the first write after a resume builds them once)."""
+
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_tracking"}
+        return {k: v for k, v in self.__dict__.items() if k not in self._UNPICKLED}
 
     def tracking(self) -> SweepTracking | None:
         """The sweep's MLflow runs, as ``mlflow.json`` names them when this driver first asks; ``None``:
@@ -359,14 +364,35 @@ class ResultsCallback(tune.Callback):
         """The Parquet rows of Tune's trials, numbered as the Optuna study numbers them (a trial made
         before the number was in its config keeps its place in Tune's list, which Tune may reorder)."""
         return [
-            trial_record(
-                int(trial.config.get(OPTUNA_NUMBER, position)),
-                trial,
-                completed=trial is completed,
-                interrupted=self._interrupted(trial),
-            )
+            self._record(int(trial.config.get(OPTUNA_NUMBER, position)), trial, completed)
             for position, trial in enumerate(trials)
         ]
+
+    def _record(
+        self, number: int, trial: Any, completed: Any, config: Mapping[str, Any] | None = None
+    ) -> TrialRecord:
+        """:func:`trial_record` of ``trial``, the same object as last time while nothing it is made of
+        changed (its status, failures, error file and last result), so that a write builds rows only for
+        the trials that reported or ended since (:class:`~fairsearch.output.trials_table.TrialsTable`)."""
+        interrupted = self._interrupted(trial)
+        result = trial.last_result
+        key = (
+            number,
+            str(trial.status),
+            trial is completed,
+            interrupted,
+            trial.num_failures,
+            trial.error_file,
+        )
+        kept = self.__dict__.setdefault("_kept", {})
+        old = kept.get(trial.trial_id)
+        if old is not None and old[0] == key and old[1] is result:
+            return old[2]
+        record = trial_record(
+            number, trial, completed=trial is completed, interrupted=interrupted, config=config
+        )
+        kept[trial.trial_id] = (key, result, record)
+        return record
 
     def _interrupted(self, trial: Any) -> bool:
         # After Ctrl-C Tune marks the trials it shuts down TERMINATED, as if they had finished; only
@@ -385,6 +411,7 @@ class ResultsCallback(tune.Callback):
             completed: a trial that has just completed but that Tune still marks RUNNING.
         """
         records = self.records(trials, completed)
+        table = self.__dict__.setdefault("_table", TrialsTable())
         # each front asks for its members' test metrics: only those checkpoints are read, each once
         written = write_results(
             Path(self.results_dir),
@@ -393,6 +420,7 @@ class ResultsCallback(tune.Callback):
             self.objectives,
             self.constraints,
             derived_fronts=(*derived_fronts(self.objectives), *refit_fronts(self.objectives)),
+            table=table.frame,
         )
         self._last_write = time.monotonic()
         self._front = front_summary(written.search_front)
@@ -427,13 +455,7 @@ class ConfirmCallback(ResultsCallback):
     def records(self, trials: Sequence[Any], completed: Any = None) -> list[TrialRecord]:
         """One row per run, numbered by the trial it confirms, with the candidate's settings."""
         return [
-            trial_record(
-                int(trial.config["run"]["confirms"]),
-                trial,
-                completed=trial is completed,
-                interrupted=self._interrupted(trial),
-                config=trial.config["run"],
-            )
+            self._record(int(trial.config["run"]["confirms"]), trial, completed, config=trial.config["run"])
             for trial in trials
         ]
 
