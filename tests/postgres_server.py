@@ -15,10 +15,11 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from loopback import free_port
 
 USER = "fairsearch"
 """The server's superuser, trusted without a password on loopback."""
@@ -56,12 +57,6 @@ def _server_user() -> str | None:
             pwd.getpwnam(name)
             return name
     raise RuntimeError("running as root, and neither a 'postgres' nor a 'nobody' user to run PostgreSQL as")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -113,7 +108,7 @@ class PostgresServer:
             "initdb",
         )
         for attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base} "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"

@@ -18,13 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loopback import free_port
+
 START_TIMEOUT_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class S3Server:
@@ -57,7 +53,7 @@ class S3Server:
         }
 
     def start(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"} if self.auth else dict(os.environ)
         with open(self._log, "wb") as log:
             self._proc = subprocess.Popen(
