@@ -107,6 +107,9 @@ def pareto_mask(points: ArrayLike, directions: Sequence[Direction]) -> np.ndarra
         return mask
     candidates = losses[valid]
     order = np.lexsort(candidates.T[::-1])  # primary key: column 0
+    if candidates.shape[1] == 2:
+        mask[valid[order[_front_of_sorted_pairs(candidates[order])]]] = True
+        return mask
     front: list[int] = []  # positions in `candidates`
     for i in order:
         if front:
@@ -117,6 +120,20 @@ def pareto_mask(points: ArrayLike, directions: Sequence[Direction]) -> np.ndarra
         front.append(int(i))
     mask[valid[front]] = True
     return mask
+
+
+def _front_of_sorted_pairs(pairs: np.ndarray) -> np.ndarray:
+    """The non-dominated rows of ``[N, 2]`` losses sorted lexicographically, without a loop: a row is
+    dominated exactly when some earlier row that is not its duplicate has a second loss no larger (an
+    earlier row is no worse in the first loss, and better in one of the two unless it is a duplicate).
+    Duplicates are adjacent, so each row is compared with the running minimum of the second loss before
+    its block of duplicates: ``O(N log N)`` for the sort, against the loop's ``O(N F)`` Python steps."""
+    n = pairs.shape[0]
+    new_block = np.ones(n, dtype=bool)
+    new_block[1:] = np.any(pairs[1:] != pairs[:-1], axis=1)
+    block_start = np.maximum.accumulate(np.where(new_block, np.arange(n), 0))
+    best_before = np.concatenate(([np.inf], np.minimum.accumulate(pairs[:, 1])))  # [k]: min of rows < k
+    return best_before[block_start] > pairs[:, 1]
 
 
 def nondominated_ranks(points: ArrayLike, directions: Sequence[Direction]) -> np.ndarray:
