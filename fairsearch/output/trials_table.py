@@ -25,7 +25,9 @@ __all__ = ["TrialsTable"]
 class TrialsTable:
     """:func:`trials_frame` of the records handed in, building rows only for records not seen before.
 
-    Not thread-safe; one per results callback (it is left out of the callback's pickle and starts empty
+    A record handed in must not be changed afterwards (the results callback makes a new one whenever its
+    trial changes): a changed record that is the same object would keep its old row. Not thread-safe;
+    one per results callback (it is left out of the callback's pickle and starts empty
     after a resume, when the first write builds the whole table once).
     """
 
