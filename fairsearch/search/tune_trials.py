@@ -350,7 +350,7 @@ class ResultsCallback(tune.Callback):
         """Ends a tracked trial's MLflow run: completed (or stopped early, as its record says), or failed."""
         tracking, number = self.tracking(), _number(trial)
         if tracking is not None and number is not None:
-            status = trial_record(number, trial, completed=True).status if completed else "failed"
+            status = self._record(number, trial, trial).status if completed else "failed"
             tracking.ended(number, _settings(trial.config), status)
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
