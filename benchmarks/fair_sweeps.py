@@ -49,6 +49,7 @@ from fairsearch.judge.paired import PairedDifference, paired_comparison
 from fairsearch.judge.refit import refit_last_layer
 from fairsearch.judge.thresholds import TrialScores
 from fairsearch.output.fronts import CONFIRMED_FRONT
+from fairsearch.output.refit_fronts import refit_rows
 from fairsearch.output.results import completed_trials, read_results
 from fairsearch.output.tables import aligned_rows
 from fairsearch.train.checkpoint import read_features_at, read_scores_at
@@ -66,8 +67,20 @@ class Candidate:
     method: str
     val_acc: float
     val_worst: float
-    test_pred: np.ndarray
-    scores: TrialScores
+    checkpoint: str
+
+    def test_decisions(self) -> tuple[np.ndarray, TrialScores]:
+        """Its 0/1 test decisions (a refit head fitted again: the refit is deterministic, so it is the
+        head whose validation figures the candidate holds), and the trial's scores."""
+        scores = _scores(self.checkpoint)
+        if not self.spec.endswith("@refit"):
+            return decisions(scores), scores
+        features = read_features_at(self.checkpoint)
+        if features is None:
+            raise SystemExit(f"{self.checkpoint}: no features to refit")
+        val = scores.val
+        refit = refit_last_layer(features["val_features"], val.label, val.group, features["test_features"])
+        return (refit.test_prob >= 0.5).astype(np.int64), scores
 
 
 def run_sweep(seed: int, args: argparse.Namespace, data: Path) -> Path:
@@ -104,32 +117,22 @@ def run_sweep(seed: int, args: argparse.Namespace, data: Path) -> Path:
 
 
 def candidates(trials: pd.DataFrame) -> list[Candidate]:
-    """Every completed trial as trained, and with its last layer refitted where it kept its features."""
-    out = []
-    for row in trials.to_dict("records"):
-        number, method, checkpoint = int(row["number"]), str(row["param/method"]), str(row["checkpoint"])
-        scores = _scores(checkpoint)
-        out.append(
+    """Every completed trial as trained, and with its last layer refitted where it kept its features
+    (validation figures of the refit's selection half, as its ``last_layer_refit`` rows give them)."""
+
+    def of(rows: pd.DataFrame, suffix: str) -> list[Candidate]:
+        return [
             Candidate(
-                str(number),
-                method,
+                f"{int(row['number'])}{suffix}",
+                str(row["param/method"]),
                 float(row["val/acc"]),
                 float(row["val/worst_group_acc"]),
-                decisions(scores),
-                scores,
+                str(row["checkpoint"]),
             )
-        )
-        features = read_features_at(checkpoint)
-        if features is None:
-            continue
-        val = scores.val
-        refit = refit_last_layer(features["val_features"], val.label, val.group, features["test_features"])
-        right = (refit.select_prob >= 0.5) == val.label[refit.select]
-        group = val.group[refit.select]
-        worst = min(float(right[group == g].mean()) for g in np.unique(group) if g >= 0)
-        pred = (refit.test_prob >= 0.5).astype(np.int64)
-        out.append(Candidate(f"{number}@refit", method, float(right.mean()), worst, pred, scores))
-    return out
+            for row in rows.to_dict("records")
+        ]
+
+    return of(trials, "") + of(refit_rows(trials), "@refit")
 
 
 def _scores(checkpoint: str) -> TrialScores:
@@ -194,11 +197,12 @@ def main() -> None:
                     empty + ([""] if label == "any method" else [])
                 )
                 continue
-            if not pick.scores.test.same_images(vanilla.test):
+            pred, scores = pick.test_decisions()
+            if not scores.test.same_images(vanilla.test):
                 raise SystemExit(f"{folder}: trial {pick.spec} was not tested on the comparator's images")
             test = vanilla.test
             diffs = paired_comparison(
-                pick.test_pred, versus, test.label, test.group, vanilla.group_names, n_boot=1000, seed=seed
+                pred, versus, test.label, test.group, vanilla.group_names, n_boot=1000, seed=seed
             )
             by = {d.metric: d for d in diffs}
             met = _meets_target(by)
