@@ -165,6 +165,63 @@ def test_the_callback_builds_again_only_the_records_of_trials_that_changed(tmp_p
     assert "_kept" not in state and "_table" not in state  # made again by the driver that resumes
 
 
+def test_trial_ends_are_joined_into_one_write_once_writing_costs_more_than_its_share(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write here takes 1 s of a fake clock: at a 10 % share the next may come 10 s after it. The ends
+    in between are written together by the first write due, and the experiment's end writes at once."""
+    from types import SimpleNamespace
+
+    import fairsearch.search.tune_trials as tune_trials
+    from fairsearch.search.tune_trials import ResultsCallback
+
+    now = [100.0]
+    monkeypatch.setattr(tune_trials, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    written: list[list[str]] = []
+
+    class Timed(ResultsCallback):
+        def write(self, trials: object, completed: object = None) -> None:
+            written.append([t.trial_id for t in trials if t.status == "TERMINATED" or t is completed])
+            now[0] += 1.0
+            self._last_write = now[0]
+
+    callback = Timed(str(tmp_path))
+    callback.write_share = 0.1
+    trials = [_fake_trial(f"t{n}", "RUNNING", 2) for n in range(4)]
+
+    def end(n: int, seconds_later: float) -> None:
+        now[0] += seconds_later
+        callback.on_trial_complete(0, trials, trials[n])
+        trials[n].status = "TERMINATED"
+
+    end(0, 0.0)  # the first write is due at once
+    assert written == [["t0"]]
+    end(1, 5.0)  # 5 s after a 1-s write: not yet
+    callback.on_step_end(0, trials)
+    assert len(written) == 1
+    now[0] += 4.9
+    callback.on_step_end(0, trials)  # 9.9 s after it: not yet
+    assert len(written) == 1
+    end(2, 0.1)  # 10 s after it: this end writes the one before too
+    assert written[-1] == ["t0", "t1", "t2"]
+    end(3, 3.0)
+    now[0] += 10.0
+    callback.on_step_end(0, trials)  # no trial ends: the driver's step writes it
+    assert written[-1] == ["t0", "t1", "t2", "t3"] and len(written) == 3
+    now[0] += 10.0
+    callback.on_step_end(0, trials)  # nothing new: nothing written
+    assert len(written) == 3
+    callback.on_experiment_end(trials)  # at once, due or not
+    assert len(written) == 4
+    callback.min_interval_s = 2.0  # a report writes at most every min_interval_s...
+    now[0] += 2.0
+    callback.on_trial_result(0, trials, trials[0], {})  # ...and no more often than the share allows
+    assert len(written) == 4
+    now[0] += 8.0
+    callback.on_trial_result(0, trials, trials[0], {})
+    assert len(written) == 5
+
+
 def test_a_saved_experiment_another_version_wrote_is_refused_with_a_way_out(tmp_path: object) -> None:
     """Tune pickles the Tuner; one that names a module this fairsearch no longer has (a sweep made before
     ``fairsearch.resume`` was removed) cannot be restored, and the run says so instead of a traceback."""

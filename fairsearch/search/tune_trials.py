@@ -256,15 +256,25 @@ class ResultsCallback(tune.Callback):
     """Rewrites the Parquet files as trials report, finish and fail, logs a live status line, and logs
     each report into the trial's MLflow run when the sweep is tracked (:mod:`fairsearch.search.tracking`).
 
-    The status line (trials done/running/pending/failed and the current front) is logged when a trial
-    ends and at least every ``status_interval_s`` while trials run. The callback is pickled with the
+    A trial's end is written at once while writing is cheap; once a write costs more than
+    ``write_share`` of the time between two writes (a sweep of thousands of trials), the ends that follow
+    are joined into the next write, which comes within ``write cost / write_share`` seconds (the driver's
+    next step writes it if no trial ends by then) and always when the experiment ends or is interrupted. A
+    driver killed outright loses at most that much of the files, which a resume rewrites from Tune's state.
+
+    The status line (trials done/running/pending/failed and the front as last written) is logged when a
+    trial ends and at least every ``status_interval_s`` while trials run. The callback is pickled with the
     experiment and unpickled on resume, so it holds plain values only (the MLflow client is left out and
     made again from ``mlflow.json``); the class-level defaults let a callback pickled by an older
     fairsearch resume.
     """
 
     status_interval_s = 30.0
+    write_share = 0.05
+    """The most of the driver's time the results writes may take (see the class's description)."""
     _last_status = 0.0
+    _last_cost = 0.0  # seconds the last write took
+    _unwritten = False  # a trial ended or failed since the last write
     _front = "none yet"
     _ended: set[str] | None = None  # None: a callback saved before ended trials were tracked
     objectives: Objectives = OBJECTIVES
@@ -324,8 +334,8 @@ class ResultsCallback(tune.Callback):
             metrics = {f"val/{k}": float(v) for k, v in result.items() if _is_metric(k, v)}
             metrics["epoch"] = float(result.get("epoch", 0.0) or 0.0)
             tracking.report(number, _settings(trial.config), metrics, int(result[REPORT]))
-        if time.monotonic() - self._last_write >= self.min_interval_s:
-            self.write(trials)
+        if self._due(self.min_interval_s):
+            self._write(trials)
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if self._ended is not None:  # a failed trial runs again when its sweep is resumed
@@ -335,14 +345,18 @@ class ResultsCallback(tune.Callback):
         # Tune marks the trial TERMINATED only after this callback returns.
         if self._ended is not None:
             self._ended.add(str(trial.trial_id))
-        self.write(trials, completed=trial)
+        self._unwritten = True
+        if self._due():
+            self._write(trials, completed=trial)
         self.announce(trials, completed=trial)
         self._track_end(trial, completed=True)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         if self._ended is not None:
             self._ended.add(str(trial.trial_id))
-        self.write(trials)
+        self._unwritten = True
+        if self._due():
+            self._write(trials)
         self.announce(trials)
         self._track_end(trial, completed=False)
 
@@ -354,11 +368,25 @@ class ResultsCallback(tune.Callback):
             tracking.ended(number, _settings(trial.config), status)
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if self._unwritten and self._due():
+            self._write(trials)
         if trials and time.monotonic() - self._last_status >= self.status_interval_s:
             self.announce(trials)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self.write(trials)
+        self._write(trials)
+
+    def _due(self, at_least: float = 0.0) -> bool:
+        """Whether a write may come now: ``at_least`` seconds after the last, and late enough that writing
+        takes no more than ``write_share`` of the driver's time."""
+        return time.monotonic() - self._last_write >= max(at_least, self._last_cost / self.write_share)
+
+    def _write(self, trials: Sequence[Any], completed: Any = None) -> None:
+        """:meth:`write`, timed for :meth:`_due`."""
+        started = time.monotonic()
+        self.write(trials, completed)
+        self._last_cost = time.monotonic() - started
+        self._unwritten = False
 
     def records(self, trials: Sequence[Any], completed: Any = None) -> list[TrialRecord]:
         """The Parquet rows of Tune's trials, numbered as the Optuna study numbers them (a trial made
