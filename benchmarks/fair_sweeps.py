@@ -20,7 +20,8 @@ over 400 minority test images), with the space's sampler seed set to the seed. T
 Each chosen model is compared with the comparator on the same test images by ``fairsearch compare``'s
 paired intervals (:func:`fairsearch.judge.paired.paired_comparison`), against the issue's target: worst group ≥ 3
 points above at ≤ 1 point lower accuracy, the interval above 0, no group clearly lower. Where the chosen
-trial is on the sweep's confirmed front, its mean test figures over its seeds are given too.
+trial is on the sweep's confirmed front (a refitted one: on its confirmed refit front), its mean test
+figures over its seeds are given too.
 
     .venv/bin/python benchmarks/fair_sweeps.py --out /tmp/fair_methods    # seeds 0-4, beside fair_methods
     .venv/bin/python benchmarks/fair_sweeps.py --out /tmp/fair_sweeps --seeds 0 --trials 8
@@ -48,9 +49,9 @@ from fair_methods import _meets_target, data_folder, decisions, single_threshold
 from fairsearch.judge.paired import PairedDifference, paired_comparison
 from fairsearch.judge.refit import refit_last_layer
 from fairsearch.judge.thresholds import TrialScores
-from fairsearch.output.fronts import CONFIRMED_FRONT
+from fairsearch.output.fronts import CONFIRMED_FRONT, CONFIRMED_REFIT_FRONT
 from fairsearch.output.refit_fronts import refit_rows
-from fairsearch.output.results import completed_trials, read_results
+from fairsearch.output.results import completed_trials, read_front, read_results
 from fairsearch.output.tables import aligned_rows
 from fairsearch.train.checkpoint import read_features_at, read_scores_at
 
@@ -180,6 +181,7 @@ def main() -> None:
         trials_all, front = read_results(folder)
         pool = candidates(completed_trials(trials_all))
         confirmed = front[front["front"] == CONFIRMED_FRONT] if "front" in front else front.iloc[:0]
+        refits_confirmed = read_front(folder, CONFIRMED_REFIT_FRONT)
         picks = {"any method": choose(pool, floor - 0.01)}
         for method in sorted({c.method for c in pool}):
             picks[method] = choose([c for c in pool if c.method == method], floor - 0.01)
@@ -218,10 +220,9 @@ def main() -> None:
                 "yes" if met else "no",
             ]
             if label == "any method":
-                number = int(pick.spec.split("@")[0])
-                member = (
-                    confirmed[confirmed["number"] == number] if "@" not in pick.spec else confirmed.iloc[:0]
-                )
+                number, _, variant = pick.spec.partition("@")
+                seeded = {"": confirmed, "refit": refits_confirmed}.get(variant, confirmed.iloc[:0])
+                member = seeded[seeded["number"] == int(number)] if len(seeded) else seeded
                 seeds_cell = (
                     f"{int(member['n_seeds'].iloc[0])} seeds: acc {100 * member['test/acc'].iloc[0]:.1f}, "
                     f"worst {100 * member['test/worst_group_acc'].iloc[0]:.1f}"

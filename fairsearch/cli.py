@@ -290,6 +290,9 @@ def _pareto(args: argparse.Namespace) -> int:
     runs, confirmed = read_confirmed(folder)
     if len(runs):
         print("\n" + format_confirmed(confirmed, paired_verdicts(folder, confirmed)))
+    refit_confirmed = _confirmed_refit(folder)
+    if refit_confirmed:
+        print("\n" + refit_confirmed)
     return 0
 
 
@@ -342,6 +345,13 @@ def _run(args: argparse.Namespace) -> int:
             logger.warning("confirmed front not judged against vanilla: %s", err)
             verdicts = {}
         print("\n" + format_confirmed(outcome.confirmed, verdicts))
+        try:
+            refit_confirmed = _confirmed_refit(outcome.results_dir)
+        except FairsearchError as err:
+            logger.warning("confirmed refit front not shown: %s", err)
+            refit_confirmed = None
+        if refit_confirmed:
+            print("\n" + refit_confirmed)
     recovered = (
         f" ({outcome.recovered} after a failure, restarted from a checkpoint: the 'failures' column; Tune's "
         "error.txt in its folder records the failure)"
@@ -386,6 +396,18 @@ def _refit_front(
         return None
     title = "Last-layer refit front (a new head fitted on half of validation; val = the other half)"
     return format_front(refit, objectives, title, constraints=constraints, show_all=show_all)
+
+
+def _confirmed_refit(folder: Path) -> str | None:
+    """The confirmed refit front's table, or None for a sweep that confirmed no refit."""
+    from fairsearch.output.confirm import CONFIRMED_REFIT_FRONT, format_confirmed
+    from fairsearch.output.results import read_front
+
+    front = read_front(folder, CONFIRMED_REFIT_FRONT)
+    if front.empty:
+        return None
+    title = "Confirmed refit front (each seed's run refitted as its trial was; val = the selection halves)"
+    return format_confirmed(front, title=title)
 
 
 def _thresholded(

@@ -23,6 +23,7 @@ from fairsearch.output.confirm import (
     ConfirmPlan,
     candidates,
     confirmed_front,
+    confirmed_refit_front,
     format_confirmed,
     make_plan,
     paired_verdicts,
@@ -31,9 +32,9 @@ from fairsearch.output.confirm import (
     write_confirmation,
     write_plan,
 )
-from fairsearch.output.fronts import REFIT_FRONT, REFIT_KIND
+from fairsearch.output.fronts import CONFIRMED_REFIT_FRONT, REFIT_FRONT, REFIT_KIND
 from fairsearch.output.report import write_report
-from fairsearch.output.results import TrialRecord, read_results, write_results
+from fairsearch.output.results import TrialRecord, read_front, read_results, write_results
 from fairsearch.search.tune_trials import STATE_FOLDER
 from fairsearch.train.checkpoint import SCORES_FILE
 
@@ -325,10 +326,117 @@ def test_confirmation_keeps_every_other_front_as_the_search_wrote_it(tmp_path: P
     assert set(after["front"]) == {"search", REFIT_FRONT, "confirmed"}
 
 
+def test_the_refit_front_s_members_are_confirmed_too_at_most_max_trials_of_them(tmp_path: Path) -> None:
+    trials = _trials([(0.9, 0.2, 0.1), (0.8, 0.05, 0.0), (0.7, 0.5, 0.4), (0.6, 0.6, 0.5), (0.5, 0.7, 0.6)])
+    refit = pd.DataFrame({"number": [2, 1, 3, 4], "feasible": [True, True, False, True]})
+    plan = make_plan(trials, seeds=1, max_trials=4, read_test=lambda path: {}, refit_front=refit)
+    assert plan.candidates == (0, 1, 2, 3, 4) and plan.refit_candidates == (2, 1, 3, 4)
+    assert [r["confirms"] for r in plan.runs] == [0, 1, 2, 3, 4]  # #1 is both: trained once
+    fewer = make_plan(trials, seeds=1, max_trials=2, read_test=lambda path: {}, refit_front=refit)
+    assert fewer.candidates == (0, 1, 2, 4) and fewer.refit_candidates == (2, 4)  # both ends of the front
+    write_plan(tmp_path, plan)
+    assert read_plan(tmp_path) == plan
+    # a plan written before refits were confirmed has none; one naming a stranger is not a plan
+    old = (tmp_path / "confirm.json").read_text().replace(', "refit_candidates": [2, 1, 3, 4]', "")
+    (tmp_path / "confirm.json").write_text(old)
+    assert read_plan(tmp_path) == ConfirmPlan(plan.candidates, plan.runs, plan.original_test)
+    (tmp_path / "confirm.json").write_text(old[:-1] + ', "refit_candidates": [7]}')
+    with pytest.raises(FairsearchError, match=r"refit_candidates \[7\] are not among its candidates"):
+        read_plan(tmp_path)
+    # with constraints, the refit members that meet them where any does (here #3 is left out first)
+    meets = trials.assign(feasible=True)
+    from fairsearch.spec.config import Constraint
+
+    limit = (Constraint(key="max_acc_gap", bound=1.0, side="max"),)
+    plan = make_plan(meets, 1, 8, lambda path: {}, constraints=limit, refit_front=refit)
+    assert plan.refit_candidates == (2, 1, 4)
+    assert make_plan(trials, 1, 8, lambda path: {}).refit_candidates == ()
+
+
+def _refit_rows(rows: list[tuple[int, int, float, float, float]]) -> pd.DataFrame:
+    """Refit rows: (number, seed, val acc, val gap, test worst group)."""
+    return pd.DataFrame(
+        {
+            "trial_id": [f"t{r[0]}" if r[1] == 0 else f"c{r[0]}-{r[1]}" for r in rows],
+            "number": [r[0] for r in rows],
+            "status": "completed",
+            "param/method": "vanilla",
+            "param/seed": [r[1] for r in rows],
+            "val/acc": [r[2] for r in rows],
+            "val/max_acc_gap": [r[3] for r in rows],
+            "val/acc_ci_low": 0.0,
+            "test/worst_group_acc": [r[4] for r in rows],
+            "kind": REFIT_KIND,
+        }
+    )
+
+
+def test_the_confirmed_refit_front_is_the_front_of_the_refit_heads_seed_means() -> None:
+    first = _refit_rows([(0, 0, 0.90, 0.02, 0.85), (1, 0, 0.85, 0.10, 0.80)])  # #0 looked best on both
+    runs = _refit_rows([(0, 1, 0.80, 0.20, 0.70), (0, 2, 0.82, 0.18, 0.72), (1, 1, 0.86, 0.08, 0.81)])
+    plan = ConfirmPlan((0, 1, 2), (), {}, refit_candidates=(0, 1))
+    front = confirmed_refit_front(first, runs, plan)
+    assert front["number"].tolist() == [1]  # #0's means (0.84, 0.133) are dominated by #1's (0.855, 0.09)
+    row = front.iloc[0]
+    assert row["front"] == CONFIRMED_REFIT_FRONT and row["kind"] == REFIT_KIND
+    assert row["n_seeds"] == 2 and row["seeds"] == "0,1"
+    assert row["val/acc"] == pytest.approx(0.855) and row["test/worst_group_acc"] == pytest.approx(0.805)
+    assert "val/acc_ci_low" not in front and not np.isnan(row["val/acc_seeds_low"])
+    assert confirmed_refit_front(first, runs, ConfirmPlan((0, 1), (), {})).empty  # no refit candidates
+    assert confirmed_refit_front(first.iloc[:0], runs, plan).empty  # no refit front to start from
+
+
+def test_confirmation_refits_each_run_and_writes_the_confirmed_refit_front(tmp_path: Path) -> None:
+    search = [_record("s0", 0, 0, 0.90, 0.05), _record("s1", 1, 0, 0.92, 0.20)]
+    test = {"s0": {"acc": 0.89, "max_acc_gap": 0.07}, "s1": {"acc": 0.91, "max_acc_gap": 0.22}}
+
+    def search_refit(trials: pd.DataFrame, front: pd.DataFrame) -> pd.DataFrame:
+        rows = front.drop(columns=["front", "hypervolume"]).assign(kind=REFIT_KIND)
+        return rows.assign(**{"val/acc": rows["val/acc"] - 0.01, "test/acc": 0.5}, front=REFIT_FRONT)
+
+    write_results(tmp_path, search, test, derived_fronts=(search_refit,))
+    seen: list[list[str]] = []
+
+    def refit(runs: pd.DataFrame) -> pd.DataFrame:  # as refit_rows makes them: one per completed run
+        seen.append(list(runs.columns))
+        done = runs[runs["status"] == "completed"]
+        return done.assign(**{"val/acc": done["val/acc"] - 0.02, "test/acc": 0.6}, kind=REFIT_KIND)
+
+    plan = ConfirmPlan((0, 1), (), {0: test["s0"], 1: test["s1"]}, refit_candidates=(0,))
+    runs = [_record("c0", 0, 1, 0.88, 0.07), _record("c1", 1, 1, 0.93, 0.18)]
+    write_confirmation(tmp_path, runs, {"c0": {"acc": 0.87}}, plan, refit)
+    assert seen and not any(
+        c.startswith("test/") for c in seen[-1]
+    )  # the trained model's test is not the refit's
+    front = read_front(tmp_path, CONFIRMED_REFIT_FRONT)  # read back as every reader reads it
+    assert front["number"].tolist() == [0] and front["n_seeds"].tolist() == [2]
+    assert front["val/acc"].item() == pytest.approx(((0.90 - 0.01) + (0.88 - 0.02)) / 2)
+    assert front["test/acc"].item() == pytest.approx((0.5 + 0.6) / 2)
+    assert len(read_front(tmp_path, REFIT_FRONT)) == 2  # the search's refit front is kept
+    # a resume's refresh without the refit keeps the confirmed refit rows as they were
+    from fairsearch.output.confirm import refresh_confirmed
+
+    refresh_confirmed(tmp_path, plan)
+    pd.testing.assert_frame_equal(read_front(tmp_path, CONFIRMED_REFIT_FRONT), front)
+    assert "Confirmed refit front (each seed's run" in main_output(["pareto", str(tmp_path)])
+
+
+def main_output(argv: list[str]) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    return out.getvalue()
+
+
 # ------------------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
 def test_confirmation_runs_after_the_search_and_resume_after_a_driver_kill(tmp_path: Path) -> None:
-    space = write_space(tmp_path, "conf", 3, confirm={"seeds": 1, "max_trials": 3})
+    space = write_space(
+        tmp_path, "conf", 3, fixed={"refit_last_layer": True}, confirm={"seeds": 1, "max_trials": 3}
+    )
     results = tmp_path / "results"
     env = {**os.environ, "FAIRSEARCH_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
     proc = start_sweep(run_command(space, results), env)
@@ -362,3 +470,11 @@ def test_confirmation_runs_after_the_search_and_resume_after_a_driver_kill(tmp_p
     _, confirmed = read_confirmed(results / "conf")
     assert len(confirmed) >= 1 and (confirmed["n_seeds"] == 2).all()
     assert set(confirmed["number"]) <= set(plan.candidates)
+    # the refit front's members were confirmed too: each seed's run refitted, its means a front of their own
+    assert len(plan.refit_candidates) >= 1 and set(plan.refit_candidates) <= set(plan.candidates)
+    refit = read_front(results / "conf", REFIT_FRONT)
+    assert set(plan.refit_candidates) <= set(refit["number"])
+    refitted = read_front(results / "conf", CONFIRMED_REFIT_FRONT)
+    assert len(refitted) >= 1 and (refitted["n_seeds"] == 2).all() and (refitted["kind"] == REFIT_KIND).all()
+    assert set(refitted["number"]) <= set(plan.refit_candidates)
+    assert "Confirmed refit front" in resumed.stdout

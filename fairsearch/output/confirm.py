@@ -18,6 +18,12 @@ Pure pandas/numpy: the Ray side is in :mod:`fairsearch.search.sweep`. Files, in 
 - ``pareto.parquet``: the search's front (``front == "search"``), the thresholded fronts
   (:mod:`fairsearch.output.threshold_fronts`) and below them the confirmed front (``front == "confirmed"``),
   see :func:`confirmed_front`.
+
+A sweep whose trials keep their features (``refit_last_layer: true``) also confirms its last-layer refit
+front: the plan's ``refit_candidates`` are that front's members (at most ``max_trials``), each trained again
+with the same seeds, every run refitted as its trial was (the caller hands the refit in: it is
+:func:`fairsearch.output.refit_fronts.refit_rows`), and the non-dominated refit means over seeds form the
+``confirmed_refit`` front (:func:`confirmed_refit_front`).
 """
 
 from __future__ import annotations
@@ -42,7 +48,13 @@ from fairsearch.judge.paired import paired_comparison
 from fairsearch.judge.paired import verdict as paired_verdict
 from fairsearch.judge.pareto import hypervolume, pareto_mask
 from fairsearch.judge.thresholds import TrialScores
-from fairsearch.output.fronts import CONFIRMED_FRONT, SEARCH_FRONT
+from fairsearch.output.fronts import (
+    CONFIRMED_FRONT,
+    CONFIRMED_REFIT_FRONT,
+    REFIT_FRONT,
+    REFIT_KIND,
+    SEARCH_FRONT,
+)
 from fairsearch.output.results import (
     PARETO_FILE,
     TRIALS_FILE,
@@ -73,12 +85,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIRMED_FRONT",
+    "CONFIRMED_REFIT_FRONT",
     "CONFIRM_FILE",
     "PLAN_FILE",
     "ConfirmPlan",
     "candidates",
     "check_confirmation",
     "confirmed_front",
+    "confirmed_refit_front",
     "make_plan",
     "paired_verdicts",
     "read_confirmed",
@@ -87,6 +101,9 @@ __all__ = [
     "write_confirmation",
     "write_plan",
 ]
+
+Refit = Callable[[pd.DataFrame], pd.DataFrame]
+"""The refit rows of runs: :func:`fairsearch.output.refit_fronts.refit_rows`, handed in by the sweep."""
 
 CONFIRM_FILE = "confirm.parquet"
 PLAN_FILE = "confirm.json"
@@ -106,11 +123,14 @@ class ConfirmPlan:
             ``confirms`` (the candidate's number).
         original_test: each candidate's test metrics from its search run (its final checkpoint's), by
             number; read once, when the plan is made.
+        refit_candidates: the last-layer refit front's members whose runs are refitted too (each also
+            in ``candidates``, whose runs train it); empty in a plan written before refits were confirmed.
     """
 
     candidates: tuple[int, ...]
     runs: tuple[dict[str, Any], ...]
     original_test: Mapping[int, Mapping[str, float]]
+    refit_candidates: tuple[int, ...] = ()
 
 
 def _points(df: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
@@ -144,11 +164,7 @@ def candidates(trials: pd.DataFrame, max_trials: int, objectives: Objectives = O
     on_front = pareto_mask(points, directions)
     first = points[:, 0] if directions[0] == "min" else -points[:, 0]
     order = np.argsort(first, kind="stable")
-    members = [int(done["number"].iloc[i]) for i in order if on_front[i]]
-    if len(members) > max_trials:  # evenly along the front, both ends included
-        picks = np.unique(np.round(np.linspace(0, len(members) - 1, max_trials)).astype(int))
-        members = [members[k] for k in picks]
-    chosen = list(members)
+    chosen = _spread([int(done["number"].iloc[i]) for i in order if on_front[i]], max_trials)
     hopeful = points.copy()
     for j, objective in enumerate(objectives):
         end = f"{keys[j]}{_OPTIMISTIC.get(objective.key, '')}"
@@ -164,6 +180,14 @@ def candidates(trials: pd.DataFrame, max_trials: int, objectives: Objectives = O
             if pareto_mask(both, directions)[-1]:
                 chosen.append(int(done["number"].iloc[i]))
     return chosen[:max_trials]
+
+
+def _spread(members: Sequence[int], most: int) -> list[int]:
+    """At most ``most`` of a front's members, in its order: evenly along it, both ends included."""
+    if len(members) <= most:
+        return list(members)
+    picks = np.unique(np.round(np.linspace(0, len(members) - 1, most)).astype(int))
+    return [members[k] for k in picks]
 
 
 def _settings(row: pd.Series) -> dict[str, Any]:
@@ -185,6 +209,7 @@ def make_plan(
     read_test: Callable[[str], Mapping[str, float]],
     objectives: Objectives = OBJECTIVES,
     constraints: Constraints = (),
+    refit_front: pd.DataFrame | None = None,
 ) -> ConfirmPlan:
     """The candidates of a finished search and one run per (candidate, extra seed).
 
@@ -196,15 +221,22 @@ def make_plan(
         objectives: the sweep's objectives.
         constraints: the sweep's constraints: the candidates are drawn from the trials that meet them all
             (from every trial, with a warning, when none does).
+        refit_front: the search's last-layer refit front (``pareto.parquet``'s rows, in its order): its
+            members, at most ``max_trials`` and those meeting the constraints where any does, are
+            ``refit_candidates``, and trained again like the other candidates.
     """
     pool = completed_trials(trials)
+    refit = refit_front if refit_front is not None and len(refit_front) else pd.DataFrame(columns=["number"])
     if constraints:
         meets = feasible_mask(pool, constraints)
         if meets.any():
             pool = pool[meets]
         else:
             logger.warning("no trial meets the constraints: the confirmation candidates are drawn from all")
-    numbers = candidates(pool, max_trials, objectives)
+        if "feasible" in refit and refit["feasible"].fillna(False).astype(bool).any():
+            refit = refit[refit["feasible"].fillna(False).astype(bool)]
+    refitted = _spread(list(dict.fromkeys(int(n) for n in refit["number"])), max_trials)
+    numbers = list(dict.fromkeys([*candidates(pool, max_trials, objectives), *refitted]))
     rows = trials.set_index("number")
     runs, tests = [], {}
     for number in numbers:
@@ -214,7 +246,7 @@ def make_plan(
         runs += [{**settings, "seed": base + k, "confirms": number} for k in range(1, seeds + 1)]
         checkpoint = row.get("checkpoint")
         tests[number] = dict(read_test(str(checkpoint))) if isinstance(checkpoint, str) else {}
-    return ConfirmPlan(tuple(numbers), tuple(runs), tests)
+    return ConfirmPlan(tuple(numbers), tuple(runs), tests, tuple(refitted))
 
 
 def write_plan(folder: Path, plan: ConfirmPlan) -> None:
@@ -224,6 +256,7 @@ def write_plan(folder: Path, plan: ConfirmPlan) -> None:
             "candidates": list(plan.candidates),
             "runs": list(plan.runs),
             "original_test": {str(k): dict(v) for k, v in plan.original_test.items()},
+            "refit_candidates": list(plan.refit_candidates),
         },
         default=str,
     )
@@ -242,13 +275,21 @@ def read_plan(folder: Path) -> ConfirmPlan | None:
         return None
     try:
         raw = read_json(path)
-        return ConfirmPlan(
+        plan = ConfirmPlan(
             tuple(int(n) for n in raw["candidates"]),
             tuple(dict(r) for r in raw["runs"]),
             {int(k): {m: float(x) for m, x in v.items()} for k, v in raw["original_test"].items()},
+            tuple(int(n) for n in raw.get("refit_candidates", ())),
         )
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise FairsearchError(f"{path}: not a confirmation plan ({clip_value(str(err), 200)})") from None
+    strays = sorted(set(plan.refit_candidates) - set(plan.candidates))
+    if strays:
+        raise FairsearchError(
+            f"{path}: not a confirmation plan (refit_candidates {clip_value(str(strays), 200)} are not "
+            "among its candidates)"
+        )
+    return plan
 
 
 def check_confirmation(folder: Path, trials: pd.DataFrame, experiment: str) -> None:
@@ -273,6 +314,8 @@ def check_confirmation(folder: Path, trials: pd.DataFrame, experiment: str) -> N
         plan = read_plan(folder)
         runs = _read(folder / CONFIRM_FILE)
         _, confirmed = read_confirmed(folder) if (folder / PARETO_FILE).is_file() else (None, pd.DataFrame())
+        if (folder / PARETO_FILE).is_file() and confirmed.empty:
+            confirmed = read_front(folder, CONFIRMED_REFIT_FRONT)
     except FairsearchError as err:
         raise FairsearchError(f"{err}; {again}") from None
     if plan is None:
@@ -352,25 +395,69 @@ def confirmed_front(
         :data:`SUMMARISED`, ``shift/acc`` and ``shift/max_acc_gap`` (test mean − validation mean) and
         ``hypervolume`` (of the confirmed front). Empty when no candidate has a completed run.
     """
-    done = completed_trials(runs)
     by_number = trials.set_index("number")
+    firsts = {
+        number: (
+            by_number.loc[number],
+            {k: v for k, v in by_number.loc[number].items() if str(k).startswith("val/")}
+            | {f"test/{k}": v for k, v in plan.original_test.get(number, {}).items()},
+        )
+        for number in plan.candidates
+        if number in by_number.index
+    }
+    return _seed_means(firsts, completed_trials(runs), CONFIRMED_FRONT, objectives)
+
+
+def confirmed_refit_front(
+    refit_front: pd.DataFrame, refit_runs: pd.DataFrame, plan: ConfirmPlan
+) -> pd.DataFrame:
+    """The non-dominated refit candidates on their refit heads' validation means over seeds.
+
+    Args:
+        refit_front: the search's last-layer refit front (each candidate's first seed, refitted).
+        refit_runs: the refit rows of the completed confirmation runs (``number``: the trial each
+            confirms; ``val/`` on its own selection half, ``test/`` on the test split).
+        plan: the confirmation plan (its ``refit_candidates``).
+
+    Returns:
+        Rows as :func:`confirmed_front`'s, ``front`` ``confirmed_refit`` and ``kind`` ``last_layer_refit``,
+        on accuracy and MaxAccGap (as the refit front is, whatever the sweep's objectives).
+    """
+    by_number = refit_front.drop_duplicates("number").set_index("number") if len(refit_front) else None
+    firsts = {
+        number: (
+            by_number.loc[number],
+            {k: v for k, v in by_number.loc[number].items() if str(k).startswith(("val/", "test/"))},
+        )
+        for number in plan.refit_candidates
+        if by_number is not None and number in by_number.index
+    }
+    front = _seed_means(firsts, refit_runs, CONFIRMED_REFIT_FRONT, OBJECTIVES)
+    if len(front):
+        front.insert(3, "kind", REFIT_KIND)
+    return front
+
+
+def _seed_means(
+    firsts: Mapping[int, tuple[pd.Series, Mapping[str, Any]]],
+    done: pd.DataFrame,
+    name: str,
+    objectives: Objectives,
+) -> pd.DataFrame:
+    """A confirmed front: each candidate's means over its first run (its row and metrics, by number) and
+    its completed runs (``done``), and the non-dominated of those means."""
     rows: list[dict[str, Any]] = []
-    for number in plan.candidates:
-        if number not in by_number.index:
-            continue
-        first = by_number.loc[number]
-        metrics = [
-            {k: v for k, v in first.items() if str(k).startswith("val/")}
-            | {f"test/{k}": v for k, v in plan.original_test.get(number, {}).items()}
-        ]
+    for number, (first, first_metrics) in firsts.items():
+        metrics = [dict(first_metrics)]
         seeds = [int(first.get("param/seed", 0) if pd.notna(first.get("param/seed", 0)) else 0)]
-        for _, run in done[done["number"] == number].iterrows():
+        mine = done[done["number"] == number] if len(done) else done
+        for _, run in mine.iterrows():
             metrics.append({k: v for k, v in run.items() if str(k).startswith(("val/", "test/"))})
             seeds.append(int(run["param/seed"]))
         table = pd.DataFrame(metrics)
         table = table[[c for c in table.columns if "_ci_" not in str(c)]].astype("float64")
         row: dict[str, Any] = {"trial_id": str(first["trial_id"]), "number": int(number)}
-        row["front"] = CONFIRMED_FRONT
+        row["front"] = name
         row |= {k: v for k, v in first.items() if str(k).startswith("param/") and k != "param/seed"}
         row |= {"n_seeds": len(seeds), "seeds": ",".join(str(s) for s in sorted(seeds))}
         row |= table.mean(axis=0, skipna=True).to_dict()
@@ -400,14 +487,17 @@ def write_confirmation(
     records: Sequence[TrialRecord],
     run_test: Mapping[str, Mapping[str, float]],
     plan: ConfirmPlan,
+    refit: Refit | None = None,
 ) -> pd.DataFrame:
-    """Writes ``confirm.parquet`` and adds the confirmed front to ``pareto.parquet``, each atomically.
+    """Writes ``confirm.parquet`` and adds the confirmed fronts to ``pareto.parquet``, each atomically.
 
     Args:
         folder: the sweep's results folder, holding the search's ``trials.parquet`` and ``pareto.parquet``.
         records: every confirmation run so far (``number`` = the trial it confirms).
         run_test: test metrics of the completed runs, by ``trial_id``.
         plan: the confirmation plan.
+        refit: the refit rows of runs (:data:`Refit`), for a plan with ``refit_candidates``; ``None``: the
+            ``confirmed_refit`` front is left as it was.
 
     Returns:
         The confirmed front.
@@ -420,25 +510,31 @@ def write_confirmation(
     runs = pd.concat([runs, *tests], axis=1) if tests else runs
     common = read_parquet_metadata(folder / PARETO_FILE) if (folder / PARETO_FILE).is_file() else {}
     write_parquet_atomic(runs, folder / CONFIRM_FILE, common)
-    return _write_front(folder, runs, plan)
+    return _write_front(folder, runs, plan, refit)
 
 
-def refresh_confirmed(folder: Path, plan: ConfirmPlan) -> pd.DataFrame:
-    """Writes the confirmed front into ``pareto.parquet`` again from ``confirm.parquet`` (after the
-    search's own writer has rewritten the file on a resume), and returns it."""
+def refresh_confirmed(folder: Path, plan: ConfirmPlan, refit: Refit | None = None) -> pd.DataFrame:
+    """Writes the confirmed fronts into ``pareto.parquet`` again from ``confirm.parquet`` (after the
+    search's own writer has rewritten the file on a resume), and returns the confirmed front."""
     runs = _read(folder / CONFIRM_FILE)
-    return _write_front(folder, runs, plan) if len(runs) else runs
+    return _write_front(folder, runs, plan, refit) if len(runs) else runs
 
 
-def _write_front(folder: Path, runs: pd.DataFrame, plan: ConfirmPlan) -> pd.DataFrame:
+def _write_front(folder: Path, runs: pd.DataFrame, plan: ConfirmPlan, refit: Refit | None) -> pd.DataFrame:
     trials, search = read_results(folder)
     objectives, _ = read_sweep_goals(folder)
     front = confirmed_front(trials, runs, plan, objectives)
+    if plan.refit_candidates and refit is not None:
+        trained = runs[[c for c in runs.columns if not str(c).startswith("test/")]]  # the refit's own
+        refitted = refit(trained) if len(runs) else pd.DataFrame()
+        refit_front = confirmed_refit_front(read_front(folder, REFIT_FRONT), refitted, plan)
+    else:
+        refit_front = read_front(folder, CONFIRMED_REFIT_FRONT)
     common = read_parquet_metadata(folder / PARETO_FILE) if (folder / PARETO_FILE).is_file() else {}
     hv = float(front["hypervolume"].iloc[0]) if len(front) else 0.0
     # every other front (feasible, thresholded, refit, ...) is kept as the search wrote it
-    others = rows_of_other_fronts(folder, but=(SEARCH_FRONT, CONFIRMED_FRONT))
-    parts = [rows for rows in [search, others, front] if len(rows)]
+    others = rows_of_other_fronts(folder, but=(SEARCH_FRONT, CONFIRMED_FRONT, CONFIRMED_REFIT_FRONT))
+    parts = [rows for rows in [search, others, front, refit_front] if len(rows)]
     both = pd.concat(parts, ignore_index=True) if len(parts) > 1 else search
     common |= {"confirmed_hypervolume": json.dumps(hv), "search_columns": json.dumps(list(search.columns))}
     write_parquet_atomic(both, folder / PARETO_FILE, common)
@@ -579,17 +675,21 @@ def group_summary(row: Mapping[str, Any], split: str = "test") -> str:
     return " · ".join(parts) if parts else "-"
 
 
-def format_confirmed(front: pd.DataFrame, verdicts: Mapping[int, str] | None = None) -> str:
+def format_confirmed(
+    front: pd.DataFrame, verdicts: Mapping[int, str] | None = None, title: str = "Confirmed front"
+) -> str:
     """The confirmed front as text: each member's seed means with across-seed 95 % intervals, how far
     its gap moved from validation to test, its groups on the test split, and how it compares with the
     vanilla member.
 
     Args:
-        front: the confirmed rows of ``pareto.parquet`` (:func:`read_confirmed`).
+        front: the confirmed rows of ``pareto.parquet`` (:func:`read_confirmed`), or the confirmed refit
+            rows.
         verdicts: :func:`paired_verdicts` of the front, by member.
+        title: what the table is.
     """
     if front.empty:
-        return "Confirmed front: none (no confirmation runs completed yet)."
+        return f"{title}: none (no confirmation runs completed yet)."
     hv = float(front["hypervolume"].iloc[0])
     header = ["trial", "method", "seeds", "val acc", "val gap", "test acc", "test gap", "gap val→test"]
     rows = []
@@ -608,7 +708,7 @@ def format_confirmed(front: pd.DataFrame, verdicts: Mapping[int, str] | None = N
         )
     table = aligned_rows(header, rows)
     lines = [
-        f"Confirmed front: {len(front)} configuration(s), hypervolume {hv:.4f} — means over seeds with "
+        f"{title}: {len(front)} configuration(s), hypervolume {hv:.4f} — means over seeds with "
         "95 % across-seed intervals (t), in %",
         *table[:2],
     ]

@@ -10,6 +10,8 @@ of each hold, and the check every row of every front passes when the file is rea
 ``combined``           the same                                       trained rows and thresholded points
 ``last_layer_refit``   :mod:`fairsearch.output.refit_fronts`           refit heads (kind ``last_layer_refit``)
 ``confirmed``          :mod:`fairsearch.output.confirm`                seed means (``n_seeds`` of them), no kind
+``confirmed_refit``    the same                                       refit heads' seed means (kind
+                                                                      ``last_layer_refit``)
 =====================  =============================================  ==========================================
 
 Every row of every front names a completed trial of the sweep's ``trials.parquet`` by ``trial_id`` and
@@ -33,6 +35,7 @@ from fairsearch.spec.config import Objectives, objective_keys
 __all__ = [
     "COMBINED_FRONT",
     "CONFIRMED_FRONT",
+    "CONFIRMED_REFIT_FRONT",
     "FEASIBLE_FRONT",
     "FRONTS",
     "REFIT_FRONT",
@@ -66,6 +69,8 @@ REFIT_FRONT = "last_layer_refit"
 """The front of the trials' refitted last layers (DFR-style)."""
 CONFIRMED_FRONT = "confirmed"
 """The front of the confirmation candidates' means over seeds."""
+CONFIRMED_REFIT_FRONT = "confirmed_refit"
+"""The front of the refit front's members' means over seeds: each seed's run refitted as its trial's was."""
 
 _ACC_GAP = ("val/acc", "val/max_acc_gap")
 """Every trial reports both: the thresholded, refit and confirmed fronts are fronts on them whatever the
@@ -99,6 +104,7 @@ FRONTS: Mapping[str, Front] = {
     COMBINED_FRONT: Front((TRAINED_KIND, *POINT_KINDS), measured=_ACC_GAP),
     REFIT_FRONT: Front((REFIT_KIND,), measured=_ACC_GAP),
     CONFIRMED_FRONT: Front((None,), measured=(*_ACC_GAP, "hypervolume"), counts=("n_seeds",)),
+    CONFIRMED_REFIT_FRONT: Front((REFIT_KIND,), measured=(*_ACC_GAP, "hypervolume"), counts=("n_seeds",)),
 }
 """Every front ``pareto.parquet`` may hold, by its ``front`` value; a writer of a new front registers it
 here, or its file is refused when read."""

@@ -38,6 +38,7 @@ from fairsearch.output.confirm import (
     refresh_confirmed,
     write_plan,
 )
+from fairsearch.output.refit_fronts import REFIT_FRONT, refit_rows
 from fairsearch.output.results import FEASIBLE_FRONT, read_front, read_results, rows_of_other_fronts
 from fairsearch.output.tables import constraint_lines
 from fairsearch.search.capacity import check_fits, cluster_gpu_memory
@@ -344,12 +345,16 @@ def _confirm(
             read_test_metrics_at,
             spec.objectives,
             spec.constraints,
+            refit_front=read_front(results_dir, REFIT_FRONT),
         )
         write_plan(results_dir, plan)
         logger.info(
-            "confirming %d candidate(s) (trials %s) with %d more seed(s) each: %d runs",
+            "confirming %d candidate(s) (trials %s%s) with %d more seed(s) each: %d runs",
             len(plan.candidates),
             ", ".join(f"#{n}" for n in plan.candidates),
+            f"; refitted too: {', '.join(f'#{n}' for n in plan.refit_candidates)}"
+            if plan.refit_candidates
+            else "",
             spec.confirm_seeds,
             len(plan.runs),
         )
@@ -375,7 +380,9 @@ def _confirm(
             ),
         )
     _fit(tuner)
-    refresh_confirmed(results_dir, plan)  # the search's writer may have rewritten pareto.parquet on resume
+    refresh_confirmed(
+        results_dir, plan, refit_rows
+    )  # the search's writer may have rewritten pareto.parquet on resume
     runs, confirmed = read_confirmed(results_dir)
     ended = int(runs["status"].isin(["completed", "failed"]).sum()) if len(runs) else 0
     return replace(outcome, confirmed=confirmed, unconfirmed=max(len(plan.runs) - ended, 0))

@@ -25,6 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from fairsearch.output.confirm import read_plan, write_confirmation
 from fairsearch.output.refit_fronts import derived_fronts as refit_fronts
+from fairsearch.output.refit_fronts import refit_rows
 from fairsearch.output.results import TrialRecord, write_results
 from fairsearch.output.threshold_fronts import derived_fronts
 from fairsearch.output.trials_table import TrialsTable
@@ -497,7 +498,7 @@ class ConfirmCallback(ResultsCallback):
         plan = read_plan(Path(self.results_dir))
         if plan is None:  # removed by hand while the runs went on: nothing to combine them with
             return
-        front = write_confirmation(Path(self.results_dir), records, tests, plan)
+        front = write_confirmation(Path(self.results_dir), records, tests, plan, refit_rows)
         self._last_write = time.monotonic()
         self._front = front_summary(front)
 
