@@ -163,6 +163,8 @@ def test_the_callback_builds_again_only_the_records_of_trials_that_changed(tmp_p
     state = pickle.loads(pickle.dumps(callback)).__dict__
     assert "_kept" in callback.__dict__ and "_table" in callback.__dict__
     assert "_kept" not in state and "_table" not in state  # made again by the driver that resumes
+    assert "_last_write" in callback.__dict__ and "_last_write" not in state  # another process's clock
+    assert pickle.loads(pickle.dumps(callback))._due()  # so the resumed driver's first write is due
 
 
 def test_trial_ends_are_joined_into_one_write_once_writing_costs_more_than_its_share(

@@ -274,6 +274,7 @@ class ResultsCallback(tune.Callback):
     write_share = 0.05
     """The most of the driver's time the results writes may take (see the class's description)."""
     _last_status = 0.0
+    _last_write = 0.0
     _last_cost = 0.0  # seconds the last write took
     _unwritten = False  # a trial ended or failed since the last write
     _front = "none yet"
@@ -302,9 +303,11 @@ class ResultsCallback(tune.Callback):
     tracks = True
     """Logs the trials into the sweep's MLflow runs (the confirmation runs are not the search's trials)."""
 
-    _UNPICKLED = frozenset({"_tracking", "_kept", "_table"})
-    """Made again on the driver that resumes: the MLflow client, and the records and table kept between
-    writes (the first write after a resume builds them once)."""
+    _UNPICKLED = frozenset({"_tracking", "_kept", "_table", "_last_write", "_last_status", "_last_cost"})
+    """Made again on the driver that resumes: the MLflow client, the records and table kept between
+    writes (the first write after a resume builds them once), and the times of the last write and status
+    line (another process's ``time.monotonic``, which on another machine could hold writes back for as
+    long as that machine had been up)."""
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._UNPICKLED}
