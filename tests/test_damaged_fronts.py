@@ -33,6 +33,7 @@ from fairsearch.output.confirm import ConfirmPlan, write_confirmation
 from fairsearch.output.fronts import (
     COMBINED_FRONT,
     CONFIRMED_FRONT,
+    CONFIRMED_REFIT_FRONT,
     FEASIBLE_FRONT,
     FRONTS,
     REFIT_FRONT,
@@ -43,6 +44,7 @@ from fairsearch.output.results import (
     PARETO_FILE,
     TRIALS_FILE,
     TrialRecord,
+    read_front,
     read_parquet_metadata,
     write_parquet_atomic,
     write_results,
@@ -70,12 +72,24 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = root / "results" / "s"
     derived = (*threshold_fronts.derived_fronts(OBJECTIVES), *refit_fronts.derived_fronts(OBJECTIVES))
     write_results(folder, records, test, constraints=GAP_AT_MOST_HALF, derived_fronts=derived)
-    runs = [
-        TrialRecord(f"c{n}", n, "completed", {**records[n].params, "seed": 1}, records[n].val_metrics, 3.0)
-        for n in (0, 1)
+    refitted = tuple(int(n) for n in read_front(folder, REFIT_FRONT)["number"])
+    confirmed = tuple(dict.fromkeys([0, 1, *refitted]))
+    runs = [  # each run's checkpoint is its trial's: the same scores and features, refitted alike
+        TrialRecord(
+            f"c{n}",
+            n,
+            "completed",
+            {**records[n].params, "seed": 1},
+            records[n].val_metrics,
+            3.0,
+            checkpoint=records[n].checkpoint,
+        )
+        for n in confirmed
     ]
-    plan = ConfirmPlan((0, 1), (), {0: test["t0"], 1: test["t1"]})
-    write_confirmation(folder, runs, {"c0": test["t0"], "c1": test["t1"]}, plan)
+    plan = ConfirmPlan(confirmed, (), {n: test[f"t{n}"] for n in confirmed}, refit_candidates=refitted)
+    write_confirmation(
+        folder, runs, {f"c{n}": test[f"t{n}"] for n in confirmed}, plan, refit_fronts.refit_rows
+    )
     return folder
 
 
@@ -217,6 +231,11 @@ DAMAGED: list[tuple[str, Callable[[Path], None], str]] = [
         "its confirmed front holds trial(s) t",
     ),
     ("confirmed-stranger-id", _set(CONFIRMED_FRONT, "trial_id", "c0"), "confirmed front holds trial(s) c0"),
+    (
+        "confirmed-refit-stranger",
+        _set(CONFIRMED_REFIT_FRONT, "number", 77),
+        "its confirmed_refit front holds trial(s) t",
+    ),
     # every row is of a kind its front has
     ("refit-row-of-threshold-kind", _set(REFIT_FRONT, "kind", "threshold"), "kind(s) threshold; allowed"),
     (
@@ -234,6 +253,11 @@ DAMAGED: list[tuple[str, Callable[[Path], None], str]] = [
         _set(CONFIRMED_FRONT, "kind", "trained"),
         "its confirmed front holds rows of kind(s) trained; allowed ['null']",
     ),
+    (
+        "confirmed-refit-row-trained",
+        _set(CONFIRMED_REFIT_FRONT, "kind", "trained"),
+        "its confirmed_refit front holds rows of kind(s) trained; allowed ['last_layer_refit']",
+    ),
     ("kind-unknown", _set(COMBINED_FRONT, "kind", "magic"), "its combined front holds rows of kind(s) magic"),
     # what the fronts' tables read
     (
@@ -243,6 +267,11 @@ DAMAGED: list[tuple[str, Callable[[Path], None], str]] = [
     ),
     ("confirmed-n-seeds-column-dropped", _drop("n_seeds"), "whose n_seeds is not a whole number >= 1"),
     ("confirmed-n-seeds-zero", _set(CONFIRMED_FRONT, "n_seeds", 0), "whose n_seeds is not a whole number"),
+    (
+        "confirmed-refit-n-seeds-missing",
+        _set(CONFIRMED_REFIT_FRONT, "n_seeds", np.nan),
+        "confirmed_refit front holds rows whose n_seeds is not a whole number >= 1",
+    ),
     ("confirmed-n-seeds-fraction", _set(CONFIRMED_FRONT, "n_seeds", 2.5), "whose n_seeds is not a whole"),
     (
         "confirmed-hypervolume-text",
