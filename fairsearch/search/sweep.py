@@ -380,9 +380,8 @@ def _confirm(
             ),
         )
     _fit(tuner)
-    refresh_confirmed(
-        results_dir, plan, refit_rows
-    )  # the search's writer may have rewritten pareto.parquet on resume
+    # the search's writer may have rewritten pareto.parquet on resume
+    refresh_confirmed(results_dir, plan, refit_rows)
     runs, confirmed = read_confirmed(results_dir)
     ended = int(runs["status"].isin(["completed", "failed"]).sum()) if len(runs) else 0
     return replace(outcome, confirmed=confirmed, unconfirmed=max(len(plan.runs) - ended, 0))
