@@ -185,7 +185,6 @@ def test_trial_ends_are_joined_into_one_write_once_writing_costs_more_than_its_s
         def write(self, trials: object, completed: object = None) -> None:
             written.append([t.trial_id for t in trials if t.status == "TERMINATED" or t is completed])
             now[0] += 1.0
-            self._last_write = now[0]
 
     callback = Timed(str(tmp_path))
     callback.write_share = 0.1

@@ -386,10 +386,11 @@ class ResultsCallback(tune.Callback):
         return time.monotonic() - self._last_write >= max(at_least, self._last_cost / self.write_share)
 
     def _write(self, trials: Sequence[Any], completed: Any = None) -> None:
-        """:meth:`write`, timed for :meth:`_due`."""
+        """:meth:`write`, timed for :meth:`_due` (every write of a sweep comes through here)."""
         started = time.monotonic()
         self.write(trials, completed)
-        self._last_cost = time.monotonic() - started
+        self._last_write = time.monotonic()
+        self._last_cost = self._last_write - started
         self._unwritten = False
 
     def records(self, trials: Sequence[Any], completed: Any = None) -> list[TrialRecord]:
@@ -454,7 +455,6 @@ class ResultsCallback(tune.Callback):
             derived_fronts=(*derived_fronts(self.objectives), *refit_fronts(self.objectives)),
             table=table.frame,
         )
-        self._last_write = time.monotonic()
         self._front = front_summary(written.search_front)
 
     stage = ""
@@ -502,7 +502,6 @@ class ConfirmCallback(ResultsCallback):
         if plan is None:  # removed by hand while the runs went on: nothing to combine them with
             return
         front = write_confirmation(Path(self.results_dir), records, tests, plan, refit_rows)
-        self._last_write = time.monotonic()
         self._front = front_summary(front)
 
 
