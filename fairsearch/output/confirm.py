@@ -233,8 +233,9 @@ def make_plan(
             pool = pool[meets]
         else:
             logger.warning("no trial meets the constraints: the confirmation candidates are drawn from all")
-        if "feasible" in refit and refit["feasible"].fillna(False).astype(bool).any():
-            refit = refit[refit["feasible"].fillna(False).astype(bool)]
+        feasible = refit["feasible"].fillna(False).astype(bool) if "feasible" in refit else None
+        if feasible is not None and feasible.any():
+            refit = refit[feasible]
     refitted = _spread(list(dict.fromkeys(int(n) for n in refit["number"])), max_trials)
     numbers = list(dict.fromkeys([*candidates(pool, max_trials, objectives), *refitted]))
     rows = trials.set_index("number")
